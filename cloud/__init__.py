@@ -1,0 +1,1 @@
+"""What the tiers share: settings, AWS clients, the message schema, provisioning, embedded AWS."""

@@ -1,0 +1,92 @@
+"""`python -m cloud`: run the embedded stack, or provision / deploy / tear down AWS resources."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cloud.clients import make_client
+from cloud.deploy_cli import add_commands as add_deploy_commands
+from cloud.embedded import Stack, StackError, aws_env, default_env, python_module, wait_http
+from cloud.provision import provision
+from cloud.settings import ConfigError, Settings
+
+log = logging.getLogger("cloud")
+
+
+def cmd_provision(args, settings: Settings) -> int:
+    ids = provision(settings, make_client("s3", settings), make_client("sqs", settings))
+    for name, value in ids.items():
+        print(f"{name}: {value}")
+    return 0
+
+
+def cmd_up(args, settings: Settings) -> int:
+    endpoint = f"http://127.0.0.1:{args.aws_port}"
+    env = {**default_env(), **aws_env(endpoint, settings.aws_region)}
+    # Embedded mode: at most one worker per core unless the user says otherwise.
+    env.setdefault("FLEET_MAX", str(os.cpu_count() or 1))
+    env.setdefault("RUNNER", "process")
+    stack = Stack(env=env, log_dir=Path(args.log_dir))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    try:
+        print(f"starting embedded AWS (moto) on {endpoint}; logs in {args.log_dir}/", flush=True)
+        stack.start_moto("127.0.0.1", args.aws_port)
+        os.environ.update(aws_env(endpoint, settings.aws_region))
+        provision(settings, make_client("s3", settings), make_client("sqs", settings))
+        web = stack.start("web", python_module("web"))
+        wait_http(f"http://127.0.0.1:{settings.port}/healthz", 60, web)
+        if args.workers is None:
+            stack.start("scaler", python_module("scaler"))
+        for i in range(args.workers or 0):
+            stack.start(f"worker-{i}", python_module("worker"), {"INSTANCE_ID": f"local-{i}"})
+        print(f"serving on http://127.0.0.1:{settings.port}  (Ctrl-C stops everything)", flush=True)
+        while not stopping:
+            if dead := stack.dead():
+                raise StackError(f"{', '.join(dead)} exited; see {args.log_dir}/")
+            time.sleep(0.5)
+        return 0
+    except StackError as error:
+        print(f"cloud up: {error}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run the embedded stack: moto, web, scaler, workers")
+    up.add_argument("--aws-port", type=int, default=4566, help="moto's port (default 4566)")
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run N fixed workers instead of the scaler (default: the scaler decides)",
+    )
+    up.add_argument("--log-dir", default=".run", help="where each process logs (default .run)")
+    up.set_defaults(run=cmd_up)
+    commands.add_parser(
+        "provision", help="create the buckets and queues (idempotent)"
+    ).set_defaults(run=cmd_provision)
+    add_deploy_commands(commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"cloud: {error}", file=sys.stderr)
+        return 2
+    return args.run(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

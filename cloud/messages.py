@@ -1,0 +1,121 @@
+"""The messages that cross the queues, as frozen dataclasses with one decode error.
+
+Everything read from a queue is untrusted: decode() checks the version, every field's type and
+that a reply-to address belongs to this deployment before a tier acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+VERSION = 1
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_FILENAME = 255
+
+
+class MessageError(ValueError):
+    """A message body that is not a valid message of this schema."""
+
+
+def _require(obj: dict, name: str, kind: type | tuple[type, ...]):
+    value = obj.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise MessageError(f"field {name!r} missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _load(body: str) -> dict:
+    try:
+        obj = json.loads(body)
+    except (ValueError, TypeError):
+        raise MessageError("body is not JSON") from None
+    if not isinstance(obj, dict):
+        raise MessageError("body is not a JSON object")
+    if obj.get("v") != VERSION:
+        raise MessageError(f"unknown message version {obj.get('v')!r}")
+    return obj
+
+
+def _check_id(value: str) -> str:
+    if not _ID.match(value):
+        raise MessageError("id is not a 32-digit hex request id")
+    return value
+
+
+@dataclass(frozen=True)
+class Request:
+    """Web -> worker: classify the object `key` of the input bucket and reply to `reply_to`."""
+
+    id: str
+    key: str
+    filename: str
+    reply_to: str
+    deadline: float  # epoch seconds; past it nobody waits for the answer
+    sha256: str = ""
+    v: int = VERSION
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, body: str, reply_prefix: str | None = None) -> Request:
+        obj = _load(body)
+        request = cls(
+            id=_check_id(_require(obj, "id", str)),
+            key=_require(obj, "key", str),
+            filename=_require(obj, "filename", str)[:_MAX_FILENAME],
+            reply_to=_require(obj, "reply_to", str),
+            deadline=float(_require(obj, "deadline", (int, float))),
+            sha256=obj.get("sha256", "") if isinstance(obj.get("sha256", ""), str) else "",
+        )
+        if request.key != f"uploads/{request.id}":
+            raise MessageError("key does not belong to the request id")
+        if reply_prefix is not None and not _is_own_queue(request.reply_to, reply_prefix):
+            raise MessageError("reply_to is not one of this deployment's reply queues")
+        return request
+
+
+def _is_own_queue(url: str, prefix: str) -> bool:
+    # A queue URL ends in /<account>/<name>; only the name is ours to check.
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return url.startswith(("http://", "https://")) and name.startswith(prefix)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Worker -> web (and the output bucket): a label, or an error with its reason."""
+
+    id: str
+    filename: str
+    model: str = ""
+    label: str = ""
+    top5: list[dict] = field(default_factory=list)
+    error: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    v: int = VERSION
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, body: str) -> Result:
+        obj = _load(body)
+        top5 = obj.get("top5", [])
+        timings = obj.get("timings_ms", {})
+        if not isinstance(top5, list) or not isinstance(timings, dict):
+            raise MessageError("top5 or timings_ms has the wrong type")
+        return cls(
+            id=_check_id(_require(obj, "id", str)),
+            filename=_require(obj, "filename", str),
+            model=obj.get("model", "") or "",
+            label=obj.get("label", "") or "",
+            top5=top5,
+            error=obj.get("error", "") or "",
+            timings_ms=timings,
+        )

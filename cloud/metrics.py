@@ -1,0 +1,56 @@
+"""The worker throughput metric: workers publish it, the scaler reads the fleet's recent average."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+NAMESPACE = "ElasticClassifier"
+THROUGHPUT_METRIC = "ImagesPerSecond"
+FLEET_DIMENSION = "Fleet"
+_PERIOD_S = 60  # CloudWatch's finest standard resolution
+
+
+def _dimensions(fleet_name: str) -> list[dict]:
+    return [{"Name": FLEET_DIMENSION, "Value": fleet_name}]
+
+
+def publish_throughput(cloudwatch, fleet_name: str, img_s: float) -> None:
+    """Report one worker's rate while busy: images / seconds spent on batches, idle time excluded.
+
+    The scaler sizes the fleet by what one instance can do, so an idle worker must not report 0.
+    """
+    if not img_s > 0:
+        return
+    cloudwatch.put_metric_data(
+        Namespace=NAMESPACE,
+        MetricData=[
+            {
+                "MetricName": THROUGHPUT_METRIC,
+                "Dimensions": _dimensions(fleet_name),
+                "Value": float(img_s),
+                "Unit": "Count/Second",
+            }
+        ],
+    )
+
+
+def read_throughput(
+    cloudwatch, fleet_name: str, window_s: float = 300.0, now: datetime | None = None
+) -> float | None:
+    """The per-worker images/s averaged over every report in the window; None without reports."""
+    now = now or datetime.now(timezone.utc)
+    reply = cloudwatch.get_metric_statistics(
+        Namespace=NAMESPACE,
+        MetricName=THROUGHPUT_METRIC,
+        Dimensions=_dimensions(fleet_name),
+        StartTime=now - timedelta(seconds=window_s),
+        # A minute of slack: a worker's clock may run a little ahead of ours.
+        EndTime=now + timedelta(seconds=_PERIOD_S),
+        Period=_PERIOD_S,
+        Statistics=["Average", "SampleCount"],
+    )
+    samples = sum(p["SampleCount"] for p in reply["Datapoints"])
+    if samples <= 0:
+        return None
+    # Weight each period's average by its report count: the mean over all reports.
+    return sum(p["Average"] * p["SampleCount"] for p in reply["Datapoints"]) / samples

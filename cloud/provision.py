@@ -1,0 +1,90 @@
+"""Idempotent provisioning of the buckets and queues, the same against moto, LocalStack and AWS."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from botocore.exceptions import ClientError
+
+from cloud.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_OWNED_BUCKET_ERRORS = {"BucketAlreadyOwnedByYou"}
+
+
+def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -> dict:
+    """Create (or confirm) both buckets and the request queue with its DLQ; return their ids."""
+    tags = tags or {}
+    for bucket in (settings.input_bucket, settings.output_bucket):
+        ensure_private_bucket(s3, bucket, settings.aws_region, tags)
+    dlq_url = ensure_queue(
+        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": "1209600"}, tags
+    )
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
+    request_url = ensure_queue(
+        sqs,
+        settings.request_queue,
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+        tags,
+    )
+    return {"request_queue_url": request_url, "dead_letter_queue_url": dlq_url}
+
+
+def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> None:
+    kwargs = {"Bucket": name}
+    if region != "us-east-1":  # S3 rejects an explicit us-east-1 constraint
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+        log.info("created bucket %s", name)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in _OWNED_BUCKET_ERRORS:
+            raise
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    if tags:
+        s3.put_bucket_tagging(
+            Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        )
+
+
+def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
+    """Create the queue, or bring an existing one's attributes to what we want."""
+    wanted = {"SqsManagedSseEnabled": "true", **attributes}
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ):
+            raise
+        kwargs = {"QueueName": name, "Attributes": wanted}
+        if tags:
+            kwargs["tags"] = tags
+        url = sqs.create_queue(**kwargs)["QueueUrl"]
+        log.info("created queue %s", name)
+        return url
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=wanted)
+    return url

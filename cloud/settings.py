@@ -1,0 +1,160 @@
+"""One frozen settings object per process, read once from the environment.
+
+Every setting of every tier lives in this one table so that the README, `--help` and the
+deployment code agree. Units are part of the names. A bad value fails at start with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting from the environment is missing or malformed."""
+
+
+def _setting(default, help: str, tier: str = "all"):
+    return field(default=default, metadata={"help": help, "tier": tier})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # AWS resources: the same names in every deployment, overridable for real accounts.
+    aws_region: str = _setting("us-east-1", "AWS region (AWS_DEFAULT_REGION is read too)")
+    input_bucket: str = _setting("classifier-input", "S3 bucket for uploaded images")
+    output_bucket: str = _setting("classifier-output", "S3 bucket for results (JSON by id)")
+    request_queue: str = _setting("classifier-requests", "SQS queue of classification requests")
+    reply_queue_prefix: str = _setting("classifier-reply-", "name prefix of per-web reply queues")
+    max_receive_count: int = _setting(3, "deliveries before a request goes to the DLQ")
+
+    # Web tier.
+    host: str = _setting("127.0.0.1", "address the web tier binds", "web")
+    port: int = _setting(3000, "port the web tier binds", "web")
+    web_threads: int = _setting(
+        256, "Waitress worker threads: each waiting upload holds one, so >= peak uploads", "web"
+    )
+    web_connection_limit: int = _setting(1024, "Waitress open-connection limit", "web")
+    result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
+    max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
+    max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    scaler_status_url: str = _setting(
+        "http://127.0.0.1:3001/status", "where /status reads the fleet and decisions", "web"
+    )
+
+    # Worker tier.
+    model: str = _setting(
+        "efficientnet_lite0", "classifier name (or a torchvision model)", "worker"
+    )
+    preprocess: str = _setting("default", "'default' (the model's own) or 'reference'", "worker")
+    batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
+    visibility_timeout_s: int = _setting(30, "SQS visibility timeout for requests", "worker")
+    receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
+    fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
+    torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
+
+    # Scaler.
+    policy: str = _setting("target", "scaling policy: 'target' or 'seed'", "scaler")
+    fleet_name: str = _setting(
+        "classifier-workers", "fleet tag value that marks our instances", "scaler"
+    )
+    fleet_min: int = _setting(0, "fewest running workers", "scaler")
+    fleet_max: int = _setting(12, "most running workers (embedded: the core count)", "scaler")
+    scaler_tick_s: float = _setting(2.0, "seconds between scaler decisions", "scaler")
+    quiet_period_s: float = _setting(30.0, "idle seconds before scaling in", "scaler")
+    latency_target_s: float = _setting(5.0, "queueing latency the target policy aims for", "scaler")
+    default_throughput_img_s: float = _setting(
+        10.0, "per-worker images/s assumed until workers report theirs", "scaler"
+    )
+    warm_pool_max: int = _setting(2, "stopped instances kept for fast restarts", "scaler")
+    stopped_max_age_s: float = _setting(
+        3600.0, "stopped instances older than this are terminated", "scaler"
+    )
+    launch_template: str = _setting(
+        "classifier-worker", "EC2 launch template for new workers", "scaler"
+    )
+    runner: str = _setting(
+        "none", "local runner: 'none' (real EC2), 'process' or 'docker'", "scaler"
+    )
+    worker_image: str = _setting(
+        "elastic-classifier-worker:latest", "image the docker runner runs", "scaler"
+    )
+    boot_delay_new_s: float = _setting(0.0, "emulated boot delay of a new local instance", "scaler")
+    boot_delay_start_s: float = _setting(
+        0.0, "emulated boot delay of a restarted instance", "scaler"
+    )
+    scaler_status_port: int = _setting(3001, "port of the scaler's JSON /status", "scaler")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None and f.name == "aws_region":
+                raw = env.get("AWS_DEFAULT_REGION")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name.upper(), raw, type(f.default))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        checks = [
+            (0 < self.port < 65536, "PORT must be 1-65535"),
+            (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
+            (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
+            (self.max_upload_bytes > 0, "MAX_UPLOAD_BYTES must be > 0"),
+            (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
+            (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
+            (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
+            (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
+            (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
+            (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
+            (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
+            (self.runner in ("none", "process", "docker"), "RUNNER must be none|process|docker"),
+            (self.preprocess in ("default", "reference"), "PREPROCESS must be default|reference"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.request_queue}-dlq"
+
+
+def _parse(name: str, raw: str, kind: type):
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def describe(tiers: tuple[str, ...] = ("all",)) -> str:
+    """The settings of the given tiers as `NAME (default) meaning` lines, for --help."""
+    lines = []
+    for f in dataclasses.fields(Settings):
+        if f.metadata["tier"] in tiers or f.metadata["tier"] == "all":
+            lines.append(f"  {f.name.upper():<24} {f.default!s:<20} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table (variable, tier, default, meaning), for the README."""
+    rows = ["| variable | tier | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        meaning = f.metadata["help"].replace("|", "\\|")
+        default = f"`{f.default}`" if f.default != "" else "(empty)"
+        rows.append(f"| `{f.name.upper()}` | {f.metadata['tier']} | {default} | {meaning} |")
+    return "\n".join(rows)

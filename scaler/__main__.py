@@ -1,0 +1,95 @@
+"""`python -m scaler`: size the worker fleet to the request queue, tick after tick.
+
+Serves GET /status (JSON) on 127.0.0.1:SCALER_STATUS_PORT. SIGTERM or SIGINT stops ticking,
+drains the local workers (if a local runner is used) and exits 0; the EC2 fleet is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from cloud.clients import make_client
+from cloud.settings import ConfigError, Settings, describe
+from scaler.policies import POLICIES
+from scaler.runners import make_runner
+from scaler.service import build_scaler
+from scaler.status import StatusServer
+
+log = logging.getLogger("scaler")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m scaler",
+        description=__doc__,
+        epilog="settings (environment variables, with defaults):\n" + describe(("scaler",)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--once", action="store_true", help="run one tick, print the status JSON and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env()
+        if settings.policy not in POLICIES:
+            raise ConfigError(f"POLICY must be one of {'|'.join(POLICIES)}")
+    except ConfigError as error:
+        print(f"scaler: bad configuration: {error}", file=sys.stderr)
+        return 2
+    runner = make_runner(settings, os.environ)
+    scaler = build_scaler(
+        settings,
+        ec2=make_client("ec2", settings),
+        sqs=make_client("sqs", settings),
+        cloudwatch=make_client("cloudwatch", settings),
+        runner=runner,
+    )
+    if args.once:
+        try:
+            scaler.tick()
+            print(json.dumps(scaler.status(), indent=2))
+        finally:
+            if runner is not None:
+                runner.close()
+        return 0
+
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stopping.is_set():
+            log.warning("already stopping: draining workers (SIGKILL after the drain timeout)")
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = StatusServer(scaler.status, "127.0.0.1", settings.scaler_status_port).start()
+    log.info(
+        "scaling fleet %s with policy %s every %gs (runner %s)",
+        settings.fleet_name,
+        settings.policy,
+        settings.scaler_tick_s,
+        settings.runner,
+    )
+    try:
+        while not stopping.is_set():
+            scaler.tick()
+            stopping.wait(settings.scaler_tick_s)
+    finally:
+        log.info("stopping: closing status and draining local workers")
+        server.close()
+        if runner is not None:
+            runner.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""What the scaler measures: queue depths from SQS, per-worker throughput from CloudWatch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloud.metrics import read_throughput
+from scaler.retry import Backoff, retry
+
+log = logging.getLogger(__name__)
+
+_DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    dlq: int
+
+
+class QueueGauge:
+    """Reads the request queue's load and the dead-letter queue's depth."""
+
+    def __init__(
+        self,
+        sqs,
+        request_queue: str,
+        dead_letter_queue: str,
+        *,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self._sqs = sqs
+        self._names = (request_queue, dead_letter_queue)
+        self._urls: tuple[str, str] | None = None
+        self._backoff = backoff
+        self._sleep = sleep
+
+    def _attributes(self, url: str) -> dict[str, str]:
+        return self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)[
+            "Attributes"
+        ]
+
+    def read(self) -> QueueDepth:
+        def read_once() -> QueueDepth:
+            if self._urls is None:
+                # Looked up until found: the queues may be created after the scaler starts.
+                request, dlq = (self._sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in self._names)
+                self._urls = (request, dlq)
+            request = self._attributes(self._urls[0])
+            dlq = self._attributes(self._urls[1])
+            return QueueDepth(
+                visible=int(request["ApproximateNumberOfMessages"]),
+                in_flight=int(request["ApproximateNumberOfMessagesNotVisible"]),
+                dlq=int(dlq["ApproximateNumberOfMessages"]) + int(
+                    dlq["ApproximateNumberOfMessagesNotVisible"]
+                ),
+            )
+
+        return retry(read_once, "read queue depth", self._backoff, self._sleep)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    img_s: float
+    measured: bool  # False: the configured default, no worker has reported yet
+
+
+class ThroughputGauge:
+    """Per-worker images/s: the workers' recent reports, else the configured default.
+
+    CloudWatch is asked at most once per refresh_s; it is billed per request and reports move
+    slowly (one a minute per worker is plenty).
+    """
+
+    def __init__(
+        self,
+        cloudwatch,
+        fleet_name: str,
+        default_img_s: float,
+        *,
+        refresh_s: float = 60.0,
+        window_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._cloudwatch = cloudwatch
+        self._fleet = fleet_name
+        self._default = Throughput(default_img_s, measured=False)
+        self._refresh_s = refresh_s
+        self._window_s = window_s
+        self._clock = clock
+        self._last: Throughput = self._default
+        self._read_at: float | None = None
+
+    def read(self) -> Throughput:
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < self._refresh_s:
+            return self._last
+        self._read_at = now
+        try:
+            img_s = read_throughput(self._cloudwatch, self._fleet, self._window_s)
+        except (ClientError, BotoCoreError) as error:
+            # Sizing on the last known rate beats not sizing at all.
+            log.warning("throughput unreadable (%s); using %.1f img/s", error, self._last.img_s)
+            return self._last
+        self._last = self._default if img_s is None or img_s <= 0 else Throughput(img_s, True)
+        return self._last

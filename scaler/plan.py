@@ -1,0 +1,107 @@
+"""Turn a desired instance count into fleet actions: a pure function, shared by EC2 and the simulator.
+
+Rules: pending and running instances are capacity (so a burst does not launch a second herd while
+the first boots); scale-out starts stopped instances (the warm pool) before launching; scale-in
+cancels new launches still pending, then stops running instances, newest first; stopped instances
+beyond the pool, or stopped too long, are terminated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+CAPACITY_STATES = ("pending", "running")
+FLEET_STATES = ("pending", "running", "stopping", "stopped")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One fleet instance as the planner and the runners see it."""
+
+    instance_id: str
+    state: str  # EC2 state name
+    launched_at: float  # epoch seconds this run began (launch, or the latest start from stopped)
+    restarted: bool = False  # this run is a start from stopped, not a new launch
+    stopped_at: float | None = None  # epoch seconds of our last stop, when we know it
+
+
+@dataclass(frozen=True)
+class PoolRules:
+    warm_pool_max: int  # stopped instances kept for fast restarts
+    stopped_max_age_s: float  # stopped longer than this: terminate
+
+
+@dataclass(frozen=True)
+class Actions:
+    start: tuple[str, ...] = ()
+    launch: int = 0
+    stop: tuple[str, ...] = ()
+    terminate: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.start or self.launch or self.stop or self.terminate)
+
+    def describe(self) -> str:
+        return (
+            f"start={list(self.start)} launch={self.launch} "
+            f"stop={list(self.stop)} terminate={list(self.terminate)}"
+        )
+
+
+def count_states(instances: Iterable[Instance]) -> dict[str, int]:
+    counts = dict.fromkeys(FLEET_STATES, 0)
+    for instance in instances:
+        if instance.state in counts:
+            counts[instance.state] += 1
+    return counts
+
+
+def capacity(instances: Iterable[Instance]) -> int:
+    return sum(1 for i in instances if i.state in CAPACITY_STATES)
+
+
+def _stop_time(instance: Instance) -> float:
+    # Without our stop tag (stopped by hand) the launch time is the earliest it can have stopped.
+    return instance.stopped_at if instance.stopped_at is not None else instance.launched_at
+
+
+def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) -> Actions:
+    if desired < 0:
+        raise ValueError(f"negative desired count {desired}")
+    by_state = {state: [i for i in instances if i.state == state] for state in FLEET_STATES}
+    have = len(by_state["pending"]) + len(by_state["running"])
+
+    start: list[Instance] = []
+    launch = 0
+    stop: list[Instance] = []
+    cancel: list[Instance] = []
+    if desired > have:
+        # Oldest stopped first: restarting it resets the age that would otherwise expire it.
+        warm = sorted(by_state["stopped"], key=_stop_time)
+        start = warm[: desired - have]
+        launch = desired - have - len(start)
+    elif desired < have:
+        # First cancel new launches still booting: they have done no work and hold nothing warm.
+        # EC2 cannot stop a pending instance, so cancelling is terminating. Then stop running
+        # instances, newest first (under emulated boot delays, those are the ones still booting).
+        # A pending restart is left for a later tick, when it can be stopped back into the pool.
+        booting = [i for i in by_state["pending"] if not i.restarted]
+        cancel = sorted(booting, key=lambda i: i.launched_at, reverse=True)[: have - desired]
+        newest_first = sorted(by_state["running"], key=lambda i: i.launched_at, reverse=True)
+        stop = newest_first[: have - desired - len(cancel)]
+
+    started = {i.instance_id for i in start}
+    idle = [i for i in by_state["stopped"] if i.instance_id not in started]
+    aged = [i for i in idle if now - _stop_time(i) > rules.stopped_max_age_s]
+    fresh = sorted((i for i in idle if i not in aged), key=_stop_time, reverse=True)
+    # Instances on their way to stopped are the newest members of the pool.
+    slots = max(0, rules.warm_pool_max - len(by_state["stopping"]) - len(stop))
+    terminate = cancel + aged + fresh[slots:]
+
+    return Actions(
+        start=tuple(i.instance_id for i in start),
+        launch=launch,
+        stop=tuple(i.instance_id for i in stop),
+        terminate=tuple(i.instance_id for i in terminate),
+    )

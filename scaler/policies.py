@@ -1,0 +1,163 @@
+"""Scaling policies: pure functions from queue and fleet numbers to a desired instance count.
+
+Nothing here calls AWS, reads a clock or logs. The executor (scaler.service) gathers the numbers,
+the simulator (scaler.sim) makes them up, and both call the same functions.
+
+`target` follows AWS's "scaling based on Amazon SQS" guidance (backlog per instance) in the shape
+of KEDA's SQS scaler: typed inputs, bad data raises, and the 0 -> 1 activation decision is apart
+from the per-instance target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+SEED_IMAGES_PER_INSTANCE = 4
+
+
+class PolicyError(ValueError):
+    """The numbers handed to a policy are impossible (negative counts, zero throughput)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees at one tick."""
+
+    visible: int  # messages waiting in the request queue
+    in_flight: int  # messages received by a worker and not yet deleted
+    capacity: int  # instances that are or will soon be working: pending + running
+    throughput_img_s: float  # images per second one instance handles (measured or the default)
+    # Highest raw demand over the last quiet period; None until the scaler has watched that long.
+    window_peak: int | None = None
+
+    @property
+    def load(self) -> int:
+        return self.visible + self.in_flight
+
+
+@dataclass(frozen=True)
+class Limits:
+    min: int
+    max: int
+
+
+@dataclass(frozen=True)
+class TargetParams:
+    latency_target_s: float  # how long a message may wait once it is at the head of the backlog
+    activation_load: int = 0  # the fleet wakes from zero once load exceeds this
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int  # instance count to aim for now (within limits)
+    raw: int  # what the load alone asks for, before the quiet period and the limits
+    reason: str
+
+
+Policy = Callable[[Observation], Decision]
+
+
+def _check(obs: Observation, limits: Limits) -> None:
+    if obs.visible < 0 or obs.in_flight < 0 or obs.capacity < 0:
+        raise PolicyError(f"negative count in {obs}")
+    if not (obs.throughput_img_s > 0 and math.isfinite(obs.throughput_img_s)):
+        raise PolicyError(f"throughput must be a positive number, got {obs.throughput_img_s!r}")
+    if obs.window_peak is not None and obs.window_peak < 0:
+        raise PolicyError(f"negative window peak {obs.window_peak}")
+    if not 0 <= limits.min <= limits.max:
+        raise PolicyError(f"need 0 <= min <= max, got {limits}")
+
+
+def _clamp(n: int, limits: Limits) -> int:
+    return max(limits.min, min(n, limits.max))
+
+
+def seed(obs: Observation, limits: Limits) -> Decision:
+    """The original design: one instance per 4 visible images, up to max, no memory."""
+    _check(obs, limits)
+    raw = math.ceil(obs.visible / SEED_IMAGES_PER_INSTANCE)
+    desired = _clamp(raw, limits)
+    return Decision(desired, raw, f"ceil(visible {obs.visible} / {SEED_IMAGES_PER_INSTANCE})")
+
+
+def is_active(load: int, activation_load: int = 0) -> bool:
+    """Whether there is work at all: the 0 <-> 1 decision, apart from the per-instance target."""
+    if load < 0:
+        raise PolicyError(f"negative load {load}")
+    return load > activation_load
+
+
+def backlog_per_instance(latency_target_s: float, throughput_img_s: float) -> float:
+    """Messages one instance may hold and still answer within the latency target."""
+    if latency_target_s <= 0 or throughput_img_s <= 0:
+        raise PolicyError("latency target and throughput must be > 0")
+    return latency_target_s * throughput_img_s
+
+
+def target_raw(obs: Observation, params: TargetParams) -> tuple[int, str]:
+    """Instances the load asks for, ignoring the fleet's size, the quiet period and the limits."""
+    if not is_active(obs.load, params.activation_load):
+        return 0, f"inactive: load {obs.load} <= activation {params.activation_load}"
+    per_instance = backlog_per_instance(params.latency_target_s, obs.throughput_img_s)
+    raw = max(1, math.ceil(obs.load / per_instance))
+    return raw, f"load {obs.load} / backlog per instance {per_instance:g}"
+
+
+def target(obs: Observation, limits: Limits, params: TargetParams) -> Decision:
+    """Target tracking on backlog per instance: out at once, in only after a quiet period."""
+    _check(obs, limits)
+    raw, why = target_raw(obs, params)
+    if raw >= obs.capacity:
+        return Decision(_clamp(raw, limits), raw, f"{why}: scale to demand")
+    if obs.window_peak is None:
+        return Decision(_clamp(obs.capacity, limits), raw, f"{why}: hold, quiet period not watched")
+    keep = min(obs.capacity, max(raw, obs.window_peak))
+    if keep == obs.capacity:
+        reason = f"{why}: hold, peak {obs.window_peak} within quiet period"
+    else:
+        reason = f"{why}: scale in to quiet-period peak {max(raw, obs.window_peak)}"
+    return Decision(_clamp(keep, limits), raw, reason)
+
+
+class QuietWindow:
+    """Remembers raw demand long enough to say what the peak of the last quiet period was.
+
+    The one stateful piece of scaling; it keeps timestamps given by the caller, never a clock.
+    """
+
+    def __init__(self, period_s: float):
+        if period_s < 0:
+            raise PolicyError("quiet period must be >= 0")
+        self.period_s = period_s
+        self._first: float | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def observe(self, now: float, raw: int) -> None:
+        if self._first is None:
+            self._first = now
+        self._samples.append((now, raw))
+        while self._samples and self._samples[0][0] < now - self.period_s:
+            self._samples.popleft()
+
+    def peak(self, now: float) -> int | None:
+        """Highest raw demand seen within period_s before now; None until watched that long."""
+        if self._first is None or now - self._first < self.period_s:
+            return None
+        return max((r for t, r in self._samples if t >= now - self.period_s), default=0)
+
+
+POLICIES = ("target", "seed")
+
+
+def make_policy(
+    name: str, limits: Limits, latency_target_s: float, activation_load: int = 0
+) -> Policy:
+    if name == "seed":
+        return partial(seed, limits=limits)
+    if name == "target":
+        return partial(target, limits=limits, params=TargetParams(latency_target_s, activation_load))
+    raise PolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")

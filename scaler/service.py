@@ -1,0 +1,181 @@
+"""One scaler tick: measure, ask the policy, plan, act through EC2, let the local runner follow.
+
+Each decision is one log line carrying its inputs and reason; the last few are kept for /status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloud.settings import Settings
+from scaler.fleet import Fleet, view
+from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
+from scaler.plan import Instance, PoolRules, capacity, count_states, plan
+from scaler.policies import (
+    Limits,
+    Observation,
+    Policy,
+    PolicyError,
+    QuietWindow,
+    make_policy,
+)
+from scaler.runners.base import Runner
+
+log = logging.getLogger(__name__)
+
+DECISIONS_KEPT = 20
+_AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+@dataclass(frozen=True)
+class ScalerConfig:
+    policy: str
+    limits: Limits
+    latency_target_s: float
+    quiet_period_s: float
+    pool: PoolRules
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScalerConfig:
+        return cls(
+            policy=settings.policy,
+            limits=Limits(settings.fleet_min, settings.fleet_max),
+            latency_target_s=settings.latency_target_s,
+            quiet_period_s=settings.quiet_period_s,
+            pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s),
+        )
+
+
+class Scaler:
+    def __init__(
+        self,
+        config: ScalerConfig,
+        *,
+        fleet: Fleet,
+        queue: QueueGauge,
+        throughput: ThroughputGauge,
+        runner: Runner | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self._policy: Policy = make_policy(config.policy, config.limits, config.latency_target_s)
+        self._window = QuietWindow(config.quiet_period_s)
+        self._fleet = fleet
+        self._queue = queue
+        self._throughput = throughput
+        self._runner = runner
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._decisions: deque[str] = deque(maxlen=DECISIONS_KEPT)
+        self._last_key: tuple | None = None
+        self._depth = QueueDepth(0, 0, 0)
+        self._fleet_counts = count_states([])
+        self._img_s = 0.0
+
+    def tick(self) -> None:
+        """One round. AWS failures are logged and leave the fleet as it is until the next tick."""
+        now = self._clock()
+        try:
+            instances = self._fleet.instances()
+        except _AWS_ERRORS as error:
+            self._failed("ec2", f"fleet unreadable ({error}); fleet stays as it is")
+            return
+        self._follow(instances)
+        try:
+            depth = self._queue.read()
+        except _AWS_ERRORS as error:
+            self._failed("sqs", f"queue unreadable ({error}); fleet stays as it is")
+            return
+        throughput = self._throughput.read()
+        obs = Observation(
+            visible=depth.visible,
+            in_flight=depth.in_flight,
+            capacity=capacity(instances),
+            throughput_img_s=throughput.img_s,
+            window_peak=self._window.peak(now),
+        )
+        try:
+            decision = self._policy(obs)
+        except PolicyError as error:
+            self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
+            return
+        self._window.observe(now, decision.raw)
+        actions = plan(decision.desired, instances, now, self.config.pool)
+        with self._lock:
+            self._depth, self._img_s = depth, throughput.img_s
+        line = (
+            f"policy={self.config.policy} visible={obs.visible} in_flight={obs.in_flight} "
+            f"capacity={obs.capacity} throughput={obs.throughput_img_s:.1f}"
+            f"{'' if throughput.measured else '(default)'} peak={obs.window_peak} "
+            f"raw={decision.raw} desired={decision.desired} {actions.describe()} "
+            f"reason={decision.reason!r}"
+        )
+        try:
+            self._fleet.apply(actions)
+        except _AWS_ERRORS as error:
+            self._failed("apply", f"{line} FAILED ({error})")
+            return
+        self._record((decision.desired, bool(actions)), line, bool(actions))
+        if actions and self._runner is not None:
+            # Local instances change state at once; let their workers follow in the same tick.
+            try:
+                self._follow(self._fleet.instances())
+            except _AWS_ERRORS as error:
+                log.warning("fleet unreadable after acting (%s); runner follows next tick", error)
+
+    def _follow(self, instances: list[Instance]) -> None:
+        with self._lock:
+            self._fleet_counts = count_states(instances)
+        if self._runner is not None:
+            self._runner.reconcile([view(i) for i in instances])
+
+    def _record(self, key: tuple, line: str, acted: bool, level: int = logging.INFO) -> None:
+        # Log a tick that acted, failed or changed its mind; identical quiet ticks only at debug.
+        if not acted and key == self._last_key:
+            log.debug("decision %s", line)
+            return
+        self._last_key = key
+        log.log(level, "decision %s", line)
+        stamped = f"{time.strftime('%H:%M:%S', time.localtime(self._clock()))} {line}"
+        with self._lock:
+            self._decisions.append(stamped)
+
+    def _failed(self, what: str, line: str) -> None:
+        self._record((f"{what}-error",), line, acted=True, level=logging.WARNING)
+
+    def status(self) -> dict:
+        with self._lock:
+            return {
+                "queue": {
+                    "visible": self._depth.visible,
+                    "in_flight": self._depth.in_flight,
+                    "dlq": self._depth.dlq,
+                },
+                "fleet": dict(self._fleet_counts),
+                "policy": self.config.policy,
+                "decisions": list(self._decisions),
+                "throughput_img_s": self._img_s,
+            }
+
+
+def build_scaler(
+    settings: Settings, *, ec2, sqs, cloudwatch, runner: Runner | None = None
+) -> Scaler:
+    """The scaler for one deployment, from its settings and its AWS clients."""
+    return Scaler(
+        ScalerConfig.from_settings(settings),
+        fleet=Fleet(ec2, settings.fleet_name, settings.launch_template),
+        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        throughput=ThroughputGauge(
+            cloudwatch, settings.fleet_name, settings.default_throughput_img_s
+        ),
+        runner=runner,
+    )
+

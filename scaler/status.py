@@ -1,0 +1,61 @@
+"""A small JSON status endpoint (GET /status) served from a background thread.
+
+The standard library's WSGI server is enough: one reader (the web tier's /status) at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+log = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the standard library's signature
+        log.debug("status: " + format, *args)
+
+
+def status_app(status: Callable[[], dict]):
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/status":
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": "not found"}']
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = json.dumps(status()).encode()
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return app
+
+
+class StatusServer:
+    def __init__(self, status: Callable[[], dict], host: str = "127.0.0.1", port: int = 0):
+        self._server: WSGIServer = make_server(
+            host, port, status_app(status), handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="scaler-status", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.server_port
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        log.info("status on http://%s:%d/status", *self._server.server_address[:2])
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real moto server over HTTP, and the embedded stack's real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from cloud.embedded import Stack, aws_env, default_env, python_module, wait_http
+from cloud.provision import provision
+from cloud.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def photo_labels() -> dict[str, list[str]]:
+    return json.loads((IMAGES / "labels.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """One moto server process for the session; tests isolate by resource names."""
+    port = free_port()
+    stack = Stack(env=default_env(), log_dir=tmp_path_factory.mktemp("moto"))
+    stack.start_moto("127.0.0.1", port)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in aws_env(endpoint)}
+    os.environ.update(aws_env(endpoint))
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    stack.stop()
+
+
+@pytest.fixture
+def aws_client(moto_endpoint):
+    def make(service: str):
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    return make
+
+
+class Service:
+    """A provisioned set of resources plus web and worker processes, all real."""
+
+    def __init__(self, endpoint: str, log_dir: Path, name: str, **overrides: str):
+        self.name = name
+        self.env = {
+            **default_env(),
+            **aws_env(endpoint),
+            "INPUT_BUCKET": f"{name}-in",
+            "OUTPUT_BUCKET": f"{name}-out",
+            "REQUEST_QUEUE": f"{name}-requests",
+            "REPLY_QUEUE_PREFIX": f"{name}-reply-",
+            "RECEIVE_WAIT_S": "2",
+            **overrides,
+        }
+        self.settings = Settings.from_env(self.env)
+        self.stack = Stack(env=self.env, log_dir=log_dir)
+        self.webs: list[str] = []
+        self.workers = []
+
+    def provision(self) -> dict:
+        kwargs = {"endpoint_url": self.env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}
+        return provision(self.settings, boto3.client("s3", **kwargs), boto3.client("sqs", **kwargs))
+
+    def start_web(self, **overrides: str) -> str:
+        port = free_port()
+        process = self.stack.start(
+            f"web-{len(self.webs)}", python_module("web"), {"PORT": str(port), **overrides}
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", 60, process)
+        self.webs.append(url)
+        return url
+
+    def start_worker(self, **overrides: str):
+        index = len(self.workers)
+        process = self.stack.start(
+            f"worker-{index}",
+            python_module("worker"),
+            {"INSTANCE_ID": f"test-{index}", **overrides},
+        )
+        self.workers.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.stack.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+@pytest.fixture
+def service_factory(moto_endpoint, tmp_path, request):
+    services = []
+
+    def make(**overrides: str) -> Service:
+        name = f"t{len(services)}{abs(hash(request.node.nodeid)) % 10**8}"
+        service = Service(moto_endpoint, tmp_path / name, name, **overrides)
+        service.provision()
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def running_service(moto_endpoint, tmp_path_factory, request):
+    """One web and one worker shared by a module's tests."""
+    name = f"m{abs(hash(request.module.__name__)) % 10**8}"
+    service = Service(moto_endpoint, tmp_path_factory.mktemp(name), name)
+    service.provision()
+    service.start_worker()
+    service.start_web()
+    yield service
+    service.stop()
+
+
+def pytest_report_header(config):
+    return f"python {sys.version.split()[0]}"

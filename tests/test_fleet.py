@@ -1,0 +1,269 @@
+"""The fleet: pure planning tables, then the EC2 executor against a real moto server over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from cloud.settings import Settings
+from scaler.fleet import (
+    FLEET_TAG,
+    STARTED_AT_TAG,
+    STOPPED_AT_TAG,
+    Fleet,
+    ensure_local_launch_template,
+    view,
+)
+from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan
+from scaler.retry import Backoff, retry
+
+RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
+NOW = 10_000.0
+
+
+def inst(iid, state, launched_at=0.0, restarted=False, stopped_at=None) -> Instance:
+    return Instance(iid, state, launched_at, restarted, stopped_at)
+
+
+# ---- planning (pure) -------------------------------------------------------------------------
+
+
+def test_scale_out_prefers_the_warm_pool_then_launches():
+    fleet = [
+        inst("r1", "running"),
+        inst("s-new", "stopped", stopped_at=NOW - 10),
+        inst("s-old", "stopped", stopped_at=NOW - 100),
+    ]
+    assert plan(2, fleet, NOW, RULES) == Actions(start=("s-old",))
+    assert plan(5, fleet, NOW, RULES) == Actions(start=("s-old", "s-new"), launch=2)
+
+
+def test_pending_instances_count_as_capacity():
+    fleet = [inst("p1", "pending"), inst("p2", "pending"), inst("r1", "running")]
+    assert capacity(fleet) == 3
+    assert not plan(3, fleet, NOW, RULES)
+    assert plan(4, fleet, NOW, RULES) == Actions(launch=1)
+
+
+def test_stopping_instances_are_not_capacity_and_not_restarted():
+    fleet = [inst("x1", "stopping"), inst("r1", "running")]
+    assert plan(2, fleet, NOW, RULES) == Actions(launch=1)
+
+
+def test_scale_in_cancels_booting_launches_then_stops_newest_running():
+    fleet = [
+        inst("r-old", "running", launched_at=1.0),
+        inst("r-new", "running", launched_at=5.0),
+        inst("p-new", "pending", launched_at=9.0),
+        inst("p-restart", "pending", launched_at=9.0, restarted=True),
+    ]
+    assert plan(3, fleet, NOW, RULES) == Actions(terminate=("p-new",))
+    assert plan(1, fleet, NOW, RULES) == Actions(stop=("r-new", "r-old"), terminate=("p-new",))
+
+
+def test_scale_in_keeps_at_most_the_warm_pool_stopped():
+    fleet = [inst(f"s{k}", "stopped", stopped_at=NOW - k) for k in range(1, 4)]
+    # s1 and s2 were stopped most recently: they stay; s3 goes.
+    assert plan(0, fleet, NOW, RULES) == Actions(terminate=("s3",))
+    # Instances on their way to stopped take pool slots first.
+    running = [inst("r1", "running"), inst("r2", "running")]
+    assert plan(0, running + fleet, NOW, RULES) == Actions(
+        stop=("r1", "r2"), terminate=("s1", "s2", "s3")
+    )
+    assert plan(0, [inst("x", "stopping"), *fleet], NOW, RULES).terminate == ("s2", "s3")
+
+
+def test_stopped_instances_age_out():
+    fleet = [
+        inst("fresh", "stopped", stopped_at=NOW - 60),
+        inst("stale", "stopped", stopped_at=NOW - 3601),
+        inst("untagged", "stopped", launched_at=NOW - 7200),  # no stop tag: launch time counts
+    ]
+    assert plan(0, fleet, NOW, RULES) == Actions(terminate=("stale", "untagged"))
+    # An old stopped instance that is needed is started, not terminated.
+    assert plan(1, fleet, NOW, RULES) == Actions(start=("untagged",), terminate=("stale",))
+
+
+def test_zero_pool_terminates_every_stopped_instance():
+    rules = PoolRules(warm_pool_max=0, stopped_max_age_s=3600.0)
+    fleet = [inst("s1", "stopped", stopped_at=NOW), inst("r1", "running")]
+    assert plan(0, fleet, NOW, rules) == Actions(stop=("r1",), terminate=("s1",))
+
+
+def test_plan_rejects_negative_desired():
+    with pytest.raises(ValueError):
+        plan(-1, [], NOW, RULES)
+
+
+def test_count_states_reports_every_fleet_state():
+    fleet = [inst("a", "running"), inst("b", "stopped"), inst("c", "shutting-down")]
+    assert count_states(fleet) == {"pending": 0, "running": 1, "stopping": 0, "stopped": 1}
+
+
+# ---- retries -----------------------------------------------------------------------------------
+
+
+def _client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "RunInstances",
+    )
+
+
+def test_transient_errors_are_retried_with_growing_backoff():
+    failures = [_client_error("RequestLimitExceeded"), EndpointConnectionError(endpoint_url="x")]
+    sleeps: list[float] = []
+
+    def call():
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    assert retry(call, "test", Backoff(attempts=3, base_s=0.5), sleeps.append) == "ok"
+    assert sleeps == [0.5, 1.0]
+
+
+def test_permanent_errors_and_exhausted_retries_raise():
+    sleeps: list[float] = []
+
+    def bad_request():
+        raise _client_error("InvalidParameterValue")
+
+    with pytest.raises(ClientError):
+        retry(bad_request, "test", Backoff(attempts=3), sleeps.append)
+    assert sleeps == []
+
+    def always_503():
+        raise _client_error("Whatever", status=503)
+
+    with pytest.raises(ClientError):
+        retry(always_503, "test", Backoff(attempts=3, base_s=1.0, max_s=1.5), sleeps.append)
+    assert sleeps == [1.0, 1.5]
+
+
+# ---- EC2 through moto --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ec2(aws_client):
+    return aws_client("ec2")
+
+
+@pytest.fixture
+def settings():
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(fleet_name=f"fleet-{suffix}", launch_template=f"lt-{suffix}")
+
+
+@pytest.fixture
+def fleet(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    return Fleet(ec2, settings.fleet_name, settings.launch_template, backoff=Backoff(attempts=1))
+
+
+def states(ec2, ids) -> dict[str, str]:
+    reply = ec2.describe_instances(InstanceIds=list(ids))
+    return {i["InstanceId"]: i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]}
+
+
+def tags_of(ec2, iid) -> dict[str, str]:
+    reply = ec2.describe_instances(InstanceIds=[iid])
+    return {t["Key"]: t["Value"] for t in reply["Reservations"][0]["Instances"][0].get("Tags", [])}
+
+
+def test_launch_template_is_created_once(ec2, settings):
+    first = ensure_local_launch_template(ec2, settings)
+    assert ensure_local_launch_template(ec2, settings) == first
+    found = ec2.describe_launch_templates(LaunchTemplateNames=[settings.launch_template])
+    assert [t["LaunchTemplateId"] for t in found["LaunchTemplates"]] == [first]
+
+
+def test_launch_tags_instances_into_the_fleet(ec2, fleet, settings):
+    assert fleet.instances() == []
+    fleet.apply(Actions(launch=2))
+    found = fleet.instances()
+    assert len(found) == 2
+    assert {i.state for i in found} <= {"pending", "running"}
+    for instance in found:
+        assert tags_of(ec2, instance.instance_id)[FLEET_TAG] == settings.fleet_name
+        assert not instance.restarted
+
+
+def test_stop_records_the_time_and_start_marks_a_restart(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    times = iter([1_000.0, 2_000.0])
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template, clock=lambda: next(times))
+    fleet.apply(Actions(launch=1))  # takes the first clock reading
+    (iid,) = [i.instance_id for i in fleet.instances()]
+    fleet.apply(Actions(stop=(iid,)))
+    (stopped,) = fleet.instances()
+    assert (stopped.state, stopped.stopped_at) == ("stopped", 2_000.0)
+    fleet._clock = lambda: 9e9  # noqa: SLF001 - a start far after the launch
+    fleet.apply(Actions(start=(iid,)))
+    (started,) = fleet.instances()
+    assert started.state in ("pending", "running")
+    assert started.restarted and started.launched_at == 9e9
+    assert view(started).restarted
+    assert float(tags_of(ec2, iid)[STARTED_AT_TAG]) == 9e9
+
+
+def test_scale_out_starts_the_warm_pool_before_launching(ec2, fleet):
+    fleet.apply(Actions(launch=2))
+    ids = [i.instance_id for i in fleet.instances()]
+    fleet.apply(Actions(stop=tuple(ids)))
+    assert set(states(ec2, ids).values()) == {"stopped"}
+
+    actions = plan(3, fleet.instances(), NOW, RULES)
+    assert set(actions.start) == set(ids) and actions.launch == 1
+    fleet.apply(actions)
+    found = fleet.instances()
+    assert len(found) == 3
+    assert {i.instance_id for i in found if i.restarted} == set(ids)
+    assert capacity(found) == 3
+
+
+def test_aged_stopped_instances_are_terminated(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    long_ago = Fleet(ec2, settings.fleet_name, settings.launch_template, clock=lambda: 1_000.0)
+    long_ago.apply(Actions(launch=2))
+    ids = [i.instance_id for i in long_ago.instances()]
+    long_ago.apply(Actions(stop=tuple(ids)))
+    assert all(float(tags_of(ec2, iid)[STOPPED_AT_TAG]) == 1_000.0 for iid in ids)
+
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template)
+    actions = plan(0, fleet.instances(), 1_000.0 + RULES.stopped_max_age_s + 1, RULES)
+    assert set(actions.terminate) == set(ids)
+    fleet.apply(actions)
+    assert fleet.instances() == []
+    assert set(states(ec2, ids).values()) <= {"shutting-down", "terminated"}
+
+
+def test_instances_outside_the_fleet_are_never_touched(ec2, fleet, settings):
+    image = ec2.describe_launch_template_versions(LaunchTemplateName=settings.launch_template)[
+        "LaunchTemplateVersions"
+    ][0]["LaunchTemplateData"]["ImageId"]
+    untagged = ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2)["Instances"]
+    other = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": FLEET_TAG, "Value": "another-fleet"}]}
+        ],
+    )["Instances"]
+    outsiders = [i["InstanceId"] for i in untagged + other]
+    ec2.stop_instances(InstanceIds=[outsiders[0]])
+    before = states(ec2, outsiders)
+
+    fleet.apply(plan(3, fleet.instances(), NOW, RULES))
+    assert len(fleet.instances()) == 3
+    fleet.apply(plan(0, fleet.instances(), NOW, RULES))
+    # Stopped instances beyond the pool go too, on the following round.
+    fleet.apply(plan(0, fleet.instances(), NOW, RULES))
+    mine = fleet.instances()
+    assert [i.state for i in mine] == ["stopped"] * RULES.warm_pool_max
+
+    assert not {i.instance_id for i in mine} & set(outsiders)
+    assert states(ec2, outsiders) == before

@@ -1,0 +1,65 @@
+"""The message schema: round trips, and one typed error for every malformed body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud.messages import MessageError, Request, Result
+
+OWN = "http://127.0.0.1:4566/123456789012/svc-reply-abc"
+GOOD = {
+    "v": 1,
+    "id": "a" * 32,
+    "key": "uploads/" + "a" * 32,
+    "filename": "cat.jpg",
+    "reply_to": OWN,
+    "deadline": 1e9,
+}
+
+
+def test_request_round_trip():
+    request = Request.decode(json.dumps(GOOD), reply_prefix="svc-reply-")
+    assert Request.decode(request.encode(), reply_prefix="svc-reply-") == request
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": 2}, "version"),
+        ({"v": None}, "version"),
+        ({"id": "../../x"}, "id"),
+        ({"id": 5}, "id"),
+        ({"key": "uploads/other"}, "key"),
+        ({"key": "../secret"}, "key"),
+        ({"reply_to": "https://sqs.us-east-1.amazonaws.com/999/attacker"}, "reply_to"),
+        ({"reply_to": "file:///etc/passwd#svc-reply-x"}, "reply_to"),
+        ({"deadline": "soon"}, "deadline"),
+        ({"deadline": True}, "deadline"),
+    ],
+)
+def test_request_refuses(change, reason):
+    with pytest.raises(MessageError, match=reason):
+        Request.decode(json.dumps({**GOOD, **change}), reply_prefix="svc-reply-")
+
+
+@pytest.mark.parametrize("body", ["", "not json", "[]", "null", '"x"'])
+def test_garbage_is_one_typed_error(body):
+    with pytest.raises(MessageError):
+        Request.decode(body)
+    with pytest.raises(MessageError):
+        Result.decode(body)
+
+
+def test_long_filename_is_bounded():
+    request = Request.decode(json.dumps({**GOOD, "filename": "x" * 5000}))
+    assert len(request.filename) == 255
+
+
+def test_result_round_trip_and_ok():
+    result = Result(
+        id="b" * 32, filename="f.jpg", label="tabby", top5=[{"label": "tabby", "score": 0.9}]
+    )
+    assert Result.decode(result.encode()) == result and result.ok
+    assert not Result(id="b" * 32, filename="f", error="cannot decode").ok

@@ -1,0 +1,66 @@
+"""Settings: parsed once, typed, and a bad value is one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cloud.settings import ConfigError, Settings, describe
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.port == 3000 and settings.result_timeout_s == 60.0
+    assert settings.max_receive_count == 3 and settings.web_threads >= 200
+    assert settings.dead_letter_queue == "classifier-requests-dlq"
+
+
+def test_environment_overrides_and_region_fallback():
+    settings = Settings.from_env(
+        {"PORT": "8080", "AWS_DEFAULT_REGION": "eu-west-1", "BATCH_MAX": "4"}
+    )
+    assert (settings.port, settings.aws_region, settings.batch_max) == (8080, "eu-west-1", 4)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "abc"}, "PORT: expected int"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"BATCH_MAX": "11"}, "BATCH_MAX"),
+        ({"RESULT_TIMEOUT_S": "-1"}, "RESULT_TIMEOUT_S"),
+        ({"PREPROCESS": "fancy"}, "PREPROCESS"),
+        ({"FLEET_MIN": "5", "FLEET_MAX": "2"}, "FLEET_MIN"),
+    ],
+)
+def test_bad_values_fail_with_one_line(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_describe_lists_each_tier():
+    assert "RESULT_TIMEOUT_S" in describe(("web",)) and "BATCH_MAX" not in describe(("web",))
+    assert "BATCH_MAX" in describe(("worker",))
+
+
+@pytest.mark.parametrize("module", ["web", "worker"])
+def test_tier_cli_rejects_bad_setting_in_one_line(module):
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        env={"PORT": "nope", "BATCH_MAX": "99", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["web", "worker"])
+def test_tier_help_documents_settings(module):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "AWS_REGION" in result.stdout

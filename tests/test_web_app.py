@@ -1,0 +1,131 @@
+"""The web app in-process with falcon's TestClient and a fake gateway (unit level)."""
+
+from __future__ import annotations
+
+import io
+
+import falcon.testing
+import pytest
+from PIL import Image
+
+from cloud.messages import Result
+from cloud.settings import Settings
+from web.app import create_app
+from web.gateway import ClassificationFailed, ResultTimeout
+from web.store import Unavailable
+from web.uploads import clean_filename
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), "red").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+class FakeGateway:
+    def __init__(self, outcome):
+        self.outcome = outcome
+        self.seen = []
+
+    def classify(self, upload):
+        self.seen.append(upload)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome, {"total": 1.0}
+
+    def result(self, request_id):
+        return None
+
+
+def _client(outcome, **settings) -> tuple[falcon.testing.TestClient, FakeGateway]:
+    gateway = FakeGateway(outcome)
+    app = create_app(
+        Settings(**settings), gateway=gateway, ready=lambda: None, status=lambda: {"queue": {}}
+    )
+    return falcon.testing.TestClient(app), gateway
+
+
+def _post(client, data: bytes, filename: str = "cat.jpg", field: str = "myfile", **headers):
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return client.simulate_post(
+        "/upload",
+        body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **headers},
+    )
+
+
+OK = Result(
+    id="c" * 32,
+    filename="cat.jpg",
+    model="m",
+    label="tabby",
+    top5=[{"label": "tabby", "score": 1.0}],
+)
+
+
+def test_plain_text_answer_uses_the_stem():
+    client, gateway = _client(OK)
+    response = _post(client, _jpeg(), filename="dir/test_0.jpg")
+    assert response.status_code == 200 and response.text == "test_0:tabby"
+    assert gateway.seen[0].format == "JPEG" and gateway.seen[0].filename == "test_0.jpg"
+
+
+def test_content_type_from_client_is_ignored():
+    client, gateway = _client(OK)
+    response = _post(client, b"GIF89a" + b"\x00" * 10, filename="x.jpg")
+    assert response.status_code == 415 and not gateway.seen
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ResultTimeout("d" * 32, 60), 504),
+        (ClassificationFailed(Result(id="d" * 32, filename="f", error="cannot decode")), 422),
+        (Unavailable("could not queue the request"), 503),
+    ],
+)
+def test_domain_errors_map_to_http(error, status):
+    client, _ = _client(error)
+    response = _post(client, _jpeg())
+    assert response.status_code == status
+    assert "\n" not in response.text.strip() and "Traceback" not in response.text
+    if status == 504:
+        assert "d" * 32 in response.text
+    if status == 503:
+        assert response.headers["retry-after"]
+
+
+def test_size_limit_is_checked_before_reading():
+    client, gateway = _client(OK, max_upload_bytes=1000)
+    response = _post(client, _jpeg() + b"\x00" * 5000)
+    assert response.status_code == 413 and not gateway.seen
+
+
+def test_pixel_limit():
+    client, gateway = _client(OK, max_pixels=500)
+    assert _post(client, _jpeg()).status_code == 413 and not gateway.seen
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\cat.png", "cat.png"),
+        ("a\x00b\nc.jpg", "abc.jpg"),
+        ("", "upload"),
+        (None, "upload"),
+        ("..", "upload"),
+        ("x" * 2000, "x" * 128),
+        ("фото.jpg", "фото.jpg"),
+    ],
+)
+def test_clean_filename(raw, clean):
+    assert clean_filename(raw) == clean

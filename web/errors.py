@@ -1,0 +1,38 @@
+"""Domain errors mapped to HTTP in one place; every error is one line, never a stack trace."""
+
+from __future__ import annotations
+
+import falcon
+
+from web.gateway import ClassificationFailed, ResultTimeout
+from web.store import Unavailable
+
+
+def _timeout(req, resp, error: ResultTimeout, params) -> None:
+    raise falcon.HTTPGatewayTimeout(description=str(error)) from None
+
+
+def _failed(req, resp, error: ClassificationFailed, params) -> None:
+    raise falcon.HTTPUnprocessableEntity(description=error.result.error) from None
+
+
+def _unavailable(req, resp, error: Unavailable, params) -> None:
+    raise falcon.HTTPServiceUnavailable(description=str(error), retry_after=2) from None
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """JSON for clients that ask for it, else the one-line reason as plain text."""
+    reason = error.description or error.title
+    if req.client_prefers(["text/plain", "application/json"]) == "application/json":
+        resp.media = {"error": error.title, "reason": reason}
+    else:
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = f"{error.title}: {reason}\n" if error.description else f"{reason}\n"
+
+
+def install(app: falcon.App) -> None:
+    # Anything else is Falcon's default: logged, and a bare 500 with no traceback.
+    app.add_error_handler(ResultTimeout, _timeout)
+    app.add_error_handler(ClassificationFailed, _failed)
+    app.add_error_handler(Unavailable, _unavailable)
+    app.set_error_serializer(serialize_error)

@@ -1,0 +1,51 @@
+"""Submit an upload and wait for its own result: the domain behind the upload responder."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from cloud.messages import Result
+from web.dispatcher import ReplyDispatcher
+from web.store import UploadStore
+from web.uploads import Upload
+
+
+class ResultTimeout(Exception):
+    def __init__(self, request_id: str, timeout_s: float):
+        super().__init__(f"no result within {timeout_s:g} s; GET /results/{request_id} later")
+        self.request_id = request_id
+
+
+class ClassificationFailed(Exception):
+    """The worker answered with an error (undecodable image, ...): the client's input is bad."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.error)
+        self.result = result
+
+
+class Gateway:
+    def __init__(self, store: UploadStore, dispatcher: ReplyDispatcher, timeout_s: float):
+        self._store, self._dispatcher, self._timeout_s = store, dispatcher, timeout_s
+
+    def classify(self, upload: Upload) -> tuple[Result, dict[str, float]]:
+        started = time.perf_counter()
+        request = self._store.new_request(upload.filename, upload.sha256)
+        future = self._dispatcher.expect(request.id)
+        try:
+            self._store.submit(request, upload.data)
+            queued = time.perf_counter()
+            result = future.result(timeout=self._timeout_s)
+        except FutureTimeout:
+            raise ResultTimeout(request.id, self._timeout_s) from None
+        finally:
+            self._dispatcher.forget(request.id)
+        if not result.ok:
+            raise ClassificationFailed(result)
+        done = time.perf_counter()
+        timings = {"submit": (queued - started) * 1e3, "total": (done - started) * 1e3}
+        return result, timings
+
+    def result(self, request_id: str) -> Result | None:
+        return self._store.result(request_id)

@@ -1,0 +1,61 @@
+"""The service's state for /status: the queue as SQS counts it, the fleet as the scaler sees it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+log = logging.getLogger(__name__)
+
+_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0}
+
+
+class StatusSource:
+    def __init__(self, sqs, request_queue_url: str, dlq_url: str, scaler_url: str):
+        self._sqs = sqs
+        self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
+        self._scaler_url = scaler_url
+
+    def snapshot(self) -> dict:
+        scaler = self._scaler()
+        return {
+            "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
+            "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
+            "policy": scaler.get("policy", "unknown"),
+            "decisions": scaler.get("decisions", []),
+            "scaler": "ok" if scaler else "unreachable",
+        }
+
+    def _queue(self) -> dict:
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._request_queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+        except Exception as error:  # noqa: BLE001 - status must answer even when AWS does not
+            log.warning("queue attributes unavailable (%s)", type(error).__name__)
+            return {"visible": -1, "in_flight": -1}
+        return {
+            "visible": int(attributes["ApproximateNumberOfMessages"]),
+            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        }
+
+    def _depth(self, url: str) -> int:
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            return int(attributes["ApproximateNumberOfMessages"])
+        except Exception:  # noqa: BLE001
+            return -1
+
+    def _scaler(self) -> dict:
+        try:
+            with urllib.request.urlopen(self._scaler_url, timeout=1.0) as response:  # noqa: S310
+                return json.loads(response.read())
+        except (OSError, ValueError):
+            return {}

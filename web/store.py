@@ -1,0 +1,86 @@
+"""Where an upload goes: the input bucket, then a request on the queue; results come back by id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from botocore.exceptions import ClientError
+
+from cloud.messages import MessageError, Request, Result
+
+
+class Unavailable(RuntimeError):
+    """AWS could not take the request; the client may retry later."""
+
+
+class UploadStore:
+    def __init__(
+        self,
+        *,
+        s3,
+        sqs,
+        input_bucket: str,
+        output_bucket: str,
+        request_queue_url: str,
+        reply_queue_url: str,
+        result_timeout_s: float,
+        uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._s3, self._sqs = s3, sqs
+        self._input, self._output = input_bucket, output_bucket
+        self._request_queue_url = request_queue_url
+        self._reply_queue_url = reply_queue_url
+        self._timeout_s = result_timeout_s
+        self._uuidgen, self._clock = uuidgen, clock
+
+    def new_request(self, filename: str, sha256: str) -> Request:
+        request_id = self._uuidgen().hex
+        return Request(
+            id=request_id,
+            key=f"uploads/{request_id}",
+            filename=filename,
+            reply_to=self._reply_queue_url,
+            deadline=self._clock() + self._timeout_s,
+            sha256=sha256,
+        )
+
+    def submit(self, request: Request, data: bytes) -> None:
+        """Store the bytes, then queue the request; on failure leave nothing half-written."""
+        try:
+            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data)
+        except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
+            raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
+        try:
+            self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
+        except Exception as error:  # noqa: BLE001
+            self._discard(request.key)
+            raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
+
+    def result(self, request_id: str) -> Result | None:
+        try:
+            body = self._s3.get_object(Bucket=self._output, Key=f"results/{request_id}.json")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        try:
+            return Result.decode(body["Body"].read().decode())
+        except (MessageError, UnicodeDecodeError):
+            return None
+
+    def ready(self) -> None:
+        """Raise unless both buckets and the request queue answer."""
+        self._s3.head_bucket(Bucket=self._input)
+        self._s3.head_bucket(Bucket=self._output)
+        self._sqs.get_queue_attributes(
+            QueueUrl=self._request_queue_url, AttributeNames=["QueueArn"]
+        )
+
+    def _discard(self, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self._input, Key=key)
+        except Exception:  # noqa: BLE001, S110 - best effort; a lifecycle rule is the backstop
+            pass

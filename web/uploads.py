@@ -1,0 +1,107 @@
+"""Upload validation, run as a Falcon hook before the responder sees anything.
+
+The client's filename and Content-Type are never trusted: the format is sniffed from the bytes,
+and the filename is reduced to a display name that shapes no key or path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import unicodedata
+import warnings
+from dataclasses import dataclass
+
+import falcon
+from PIL import Image, UnidentifiedImageError
+
+FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
+FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}  # what the worker's decoders read
+_MULTIPART_OVERHEAD = 64 * 1024
+_MAX_NAME = 128
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    filename: str  # display name, already cleaned
+    format: str
+    sha256: str
+
+    @property
+    def stem(self) -> str:
+        return self.filename.rsplit(".", 1)[0] if "." in self.filename[1:] else self.filename
+
+
+def clean_filename(raw: str | None) -> str:
+    """A display name: the last path part, no control characters, bounded length."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.strip().lstrip(".")[:_MAX_NAME]
+    return name or "upload"
+
+
+def make_validator(max_upload_bytes: int, max_pixels: int):
+    """The `falcon.before` hook that parses and checks one multipart upload."""
+
+    def validate_upload(req: falcon.Request, resp, resource, params) -> None:
+        if req.content_length and req.content_length > max_upload_bytes + _MULTIPART_OVERHEAD:
+            raise falcon.HTTPContentTooLarge(
+                description=f"upload is larger than the {max_upload_bytes}-byte limit"
+            )
+        if not (req.content_type or "").startswith("multipart/form-data"):
+            raise falcon.HTTPBadRequest(
+                description="expected multipart/form-data with an image in field 'myfile'"
+            )
+        part = _find_file_part(req)
+        data = part.stream.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise falcon.HTTPContentTooLarge(
+                description=f"upload is larger than the {max_upload_bytes}-byte limit"
+            )
+        if not data:
+            raise falcon.HTTPBadRequest(description="the uploaded file is empty")
+        fmt = _sniff_image(data, max_pixels)
+        req.context.upload = Upload(
+            data=data,
+            filename=clean_filename(part.filename),
+            format=fmt,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    return validate_upload
+
+
+def _find_file_part(req: falcon.Request):
+    try:
+        for part in req.get_media():
+            if part.name in FIELDS:
+                return part
+            part.stream.read()  # skip other fields, bounded by Waitress's body limit
+    except falcon.MediaMalformedError:
+        raise falcon.HTTPBadRequest(description="malformed multipart body") from None
+    raise falcon.HTTPBadRequest(description="no file in field 'myfile' (or 'inputFile')")
+
+
+def _sniff_image(data: bytes, max_pixels: int) -> str:
+    """Read only the header: format and size, without decoding the pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format, image.size
+    except Image.DecompressionBombError:
+        raise falcon.HTTPContentTooLarge(
+            description=f"image has more than {max_pixels} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise falcon.HTTPUnsupportedMediaType(
+            description="not an image this service reads (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
+    if fmt not in FORMATS:
+        raise falcon.HTTPUnsupportedMediaType(description=f"image format {fmt} is not accepted")
+    if width * height > max_pixels:
+        raise falcon.HTTPContentTooLarge(
+            description=f"image is {width}x{height}, more than the {max_pixels}-pixel limit"
+        )
+    return fmt

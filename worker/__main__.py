@@ -1,0 +1,85 @@
+"""`python -m worker`: consume the request queue with the configured model.
+
+First SIGTERM (or SIGINT) is warm: stop receiving, finish the batch in hand, give unstarted
+messages back, exit 0. A second one is cold: exit at once; what was in hand comes back to the
+queue when its visibility timeout ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from cloud.clients import make_client
+from cloud.settings import ConfigError, Settings, describe
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_COLD = 3
+
+log = logging.getLogger("worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m worker",
+        description="Classify images from the request queue. Settings (environment):",
+        epilog=describe(("worker",)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"worker: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    # Imported here so that --help and bad settings answer without loading torch.
+    from worker.consumer import Consumer
+    from worker.imaging import decode
+    from worker.models import ModelError, load_classifier
+
+    try:
+        classifier = load_classifier(settings.model, settings.preprocess, settings.torch_threads)
+    except ModelError as error:
+        print(f"worker: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    sqs = make_client("sqs", settings)
+    try:
+        queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
+    except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
+        print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    consumer = Consumer(
+        sqs=sqs,
+        s3=make_client("s3", settings),
+        classifier=classifier,
+        decode=decode,
+        queue_url=queue_url,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        reply_prefix=settings.reply_queue_prefix,
+        batch_max=settings.batch_max,
+        wait_s=settings.receive_wait_s,
+        fetch_concurrency=settings.fetch_concurrency,
+    )
+
+    def on_signal(signum, frame):
+        if consumer.stopping:
+            os._exit(EXIT_COLD)
+        log.info("signal %d: finishing the batch in hand, then exiting", signum)
+        consumer.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
+    consumer.run()
+    log.info("worker stopped after %d images", consumer.stats.images)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

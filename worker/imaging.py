@@ -1,0 +1,113 @@
+"""Turn uploaded bytes into an RGB image, or one typed error that says why not.
+
+An image here is a uint8 tensor of shape (3, H, W): what torchvision's transforms take and what
+`transforms.ToTensor()` yields (divided by 255) for the same pixels. JPEG and PNG, nearly all of
+the traffic, go through torchvision.io (libjpeg-turbo / libpng straight into a tensor, no PIL
+image in between); the other formats Pillow reads go through Pillow. Both paths honour the EXIF
+orientation, drop alpha and expand grey/palette images to RGB, so a photo gives the same pixels
+whichever path decodes it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_image
+
+ALLOWED_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
+_TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
+# Sizes of the BMP info headers (core, v1-v5, OS/2): two bytes of "BM" alone would also match
+# plain text such as "BMW ...", so the header size has to be plausible too.
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+class ImageError(ValueError):
+    """Bytes that are not a complete image in one of ALLOWED_FORMATS."""
+
+
+def sniff(data: bytes) -> str | None:
+    """The format named by the leading magic bytes, or None for anything not allowed."""
+    head = bytes(data[:32])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:2] == b"BM" and len(head) >= 18:
+        if int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+            return "bmp"
+    return None
+
+
+def decode(data: bytes, *, max_pixels: int | None = None) -> torch.Tensor:
+    """Decode `data` to a (3, H, W) uint8 RGB tensor; raise ImageError with a one-line reason."""
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError(
+            "not an image: the bytes match none of " + ", ".join(sorted(ALLOWED_FORMATS))
+        )
+    if max_pixels is not None:
+        _check_pixels(data, fmt, max_pixels)
+    if fmt in _TORCHVISION_FORMATS:
+        return _decode_torchvision(data, fmt)
+    return _decode_pillow(data, fmt)
+
+
+def _check_pixels(data: bytes, fmt: str, max_pixels: int) -> None:
+    # Pillow reads only the header here, so a decompression bomb is refused before any pixel
+    # buffer is allocated by either decoder.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{fmt} header is unreadable: {_reason(exc)}") from None
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} pixels is more than the {max_pixels} allowed")
+
+
+def _decode_torchvision(data: bytes, fmt: str) -> torch.Tensor:
+    try:
+        image = decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8),
+            mode=ImageReadMode.RGB,
+            apply_exif_orientation=True,
+        )
+    except RuntimeError as exc:
+        raise ImageError(f"{fmt} is truncated or corrupt: {_reason(exc)}") from None
+    if image.dtype == torch.uint16:
+        # 16-bit PNGs keep their depth; the models want 8 bits like every other input.
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+def _decode_pillow(data: bytes, fmt: str) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
+        # Pillow reports truncation as OSError, bad headers as SyntaxError or ValueError.
+        raise ImageError(f"{fmt} is truncated or corrupt: {_reason(exc)}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{fmt} is too large to decode: {_reason(exc)}") from None
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+
+
+def _reason(exc: BaseException) -> str:
+    # torchvision prefixes its messages with a C++ source location: keep only the last clause,
+    # and always one line, since the reason travels in a result message.
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if ".cpp:" in text:
+        text = text.rsplit(".cpp:", 1)[1].split(",", 1)[-1].strip()
+    return text[:200]
