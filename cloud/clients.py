@@ -14,12 +14,12 @@ from cloud.settings import Settings
 
 
 def client_config(pool_size: int = 50, read_timeout_s: float = 30.0) -> Config:
-    # Long polls hold a connection up to 20 s; the read timeout must outlast them.
+    # Long polls hold a connection up to 20 s; their clients keep the 30 s read timeout.
     return Config(
         max_pool_connections=pool_size,
         read_timeout=read_timeout_s,
-        connect_timeout=5,
-        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=3,
+        retries={"mode": "standard", "max_attempts": 3},
     )
 
 

@@ -56,6 +56,7 @@ class Options:
     instance_type: str = "c6i.large"
     ami: str = ""  # empty: the latest Amazon Linux 2023 (which has docker, curl and aws)
     web_cidrs: tuple[str, ...] = ()  # who may reach the web host's port; empty: nobody yet
+    web_image: str = ""  # the web host's image, when in ECR: the web role may pull it
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def deploy(
     _security_group(run, vpc_id, "web", [(settings.port, cidr) for cidr in options.web_cidrs])
     for tier, document in (
         ("worker", policies.worker_policy(run.names)),
-        ("web", policies.web_policy(run.names)),
+        ("web", policies.web_policy(run.names, options.web_image)),
     ):
         _role(run, tier, policies.ec2_trust_policy(), document)
         _instance_profile(run, tier)

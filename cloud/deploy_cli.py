@@ -19,6 +19,7 @@ def _options(args) -> Options:
         instance_type=getattr(args, "instance_type", Options.instance_type),
         ami=getattr(args, "ami", ""),
         web_cidrs=tuple(getattr(args, "web_cidr", None) or ()),
+        web_image=getattr(args, "web_image", ""),
     )
 
 
@@ -104,6 +105,11 @@ def add_commands(commands) -> None:
             action="append",
             metavar="CIDR",
             help="let this range reach the web host's port (repeatable; default: none)",
+        )
+        parser.add_argument(
+            "--web-image",
+            default="",
+            help="the web host's image (web and scaler); if in ECR, the web role may pull it",
         )
         parser.set_defaults(run=run)
     parser = commands.add_parser(

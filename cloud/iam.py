@@ -95,6 +95,23 @@ def ecr_repository(image: str) -> tuple[str, str, str] | None:
     return match["account"], match["region"], match["repository"]
 
 
+def ecr_pull_statements(names: Names, image: str) -> list[dict]:
+    """Pulling `image` when it lives in ECR (nothing otherwise: another registry is public)."""
+    ecr = ecr_repository(image)
+    if ecr is None:
+        return []
+    account, region, repository = ecr
+    return [
+        # GetAuthorizationToken has no resource type: it only yields a login token.
+        _statement("EcrLogin", ["ecr:GetAuthorizationToken"], "*"),
+        _statement(
+            "PullImage",
+            ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            f"arn:{names.partition}:ecr:{region}:{account}:repository/{repository}",
+        ),
+    ]
+
+
 def worker_policy(names: Names) -> dict:
     s = names.settings
     statements = [
@@ -125,22 +142,7 @@ def worker_policy(names: Names) -> dict:
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
     ]
-    ecr = ecr_repository(s.worker_image)
-    if ecr is not None:
-        account, region, repository = ecr
-        statements += [
-            # GetAuthorizationToken has no resource type: it only yields a login token.
-            _statement("EcrLogin", ["ecr:GetAuthorizationToken"], "*"),
-            _statement(
-                "PullWorkerImage",
-                [
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                f"arn:{names.partition}:ecr:{region}:{account}:repository/{repository}",
-            ),
-        ]
+    statements += ecr_pull_statements(names, s.worker_image)
     return _document(*statements)
 
 
@@ -227,9 +229,10 @@ def scaler_policy(
     )
 
 
-def web_policy(names: Names) -> dict:
+def web_policy(names: Names, web_image: str = "") -> dict:
+    """web_image: the image the web host pulls for its web and scaler containers."""
     s = names.settings
-    return _document(
+    statements = [
         _statement(
             "StoreUploads",
             ["s3:DeleteObject", "s3:PutObject"],
@@ -266,4 +269,5 @@ def web_policy(names: Names) -> dict:
             names.queue_arn(f"{s.reply_queue_prefix}*"),
         ),
         _statement("RunScaler", ["sts:AssumeRole"], names.role_arn("scaler")),
-    )
+    ]
+    return _document(*statements, *ecr_pull_statements(names, web_image))

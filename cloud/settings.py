@@ -29,6 +29,7 @@ class Settings:
     request_queue: str = _setting("classifier-requests", "SQS queue of classification requests")
     reply_queue_prefix: str = _setting("classifier-reply-", "name prefix of per-web reply queues")
     max_receive_count: int = _setting(3, "deliveries before a request goes to the DLQ")
+    log_format: str = _setting("text", "log lines: 'text', or 'json' (one object a line)")
 
     # Web tier.
     host: str = _setting("127.0.0.1", "address the web tier binds", "web")
@@ -40,6 +41,11 @@ class Settings:
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
+    max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
+    reply_queue_max_age_s: float = _setting(
+        300.0, "a reply queue without a heartbeat this long is an orphan and deleted", "web"
+    )
     scaler_status_url: str = _setting(
         "http://127.0.0.1:3001/status", "where /status reads the fleet and decisions", "web"
     )
@@ -54,6 +60,9 @@ class Settings:
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
     torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
+    worker_metrics_port: int = _setting(
+        0, "port of the worker's Prometheus /metrics (0 = off)", "worker"
+    )
 
     # Scaler.
     policy: str = _setting("target", "scaling policy: 'target' or 'seed'", "scaler")
@@ -85,6 +94,9 @@ class Settings:
     boot_delay_start_s: float = _setting(
         0.0, "emulated boot delay of a restarted instance", "scaler"
     )
+    scaler_status_host: str = _setting(
+        "127.0.0.1", "address the scaler's /status binds (0.0.0.0 in a container)", "scaler"
+    )
     scaler_status_port: int = _setting(3001, "port of the scaler's JSON /status", "scaler")
 
     @classmethod
@@ -107,6 +119,8 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
+            (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
             (self.max_upload_bytes > 0, "MAX_UPLOAD_BYTES must be > 0"),
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
@@ -118,6 +132,8 @@ class Settings:
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
             (self.runner in ("none", "process", "docker"), "RUNNER must be none|process|docker"),
             (self.preprocess in ("default", "reference"), "PREPROCESS must be default|reference"),
+            (self.log_format in ("text", "json"), "LOG_FORMAT must be text|json"),
+            (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
         ]
         for ok, message in checks:
             if not ok:

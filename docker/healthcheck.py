@@ -2,7 +2,7 @@
 
 One image serves the web tier and the scaler (another command), so the check looks at PID 1's
 command line: the web tier must answer /healthz (200 once buckets and queues answer), the scaler
-its status port; a worker has no port, so it is healthy while its process runs.
+its status port (any HTTP answer); a worker has no port, so it is healthy while its process runs.
 Standard library only, and no torch import: it runs every 30 s beside the real work.
 """
 
@@ -12,14 +12,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-
-
-def _command() -> list[str]:
-    try:
-        with open("/proc/1/cmdline", "rb") as file:
-            return [part.decode() for part in file.read().split(b"\0") if part]
-    except OSError:
-        return []
+from collections.abc import Mapping
 
 
 def _answers(url: str, any_status: bool) -> bool:
@@ -32,14 +25,21 @@ def _answers(url: str, any_status: bool) -> bool:
         return False
 
 
-def main() -> int:
-    command = _command()
+def healthy(command: list[str], env: Mapping[str, str]) -> bool:
     if "web" in command:
-        return 0 if _answers(f"http://127.0.0.1:{os.environ.get('PORT', '3000')}/healthz", False) else 1
+        return _answers(f"http://127.0.0.1:{env.get('PORT', '3000')}/healthz", any_status=False)
     if "scaler" in command:
-        port = os.environ.get("SCALER_STATUS_PORT", "3001")
-        return 0 if _answers(f"http://127.0.0.1:{port}/", True) else 1
-    return 0 if command else 1
+        return _answers(f"http://127.0.0.1:{env.get('SCALER_STATUS_PORT', '3001')}/", True)
+    return bool(command)
+
+
+def main() -> int:
+    try:
+        with open("/proc/1/cmdline", "rb") as file:
+            command = [part.decode() for part in file.read().split(b"\0") if part]
+    except OSError:
+        command = []
+    return 0 if healthy(command, os.environ) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """`python -m scaler`: size the worker fleet to the request queue, tick after tick.
 
-Serves GET /status (JSON) on 127.0.0.1:SCALER_STATUS_PORT. SIGTERM or SIGINT stops ticking,
-drains the local workers (if a local runner is used) and exits 0; the EC2 fleet is left as it is.
+Serves GET /status (JSON) on SCALER_STATUS_HOST:SCALER_STATUS_PORT (127.0.0.1:3001). With a
+local runner (RUNNER=process or docker) it first creates the workers' launch template if the
+emulated AWS lacks one. SIGTERM or SIGINT stops ticking, drains the local workers and exits 0;
+the EC2 fleet is left as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import threading
 
 from cloud.clients import make_client
 from cloud.settings import ConfigError, Settings, describe
+from scaler.fleet import ensure_local_launch_template
 from scaler.policies import POLICIES
+from scaler.retry import retry
 from scaler.runners import make_runner
 from scaler.service import build_scaler
 from scaler.status import StatusServer
@@ -31,7 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="settings (environment variables, with defaults):\n" + describe(("scaler",)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--once", action="store_true", help="run one tick, print the status JSON and exit")
+    parser.add_argument(
+        "--once", action="store_true", help="run one tick, print the status JSON and exit"
+    )
     return parser.parse_args(argv)
 
 
@@ -45,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"scaler: bad configuration: {error}", file=sys.stderr)
         return 2
+    ec2 = make_client("ec2", settings)
+    if settings.runner != "none":
+        # Local modes (embedded moto, compose LocalStack) have no deploy step to make it.
+        retry(lambda: ensure_local_launch_template(ec2, settings), "ensure launch template")
     runner = make_runner(settings, os.environ)
     scaler = build_scaler(
         settings,
-        ec2=make_client("ec2", settings),
+        ec2=ec2,
         sqs=make_client("sqs", settings),
         cloudwatch=make_client("cloudwatch", settings),
         runner=runner,
@@ -71,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = StatusServer(scaler.status, "127.0.0.1", settings.scaler_status_port).start()
+    server = StatusServer(
+        scaler.status, settings.scaler_status_host, settings.scaler_status_port
+    ).start()
     log.info(
         "scaling fleet %s with policy %s every %gs (runner %s)",
         settings.fleet_name,

@@ -73,7 +73,9 @@ class Fleet:
         now = f"{self._clock():.3f}"
         if actions.terminate:
             ids = list(actions.terminate)
-            self._retry("terminate_instances", lambda: self._ec2.terminate_instances(InstanceIds=ids))
+            self._retry(
+                "terminate_instances", lambda: self._ec2.terminate_instances(InstanceIds=ids)
+            )
         if actions.start:
             ids = list(actions.start)
             self._tag(ids, STARTED_AT_TAG, now)

@@ -51,19 +51,24 @@ class QueueGauge:
         def read_once() -> QueueDepth:
             if self._urls is None:
                 # Looked up until found: the queues may be created after the scaler starts.
-                request, dlq = (self._sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in self._names)
+                request, dlq = (
+                    self._sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in self._names
+                )
                 self._urls = (request, dlq)
             request = self._attributes(self._urls[0])
             dlq = self._attributes(self._urls[1])
             return QueueDepth(
                 visible=int(request["ApproximateNumberOfMessages"]),
                 in_flight=int(request["ApproximateNumberOfMessagesNotVisible"]),
-                dlq=int(dlq["ApproximateNumberOfMessages"]) + int(
-                    dlq["ApproximateNumberOfMessagesNotVisible"]
-                ),
+                dlq=int(dlq["ApproximateNumberOfMessages"])
+                + int(dlq["ApproximateNumberOfMessagesNotVisible"]),
             )
 
-        return retry(read_once, "read queue depth", self._backoff, self._sleep)
+        try:
+            return retry(read_once, "read queue depth", self._backoff, self._sleep)
+        except ClientError:
+            self._urls = None  # a queue deleted and made again has a new URL
+            raise
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Turn a desired instance count into fleet actions: a pure function, shared by EC2 and the simulator.
+"""Turn a desired instance count into fleet actions: pure, shared by EC2 and the simulator.
 
 Rules: pending and running instances are capacity (so a burst does not launch a second herd while
 the first boots); scale-out starts stopped instances (the warm pool) before launching; scale-in

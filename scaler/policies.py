@@ -47,7 +47,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class TargetParams:
-    latency_target_s: float  # how long a message may wait once it is at the head of the backlog
+    latency_target_s: float  # how long the backlog may take to clear: the queueing delay aimed for
     activation_load: int = 0  # the fleet wakes from zero once load exceeds this
 
 
@@ -159,5 +159,7 @@ def make_policy(
     if name == "seed":
         return partial(seed, limits=limits)
     if name == "target":
-        return partial(target, limits=limits, params=TargetParams(latency_target_s, activation_load))
+        return partial(
+            target, limits=limits, params=TargetParams(latency_target_s, activation_load)
+        )
     raise PolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")

@@ -123,8 +123,8 @@ class Scaler:
             self._failed("apply", f"{line} FAILED ({error})")
             return
         self._record((decision.desired, bool(actions)), line, bool(actions))
-        if actions and self._runner is not None:
-            # Local instances change state at once; let their workers follow in the same tick.
+        if actions:
+            # Local instances change state at once: their workers (and /status) follow this tick.
             try:
                 self._follow(self._fleet.instances())
             except _AWS_ERRORS as error:
@@ -178,4 +178,3 @@ def build_scaler(
         ),
         runner=runner,
     )
-

@@ -20,8 +20,14 @@ def upload(
     path: str = "/upload",
     accept: str | None = None,
     timeout: float = 120,
+    request_id: str | None = None,
+    api_key: str | None = None,
 ) -> requests.Response:
     headers = {"Accept": accept} if accept else {}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    if api_key:
+        headers["X-Api-Key"] = api_key
     return requests.post(
         base_url + path,
         files={field: (filename, data, "application/octet-stream")},

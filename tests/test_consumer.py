@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -171,3 +172,31 @@ def test_duplicate_delivery_stores_one_result(env):
             env["consumer"].process(messages)
     listing = env["s3"].list_objects_v2(Bucket=env["settings"].output_bucket, Prefix="results/")
     assert [o["Key"] for o in listing["Contents"]] == [f"results/{request.id}.json"]
+
+
+class SlowClassifier(StubClassifier):
+    def classify(self, tensors):
+        time.sleep(3.5)
+        return super().classify(tensors)
+
+
+def test_long_batch_keeps_its_messages_hidden(env):
+    consumer = env["consumer"]
+    consumer._classifier = SlowClassifier()
+    consumer._visibility_timeout_s = 2
+    queue_url = env["urls"]["request_queue_url"]
+    env["sqs"].set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "2"})
+    send(env, 7, b"img7")
+    messages = consumer._receive()
+    stolen = []
+    thief = threading.Thread(
+        target=lambda: stolen.extend(
+            env["sqs"].receive_message(QueueUrl=queue_url, WaitTimeSeconds=3).get("Messages", [])
+        )
+    )
+    time.sleep(0.1)
+    thief.start()
+    consumer.process(messages)  # 3.5 s: past the 2 s timeout, so only extensions keep it hidden
+    thief.join()
+    assert stolen == []
+    assert [Result.decode(m["Body"]).label for m in receive(env, env["reply"])] == ["label-img7"]

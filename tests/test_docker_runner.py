@@ -7,12 +7,14 @@ import uuid
 
 import pytest
 
+from cloud.settings import Settings
 from scaler.runners.base import InstanceView
 from scaler.runners.docker import (
     DRAINING_SUFFIX,
     LABEL_FLEET,
     LABEL_INSTANCE,
     DockerRunner,
+    docker_runner,
     worker_environment,
 )
 from tests.docker_support import docker_client_or_skip, stand_in_image
@@ -206,6 +208,21 @@ def test_boot_delay_holds_back_a_new_instance(client, image, fleet):
         now[0] = 1004.5
         runner.reconcile([InstanceView("i-1", "running", launched_at=999.0)])
         assert sorted(ours(client, fleet)) == ["i-1"]
+    finally:
+        runner.close()
+
+
+def test_the_scalers_factory_wires_settings_and_environment(client, image, fleet, network):
+    settings = Settings(worker_image=image, fleet_name=fleet, runner="docker")
+    environ = {"DOCKER_NETWORK": network, "AWS_ENDPOINT_URL": "http://aws:4566", "PATH": "/x"}
+    runner = docker_runner(settings, environ)
+    try:
+        runner.reconcile(running("i-7"))
+        attrs = ours(client, fleet)["i-7"].attrs
+        env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
+        assert network in attrs["NetworkSettings"]["Networks"]
+        assert env["AWS_ENDPOINT_URL"] == "http://aws:4566"
+        assert env.get("PATH") != "/x"  # only AWS variables and worker settings pass
     finally:
         runner.close()
 

@@ -165,7 +165,9 @@ def fleet(ec2, settings):
 
 def states(ec2, ids) -> dict[str, str]:
     reply = ec2.describe_instances(InstanceIds=list(ids))
-    return {i["InstanceId"]: i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]}
+    return {
+        i["InstanceId"]: i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]
+    }
 
 
 def tags_of(ec2, iid) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The process runner with real processes: a stand-in worker that traps SIGTERM like the real one."""
+"""The process runner with real processes: a stand-in worker traps SIGTERM like the real one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cloud.settings import Settings
+from scaler.runners import make_runner as make_runner_from
 from scaler.runners.base import InstanceView
 from scaler.runners.process import ProcessRunner
 
@@ -210,4 +212,12 @@ def test_an_unstartable_command_is_logged_not_raised(tmp_path):
     runner = ProcessRunner({}, [str(tmp_path / "no-such-worker")])
     runner.reconcile([running("i-a")])
     assert runner.workers() == {}
+    runner.close()
+
+
+def test_make_runner_follows_the_runner_setting():
+    assert make_runner_from(Settings(runner="none"), {}) is None
+    runner = make_runner_from(Settings(runner="process", visibility_timeout_s=45), {"A": "b"})
+    assert isinstance(runner, ProcessRunner)
+    assert runner._drain_timeout_s == 45.0  # noqa: SLF001
     runner.close()

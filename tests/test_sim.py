@@ -1,4 +1,4 @@
-"""The simulator: the CLI's JSON covers every (trace, policy), and the model behaves as described."""
+"""The simulator: the CLI's JSON covers every (trace, policy); the model behaves as described."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from cloud.messages import Result
 from cloud.settings import Settings
 from web.app import create_app
 from web.gateway import ClassificationFailed, ResultTimeout
+from web.guards import Backlog, Overloaded
 from web.store import Unavailable
 from web.uploads import clean_filename
 
@@ -27,8 +28,9 @@ class FakeGateway:
         self.outcome = outcome
         self.seen = []
 
-    def classify(self, upload):
+    def classify(self, upload, request_id=None):
         self.seen.append(upload)
+        self.request_id = request_id
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome, {"total": 1.0}
@@ -129,3 +131,58 @@ def test_pixel_limit():
 )
 def test_clean_filename(raw, clean):
     assert clean_filename(raw) == clean
+
+
+def test_overload_is_503_with_retry_after():
+    client, _ = _client(Overloaded("9 requests are waiting (limit 5)"))
+    response = _post(client, _jpeg())
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert "limit 5" in response.text
+
+
+def test_api_key_is_required_when_set():
+    client, gateway = _client(OK, api_key="s3cret-key")
+    assert _post(client, _jpeg()).status_code == 401
+    assert _post(client, _jpeg(), **{"X-Api-Key": "s3cret-kez"}).status_code == 401
+    assert client.simulate_get("/results/" + "a" * 32).status_code == 401
+    assert _post(client, _jpeg(), **{"X-Api-Key": "s3cret-key"}).status_code == 200
+    assert _post(client, _jpeg(), Authorization="Bearer s3cret-key").status_code == 200
+    assert len(gateway.seen) == 2
+    assert client.simulate_get("/healthz").status_code == 200
+
+
+def test_client_request_id_is_validated_and_passed_on():
+    client, gateway = _client(OK)
+    assert _post(client, _jpeg(), **{"X-Request-Id": "../../x"}).status_code == 400
+    assert _post(client, _jpeg(), **{"X-Request-Id": "ab" * 16}).status_code == 200
+    assert gateway.request_id == "ab" * 16
+
+
+class CountingSqs:
+    def __init__(self, depth):
+        self.depth, self.calls = depth, 0
+
+    def get_queue_attributes(self, **kwargs):
+        self.calls += 1
+        return {"Attributes": {"ApproximateNumberOfMessages": str(self.depth)}}
+
+
+def test_backlog_reads_the_queue_at_most_once_per_ttl():
+    now = [0.0]
+    sqs = CountingSqs(depth=3)
+    backlog = Backlog(sqs, "url", limit=5, ttl_s=1.0, clock=lambda: now[0])
+    for _ in range(50):
+        backlog.check()
+    assert sqs.calls == 1
+    sqs.depth = 9
+    backlog.check()  # still the cached 3
+    now[0] = 1.5
+    with pytest.raises(Overloaded, match="limit 5"):
+        backlog.check()
+    assert sqs.calls == 2
+
+
+def test_backlog_limit_zero_is_off():
+    sqs = CountingSqs(depth=10**6)
+    Backlog(sqs, "url", limit=0).check()
+    assert sqs.calls == 0

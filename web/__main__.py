@@ -11,10 +11,13 @@ import uuid
 import waitress
 
 from cloud.clients import make_client
+from cloud.logs import setup_logging, trace_sqs
 from cloud.settings import ConfigError, Settings, describe
 from web.app import create_app
-from web.dispatcher import ReplyDispatcher, create_reply_queue
+from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
+from web.guards import Backlog
+from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
 
@@ -36,15 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         epilog=describe(("web",)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         print(f"web: {error}", file=sys.stderr)
         return 2
+    setup_logging(settings.log_format, tier="web")
 
-    s3 = make_client("s3", settings, pool_size=settings.web_threads)
-    sqs = make_client("sqs", settings, pool_size=settings.web_threads)
+    # Short read timeouts: an upload must fail over to a 503 well before RESULT_TIMEOUT_S.
+    s3 = make_client("s3", settings, pool_size=settings.web_threads, read_timeout_s=5)
+    sqs = make_client("sqs", settings, pool_size=settings.web_threads, read_timeout_s=5)
+    trace_sqs(sqs, log)  # logs `request <id> queued`; the workers log the same id
     try:
         request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
         dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
@@ -55,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)
         return 1
 
+    janitor = ReplyQueueJanitor(
+        make_client("sqs", settings, pool_size=2),
+        settings.reply_queue_prefix,
+        reply_queue_url,
+        settings.reply_queue_max_age_s,
+    ).start()
     dispatcher = ReplyDispatcher(make_client("sqs", settings, pool_size=2), reply_queue_url).start()
     store = UploadStore(
         s3=s3,
@@ -68,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(
         settings,
-        gateway=Gateway(store, dispatcher, settings.result_timeout_s),
+        gateway=Gateway(
+            store,
+            dispatcher,
+            settings.result_timeout_s,
+            Backlog(sqs, request_queue_url, settings.max_backlog),
+        ),
         ready=store.ready,
         status=status.snapshot,
     )
@@ -95,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shutting down")
     finally:
         server.close()
+        janitor.stop()
         dispatcher.stop()
         try:
             sqs.delete_queue(QueueUrl=reply_queue_url)

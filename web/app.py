@@ -7,18 +7,25 @@ import falcon
 from cloud.settings import Settings
 from web import errors
 from web.gateway import Gateway
+from web.guards import make_api_key_check
+from web.metrics import MetricsResource, WebMetrics
+from web.page import STATIC_DIR, PageResource
 from web.resources import HealthResource, ResultResource, StatusResource, UploadResource
 from web.uploads import make_validator
 
 
 def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon.App:
-    app = falcon.App()
+    metrics = WebMetrics(status)
+    app = falcon.App(middleware=[metrics])
     validate = make_validator(settings.max_upload_bytes, settings.max_pixels)
-    upload = UploadResource(gateway, validate)
+    check_api_key = make_api_key_check(settings.api_key)
+    upload = UploadResource(gateway, validate, check_api_key)
     app.add_route("/upload", upload)
-    app.add_route("/", upload)
-    app.add_route("/results/{request_id}", ResultResource(gateway))
+    app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
+    app.add_route("/results/{request_id}", ResultResource(gateway, check_api_key))
     app.add_route("/healthz", HealthResource(ready))
-    app.add_route("/status", StatusResource(status))
+    app.add_route("/status", StatusResource(metrics.status))
+    app.add_route("/metrics", MetricsResource(metrics))
+    app.add_static_route("/static", STATIC_DIR)
     errors.install(app)
     return app

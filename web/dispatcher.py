@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import Future
 
 from cloud.messages import MessageError, Result
@@ -90,12 +89,3 @@ class ReplyDispatcher:
             self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except Exception as error:  # noqa: BLE001 - a redelivered reply is dropped as a duplicate
             log.warning("could not delete replies (%s)", type(error).__name__)
-
-
-def create_reply_queue(sqs, prefix: str, instance: str) -> str:
-    """A queue of this web process's own; the creation time lets a sweeper find orphans."""
-    return sqs.create_queue(
-        QueueName=f"{prefix}{instance}",
-        Attributes={"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": "3600"},
-        tags={"created": str(int(time.time()))},
-    )["QueueUrl"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from web.gateway import ClassificationFailed, ResultTimeout
+from web.guards import Overloaded
 from web.store import Unavailable
 
 
@@ -18,6 +19,12 @@ def _failed(req, resp, error: ClassificationFailed, params) -> None:
 
 def _unavailable(req, resp, error: Unavailable, params) -> None:
     raise falcon.HTTPServiceUnavailable(description=str(error), retry_after=2) from None
+
+
+def _overloaded(req, resp, error: Overloaded, params) -> None:
+    raise falcon.HTTPServiceUnavailable(
+        description=f"too busy: {error}; retry later", retry_after=5
+    ) from None
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
@@ -35,4 +42,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ResultTimeout, _timeout)
     app.add_error_handler(ClassificationFailed, _failed)
     app.add_error_handler(Unavailable, _unavailable)
+    app.add_error_handler(Overloaded, _overloaded)
     app.set_error_serializer(serialize_error)

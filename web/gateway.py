@@ -7,6 +7,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from cloud.messages import Result
 from web.dispatcher import ReplyDispatcher
+from web.guards import Backlog
 from web.store import UploadStore
 from web.uploads import Upload
 
@@ -26,12 +27,25 @@ class ClassificationFailed(Exception):
 
 
 class Gateway:
-    def __init__(self, store: UploadStore, dispatcher: ReplyDispatcher, timeout_s: float):
+    def __init__(
+        self,
+        store: UploadStore,
+        dispatcher: ReplyDispatcher,
+        timeout_s: float,
+        backlog: Backlog | None = None,
+    ):
         self._store, self._dispatcher, self._timeout_s = store, dispatcher, timeout_s
+        self._backlog = backlog
 
-    def classify(self, upload: Upload) -> tuple[Result, dict[str, float]]:
+    def classify(self, upload: Upload, request_id: str | None = None) -> tuple[Result, dict]:
+        """Classify one upload. A client-chosen id makes a retry idempotent: if that id's
+        result is already stored (the first attempt's web process died), it is the answer."""
         started = time.perf_counter()
-        request = self._store.new_request(upload.filename, upload.sha256)
+        if request_id and (stored := self._store.result(request_id)) is not None:
+            return self._checked(stored), {"total": (time.perf_counter() - started) * 1e3}
+        if self._backlog is not None:
+            self._backlog.check()
+        request = self._store.new_request(upload.filename, upload.sha256, request_id)
         future = self._dispatcher.expect(request.id)
         try:
             self._store.submit(request, upload.data)
@@ -41,11 +55,15 @@ class Gateway:
             raise ResultTimeout(request.id, self._timeout_s) from None
         finally:
             self._dispatcher.forget(request.id)
-        if not result.ok:
-            raise ClassificationFailed(result)
         done = time.perf_counter()
         timings = {"submit": (queued - started) * 1e3, "total": (done - started) * 1e3}
-        return result, timings
+        return self._checked(result), timings
+
+    @staticmethod
+    def _checked(result: Result) -> Result:
+        if not result.ok:
+            raise ClassificationFailed(result)
+        return result
 
     def result(self, request_id: str) -> Result | None:
         return self._store.result(request_id)

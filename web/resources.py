@@ -20,15 +20,31 @@ def _validate_upload(req, resp, resource, params) -> None:
     resource.validate(req, resp, resource, params)
 
 
-class UploadResource:
-    def __init__(self, gateway: Gateway, validate):
-        self._gateway = gateway
-        self.validate = validate  # the hook is built from settings (size and pixel limits)
+def _check_api_key(req, resp, resource, params) -> None:
+    resource.check_api_key(req, resp, resource, params)
 
+
+def client_request_id(req: falcon.Request) -> str | None:
+    """An optional X-Request-Id lets a client find its result again if the answer is lost."""
+    value = req.get_header("X-Request-Id")
+    if value is None:
+        return None
+    if not _REQUEST_ID.match(value):
+        raise falcon.HTTPBadRequest(description="X-Request-Id must be 32 lowercase hex digits")
+    return value
+
+
+class UploadResource:
+    def __init__(self, gateway: Gateway, validate, check_api_key):
+        self._gateway = gateway
+        # Hooks built from settings: the size and pixel limits, the API key.
+        self.validate, self.check_api_key = validate, check_api_key
+
+    @falcon.before(_check_api_key)
     @falcon.before(_validate_upload)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload: Upload = req.context.upload
-        result, timings = self._gateway.classify(upload)
+        result, timings = self._gateway.classify(upload, client_request_id(req))
         if prefers_json(req):
             resp.media = {
                 "id": result.id,
@@ -44,9 +60,11 @@ class UploadResource:
 
 
 class ResultResource:
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, check_api_key):
         self._gateway = gateway
+        self.check_api_key = check_api_key
 
+    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
         result = self._gateway.result(request_id) if _REQUEST_ID.match(request_id) else None
         if result is None:

@@ -36,8 +36,8 @@ class UploadStore:
         self._timeout_s = result_timeout_s
         self._uuidgen, self._clock = uuidgen, clock
 
-    def new_request(self, filename: str, sha256: str) -> Request:
-        request_id = self._uuidgen().hex
+    def new_request(self, filename: str, sha256: str, request_id: str | None = None) -> Request:
+        request_id = request_id or self._uuidgen().hex
         return Request(
             id=request_id,
             key=f"uploads/{request_id}",

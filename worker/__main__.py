@@ -14,6 +14,7 @@ import signal
 import sys
 
 from cloud.clients import make_client
+from cloud.logs import setup_logging, trace_sqs
 from cloud.settings import ConfigError, Settings, describe
 
 EXIT_OK = 0
@@ -30,16 +31,19 @@ def main(argv: list[str] | None = None) -> int:
         epilog=describe(("worker",)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    setup_logging(
+        settings.log_format, tier="worker", fields={"instance": os.environ.get("INSTANCE_ID", "-")}
+    )
 
     # Imported here so that --help and bad settings answer without loading torch.
     from worker.consumer import Consumer
     from worker.imaging import decode
+    from worker.metrics import serve_metrics
     from worker.models import ModelError, load_classifier
 
     try:
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
     sqs = make_client("sqs", settings)
+    trace_sqs(sqs, log)  # one line per request id received and replied: follow it from the web
     try:
         queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_max=settings.batch_max,
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
+        visibility_timeout_s=settings.visibility_timeout_s,
     )
 
     def on_signal(signum, frame):
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.worker_metrics_port:
+        serve_metrics(consumer.stats, settings.worker_metrics_port)
     log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
     consumer.run()
     log.info("worker stopped after %d images", consumer.stats.images)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import ClientError
 
 from cloud.messages import MessageError, Request, Result
+from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Consumer:
         batch_max: int = 10,
         wait_s: int = 10,
         fetch_concurrency: int = 10,
+        visibility_timeout_s: int = 30,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -74,6 +76,7 @@ class Consumer:
         self._batch_max, self._wait_s = batch_max, wait_s
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._clock = clock
+        self._visibility_timeout_s = visibility_timeout_s
         self._stopping = threading.Event()
         self.stats = Stats()
 
@@ -113,6 +116,11 @@ class Consumer:
         return response.get("Messages", [])
 
     def process(self, messages: list[dict]) -> None:
+        receipts = [message["ReceiptHandle"] for message in messages]
+        with VisibilityKeeper(self._sqs, self._queue_url, receipts, self._visibility_timeout_s):
+            self._process(messages)
+
+    def _process(self, messages: list[dict]) -> None:
         started = time.perf_counter()
         jobs = [self._parse(message) for message in messages]
         live = [job for job in jobs if job.request and not (job.result or job.retry or job.expired)]

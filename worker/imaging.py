@@ -20,6 +20,13 @@ from torchvision.io import ImageReadMode, decode_image
 
 ALLOWED_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
 _TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
+# torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec and warns on every
+# call; they are still the fastest JPEG/PNG path here (see decode), so the notice is silenced.
+warnings.filterwarnings(
+    "ignore",
+    message="The image decoding and encoding capabilities of TorchVision are deprecated",
+    category=DeprecationWarning,
+)
 # Sizes of the BMP info headers (core, v1-v5, OS/2): two bytes of "BM" alone would also match
 # plain text such as "BMW ...", so the header size has to be plausible too.
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
@@ -66,11 +73,11 @@ def _check_pixels(data: bytes, fmt: str, max_pixels: int) -> None:
     # Pillow reads only the header here, so a decompression bomb is refused before any pixel
     # buffer is allocated by either decoder.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{fmt} has too many pixels: {_reason(exc)}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{fmt} header is unreadable: {_reason(exc)}") from None
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} pixels is more than the {max_pixels} allowed")

@@ -108,8 +108,13 @@ def _imagenet_categories() -> list[str]:
 
 def _reference_transform() -> Callable[[torch.Tensor], torch.Tensor]:
     # The course's image_classification.py: transforms.ToTensor() and nothing else. For the
-    # uint8 RGB pixels decode() returns, ToTensor() is exactly a division by 255.
-    return v2.ToDtype(torch.float32, scale=True)
+    # uint8 RGB pixels decode() returns, ToTensor() is `.float().div(255)`; v2.ToDtype multiplies
+    # by 1/255 instead, which differs in the last bit, so the division is spelled out.
+    return _divide_by_255
+
+
+def _divide_by_255(image: torch.Tensor) -> torch.Tensor:
+    return image.to(torch.float32).div(255)
 
 
 def _lite0_transform() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -215,13 +220,9 @@ def _download(url: str, path: str) -> None:
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
     try:
-        # The URL comes from torchvision's weight metadata (https://download.pytorch.org/...).
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(  # noqa: S310
-                url, timeout=DOWNLOAD_TIMEOUT_S
-            ) as response,
-        ):
+        # A fresh opener reads the environment's proxy settings now, not at the first download.
+        opener = urllib.request.build_opener()
+        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)

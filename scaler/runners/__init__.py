@@ -23,6 +23,8 @@ def make_runner(settings: Settings, env: Mapping[str, str]) -> Runner | None:
             env,
             boot_delay_new_s=settings.boot_delay_new_s,
             boot_delay_start_s=settings.boot_delay_start_s,
+            # Past the visibility timeout a batch is redelivered anyway: waiting longer is moot.
+            drain_timeout_s=float(settings.visibility_timeout_s),
         )
     if settings.runner == "docker":
         import docker
@@ -34,6 +36,8 @@ def make_runner(settings: Settings, env: Mapping[str, str]) -> Runner | None:
             settings.worker_image,
             worker_environment(env),
             fleet=settings.fleet_name,
+            # Compose names the network its workers must join to reach LocalStack by name.
+            network=env.get("DOCKER_NETWORK") or None,
             boot_delay_new_s=settings.boot_delay_new_s,
             boot_delay_start_s=settings.boot_delay_start_s,
         )

@@ -103,6 +103,7 @@ class DockerRunner:
         # docker stop blocks for the whole drain; the scaler's tick must not.
         self._stoppers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-stop")
         self._stopping: dict[str, Future] = {}
+        self._closed = False
 
     def reconcile(self, instances: list[InstanceView]) -> None:
         running = {i.instance_id: i for i in instances if i.state == "running"}
@@ -126,13 +127,14 @@ class DockerRunner:
 
     def close(self) -> None:
         """Drain every worker of this fleet, wait for the drains, and remove the containers."""
+        if self._closed:
+            return
+        self._closed = True
         for container in self._containers():
             if container.id not in self._stopping:
                 self._drain(container)
-        for future in list(self._stopping.values()):
-            future.result()
-        self._stopping.clear()
         self._stoppers.shutdown(wait=True)
+        self._forget_finished_stops()  # logs the stops that failed
 
     def _containers(self) -> list:
         return self._client.containers.list(

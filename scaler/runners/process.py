@@ -21,7 +21,7 @@ from scaler.runners.base import InstanceView
 log = logging.getLogger(__name__)
 
 WORKER_COMMAND = (sys.executable, "-m", "worker")
-DRAIN_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 5.0  # a worker that dies on its own is restarted, but not in a tight loop
 
 

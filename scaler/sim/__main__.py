@@ -22,7 +22,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sim = SimConfig()
     parser = argparse.ArgumentParser(prog="python -m scaler.sim", description=__doc__)
     add = parser.add_argument
-    add("--json", action="store_true", help="one JSON object per (trace, policy) instead of a table")
+    add(
+        "--json", action="store_true", help="one JSON object per (trace, policy) instead of a table"
+    )
     add("--seed", type=int, default=7, help="RNG seed of the Poisson traces")
     add("--policy", action="append", choices=POLICIES, help="only this policy (repeatable)")
     add("--trace", action="append", help="only traces whose name starts with this (repeatable)")
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from(args)
     traces = [
-        t for t in standard_traces(args.seed) if not args.trace or t.name.startswith(tuple(args.trace))
+        t
+        for t in standard_traces(args.seed)
+        if not args.trace or t.name.startswith(tuple(args.trace))
     ]
     policies = args.policy or list(POLICIES)
     results = [simulate(trace, policy, config) for trace in traces for policy in policies]

@@ -177,7 +177,10 @@ class _Run:
         self.window.observe(now, decision.raw)
         actions = plan(decision.desired, views, now, self.config.pool)
         for iid in actions.terminate:
-            self.machines[iid].state = "terminated"
+            machine = self.machines[iid]
+            if machine.state == "pending":  # a cancelled launch was billed while it booted
+                self.instance_seconds += now - machine.billed_from
+            machine.state = "terminated"
         for iid in actions.start:
             self._boot(self.machines[iid], now, restarted=True)
         for _ in range(actions.launch):

@@ -1,0 +1,89 @@
+"""compose.yaml: valid against the Compose specification, and wired the way the issue asks.
+
+`docker compose up` itself is not run here: no registry is reachable for LocalStack's image or
+the Python base image.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def test_valid_against_the_compose_spec_schema():
+    tool = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    if not Path(tool).exists():
+        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema)")
+    done = subprocess.run(
+        [tool, "--builtin-schema", "vendor.compose-spec", "compose.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_localstack_serves_the_services_with_queue_urls_containers_can_reach(compose):
+    env = compose["services"]["localstack"]["environment"]
+    assert set(env["SERVICES"].split(",")) >= {"s3", "sqs", "ec2", "iam", "cloudwatch"}
+    assert env["SQS_ENDPOINT_STRATEGY"] == "path"
+    assert env["LOCALSTACK_HOST"].split(":")[0] == "localstack"  # the service's own name
+
+
+def test_every_tier_talks_to_localstack_through_the_standard_variable(compose):
+    for service in ("provision", "web", "scaler"):
+        env = compose["services"][service]["environment"]
+        assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
+        assert env["AWS_REGION"]
+
+
+def test_provisioning_runs_once_before_web_and_scaler(compose):
+    services = compose["services"]
+    assert services["provision"]["command"] == ["python", "-m", "cloud", "provision"]
+    assert services["provision"]["depends_on"]["localstack"]["condition"] == "service_healthy"
+    for tier in ("web", "scaler"):
+        condition = services[tier]["depends_on"]["provision"]["condition"]
+        assert condition == "service_completed_successfully"
+
+
+def test_web_listens_on_3000_for_the_host(compose):
+    web = compose["services"]["web"]
+    assert web["command"] == ["python", "-m", "web"]
+    assert "3000:3000" in web["ports"]
+    assert web["environment"]["HOST"] == "0.0.0.0"
+    assert web["environment"]["SCALER_STATUS_URL"].startswith("http://scaler:")
+
+
+def test_scaler_runs_workers_as_containers_on_the_compose_network(compose):
+    services = compose["services"]
+    scaler = services["scaler"]
+    env = scaler["environment"]
+    assert scaler["command"] == ["python", "-m", "scaler"]
+    assert env["RUNNER"] == "docker"
+    assert "/var/run/docker.sock:/var/run/docker.sock" in scaler["volumes"]
+    # The workers it starts must resolve "localstack": they join the project's named network.
+    assert env["DOCKER_NETWORK"] == compose["networks"]["default"]["name"]
+    # The image it runs is the one compose builds from Dockerfile.worker, built before it starts.
+    assert env["WORKER_IMAGE"] == services["worker-image"]["image"]
+    assert services["worker-image"]["build"]["dockerfile"] == "Dockerfile.worker"
+    condition = scaler["depends_on"]["worker-image"]["condition"]
+    assert condition == "service_completed_successfully"
+
+
+def test_web_scaler_and_provision_share_the_web_image(compose):
+    services = compose["services"]
+    assert services["provision"]["build"]["dockerfile"] == "Dockerfile.web"
+    images = {services[s]["image"] for s in ("provision", "web", "scaler")}
+    assert images == {"elastic-classifier-web:latest"}

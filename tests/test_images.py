@@ -1,0 +1,187 @@
+"""The sample photos and their labels, and decode()/sniff() on real and broken bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from worker.imaging import ALLOWED_FORMATS, ImageError, decode, sniff
+
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+# worker.imaging silences torchvision's codec deprecation notice, but pytest resets warning
+# filters around each test; the notice says nothing about these tests.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
+NOT_PHOTOS = {"labels.json", "SOURCES.md"}
+PIL_FORMAT = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+}
+
+
+def photo_names() -> list[str]:
+    return sorted(p.name for p in IMAGES.iterdir() if p.name not in NOT_PHOTOS)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "webp":
+        options.setdefault("lossless", True)
+    image.save(buffer, PIL_FORMAT[fmt], **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gradient() -> Image.Image:
+    """A small RGB picture with distinct values in each channel, so channel mix-ups show."""
+    y, x = np.mgrid[0:48, 0:64]
+    array = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)
+    return Image.fromarray(array, "RGB")
+
+
+def test_labels_list_exactly_the_photos_present():
+    labels = json.loads((IMAGES / "labels.json").read_text())
+    assert sorted(labels) == photo_names()
+    assert len(labels) >= 8
+
+
+def test_every_accepted_label_is_an_imagenet_class_name():
+    categories = set(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    labels = json.loads((IMAGES / "labels.json").read_text())
+    for name, accepted in labels.items():
+        assert accepted, name
+        assert set(accepted) <= categories, name
+
+
+def test_sources_name_every_photo():
+    sources = (IMAGES / "SOURCES.md").read_text()
+    for name in photo_names():
+        assert f"| {name} |" in sources, name
+
+
+@pytest.mark.parametrize("name", photo_names())
+def test_each_photo_decodes_to_rgb(name):
+    data = (IMAGES / name).read_bytes()
+    assert sniff(data) in ALLOWED_FORMATS
+    image = decode(data)
+    with Image.open(IMAGES / name) as reference:
+        width, height = reference.size
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, height, width)
+
+
+@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS))
+def test_sniff_recognises_each_allowed_format(fmt, gradient):
+    assert sniff(encode(gradient, fmt)) == fmt
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello, world\n",
+        b"BMW 320d for sale, one owner, full service history",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n",
+        b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\x00" * 40,
+        b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+    ],
+    ids=["empty", "text", "text-starting-BM", "pdf", "zip", "svg"],
+)
+def test_sniff_and_decode_refuse_what_is_not_an_allowed_image(data):
+    assert sniff(data) is None
+    with pytest.raises(ImageError, match="not an image"):
+        decode(data)
+
+
+@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS - {"jpeg"}))
+def test_lossless_formats_decode_to_the_same_pixels(fmt, gradient):
+    # GIF is palette based: a 64x48 gradient has under 256 colours only in quantised form.
+    source = gradient.quantize(256).convert("RGB") if fmt == "gif" else gradient
+    image = decode(encode(source, fmt))
+    expected = torch.from_numpy(np.array(source)).permute(2, 0, 1)
+    assert torch.equal(image, expected)
+
+
+def test_jpeg_decodes_close_to_its_source(gradient):
+    image = decode(encode(gradient, "jpeg", quality=95))
+    expected = torch.from_numpy(np.array(gradient)).permute(2, 0, 1)
+    assert tuple(image.shape) == (3, 48, 64)
+    assert (image.int() - expected.int()).abs().float().mean() < 3
+
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "webp", "tiff"])
+def test_grayscale_becomes_three_equal_channels(fmt, gradient):
+    gray = gradient.convert("L")
+    image = decode(encode(gray, fmt))
+    expected = torch.from_numpy(np.array(gray))
+    assert image.shape == (3, 48, 64)
+    for channel in image:
+        assert torch.equal(channel, expected)
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "tiff"])
+def test_rgba_drops_alpha(fmt, gradient):
+    rgba = gradient.copy()
+    rgba.putalpha(Image.new("L", rgba.size, 77))
+    image = decode(encode(rgba, fmt))
+    assert torch.equal(image, torch.from_numpy(np.array(gradient)).permute(2, 0, 1))
+
+
+def test_palette_png_expands_to_rgb(gradient):
+    palette = gradient.quantize(64)
+    image = decode(encode(palette, "png"))
+    assert torch.equal(image, torch.from_numpy(np.array(palette.convert("RGB"))).permute(2, 0, 1))
+
+
+def test_sixteen_bit_png_is_scaled_to_eight_bits():
+    values = np.array([[0, 256, 65535, 32768]], dtype=np.uint16)
+    image = decode(encode(Image.fromarray(values), "png"))
+    assert image.dtype == torch.uint8
+    assert image[0, 0].tolist() == [0, 1, 255, 128]
+
+
+def test_exif_orientation_is_applied(gradient):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the stored 64x48 pixels display as 48x64
+    image = decode(encode(gradient, "jpeg", exif=exif.tobytes()))
+    assert tuple(image.shape) == (3, 64, 48)
+
+
+@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS))
+def test_truncated_images_raise_image_error(fmt):
+    # Noise does not compress, so half the file always cuts into the pixel data.
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    data = encode(noise, fmt)
+    with pytest.raises(ImageError) as caught:
+        decode(data[: len(data) // 2])
+    assert fmt in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_real_photo_truncated_raises_image_error():
+    data = (IMAGES / "chelsea.jpg").read_bytes()
+    with pytest.raises(ImageError, match="jpeg is truncated or corrupt"):
+        decode(data[: len(data) - 1000])
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "gif"])
+def test_garbage_after_a_valid_header_raises_image_error(fmt, gradient):
+    data = encode(gradient, fmt)
+    garbage = data[:16] + bytes(range(256)) * 8
+    with pytest.raises(ImageError):
+        decode(garbage)
+
+
+def test_max_pixels_refuses_large_images_before_decoding(gradient):
+    data = encode(gradient, "png")
+    assert decode(data, max_pixels=64 * 48).shape == (3, 48, 64)
+    with pytest.raises(ImageError, match="64x48 pixels is more than the 3071 allowed"):
+        decode(data, max_pixels=64 * 48 - 1)

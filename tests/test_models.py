@@ -1,0 +1,159 @@
+"""The model registry with the real default model on the real sample photos."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import models as tv_models
+from torchvision import transforms
+
+from worker.imaging import decode
+from worker.models import DEFAULT_MODEL, TOP_K, ModelError, load_classifier
+
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+# worker.imaging silences torchvision's codec deprecation notice, but pytest resets warning
+# filters around each test; the notice says nothing about these tests.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
+LABELS: dict[str, list[str]] = json.loads((IMAGES / "labels.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, torch.Tensor]:
+    return {name: decode((IMAGES / name).read_bytes()) for name in sorted(LABELS)}
+
+
+@pytest.fixture(scope="module")
+def batch_results(classifier, photos):
+    results = classifier.classify([classifier.prepare(p) for p in photos.values()])
+    return dict(zip(photos, results, strict=True))
+
+
+def test_default_model_gives_an_accepted_label_for_every_photo(batch_results):
+    wrong = {
+        name: top5[0] for name, top5 in batch_results.items() if top5[0][0] not in LABELS[name]
+    }
+    assert not wrong
+
+
+def test_results_are_top5_probabilities_best_first(classifier, batch_results):
+    for top5 in batch_results.values():
+        assert len(top5) == TOP_K
+        scores = [score for _, score in top5]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0.0 < score <= 1.0 for score in scores) and sum(scores) <= 1.0 + 1e-5
+        assert all(label in classifier.categories for label, _ in top5)
+    assert len(classifier.categories) == 1000
+
+
+def test_a_batch_gives_the_same_answers_as_one_by_one(classifier, photos, batch_results):
+    for name, image in photos.items():
+        (alone,) = classifier.classify([classifier.prepare(image)])
+        assert alone[0][0] == batch_results[name][0][0]
+        assert [label for label, _ in alone] == [label for label, _ in batch_results[name]]
+        for (_, p_alone), (_, p_batch) in zip(alone, batch_results[name], strict=True):
+            assert math.isclose(p_alone, p_batch, abs_tol=1e-4)
+
+
+def test_default_preprocessing_is_a_normalised_224_crop(classifier, photos):
+    tensor = classifier.prepare(photos["chelsea.jpg"])
+    assert tensor.dtype == torch.float32 and tuple(tensor.shape) == (3, 224, 224)
+    # mean = std = 0.5 maps [0, 1] onto [-1, 1].
+    assert -1.0 <= tensor.min() < -0.5 and 0.5 < tensor.max() <= 1.0
+
+
+def test_prepare_accepts_a_pil_image_too(classifier, photos):
+    with Image.open(IMAGES / "coffee.jpg") as image:
+        from_pil = classifier.prepare(image)
+    assert torch.equal(from_pil, classifier.prepare(photos["coffee.jpg"]))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_classifier(DEFAULT_MODEL, preprocess="reference")
+
+
+def test_reference_preprocessing_is_exactly_to_tensor_and_keeps_the_size(reference, photos):
+    for name in ("chelsea.jpg", "camera.jpg"):
+        tensor = reference.prepare(photos[name])
+        with Image.open(IMAGES / name) as image:
+            expected = transforms.ToTensor()(image.convert("RGB"))
+        assert tensor.shape == expected.shape == (3, image.height, image.width)
+        assert torch.equal(tensor, expected)
+
+
+def test_reference_batches_of_mixed_sizes_go_in_groups_by_shape(reference, photos):
+    names = ["chelsea.jpg", "camera.jpg", "ascent.jpg", "rocket.jpg"]  # 3 shapes, 4 images
+    tensors = [reference.prepare(photos[name]) for name in names]
+    together = reference.classify(tensors)
+    assert len(together) == len(names)
+    for tensor, result in zip(tensors, together, strict=True):
+        (alone,) = reference.classify([tensor])
+        assert [label for label, _ in alone] == [label for label, _ in result]
+
+
+def test_unknown_model_is_one_clear_line():
+    with pytest.raises(ModelError) as caught:
+        load_classifier("resnet99")
+    message = str(caught.value)
+    assert message.startswith("model 'resnet99' is not known: choose efficientnet_lite0 or")
+    assert "\n" not in message
+
+
+def test_unknown_preprocessing_is_one_clear_line():
+    with pytest.raises(ModelError, match="preprocess 'fancy' is not known"):
+        load_classifier(DEFAULT_MODEL, preprocess="fancy")
+
+
+@pytest.mark.timeout(60)
+def test_uncached_torchvision_model_without_network_fails_fast(tmp_path, monkeypatch):
+    # An empty hub cache, and every HTTPS request sent to a proxy port that refuses at once:
+    # nothing can be downloaded however the machine is connected, and nothing may hang.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ModelError) as caught:
+        load_classifier("resnet18")
+    message = str(caught.value)
+    assert message.startswith("weights for resnet18 are not cached and cannot be downloaded: ")
+    assert "\n" not in message
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
+def test_cached_torchvision_model_loads_offline_with_its_own_transforms(
+    tmp_path, monkeypatch, photos
+):
+    # A checkpoint under the name torch hub gives it stands in for a finished download: the
+    # registry must take it from the cache and never reach for the network.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    weights = tv_models.MobileNet_V3_Small_Weights.DEFAULT
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(
+        tv_models.mobilenet_v3_small().state_dict(), checkpoints / weights.url.rsplit("/", 1)[1]
+    )
+    before = torch.get_num_threads()
+    try:
+        classifier = load_classifier("mobilenet_v3_small", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert classifier.name == "mobilenet_v3_small"
+    assert classifier.categories == tuple(weights.meta["categories"])
+    tensor = classifier.prepare(photos["rocket.jpg"])
+    assert tuple(tensor.shape) == (3, 224, 224)
+    (top5,) = classifier.classify([tensor])
+    assert len(top5) == TOP_K

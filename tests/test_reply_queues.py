@@ -1,0 +1,48 @@
+"""Reply queues against a real moto server: heartbeats keep them, orphans are swept."""
+
+from __future__ import annotations
+
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import pytest
+
+from cloud.messages import Result
+from web.dispatcher import ReplyDispatcher
+from web.reply_queues import ReplyQueueJanitor, create_reply_queue
+
+
+def test_orphans_are_swept_and_live_queues_kept(aws_client):
+    sqs = aws_client("sqs")
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    mine = create_reply_queue(sqs, "sweep-reply-", "mine", clock)
+    live = create_reply_queue(sqs, "sweep-reply-", "live", clock)
+    dead = create_reply_queue(sqs, "sweep-reply-", "dead", clock)
+    other = sqs.create_queue(QueueName="unrelated-queue")["QueueUrl"]
+    janitor = ReplyQueueJanitor(sqs, "sweep-reply-", mine, max_age_s=60, clock=clock)
+    live_janitor = ReplyQueueJanitor(sqs, "sweep-reply-", live, max_age_s=60, clock=clock)
+    now[0] += 50
+    live_janitor.beat()
+    assert janitor.sweep() == []
+    now[0] += 20  # dead and mine are 70 s old, live beat 20 s ago
+    assert janitor.sweep() == [dead]
+    urls = sqs.list_queues().get("QueueUrls", [])
+    assert mine in urls and live in urls and other in urls and dead not in urls
+
+
+def test_duplicate_reply_completes_the_waiter_once(aws_client):
+    sqs = aws_client("sqs")
+    url = create_reply_queue(sqs, "dup-reply-", "one")
+    dispatcher = ReplyDispatcher(sqs, url, wait_s=1).start()
+    try:
+        future = dispatcher.expect("f" * 32)
+        other = dispatcher.expect("e" * 32)
+        for label in ("first", "second"):
+            reply = Result(id="f" * 32, filename="x", label=label)
+            sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+        assert future.result(timeout=10).label in ("first", "second")
+        with pytest.raises(FutureTimeout):
+            other.result(timeout=2)
+        assert dispatcher.waiting == 1  # only the unanswered one is left
+    finally:
+        dispatcher.stop()

@@ -1,0 +1,304 @@
+"""The scaler end to end: queues and EC2 in moto over HTTP, real worker processes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from cloud.metrics import publish_throughput, read_throughput
+from cloud.provision import provision
+from cloud.settings import Settings
+from scaler.fleet import Fleet, ensure_local_launch_template
+from scaler.gauges import QueueGauge, ThroughputGauge
+from scaler.retry import Backoff
+from scaler.runners.process import ProcessRunner
+from scaler.service import Scaler, ScalerConfig, build_scaler
+from scaler.status import StatusServer
+from tests.conftest import free_port
+from tests.test_runners import STAND_IN, Clock, marks, wait_for
+
+
+@pytest.fixture
+def settings(aws_client):
+    name = f"s{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        input_bucket=f"{name}-in",
+        output_bucket=f"{name}-out",
+        request_queue=f"{name}-requests",
+        fleet_name=f"{name}-fleet",
+        launch_template=f"{name}-lt",
+        fleet_max=3,
+        default_throughput_img_s=1.0,  # 5 s x 1 img/s: 5 messages per instance
+        quiet_period_s=0.0,
+        warm_pool_max=1,
+    )
+    provision(settings, aws_client("s3"), aws_client("sqs"))
+    ensure_local_launch_template(aws_client("ec2"), settings)
+    return settings
+
+
+def send(sqs, settings: Settings, count: int) -> str:
+    url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
+    for start in range(0, count, 10):
+        entries = [
+            {"Id": str(k), "MessageBody": "{}"} for k in range(start, min(count, start + 10))
+        ]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    return url
+
+
+def fleet_states(ec2, settings: Settings) -> list[str]:
+    return sorted(i.state for i in Fleet(ec2, settings.fleet_name, "").instances())
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - loopback test URL
+        assert reply.headers["Content-Type"] == "application/json"
+        return json.loads(reply.read())
+
+
+def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
+    settings, aws_client, tmp_path
+):
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    script, out = tmp_path / "stand_in.py", tmp_path / "out"
+    script.write_text(STAND_IN)
+    out.mkdir()
+    runner = ProcessRunner(dict(os.environ), [sys.executable, str(script), str(out), "drain"])
+    scaler = build_scaler(
+        settings, ec2=ec2, sqs=sqs, cloudwatch=aws_client("cloudwatch"), runner=runner
+    )
+    server = StatusServer(scaler.status).start()
+    status_url = f"http://127.0.0.1:{server.port}/status"
+    try:
+        scaler.tick()
+        assert fleet_states(ec2, settings) == []
+
+        url = send(sqs, settings, 30)  # 30 / 5 per instance = 6, capped at 3
+        scaler.tick()
+        assert fleet_states(ec2, settings) == ["running"] * 3
+        workers = runner.workers()
+        assert len(workers) == 3
+        scaler.tick()
+        assert runner.workers() == workers  # no second herd, no second worker per instance
+
+        status = get_json(status_url)
+        assert status["queue"] == {"visible": 30, "in_flight": 0, "dlq": 0}
+        assert status["fleet"] == {"pending": 0, "running": 3, "stopping": 0, "stopped": 0}
+        assert status["policy"] == "target"
+        assert status["throughput_img_s"] == 1.0
+        assert any("launch=3" in line for line in status["decisions"])
+
+        sqs.purge_queue(QueueUrl=url)
+        scaler.tick()  # stops all three: their workers drain
+        assert runner.workers() == {}
+        scaler.tick()  # only warm_pool_max = 1 stays stopped
+        assert fleet_states(ec2, settings) == ["stopped"]
+        for iid in workers:
+            wait_for(lambda iid=iid: marks(out, iid, "drained"), f"{iid} drained")
+        status = get_json(status_url)
+        assert status["fleet"]["stopped"] == 1 and status["fleet"]["running"] == 0
+        assert any("terminate=" in line and "stop=[]" in line for line in status["decisions"])
+
+        send(sqs, settings, 3)
+        scaler.tick()  # the warm instance comes back before anything is launched
+        assert fleet_states(ec2, settings) == ["running"]
+        assert set(runner.workers()) <= set(workers) and len(runner.workers()) == 1
+    finally:
+        server.close()
+        runner.close()
+
+
+def test_scale_in_waits_for_the_quiet_period(settings, aws_client):
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    clock = Clock(0.0)
+    config = ScalerConfig.from_settings(settings)
+    config = ScalerConfig(config.policy, config.limits, 5.0, 30.0, config.pool)
+    scaler = Scaler(
+        config,
+        fleet=Fleet(ec2, settings.fleet_name, settings.launch_template),
+        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        throughput=ThroughputGauge(aws_client("cloudwatch"), settings.fleet_name, 1.0),
+        clock=clock,
+    )
+    url = send(sqs, settings, 12)
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["running"] * 3
+    sqs.purge_queue(QueueUrl=url)
+    for clock.now in (2.0, 20.0, 29.0):
+        scaler.tick()
+        assert fleet_states(ec2, settings) == ["running"] * 3
+    clock.now = 31.0
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["stopped"] * 3
+
+
+def test_unreadable_queue_leaves_the_fleet_as_it_is(settings, aws_client):
+    ec2 = aws_client("ec2")
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template)
+    send(aws_client("sqs"), settings, 30)
+    scaler = build_scaler(
+        settings, ec2=ec2, sqs=aws_client("sqs"), cloudwatch=aws_client("cloudwatch")
+    )
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["running"] * 3
+
+    # Nothing listens on a fresh free port: every SQS call fails to connect.
+    dead = boto3.client(
+        "sqs",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    blind = Scaler(
+        ScalerConfig.from_settings(settings),
+        fleet=fleet,
+        queue=QueueGauge(
+            dead,
+            settings.request_queue,
+            settings.dead_letter_queue,
+            backoff=Backoff(attempts=2, base_s=0.01),
+        ),
+        throughput=ThroughputGauge(aws_client("cloudwatch"), settings.fleet_name, 1.0),
+    )
+    blind.tick()
+    assert fleet_states(ec2, settings) == ["running"] * 3
+    status = blind.status()
+    assert status["fleet"]["running"] == 3
+    assert "queue unreadable" in status["decisions"][-1]
+    assert "fleet stays as it is" in status["decisions"][-1]
+
+
+def test_measured_throughput_replaces_the_default(settings, aws_client):
+    cloudwatch = aws_client("cloudwatch")
+    gauge = ThroughputGauge(cloudwatch, settings.fleet_name, 7.0, refresh_s=0.0)
+    assert (gauge.read().img_s, gauge.read().measured) == (7.0, False)
+    assert read_throughput(cloudwatch, settings.fleet_name) is None
+    publish_throughput(cloudwatch, settings.fleet_name, 12.0)
+    publish_throughput(cloudwatch, settings.fleet_name, 18.0)
+    publish_throughput(cloudwatch, settings.fleet_name, 0.0)  # idle workers report nothing
+    publish_throughput(cloudwatch, f"{settings.fleet_name}-other", 1000.0)
+    assert read_throughput(cloudwatch, settings.fleet_name) == pytest.approx(15.0)
+    reading = gauge.read()
+    assert reading.measured and reading.img_s == pytest.approx(15.0)
+
+
+def test_status_server_answers_only_status():
+    server = StatusServer(lambda: {"ok": True}).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert get_json(f"{base}/status") == {"ok": True}
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{base}/other", timeout=10)  # noqa: S310
+        assert error.value.code == 404
+    finally:
+        server.close()
+
+
+def test_python_m_scaler_serves_status_and_stops_on_sigterm(settings, aws_client, moto_endpoint):
+    port = free_port()
+    env = {
+        **os.environ,  # the moto endpoint and placeholder credentials, from the fixture
+        "REQUEST_QUEUE": settings.request_queue,
+        "FLEET_NAME": settings.fleet_name,
+        "LAUNCH_TEMPLATE": settings.launch_template,
+        "FLEET_MAX": "2",
+        "SCALER_TICK_S": "0.2",
+        "SCALER_STATUS_PORT": str(port),
+        "RUNNER": "none",
+    }
+    send(aws_client("sqs"), settings, 5)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scaler"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def running_status():
+            try:
+                status = get_json(f"http://127.0.0.1:{port}/status")
+            except OSError:
+                return None
+            return status if status["fleet"]["running"] == 1 else None
+
+        status = wait_for(running_status, "the scaler to launch one instance", 60)
+        assert status["queue"]["visible"] == 5
+        assert status["decisions"]
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "decision policy=target" in output
+
+
+def test_help_lists_the_scaler_settings():
+    done = subprocess.run(
+        [sys.executable, "-m", "scaler", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    for name in ("POLICY", "FLEET_MAX", "QUIET_PERIOD_S", "SCALER_STATUS_PORT", "RUNNER"):
+        assert name in done.stdout
+
+
+def test_bad_configuration_fails_with_one_line():
+    env = {**os.environ, "POLICY": "fastest"}
+    done = subprocess.run(
+        [sys.executable, "-m", "scaler"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "POLICY" in done.stderr
+
+
+def test_python_m_scaler_with_a_local_runner_makes_the_launch_template(settings, aws_client):
+    port, template = free_port(), f"{settings.launch_template}-fresh"
+    env = {
+        **os.environ,
+        "REQUEST_QUEUE": settings.request_queue,  # empty: no worker is started
+        "FLEET_NAME": settings.fleet_name,
+        "LAUNCH_TEMPLATE": template,
+        "SCALER_TICK_S": "0.2",
+        "SCALER_STATUS_PORT": str(port),
+        "RUNNER": "process",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scaler"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def answered():
+            try:
+                return get_json(f"http://127.0.0.1:{port}/status")
+            except OSError:
+                return None
+
+        status = wait_for(answered, "the scaler's status", 60)
+        assert status["fleet"]["running"] == 0
+        found = aws_client("ec2").describe_launch_templates(LaunchTemplateNames=[template])
+        assert len(found["LaunchTemplates"]) == 1
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output

@@ -1,0 +1,80 @@
+"""A worker's own Prometheus /metrics: images, errors, batches and busy time, read at scrape time.
+
+The collector reads the consumer's `Stats` when Prometheus asks, so the consume loop does no
+metrics work of its own. Off unless WORKER_METRICS_PORT is set; a port already taken (several
+local workers sharing one setting) costs the metrics, never the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # an SQS receive returns at most 10
+
+
+class ConsumerCollector:
+    """Counters and the batch-size histogram of one consumer's `Stats`."""
+
+    def __init__(self, stats):
+        self._stats = stats
+
+    def describe(self):
+        return []  # collected lazily
+
+    def collect(self):
+        stats = self._stats
+        yield CounterMetricFamily(
+            "classifier_worker_images", "images classified", value=stats.images
+        )
+        yield CounterMetricFamily(
+            "classifier_worker_errors", "requests answered with an error", value=stats.errors
+        )
+        yield CounterMetricFamily(
+            "classifier_worker_batches", "batches received and processed", value=stats.batches
+        )
+        yield CounterMetricFamily(
+            "classifier_worker_busy_seconds",
+            "seconds spent on batches (fetch, model, store, reply)",
+            value=stats.busy_s,
+        )
+        model_s = getattr(stats, "model_s", None)  # the model's share of busy time, if counted
+        if model_s is not None:
+            yield CounterMetricFamily(
+                "classifier_worker_model_seconds", "seconds spent in forward passes", value=model_s
+            )
+        yield GaugeMetricFamily(
+            "classifier_worker_images_per_busy_second",
+            "images per second while busy (what the scaler sizes the fleet by)",
+            value=stats.images_per_busy_s,
+        )
+        yield _batch_sizes(list(stats.batch_sizes))  # a copy: the consume loop appends
+
+
+def _batch_sizes(sizes: list[int]) -> HistogramMetricFamily:
+    buckets = [(str(le), sum(1 for size in sizes if size <= le)) for le in BATCH_SIZE_BUCKETS]
+    buckets.append(("+Inf", len(sizes)))
+    return HistogramMetricFamily(
+        "classifier_worker_batch_size",
+        "messages per received batch",
+        buckets=buckets,
+        sum_value=sum(sizes),
+    )
+
+
+def serve_metrics(stats, port: int, addr: str = "0.0.0.0") -> int | None:  # noqa: S104
+    """Serve /metrics for these stats on a daemon thread; the bound port, or None if taken."""
+    registry = CollectorRegistry()
+    registry.register(ConsumerCollector(stats))
+    try:
+        server, _thread = start_http_server(port, addr, registry)
+    except OSError as error:
+        log.warning("worker metrics not served: port %d: %s", port, error.strerror or error)
+        return None
+    bound = server.server_port
+    log.info("worker metrics on http://%s:%d/metrics", addr, bound)
+    return bound
