@@ -32,6 +32,7 @@ def cmd_up(args, settings: Settings) -> int:
     # Embedded mode: at most one worker per core unless the user says otherwise.
     env.setdefault("FLEET_MAX", str(os.cpu_count() or 1))
     env.setdefault("RUNNER", "process")
+    env.setdefault("SCALER_STATUS_URL", f"http://127.0.0.1:{settings.scaler_status_port}/status")
     stack = Stack(env=env, log_dir=Path(args.log_dir))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

@@ -84,7 +84,8 @@ class Stack:
     def dead(self) -> list[str]:
         return [name for name, process in self.processes if process.poll() is not None]
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float = 45.0) -> None:
+        # The scaler drains its workers first (up to the visibility timeout, 30 s by default).
         for _name, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -77,6 +77,7 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # library warnings become log lines too, in the same format
 
 
 def trace_sqs(sqs, log: logging.Logger) -> None:

@@ -6,14 +6,16 @@
 # scaler's warm pool) still runs its worker because docker is enabled at boot and the
 # container has --restart unless-stopped.
 set -euo pipefail
-exec > >(tee -a /var/log/elastic-classifier-setup.log) 2>&1
+# Overridable only so that tests can run this script in a scratch directory.
+config_dir=${CLASSIFIER_CONFIG_DIR:-/etc/elastic-classifier}
+exec > >(tee -a "${CLASSIFIER_SETUP_LOG:-/var/log/elastic-classifier-setup.log}") 2>&1
 
 retry() {
   local attempt
   for attempt in 1 2 3 4 5; do
     "$@" && return 0
     echo "attempt $attempt of: $* failed" >&2
-    sleep $((attempt * 5))
+    sleep $((attempt * ${CLASSIFIER_RETRY_DELAY_S:-5}))
   done
   return 1
 }
@@ -55,15 +57,15 @@ if [ -n "$ECR_REGISTRY" ]; then
 fi
 retry docker pull "$WORKER_IMAGE"
 
-install -d -m 0700 /etc/elastic-classifier
-printf '%s\n' "$WORKER_ENV" >/etc/elastic-classifier/worker.env
-chmod 0600 /etc/elastic-classifier/worker.env
+install -d -m 0700 "$config_dir"
+printf '%s\n' "$WORKER_ENV" >"$config_dir/worker.env"
+chmod 0600 "$config_dir/worker.env"
 
 docker rm --force classifier-worker >/dev/null 2>&1 || true
 docker run --detach --name classifier-worker \
   --restart unless-stopped \
   --stop-timeout "$STOP_TIMEOUT_S" \
-  --env-file /etc/elastic-classifier/worker.env \
+  --env-file "$config_dir/worker.env" \
   --env "INSTANCE_ID=$instance_id" \
   --log-opt max-size=10m --log-opt max-file=3 \
   "$WORKER_IMAGE"

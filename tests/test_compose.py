@@ -72,6 +72,7 @@ def test_scaler_runs_workers_as_containers_on_the_compose_network(compose):
     env = scaler["environment"]
     assert scaler["command"] == ["python", "-m", "scaler"]
     assert env["RUNNER"] == "docker"
+    assert env["SCALER_STATUS_HOST"] == "0.0.0.0"  # web reaches it across the network
     assert "/var/run/docker.sock:/var/run/docker.sock" in scaler["volumes"]
     # The workers it starts must resolve "localstack": they join the project's named network.
     assert env["DOCKER_NETWORK"] == compose["networks"]["default"]["name"]

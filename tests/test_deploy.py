@@ -500,3 +500,55 @@ def test_user_data_and_ci_script_pass_shellcheck(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stdout
+
+
+def _stub(directory, name: str, body: str) -> None:
+    path = directory / name
+    path.write_text(f'#!/bin/bash\necho "{name} $*" >>"$CALLS"\n{body}\n')
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("docker_installed", [True, False])
+def test_user_data_installs_enables_and_runs_the_worker(tmp_path, docker_installed):
+    """The real script, run by bash with the system's commands replaced by recording stubs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("tee", "install", "chmod", "sleep", "cat"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    _stub(bin_dir, "systemctl", "")
+    _stub(bin_dir, "curl", 'case "$*" in *api/token*) echo tok;; *instance-id*) echo i-0abc;; esac')
+    _stub(bin_dir, "aws", "echo ecr-password")
+    _stub(bin_dir, "dnf", f'{shutil.which("ln")} -s "{bin_dir}/docker-stub" "{bin_dir}/docker"')
+    _stub(bin_dir, "docker-stub", "")
+    if docker_installed:
+        (bin_dir / "docker").symlink_to(bin_dir / "docker-stub")
+    settings = settings_for("ud")
+    script = tmp_path / "user-data.sh"
+    script.write_text(render(settings, stop_timeout_s=40))
+    calls = tmp_path / "calls"
+    env = {
+        "PATH": str(bin_dir),
+        "CALLS": str(calls),
+        "CLASSIFIER_CONFIG_DIR": str(tmp_path / "etc"),
+        "CLASSIFIER_SETUP_LOG": str(tmp_path / "setup.log"),
+        "CLASSIFIER_RETRY_DELAY_S": "0",
+    }
+
+    subprocess.run(["/bin/bash", str(script)], env=env, check=True, timeout=30)
+
+    lines = calls.read_text().splitlines()
+    assert ("dnf install -y docker" in lines) is not docker_installed
+    assert "systemctl enable --now docker" in lines
+    registry = settings.worker_image.split("/")[0]
+    assert f"docker-stub login --username AWS --password-stdin {registry}" in lines
+    assert f"docker-stub pull {settings.worker_image}" in lines
+    run = next(line for line in lines if line.startswith("docker-stub run"))
+    env_file = tmp_path / "etc" / "worker.env"
+    assert "--restart unless-stopped" in run
+    assert f"--env-file {env_file}" in run
+    assert "--env INSTANCE_ID=i-0abc" in run
+    assert run.endswith(settings.worker_image)
+    assert dict(line.split("=", 1) for line in env_file.read_text().splitlines()) == worker_env(
+        settings
+    )
+    assert env_file.stat().st_mode & 0o777 == 0o600

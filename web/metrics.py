@@ -18,7 +18,7 @@ from collections.abc import Callable
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from cloud.logs import current_request_id
 
@@ -138,8 +138,10 @@ class WebMetrics:
         """The status source's snapshot plus this process's recent throughput and latency."""
         return {**self._status(), **self.recent.summary()}
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The registry in the format the scraper asks for (Prometheus text or OpenMetrics)."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
     # Falcon middleware.
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -172,5 +174,4 @@ class MetricsResource:
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = self._metrics.exposition()
+        resp.data, resp.content_type = self._metrics.exposition(req.get_header("Accept"))

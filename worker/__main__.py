@@ -15,6 +15,7 @@ import sys
 
 from cloud.clients import make_client
 from cloud.logs import setup_logging, trace_sqs
+from cloud.metrics import publish_throughput
 from cloud.settings import ConfigError, Settings, describe
 
 EXIT_OK = 0
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.imaging import decode
     from worker.metrics import serve_metrics
     from worker.models import ModelError, load_classifier
+    from worker.reporting import ThroughputReporter
 
     try:
         classifier = load_classifier(settings.model, settings.preprocess, settings.torch_threads)
@@ -83,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if settings.worker_metrics_port:
         serve_metrics(consumer.stats, settings.worker_metrics_port)
+    cloudwatch = make_client("cloudwatch", settings)
+    reporter = ThroughputReporter(
+        consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
+    ).start()
     log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
     consumer.run()
+    reporter.stop()
     log.info("worker stopped after %d images", consumer.stats.images)
     return EXIT_OK
 

@@ -1,0 +1,152 @@
+"""`make up`'s stack for real (python -m cloud up): the fleet follows a burst 0 -> 2 -> 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+import requests
+
+from cloud.embedded import PLACEHOLDER_CREDENTIALS, wait_http
+from tests.conftest import ROOT, free_port
+from tests.http_client import stem, stem_and_label, upload, variants
+
+QUIET_PERIOD_S = 6.0
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    aws_port, web_port, status_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "PORT": str(web_port),
+        "FLEET_MAX": "2",
+        "QUIET_PERIOD_S": str(QUIET_PERIOD_S),
+        "SCALER_TICK_S": "0.5",
+        "SCALER_STATUS_PORT": str(status_port),
+        "RECEIVE_WAIT_S": "2",
+        "WARM_POOL_MAX": "2",
+    }
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key, None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud",
+            "up",
+            "--aws-port",
+            str(aws_port),
+            "--log-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{web_port}"
+    wait_http(f"{url}/healthz", 90, process)
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=f"http://127.0.0.1:{aws_port}",
+        region_name="us-east-1",
+        aws_access_key_id=PLACEHOLDER_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=PLACEHOLDER_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    yield {"url": url, "process": process, "ports": (aws_port, web_port, status_port), "ec2": ec2}
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+
+
+def _fleet(url: str) -> dict:
+    return requests.get(f"{url}/status", timeout=5).json()
+
+
+class FleetWatch:
+    """Polls /status in the background and keeps what it saw."""
+
+    def __init__(self, url: str):
+        self.url, self.samples, self._stop = url, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.25):
+            try:
+                status = _fleet(self.url)
+            except requests.RequestException:
+                continue
+            self.samples.append((time.monotonic(), status))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def _burst(url: str, images):
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        return list(pool.map(lambda item: upload(url, item[1], item[0]), images))
+
+
+def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
+    url = embedded["url"]
+    assert _fleet(url)["fleet"]["running"] == 0
+    watch = FleetWatch(url)
+    images = variants(100)
+    answers = _burst(url, images)
+    drained_at = time.monotonic()
+    for (name, _), response in zip(images, answers, strict=True):
+        assert response.status_code == 200, response.text
+        assert stem_and_label(response.text)[0] == stem(name)
+    # Back to zero running: the quiet period, a tick, and slack for a busy machine.
+    deadline = drained_at + QUIET_PERIOD_S + 2.0
+    while time.monotonic() < deadline and _fleet(url)["fleet"]["running"] > 0:
+        time.sleep(0.2)
+    idle = _fleet(url)
+    watch.stop()
+    assert idle["fleet"]["running"] == 0, idle
+    peak = max(
+        status["fleet"]["running"] + status["fleet"]["pending"] for _, status in watch.samples
+    )
+    assert peak == 2
+    assert idle["decisions"] and idle["policy"] == "target"
+
+
+def test_stopping_a_busy_instance_loses_no_request(embedded):
+    url, ec2 = embedded["url"], embedded["ec2"]
+    images = variants(60)
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        futures = [pool.submit(upload, url, data, name) for name, data in images]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _fleet(url)["fleet"]["running"] == 0:
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the new worker load its model and take a batch
+        running = ec2.describe_instances(
+            Filters=[{"Name": "instance-state-name", "Values": ["running"]}]
+        )["Reservations"]
+        victim = running[0]["Instances"][0]["InstanceId"]
+        ec2.stop_instances(InstanceIds=[victim])
+        answers = [future.result() for future in futures]
+    for (name, _), response in zip(images, answers, strict=True):
+        assert response.status_code == 200, response.text
+        assert stem_and_label(response.text)[0] == stem(name)
+
+
+def test_ctrl_c_stops_everything(embedded):
+    process = embedded["process"]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0
+    for port in embedded["ports"]:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening"

@@ -1,0 +1,43 @@
+"""Report this worker's throughput while busy, so the scaler knows what one instance can do."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class ThroughputReporter:
+    """Every `interval_s`, publish images per busy second since the last report (if any work)."""
+
+    def __init__(self, stats, publish: Callable[[float], None], interval_s: float = 15.0):
+        self._stats, self._publish, self._interval_s = stats, publish, interval_s
+        self._last = (0, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="throughput", daemon=True)
+
+    def start(self) -> ThroughputReporter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def report(self) -> float | None:
+        images, busy_s = self._stats.images, self._stats.busy_s
+        delta_images, delta_busy = images - self._last[0], busy_s - self._last[1]
+        self._last = (images, busy_s)
+        if delta_images <= 0 or delta_busy <= 0:
+            return None  # idle: an idle worker's rate says nothing about its capacity
+        rate = delta_images / delta_busy
+        try:
+            self._publish(rate)
+        except Exception as error:  # noqa: BLE001 - the scaler falls back to its default
+            log.warning("could not publish throughput (%s)", type(error).__name__)
+        return rate
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.report()
