@@ -30,5 +30,12 @@ test: lint
 sim: install
 	$(PY) -m scaler.sim
 
+bench: install
+	$(PY) -m bench
+
+# The load test at 5000 requests, and the fault tests again.
+soak: install
+	SOAK_REQUESTS=5000 $(PY) -m pytest tests/test_load.py tests/test_faults.py
+
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache *.egg-info

@@ -77,6 +77,11 @@ class Request:
         return request
 
 
+def cache_key(model: str, preprocess: str, sha256: str) -> str:
+    """Where a result is cached by content: the same bytes and model give the same answer."""
+    return f"cache/{model}/{preprocess}/{sha256}.json"
+
+
 def _is_own_queue(url: str, prefix: str) -> bool:
     # A queue URL ends in /<account>/<name>; only the name is ours to check.
     name = url.rstrip("/").rsplit("/", 1)[-1]

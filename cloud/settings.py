@@ -41,6 +41,9 @@ class Settings:
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    result_cache: bool = _setting(
+        True, "answer repeated image bytes from the stored result of the same model", "all"
+    )
     api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
     max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
     reply_queue_max_age_s: float = _setting(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ from cloud.messages import Request, Result
 from cloud.provision import provision
 from cloud.settings import Settings
 from worker.consumer import Consumer
+from worker.visibility import VisibilityKeeper
 
 
 class StubClassifier:
@@ -183,8 +185,8 @@ class SlowClassifier(StubClassifier):
 def test_long_batch_keeps_its_messages_hidden(env):
     consumer = env["consumer"]
     consumer._classifier = SlowClassifier()
-    consumer._visibility_timeout_s = 2
     queue_url = env["urls"]["request_queue_url"]
+    consumer._keeper = VisibilityKeeper(env["sqs"], queue_url, timeout_s=2).start()
     env["sqs"].set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "2"})
     send(env, 7, b"img7")
     messages = consumer._receive()
@@ -200,3 +202,37 @@ def test_long_batch_keeps_its_messages_hidden(env):
     thief.join()
     assert stolen == []
     assert [Result.decode(m["Body"]).label for m in receive(env, env["reply"])] == ["label-img7"]
+
+
+def test_run_pipelines_batches_and_stops_warm(env):
+    for i in range(12):
+        send(env, 10 + i, f"img{i}".encode())
+    consumer = env["consumer"]
+    consumer._batch_max = 4
+    runner = threading.Thread(target=consumer.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while consumer.stats.images < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    consumer.request_stop()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    replies = []
+    while batch := receive(env, env["reply"]):
+        replies += [Result.decode(m["Body"]).label for m in batch]
+    assert sorted(replies) == sorted(f"label-img{i}" for i in range(12))
+    assert consumer.stats.images == 12 and sum(consumer.stats.batch_sizes.values()) >= 3
+    assert depth(env, env["urls"]["request_queue_url"]) == 0
+
+
+def test_results_are_cached_by_content_hash(env):
+    consumer = env["consumer"]
+    consumer._cache_namespace = ("stub", "default")
+    send(env, 30, b"same bytes")
+    drain_once(env)
+    digest = hashlib.sha256(b"same bytes").hexdigest()
+    key = f"cache/stub/default/{digest}.json"
+    cached = json.loads(
+        env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
+    )
+    assert cached["label"] == "label-same bytes"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.models import ResNet18_Weights
 
 from worker.imaging import ALLOWED_FORMATS, ImageError, decode, sniff
@@ -77,6 +77,16 @@ def test_each_photo_decodes_to_rgb(name):
     with Image.open(IMAGES / name) as reference:
         width, height = reference.size
     assert image.dtype == torch.uint8 and tuple(image.shape) == (3, height, width)
+
+
+@pytest.mark.parametrize("name", photo_names())
+def test_photos_decode_to_the_same_pixels_as_pillow(name):
+    # JPEG goes through torchvision's decoder; the model's answers must not depend on that.
+    with Image.open(IMAGES / name) as image:
+        expected = np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    assert torch.equal(
+        decode((IMAGES / name).read_bytes()).permute(1, 2, 0), torch.from_numpy(expected)
+    )
 
 
 @pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS))

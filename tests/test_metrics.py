@@ -7,6 +7,7 @@ tests scrape a real web and a real worker over HTTP before and after a real uplo
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 import falcon.testing
 import pytest
@@ -206,12 +207,15 @@ def test_status_adds_this_process_throughput_and_latency():
 
 
 def test_consumer_collector_reads_stats_at_scrape_time():
-    stats = Stats(images=12, errors=1, batches=3, busy_s=4.0, batch_sizes=[1, 5, 10])
+    stats = Stats(
+        images=12, errors=1, batches=3, busy_s=4.0, model_s=2.5, batch_sizes=Counter([1, 5, 10])
+    )
     families = {f.name: f for f in ConsumerCollector(stats).collect()}
     assert families["classifier_worker_images"].samples[0].value == 12
     assert families["classifier_worker_errors"].samples[0].value == 1
     assert families["classifier_worker_batches"].samples[0].value == 3
     assert families["classifier_worker_busy_seconds"].samples[0].value == 4.0
+    assert families["classifier_worker_model_seconds"].samples[0].value == 2.5
     assert families["classifier_worker_images_per_busy_second"].samples[0].value == 3.0
     buckets = {
         s.labels["le"]: s.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -62,6 +63,13 @@ def test_a_batch_gives_the_same_answers_as_one_by_one(classifier, photos, batch_
         assert [label for label, _ in alone] == [label for label, _ in batch_results[name]]
         for (_, p_alone), (_, p_batch) in zip(alone, batch_results[name], strict=True):
             assert math.isclose(p_alone, p_batch, abs_tol=1e-4)
+
+
+def test_passes_smaller_than_the_batch_give_the_same_answers(classifier, photos, batch_results):
+    small = dataclasses.replace(classifier, forward_batch=2)
+    names = list(photos)
+    results = small.classify([small.prepare(photos[name]) for name in names])
+    assert [top5[0][0] for top5 in results] == [batch_results[name][0][0] for name in names]
 
 
 def test_default_preprocessing_is_a_normalised_224_crop(classifier, photos):

@@ -74,3 +74,15 @@ def test_status_and_health(running_service):
     status = requests.get(f"{url}/status", timeout=10).json()
     assert set(status["queue"]) >= {"visible", "in_flight", "dlq"}
     assert set(status["fleet"]) == {"pending", "running", "stopping", "stopped"}
+
+
+def test_repeated_bytes_answer_from_the_result_cache(running_service):
+    url = running_service.webs[0]
+    name, data = variants(1)[0]
+    data = data + b"\x00cache-test"  # bytes no other test sends
+    first = upload(url, data, name, accept="application/json").json()
+    again = upload(url, data, "renamed.jpg", accept="application/json").json()
+    assert "cache_hit" not in first["timings_ms"]
+    assert again["timings_ms"]["cache_hit"] == 1
+    assert again["label"] == first["label"] and again["top5"] == first["top5"]
+    assert again["filename"] == "renamed.jpg"

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         request_queue_url=request_queue_url,
         reply_queue_url=reply_queue_url,
         result_timeout_s=settings.result_timeout_s,
+        cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(

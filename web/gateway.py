@@ -43,6 +43,9 @@ class Gateway:
         started = time.perf_counter()
         if request_id and (stored := self._store.result(request_id)) is not None:
             return self._checked(stored), {"total": (time.perf_counter() - started) * 1e3}
+        if (hit := self._store.cached(upload.sha256)) is not None:
+            timings = {"total": (time.perf_counter() - started) * 1e3, "cache_hit": 1}
+            return self._checked(hit), timings
         if self._backlog is not None:
             self._backlog.check()
         request = self._store.new_request(upload.filename, upload.sha256, request_id)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from cloud.messages import MessageError, Request, Result
+from cloud.messages import MessageError, Request, Result, cache_key
 
 
 class Unavailable(RuntimeError):
@@ -26,6 +26,7 @@ class UploadStore:
         request_queue_url: str,
         reply_queue_url: str,
         result_timeout_s: float,
+        cache_namespace: tuple[str, str] | None = None,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
     ):
@@ -35,6 +36,7 @@ class UploadStore:
         self._reply_queue_url = reply_queue_url
         self._timeout_s = result_timeout_s
         self._uuidgen, self._clock = uuidgen, clock
+        self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
 
     def new_request(self, filename: str, sha256: str, request_id: str | None = None) -> Request:
         request_id = request_id or self._uuidgen().hex
@@ -60,8 +62,20 @@ class UploadStore:
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
     def result(self, request_id: str) -> Result | None:
+        return self._read(f"results/{request_id}.json")
+
+    def cached(self, sha256: str) -> Result | None:
+        """The stored result for the same bytes and model, if the cache is on and has one."""
+        if self._cache_namespace is None:
+            return None
         try:
-            body = self._s3.get_object(Bucket=self._output, Key=f"results/{request_id}.json")
+            return self._read(cache_key(*self._cache_namespace, sha256))
+        except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
+            return None
+
+    def _read(self, key: str) -> Result | None:
+        try:
+            body = self._s3.get_object(Bucket=self._output, Key=key)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 return None

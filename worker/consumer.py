@@ -1,24 +1,31 @@
-"""The consume loop: receive a batch, fetch, classify in one pass, store, reply, then delete.
+"""The consume loop: receive, fetch, classify in one pass, store, reply, then delete.
 
 Delivery is at least once. A message is deleted only after its result is stored, and results are
 keyed by request id, so a redelivered request rewrites the same object and the web tier drops the
 second reply.
+
+`run()` overlaps the stages: while batch k is in the model, batch k+1 is received, fetched and
+decoded (the intake thread) and batch k-1 is stored and replied to (the finisher), so the model
+waits on S3 and SQS as little as possible. `process()` runs one batch through every stage in
+turn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import queue
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from cloud.messages import MessageError, Request, Result
+from cloud.messages import MessageError, Request, Result, cache_key
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -26,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One received message on its way through the batch."""
+    """One received message on its way through the stages."""
 
     receipt: str
     request: Request | None = None
@@ -36,18 +43,56 @@ class Job:
     retry: bool = False  # a transient failure: leave the message for redelivery
     expired: bool = False  # nobody waits any more: delete without work or reply
 
+    @property
+    def runnable(self) -> bool:
+        return self.request is not None and not (self.result or self.retry or self.expired)
+
 
 @dataclass
 class Stats:
     images: int = 0
     errors: int = 0
     batches: int = 0
-    busy_s: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
+    busy_s: float = 0.0  # wall time with at least one batch in hand
+    model_s: float = 0.0
+    batch_sizes: Counter = field(default_factory=Counter)  # batch size -> batches
+    _in_hand: int = 0
+    _since: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._in_hand == 0:
+                self._since = time.perf_counter()
+            self._in_hand += 1
+
+    def end(self, images: int, errors: int, size: int) -> None:
+        with self._lock:
+            self._in_hand -= 1
+            if self._in_hand == 0:
+                self.busy_s += time.perf_counter() - self._since
+            self.images += images
+            self.errors += errors
+            self.batches += 1
+            self.batch_sizes[size] += 1
+
+
+@dataclass
+class Batch:
+    jobs: list[Job]
+    started: float = field(default_factory=time.perf_counter)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def receipts(self) -> list[str]:
+        return [job.receipt for job in self.jobs]
+
+
+_STOP = object()
 
 
 class Consumer:
@@ -66,6 +111,7 @@ class Consumer:
         wait_s: int = 10,
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
+        cache_namespace: tuple[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -74,9 +120,10 @@ class Consumer:
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_prefix
         self._batch_max, self._wait_s = batch_max, wait_s
-        self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
+        self._cache_namespace = cache_namespace
         self._clock = clock
-        self._visibility_timeout_s = visibility_timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
+        self._keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout_s)
         self._stopping = threading.Event()
         self.stats = Stats()
 
@@ -85,10 +132,29 @@ class Consumer:
         return self._stopping.is_set()
 
     def request_stop(self) -> None:
-        """Warm stop: no new receives; the batch in hand is finished."""
+        """Warm stop: no new receives; the batches in hand are finished."""
         self._stopping.set()
 
+    # The pipeline ------------------------------------------------------------------------
+
     def run(self) -> None:
+        # One batch waits decoded while another is in the model: enough to hide the intake.
+        ready: queue.Queue = queue.Queue(maxsize=1)
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
+        finishing = threading.BoundedSemaphore(2)
+        intake = threading.Thread(target=self._intake, args=(ready,), name="intake", daemon=True)
+        self._keeper.start()
+        intake.start()
+        while (batch := ready.get()) is not _STOP:
+            self._compute(batch)
+            finishing.acquire()
+            finisher.submit(self._finish, batch).add_done_callback(lambda _: finishing.release())
+        intake.join()
+        finisher.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+        self._keeper.stop()
+
+    def _intake(self, ready: queue.Queue) -> None:
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
@@ -100,54 +166,75 @@ class Consumer:
                 backoff_s = min(backoff_s * 2, 10.0)
                 continue
             if self._stopping.is_set():
-                self._release(messages)  # unstarted: make them visible to other workers now
+                self._release(messages)  # unstarted: visible to other workers at once
                 break
             if messages:
-                self.process(messages)
-        self._pool.shutdown(wait=True)
+                ready.put(self._take(messages))
+        ready.put(_STOP)
+
+    def process(self, messages: list[dict]) -> None:
+        """One batch through every stage, in this thread."""
+        batch = self._take(messages)
+        self._compute(batch)
+        self._finish(batch)
+
+    # The stages --------------------------------------------------------------------------
 
     def _receive(self) -> list[dict]:
         response = self._sqs.receive_message(
             QueueUrl=self._queue_url,
             MaxNumberOfMessages=self._batch_max,
             WaitTimeSeconds=self._wait_s,
-            AttributeNames=["ApproximateReceiveCount"],
+            AttributeNames=["ApproximateReceiveCount"],  # logged: redeliveries stand out
         )
         return response.get("Messages", [])
 
-    def process(self, messages: list[dict]) -> None:
-        receipts = [message["ReceiptHandle"] for message in messages]
-        with VisibilityKeeper(self._sqs, self._queue_url, receipts, self._visibility_timeout_s):
-            self._process(messages)
+    def _take(self, messages: list[dict]) -> Batch:
+        """Parse, fetch and decode: everything before the model, the I/O in parallel."""
+        self.stats.begin()
+        batch = Batch(jobs=[self._parse(message) for message in messages])
+        self._keeper.track(batch.receipts)
+        list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
+        batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
+        return batch
 
-    def _process(self, messages: list[dict]) -> None:
+    def _compute(self, batch: Batch) -> None:
+        jobs = [job for job in batch.jobs if job.runnable]
+        if not jobs:
+            return
         started = time.perf_counter()
-        jobs = [self._parse(message) for message in messages]
-        live = [job for job in jobs if job.request and not (job.result or job.retry or job.expired)]
-        list(self._pool.map(self._fetch, live))
-        fetched = time.perf_counter()
-        ready = [job for job in live if not job.result and not job.retry]
-        for job in ready:
-            self._prepare(job)
-        ready = [job for job in ready if not job.result]
-        self._classify(ready)
-        model_done = time.perf_counter()
-        done = [job for job in jobs if job.result and job.request]
+        predictions = self._classifier.classify([job.tensor for job in jobs])
+        model_s = time.perf_counter() - started
+        self.stats.model_s += model_s
+        timings = {**batch.timings_ms, "model": round(model_s * 1e3, 2), "batch": len(jobs)}
+        for job, top5 in zip(jobs, predictions, strict=True):
+            job.result = Result(
+                id=job.request.id,
+                filename=job.request.filename,
+                model=self._classifier.name,
+                label=top5[0][0],
+                top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
+                timings_ms=timings,
+            )
+
+    def _finish(self, batch: Batch) -> None:
+        """Store, reply, delete; only what is stored is deleted."""
+        done = [job for job in batch.jobs if job.result and job.request]
         list(self._pool.map(self._store, done))
         self._reply(done)
-        self._delete([job for job in jobs if job.request and not job.retry])
-        self.stats.batches += 1
-        self.stats.images += len(ready)
-        self.stats.errors += sum(1 for job in done if not job.result.ok)
-        self.stats.busy_s += time.perf_counter() - started
-        self.stats.batch_sizes.append(len(messages))
+        self._delete([job for job in batch.jobs if job.request and not job.retry])
+        self._keeper.untrack(batch.receipts)
+        images = sum(1 for job in done if job.result.ok)
+        self.stats.end(images, len(done) - images, len(batch.jobs))
         log.info(
-            "batch of %d: %d classified, fetch %.0f ms, model %.0f ms",
-            len(messages),
-            len(ready),
-            (fetched - started) * 1e3,
-            (model_done - fetched) * 1e3,
+            "batch of %d: %d classified, intake %.0f ms, total %.0f ms",
+            len(batch.jobs),
+            images,
+            batch.timings_ms.get("intake", 0.0),
+            (time.perf_counter() - batch.started) * 1e3,
         )
+
+    # One job -----------------------------------------------------------------------------
 
     def _parse(self, message: dict) -> Job:
         job = Job(receipt=message["ReceiptHandle"])
@@ -162,63 +249,54 @@ class Consumer:
                 job.retry = True
                 return job
             job.request = salvaged
-            job.result = Result(
-                id=salvaged.id, filename=salvaged.filename, error=f"bad request: {error}"
-            )
+            job.result = self._error(job, f"bad request: {error}")
             return job
         if job.request.deadline < self._clock():
-            log.info("skipped %s: its deadline passed", job.request.id)
+            log.info("request %s skipped: its deadline passed", job.request.id)
             job.expired = True
         return job
 
-    def _fetch(self, job: Job) -> None:
+    def _load(self, job: Job) -> None:
         try:
-            body = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"]
-            job.data = body.read()
+            job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 job.result = self._error(job, "the uploaded image is gone")
             else:
                 job.retry = True
+            return
         except Exception:  # noqa: BLE001 - transient (network): redeliver later
             job.retry = True
-
-    def _prepare(self, job: Job) -> None:
+            return
         try:
             job.tensor = self._classifier.prepare(self._decode(job.data))
         except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
             job.result = self._error(job, f"cannot decode the image: {error}")
 
-    def _classify(self, jobs: list[Job]) -> None:
-        if not jobs:
-            return
-        started = time.perf_counter()
-        predictions = self._classifier.classify([job.tensor for job in jobs])
-        model_ms = (time.perf_counter() - started) * 1e3
-        for job, top5 in zip(jobs, predictions, strict=True):
-            job.result = Result(
-                id=job.request.id,
-                filename=job.request.filename,
-                model=self._classifier.name,
-                label=top5[0][0],
-                top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
-                timings_ms={"model": round(model_ms, 2), "batch": len(jobs)},
-            )
-
     def _error(self, job: Job, reason: str) -> Result:
+        log.info("request %s failed: %s", job.request.id, reason)
         return Result(id=job.request.id, filename=job.request.filename, error=reason)
 
     def _store(self, job: Job) -> None:
+        body = job.result.encode().encode()
         try:
             self._s3.put_object(
                 Bucket=self._output,
                 Key=f"results/{job.request.id}.json",
-                Body=job.result.encode().encode(),
+                Body=body,
                 ContentType="application/json",
             )
         except Exception as error:  # noqa: BLE001 - not stored: keep the message for a retry
             log.warning("could not store %s (%s)", job.request.id, type(error).__name__)
             job.retry = True
+            return
+        if self._cache_namespace and job.result.ok and job.data:
+            # Keyed by the hash of the bytes as fetched, not by what a message claims.
+            key = cache_key(*self._cache_namespace, hashlib.sha256(job.data).hexdigest())
+            try:
+                self._s3.put_object(Bucket=self._output, Key=key, Body=body)
+            except Exception as error:  # noqa: BLE001 - a cache miss later, nothing worse
+                log.warning("could not cache %s (%s)", job.request.id, type(error).__name__)
 
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[Job]] = defaultdict(list)
@@ -242,8 +320,10 @@ class Consumer:
                 {"Id": str(i), "ReceiptHandle": job.receipt}
                 for i, job in enumerate(jobs[start : start + 10])
             ]
-            if entries:
+            try:
                 self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except Exception as error:  # noqa: BLE001 - redelivered later; results are idempotent
+                log.warning("could not delete messages (%s)", type(error).__name__)
 
     def _release(self, messages: list[dict]) -> None:
         if not messages:

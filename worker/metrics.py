@@ -1,4 +1,4 @@
-"""A worker's own Prometheus /metrics: images, errors, batches and busy time, read at scrape time.
+"""A worker's own Prometheus /metrics: images, batches, busy and model time, read at scrape time.
 
 The collector reads the consumer's `Stats` when Prometheus asks, so the consume loop does no
 metrics work of its own. Off unless WORKER_METRICS_PORT is set; a port already taken (several
@@ -42,27 +42,30 @@ class ConsumerCollector:
             "seconds spent on batches (fetch, model, store, reply)",
             value=stats.busy_s,
         )
-        model_s = getattr(stats, "model_s", None)  # the model's share of busy time, if counted
-        if model_s is not None:
-            yield CounterMetricFamily(
-                "classifier_worker_model_seconds", "seconds spent in forward passes", value=model_s
-            )
+        yield CounterMetricFamily(
+            "classifier_worker_model_seconds",
+            "seconds spent in forward passes",
+            value=stats.model_s,
+        )
         yield GaugeMetricFamily(
             "classifier_worker_images_per_busy_second",
             "images per second while busy (what the scaler sizes the fleet by)",
             value=stats.images_per_busy_s,
         )
-        yield _batch_sizes(list(stats.batch_sizes))  # a copy: the consume loop appends
+        yield _batch_sizes(dict(stats.batch_sizes))  # a copy: the consume loop counts on
 
 
-def _batch_sizes(sizes: list[int]) -> HistogramMetricFamily:
-    buckets = [(str(le), sum(1 for size in sizes if size <= le)) for le in BATCH_SIZE_BUCKETS]
-    buckets.append(("+Inf", len(sizes)))
+def _batch_sizes(counts: dict[int, int]) -> HistogramMetricFamily:
+    """From {batch size: batches} to cumulative buckets."""
+    buckets = [
+        (str(le), sum(n for size, n in counts.items() if size <= le)) for le in BATCH_SIZE_BUCKETS
+    ]
+    buckets.append(("+Inf", sum(counts.values())))
     return HistogramMetricFamily(
         "classifier_worker_batch_size",
         "messages per received batch",
         buckets=buckets,
-        sum_value=sum(sizes),
+        sum_value=sum(size * n for size, n in counts.items()),
     )
 
 

@@ -27,18 +27,8 @@ def make_runner(settings: Settings, env: Mapping[str, str]) -> Runner | None:
             drain_timeout_s=float(settings.visibility_timeout_s),
         )
     if settings.runner == "docker":
-        import docker
+        from scaler.runners.docker import docker_runner
 
-        from scaler.runners.docker import DockerRunner, worker_environment
-
-        return DockerRunner(
-            docker.from_env(),
-            settings.worker_image,
-            worker_environment(env),
-            fleet=settings.fleet_name,
-            # Compose names the network its workers must join to reach LocalStack by name.
-            network=env.get("DOCKER_NETWORK") or None,
-            boot_delay_new_s=settings.boot_delay_new_s,
-            boot_delay_start_s=settings.boot_delay_start_s,
-        )
+        # Joins DOCKER_NETWORK (compose's, to reach LocalStack by name); drains past the timeout.
+        return docker_runner(settings, env)
     raise ValueError(f"unknown runner {settings.runner!r}")

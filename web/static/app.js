@@ -168,94 +168,88 @@ function render(status) {
   );
 }
 
-function canvasContext(canvas) {
-  // Draw at the device's pixel density, in CSS pixels.
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || canvas.width;
-  const height = canvas.clientHeight || canvas.height;
-  if (canvas.width !== Math.round(width * ratio)) canvas.width = Math.round(width * ratio);
-  if (canvas.height !== Math.round(height * ratio)) canvas.height = Math.round(height * ratio);
-  const context = canvas.getContext("2d");
-  context.setTransform(ratio, 0, 0, ratio, 0, 0);
-  context.clearRect(0, 0, width, height);
-  return { context, width, height };
-}
-
 function color(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(`--${name}`).trim();
 }
 
-function axes(context, width, height, top) {
-  // Horizontal grid lines at whole numbers, with the top value labelled.
-  context.strokeStyle = color("line");
-  context.fillStyle = color("muted");
-  context.font = "11px system-ui, sans-serif";
-  context.lineWidth = 1;
-  const steps = Math.min(top, 4);
-  for (let i = 0; i <= steps; i++) {
-    const value = Math.round((top * i) / steps);
-    const y = Math.round(plotY(value, top, height)) + 0.5;
-    context.beginPath();
-    context.moveTo(28, y);
-    context.lineTo(width - 4, y);
-    context.stroke();
-    context.fillText(String(value), 4, y + 4);
-  }
-}
-
-const PAD_TOP = 8;
-const PAD_BOTTOM = 6;
-
-function plotX(t, now, width) {
-  return 28 + ((width - 32) * (t - (now - HISTORY_MS))) / HISTORY_MS;
-}
-
-function plotY(value, top, height) {
-  return height - PAD_BOTTOM - ((height - PAD_TOP - PAD_BOTTOM) * value) / top;
-}
-
-function drawFleet(now) {
-  const { context, width, height } = canvasContext($("fleet-chart"));
-  const totals = samples.map((h) => FLEET_STATES.reduce((sum, s) => sum + (h.fleet[s] || 0), 0));
-  const top = Math.max(2, ...totals);
-  axes(context, width, height, top);
-  // Stacked steps: each state's band sits on the ones before it.
-  for (let band = FLEET_STATES.length - 1; band >= 0; band--) {
-    context.fillStyle = color(FLEET_STATES[band]);
-    context.beginPath();
-    samples.forEach((h, i) => {
-      const stacked = FLEET_STATES.slice(0, band + 1).reduce((sum, s) => sum + (h.fleet[s] || 0), 0);
-      const x = plotX(h.t, now, width);
-      const nextX = i + 1 < samples.length ? plotX(samples[i + 1].t, now, width) : x + 2;
-      const y = plotY(stacked, top, height);
-      if (i === 0) context.moveTo(x, plotY(0, top, height));
-      context.lineTo(x, y);
-      context.lineTo(nextX, y);
-    });
-    if (samples.length) {
-      const last = samples[samples.length - 1];
-      context.lineTo(plotX(last.t, now, width) + 2, plotY(0, top, height));
-      context.closePath();
-      context.fill();
+function niceStep(top) {
+  // A tick step of 1, 2 or 5 times a power of ten that gives at most four intervals.
+  for (let power = 1; ; power *= 10) {
+    for (const step of [1, 2, 5]) {
+      if (top / (step * power) <= 4) return step * power;
     }
   }
 }
 
+function frame(canvas, maxValue, now) {
+  // A cleared canvas at the device's pixel density, its axes, and value -> pixel mappings.
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || canvas.width;
+  const height = canvas.clientHeight || canvas.height;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  const context = canvas.getContext("2d");
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const left = 30;
+  const right = width - 6;
+  const top = 8;
+  const bottom = height - 18;
+  const step = niceStep(Math.max(1, maxValue));
+  const highest = step * Math.max(1, Math.ceil(maxValue / step));
+  // The chart fills from the first sample; after five minutes it scrolls.
+  const start = Math.min(now - 10_000, samples.length ? samples[0].t : now);
+  const x = (t) => left + ((right - left) * (t - start)) / (now - start);
+  const y = (value) => bottom - ((bottom - top) * Math.max(0, value || 0)) / highest;
+
+  context.font = "11px system-ui, sans-serif";
+  context.lineWidth = 1;
+  context.strokeStyle = color("line");
+  context.fillStyle = color("muted");
+  for (let value = 0; value <= highest; value += step) {
+    const row = Math.round(y(value)) + 0.5;
+    context.beginPath();
+    context.moveTo(left, row);
+    context.lineTo(right, row);
+    context.stroke();
+    context.textAlign = "right";
+    context.fillText(String(value), left - 6, row + 4);
+  }
+  context.textAlign = "left";
+  const ago = Math.round((now - start) / 1000);
+  context.fillText(ago >= 60 ? `${(ago / 60).toFixed(1)} min ago` : `${ago} s ago`, left, height - 4);
+  context.textAlign = "right";
+  context.fillText("now", right, height - 4);
+  return { context, x, y, right };
+}
+
+function drawFleet(now) {
+  const totals = samples.map((h) => FLEET_STATES.reduce((sum, s) => sum + (h.fleet[s] || 0), 0));
+  const { context, x, y, right } = frame($("fleet-chart"), Math.max(2, ...totals), now);
+  // Stacked steps: each state's band sits on the ones before it, drawn back to front.
+  for (let band = FLEET_STATES.length - 1; band >= 0 && samples.length; band--) {
+    const below = FLEET_STATES.slice(0, band + 1);
+    context.fillStyle = color(FLEET_STATES[band]);
+    context.beginPath();
+    context.moveTo(x(samples[0].t), y(0));
+    samples.forEach((h, i) => {
+      const level = y(below.reduce((sum, s) => sum + (h.fleet[s] || 0), 0));
+      context.lineTo(x(h.t), level);
+      context.lineTo(i + 1 < samples.length ? x(samples[i + 1].t) : right, level);
+    });
+    context.lineTo(right, y(0));
+    context.closePath();
+    context.fill();
+  }
+}
+
 function drawQueue(now) {
-  const { context, width, height } = canvasContext($("queue-chart"));
-  const values = samples.flatMap((h) => [Math.max(0, h.visible || 0), Math.max(0, h.inFlight || 0)]);
-  const top = Math.max(4, ...values);
-  axes(context, width, height, top);
-  for (const [key, name] of [["visible", "visible"], ["inFlight", "in-flight"]]) {
+  const values = samples.flatMap((h) => [h.visible || 0, h.inFlight || 0]);
+  const { context, x, y } = frame($("queue-chart"), Math.max(4, ...values), now);
+  for (const [key, name] of [["inFlight", "in-flight"], ["visible", "visible"]]) {
     context.strokeStyle = color(name);
     context.lineWidth = 2;
     context.beginPath();
-    samples.forEach((h, i) => {
-      const x = plotX(h.t, now, width);
-      const y = plotY(Math.max(0, h[key] || 0), top, height);
-      if (i === 0) context.moveTo(x, y);
-      else context.lineTo(x, y);
-    });
+    samples.forEach((h, i) => (i ? context.lineTo(x(h.t), y(h[key])) : context.moveTo(x(h.t), y(h[key]))));
     context.stroke();
   }
 }

@@ -1,0 +1,103 @@
+"""`python -m bench`: the bare model, one pinned worker, and the whole stack, in one run.
+
+Prints a table, then one line of JSON. `--quick` runs every step with tiny sizes (a smoke test
+of the harness, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import model, report, service, worker
+from bench.machine import describe
+from bench.photos import Photos
+from cloud.embedded import StackError
+from cloud.settings import Settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: tuple[int, ...]
+    reps: int
+    min_s: float
+    drain: int
+    warmup: int
+    sizes: service.Sizes
+    overrides: dict  # settings for the measured processes
+
+
+FULL = Plan(
+    batches=(1, 2, 4, 8),
+    reps=5,
+    min_s=0.5,
+    drain=400,
+    warmup=20,
+    sizes=service.Sizes(warmup=20, seq=50, cache=20, burst=100, e2e=400, concurrency=50),
+    overrides={},
+)
+# Tiny sizes; a 1 s long poll lets the workers stop at once when the harness is done.
+QUICK = Plan(
+    batches=(1, 2),
+    reps=1,
+    min_s=0.05,
+    drain=6,
+    warmup=2,
+    sizes=service.Sizes(warmup=2, seq=3, cache=2, burst=4, e2e=6, concurrency=3),
+    overrides={"RECEIVE_WAIT_S": "1"},
+)
+E2E_WORKERS = 2
+
+
+def step(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(plan: Plan, log_dir: Path, settings: Settings) -> dict:
+    started = time.perf_counter()
+    machine = describe()
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    # The worker takes up to BATCH_MAX messages at once: its batch belongs among the candidates.
+    batches = tuple(sorted({*plan.batches, settings.batch_max}))
+    step(f"bare model, 1 thread on cpu {cpus[-1]}, batches {batches}")
+    one = model.measure((cpus[-1],), 1, batches, plan.reps, plan.min_s)
+    step(f"bare model, {E2E_WORKERS} threads on cpus {cpus}")
+    two = model.measure(cpus, E2E_WORKERS, batches, plan.reps, plan.min_s)
+    photos = Photos()
+    step(f"one worker on cpu {cpus[-1]} (moto on cpu {cpus[0]}): cold start, {plan.drain} queued")
+    pinned = worker.run(photos, plan.drain, plan.warmup, log_dir / "worker", plan.overrides)
+    step(f"embedded stack, {E2E_WORKERS} workers: sequential, cache, burst, end to end")
+    stack = service.run(photos, plan.sizes, E2E_WORKERS, log_dir / "service", plan.overrides)
+    result = report.summarise(machine, one, two, pinned, stack)
+    result["bench_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument("--log-dir", default=".run/bench", help="logs of every process started")
+    args = parser.parse_args(argv)
+    # The measured processes read the same environment; a bad setting fails here, not mid-run.
+    settings = Settings.from_env()
+    plan = QUICK if args.quick else FULL
+    try:
+        result = run(plan, Path(args.log_dir), settings)
+    except (StackError, RuntimeError) as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    result["quick"] = args.quick
+    if not args.json_only:
+        print(report.table(result))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The embedded stack on all cores (moto, one web, fixed workers) driven over real HTTP.
+
+The client runs on the same cores as the stack: on a 2-core machine its CPU is part of what the
+end-to-end numbers pay for, and the CPU meter says how much.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.client import Batch, Uploader
+from bench.machine import CpuMeter
+from bench.photos import Photos
+from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
+from cloud.embedded import Stack, StackError, python_module, wait_http
+from cloud.provision import provision
+from cloud.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sizes:
+    warmup: int  # concurrent uploads per warm-up round (three rounds)
+    seq: int
+    cache: int
+    burst: int
+    e2e: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    workers: int
+    seq: Batch
+    cache_seed: Batch
+    cache: Batch
+    burst: Batch
+    e2e: Batch
+    cpu_s: dict[str, float]  # CPU seconds per process during the e2e run
+
+
+def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
+    moto_stack, endpoint = start_moto(log_dir, None)
+    port = free_port()
+    env = stack_env(
+        endpoint, f"bench{os.getpid()}s", {"TORCH_THREADS": "1", "PORT": str(port), **overrides}
+    )
+    settings = Settings.from_env(env)
+    stack = Stack(env=env, log_dir=log_dir)
+    fleet = []
+    try:
+        provision(settings, *clients(endpoint, settings))
+        fleet = [
+            stack.start(f"worker-{i}", python_module("worker"), {"INSTANCE_ID": f"bench-{i}"})
+            for i in range(workers)
+        ]
+        web = stack.start("web", python_module("web"))
+        wait_http(f"http://{HOST}:{port}/healthz", 60, web)
+        uploader = Uploader(HOST, port)
+        # Three rounds: every worker has loaded its model and run a few batches before timing.
+        for _ in range(3):
+            warm = uploader.concurrent(photos.full(sizes.warmup), sizes.warmup)
+            if warm.failed:
+                raise StackError(f"{warm.failed} warm-up uploads failed; see {log_dir}/")
+
+        seq = uploader.sequential(photos.full(sizes.seq))
+        seed = photos.full(1)
+        cache_seed = uploader.sequential(seed)  # classified once; the repeats may be cached
+        cache = uploader.sequential(seed * sizes.cache)
+        burst = uploader.concurrent(photos.mixed(sizes.burst), sizes.burst)
+        e2e_photos = photos.full(sizes.e2e)
+        pids = {"moto": moto_stack.processes[0][1].pid, "web": web.pid, "client": None}
+        pids.update({f"worker-{i}": p.pid for i, p in enumerate(fleet)})
+        meter = CpuMeter(pids).start()
+        e2e = uploader.concurrent(e2e_photos, sizes.concurrency)
+        cpu = meter.stop()
+        if dead := stack.dead():
+            raise StackError(f"{', '.join(dead)} exited during the run; see {log_dir}/")
+    finally:
+        stop_workers(fleet)
+        stack.stop()
+        moto_stack.stop()
+    return ServiceRun(workers, seq, cache_seed, cache, burst, e2e, cpu)

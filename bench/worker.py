@@ -1,0 +1,181 @@
+"""One worker process on one core against a full queue, and its cold start.
+
+moto and this harness share the other core, so the worker's core does nothing but the worker.
+Requests are put on the queue directly (the images already in S3), as the web tier would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.machine import CpuMeter
+from bench.model import taskset
+from bench.photos import Photo, Photos
+from bench.stacks import clients, stack_env, start_moto, stop_workers
+from cloud.embedded import Stack, StackError, python_module
+from cloud.messages import MessageError, Request, Result
+from cloud.provision import provision
+from cloud.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    images: int
+    drain_s: float
+    errors: int
+    cold_start_s: float
+    batch_mean: float  # images per forward pass, from the workers' reported timings (0: none)
+    model_s: float  # seconds of forward passes the worker reported for the drain (0: none)
+    cpu_s: dict[str, float]  # CPU seconds per process during the drain
+
+    @property
+    def img_s(self) -> float:
+        return self.images / self.drain_s
+
+
+@dataclass(frozen=True)
+class Reply:
+    arrived: float  # perf_counter when the harness read it
+    result: Result
+
+
+def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict) -> WorkerRun:
+    cpus = sorted(os.sched_getaffinity(0))
+    aws_cpus, worker_cpus = (cpus[0],), (cpus[-1],)
+    saved = os.sched_getaffinity(0)
+    # The harness's own AWS calls run on moto's core, never on the worker's.
+    os.sched_setaffinity(0, aws_cpus)
+    moto_stack, endpoint = start_moto(log_dir, aws_cpus)
+    env = stack_env(endpoint, f"bench{os.getpid()}w", {"TORCH_THREADS": "1", **overrides})
+    settings = Settings.from_env(env)
+    stack = Stack(env=env, log_dir=log_dir)
+    worker = queued = None
+    try:
+        s3, sqs = clients(endpoint, settings)
+        queue_url = provision(settings, s3, sqs)["request_queue_url"]
+        reply_url = sqs.create_queue(QueueName=f"{settings.reply_queue_prefix}bench")["QueueUrl"]
+        queued = Queued(s3, sqs, settings, queue_url, reply_url)
+        cold, warm, drain = (queued.put(photos.full(n)) for n in (1, warmup, count))
+
+        queued.send(cold)
+        started = time.perf_counter()
+        worker = stack.start(
+            "worker", [*taskset(worker_cpus), *python_module("worker")], {"INSTANCE_ID": "bench-w"}
+        )
+        first = queued.await_replies(cold, worker, timeout_s=240)
+        cold_start_s = max(r.arrived for r in first.values()) - started
+        queued.send(warm)
+        queued.await_replies(warm, worker, timeout_s=120)
+
+        # Paused while the queue fills, the warm worker then drains a full queue: the clock
+        # starts when it may take its first message.
+        os.kill(worker.pid, signal.SIGSTOP)
+        queued.send(drain)
+        meter = CpuMeter({"moto": moto_stack.processes[0][1].pid, "worker": worker.pid})
+        meter.start()
+        started = time.perf_counter()
+        os.kill(worker.pid, signal.SIGCONT)
+        replies = queued.await_replies(drain, worker, timeout_s=120 + 2.0 * count)
+        drain_s = max(r.arrived for r in replies.values()) - started
+        cpu = meter.stop()
+    finally:
+        stop_workers([worker] if worker else [])
+        if queued is not None:
+            queued.close()
+        stack.stop()
+        moto_stack.stop()
+        os.sched_setaffinity(0, saved)
+    batch_mean, model_s = _reported(r.result for r in replies.values())
+    return WorkerRun(
+        images=len(replies),
+        drain_s=drain_s,
+        errors=sum(1 for r in replies.values() if not r.result.ok),
+        cold_start_s=cold_start_s,
+        batch_mean=batch_mean,
+        model_s=model_s,
+        cpu_s=cpu,
+    )
+
+
+def _reported(results) -> tuple[float, float]:
+    """Mean batch and total model seconds from the timings the worker puts in each result."""
+    sizes, model_s = [], 0.0
+    for result in results:
+        batch, model_ms = result.timings_ms.get("batch"), result.timings_ms.get("model")
+        if isinstance(batch, int | float) and batch > 0 and isinstance(model_ms, int | float):
+            sizes.append(batch)
+            model_s += model_ms / batch / 1e3  # this image's share of its forward pass
+    if not sizes:
+        return 0.0, 0.0
+    return statistics.harmonic_mean(sizes), model_s
+
+
+class Queued:
+    """Requests as the web tier makes them: bytes in the input bucket, a message on the queue."""
+
+    def __init__(self, s3, sqs, settings: Settings, queue_url: str, reply_url: str):
+        self._s3, self._sqs, self._settings = s3, sqs, settings
+        self._queue_url, self._reply_url = queue_url, reply_url
+        self._pool = ThreadPoolExecutor(max_workers=8)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def put(self, photos: list[Photo]) -> list[Request]:
+        requests = [self._request(photo) for photo in photos]
+        list(self._pool.map(self._put_object, requests, photos))
+        return requests
+
+    def send(self, requests: list[Request]) -> None:
+        chunks = [requests[i : i + 10] for i in range(0, len(requests), 10)]
+        list(self._pool.map(self._send_batch, chunks))
+
+    def await_replies(self, requests: list[Request], worker, timeout_s: float) -> dict:
+        """Read the reply queue until every request has its reply; id -> Reply."""
+        wanted = {request.id for request in requests}
+        got: dict[str, Reply] = {}
+        deadline = time.monotonic() + timeout_s
+        while wanted - got.keys():
+            if worker.poll() is not None:
+                raise StackError(f"the worker exited with {worker.returncode}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{len(wanted - got.keys())} replies missing after {timeout_s} s")
+            messages = self._sqs.receive_message(
+                QueueUrl=self._reply_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                VisibilityTimeout=900,  # read once; the queue is dropped with the run
+            ).get("Messages", [])
+            arrived = time.perf_counter()
+            for message in messages:
+                try:
+                    result = Result.decode(message["Body"])
+                except MessageError:
+                    continue
+                if result.id in wanted and result.id not in got:
+                    got[result.id] = Reply(arrived, result)
+        return got
+
+    def _request(self, photo: Photo) -> Request:
+        request_id = os.urandom(16).hex()
+        return Request(
+            id=request_id,
+            key=f"uploads/{request_id}",
+            filename=photo.filename,
+            reply_to=self._reply_url,
+            deadline=time.time() + 3600,
+            sha256=photo.sha256,
+        )
+
+    def _put_object(self, request: Request, photo: Photo) -> None:
+        self._s3.put_object(Bucket=self._settings.input_bucket, Key=request.key, Body=photo.data)
+
+    def _send_batch(self, chunk: list[Request]) -> None:
+        entries = [{"Id": str(i), "MessageBody": r.encode()} for i, r in enumerate(chunk)]
+        self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
