@@ -13,6 +13,7 @@ from pathlib import Path
 from cloud.clients import make_client
 from cloud.deploy_cli import add_commands as add_deploy_commands
 from cloud.embedded import Stack, StackError, aws_env, default_env, python_module, wait_http
+from cloud.logs import setup_logging
 from cloud.provision import provision
 from cloud.settings import ConfigError, Settings
 
@@ -80,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ).set_defaults(run=cmd_provision)
     add_deploy_commands(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         print(f"cloud: {error}", file=sys.stderr)
         return 2
+    setup_logging(settings.log_format, tier="cloud")
     return args.run(args, settings)
 
 

@@ -57,6 +57,9 @@ class Settings:
     model: str = _setting(
         "efficientnet_lite0", "classifier name (or a torchvision model)", "worker"
     )
+    model_optimize: str = _setting(
+        "jit", "'jit' (trace + freeze, faster on CPU) or 'eager'", "worker"
+    )
     preprocess: str = _setting("default", "'default' (the model's own) or 'reference'", "worker")
     batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
     visibility_timeout_s: int = _setting(30, "SQS visibility timeout for requests", "worker")
@@ -134,6 +137,7 @@ class Settings:
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
             (self.runner in ("none", "process", "docker"), "RUNNER must be none|process|docker"),
+            (self.model_optimize in ("jit", "eager"), "MODEL_OPTIMIZE must be jit|eager"),
             (self.preprocess in ("default", "reference"), "PREPROCESS must be default|reference"),
             (self.log_format in ("text", "json"), "LOG_FORMAT must be text|json"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),

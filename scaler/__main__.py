@@ -17,6 +17,7 @@ import sys
 import threading
 
 from cloud.clients import make_client
+from cloud.logs import setup_logging
 from cloud.settings import ConfigError, Settings, describe
 from scaler.fleet import ensure_local_launch_template
 from scaler.policies import POLICIES
@@ -43,7 +44,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = Settings.from_env()
         if settings.policy not in POLICIES:
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"scaler: bad configuration: {error}", file=sys.stderr)
         return 2
+    setup_logging(settings.log_format, tier="scaler")
     ec2 = make_client("ec2", settings)
     if settings.runner != "none":
         # Local modes (embedded moto, compose LocalStack) have no deploy step to make it.

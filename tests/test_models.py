@@ -165,3 +165,19 @@ def test_cached_torchvision_model_loads_offline_with_its_own_transforms(
     assert tuple(tensor.shape) == (3, 224, 224)
     (top5,) = classifier.classify([tensor])
     assert len(top5) == TOP_K
+
+
+def test_jit_model_agrees_with_eager():
+    from worker.imaging import decode
+    from worker.models import load_classifier
+
+    eager = load_classifier("efficientnet_lite0", optimize="eager")
+    traced = load_classifier("efficientnet_lite0", optimize="jit")
+    assert isinstance(traced.model, torch.jit.ScriptModule)
+    tensors = [
+        eager.prepare(decode((IMAGES / name).read_bytes()))
+        for name in ("chelsea.jpg", "coffee.jpg", "cups.jpg")
+    ]
+    for a, b in zip(eager.classify(tensors), traced.classify(tensors), strict=True):
+        assert a[0][0] == b[0][0]
+        assert abs(a[0][1] - b[0][1]) < 1e-3

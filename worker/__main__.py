@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from worker.reporting import ThroughputReporter
 
     try:
-        classifier = load_classifier(settings.model, settings.preprocess, settings.torch_threads)
+        classifier = load_classifier(
+            settings.model, settings.preprocess, settings.torch_threads, settings.model_optimize
+        )
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
