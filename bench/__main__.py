@@ -68,12 +68,16 @@ def run(plan: Plan, log_dir: Path, settings: Settings) -> dict:
     one = model.measure((cpus[-1],), 1, batches, plan.reps, plan.min_s)
     step(f"bare model, {E2E_WORKERS} threads on cpus {cpus}")
     two = model.measure(cpus, E2E_WORKERS, batches, plan.reps, plan.min_s)
+    step(f"bare model, {E2E_WORKERS} processes x 1 thread side by side")
+    pair = model.measure_side_by_side(
+        [(cpu,) for cpu in cpus[-E2E_WORKERS:]], 1, batches, plan.reps, plan.min_s
+    )
     photos = Photos()
     step(f"one worker on cpu {cpus[-1]} (moto on cpu {cpus[0]}): cold start, {plan.drain} queued")
     pinned = worker.run(photos, plan.drain, plan.warmup, log_dir / "worker", plan.overrides)
     step(f"embedded stack, {E2E_WORKERS} workers: sequential, cache, burst, end to end")
     stack = service.run(photos, plan.sizes, E2E_WORKERS, log_dir / "service", plan.overrides)
-    result = report.summarise(machine, one, two, pinned, stack)
+    result = report.summarise(machine, one, two, pair, pinned, stack)
     result["bench_s"] = round(time.perf_counter() - started, 1)
     return result
 

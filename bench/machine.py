@@ -1,10 +1,16 @@
-"""The machine a run measured, and the CPU seconds each process spent in a timed window."""
+"""The machine a run measured, and where its CPU went during a timed window.
+
+On a shared machine the absolute numbers move with other people's load, so every timed window
+also records the CPU seconds of each of our processes and of everything else on the machine.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import resource
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
@@ -42,19 +48,67 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
+def runnable_wait_seconds(pid: int) -> float:
+    """Seconds the process's live threads spent ready to run but without a core."""
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total_ns += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_ns / 1e9
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (including time stolen by the hypervisor)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) * _TICK_S
+
+
+@dataclass(frozen=True)
+class CpuWindow:
+    wall_s: float
+    cpu_s: dict[str, float]  # per named process
+    wait_s: dict[str, float]  # per named process: runnable but not running
+    others_s: float  # busy CPU seconds of every process not named (other people's load)
+
+    def as_dict(self) -> dict:
+        return {
+            "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
+            "runnable_wait_s": {k: round(v, 2) for k, v in self.wait_s.items()},
+            "others_cpu_s": round(self.others_s, 2),
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
 class CpuMeter:
-    """CPU seconds per named process between start() and stop()."""
+    """CPU seconds per named process, and of the rest of the machine, between start and stop."""
 
     def __init__(self, pids: dict[str, int | None]):
         self._pids = pids
-        self._before: dict[str, float] = {}
+        self._cpu: dict[str, float] = {}
+        self._wait: dict[str, float] = {}
+        self._busy = self._started = 0.0
 
     def start(self) -> CpuMeter:
-        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._wait = self._waits()
+        self._busy, self._started = machine_busy_seconds(), time.perf_counter()
         return self
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> CpuWindow:
+        wall_s = time.perf_counter() - self._started
+        busy = machine_busy_seconds() - self._busy
+        cpu = {name: cpu_seconds(pid) - self._cpu[name] for name, pid in self._pids.items()}
+        wait = {name: value - self._wait[name] for name, value in self._waits().items()}
+        return CpuWindow(wall_s, cpu, wait, max(0.0, busy - sum(cpu.values())))
+
+    def _waits(self) -> dict[str, float]:
         return {
-            name: round(cpu_seconds(pid) - self._before[name], 2)
+            name: runnable_wait_seconds(pid if pid is not None else os.getpid())
             for name, pid in self._pids.items()
         }

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BARRIER_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class ModelTiming:
     threads: int
     cpus: tuple[int, ...]
     img_s: dict[int, float]  # batch size -> median images per second
+    cpu_ms: dict[int, float]  # batch size -> median CPU milliseconds per image (all threads)
     bs1_ms: float  # median latency of one batch-1 call
 
     @property
@@ -38,26 +42,64 @@ def measure(
     cpus: tuple[int, ...], threads: int, batches: tuple[int, ...], reps: int, min_s: float
 ) -> ModelTiming:
     """Time the model in a fresh process on `cpus` with `threads` intra-op threads."""
-    args = [
-        *taskset(cpus),
-        sys.executable,
-        "-m",
-        "bench.model",
-        f"--threads={threads}",
-        f"--batches={','.join(map(str, batches))}",
-        f"--reps={reps}",
-        f"--min-s={min_s}",
+    (timing,) = measure_side_by_side([cpus], threads, batches, reps, min_s)
+    return timing
+
+
+def measure_side_by_side(
+    placements: list[tuple[int, ...]],
+    threads: int,
+    batches: tuple[int, ...],
+    reps: int,
+    min_s: float,
+) -> list[ModelTiming]:
+    """One model process per placement, all timing at once (they start behind a barrier)."""
+    with tempfile.TemporaryDirectory(prefix="bench-barrier-") as barrier:
+        processes = [
+            subprocess.Popen(
+                [
+                    *taskset(cpus),
+                    sys.executable,
+                    "-m",
+                    "bench.model",
+                    f"--threads={threads}",
+                    f"--batches={','.join(map(str, batches))}",
+                    f"--reps={reps}",
+                    f"--min-s={min_s}",
+                    f"--barrier={barrier}",
+                    f"--peers={len(placements)}",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for cpus in placements
+        ]
+        outputs = []
+        try:
+            for process in processes:
+                stdout, stderr = process.communicate(timeout=600)
+                if process.returncode != 0:
+                    raise RuntimeError(
+                        f"bench.model failed ({process.returncode}): {stderr.strip()[-500:]}"
+                    )
+                outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    return [
+        ModelTiming(
+            threads=threads,
+            cpus=cpus,
+            img_s={int(b): rate for b, rate in out["img_s"].items()},
+            cpu_ms={int(b): ms for b, ms in out["cpu_ms"].items()},
+            bs1_ms=out["bs1_ms"],
+        )
+        for cpus, out in zip(placements, outputs, strict=True)
     ]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.model failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    return ModelTiming(
-        threads=threads,
-        cpus=cpus,
-        img_s={int(b): rate for b, rate in out["img_s"].items()},
-        bs1_ms=out["bs1_ms"],
-    )
 
 
 def taskset(cpus: tuple[int, ...]) -> list[str]:
@@ -72,18 +114,21 @@ def prepared_tensors(classifier) -> list:
     return [classifier.prepare(decode(path.read_bytes())) for path in photos]
 
 
-def time_batches(classifier, tensors, batches, reps: int, min_s: float) -> dict:
+def time_batches(classifier, tensors, batches, reps: int, min_s: float, ready=None) -> dict:
     for size in batches:  # first calls pay for oneDNN's kernel selection: not the model's rate
         for _ in range(2):
             classifier.classify(_batch(tensors, size))
+    if ready is not None:
+        ready()
     rates: dict[int, list[float]] = {size: [] for size in batches}
+    cpu_ms: dict[int, list[float]] = {size: [] for size in batches}
     bs1: list[float] = []
     # Repetitions outermost: a noisy moment on a shared machine hurts one rep of each size,
     # not every rep of one size.
     for _ in range(reps):
         for size in batches:
             batch = _batch(tensors, size)
-            calls, started = 0, time.perf_counter()
+            calls, started, cpu_started = 0, time.perf_counter(), time.process_time()
             while True:
                 call = time.perf_counter()
                 classifier.classify(batch)
@@ -94,6 +139,7 @@ def time_batches(classifier, tensors, batches, reps: int, min_s: float) -> dict:
                 if now - started >= min_s and calls >= 2:
                     break
             rates[size].append(calls * size / (now - started))
+            cpu_ms[size].append((time.process_time() - cpu_started) * 1e3 / (calls * size))
     if not bs1:
         for _ in range(5):
             call = time.perf_counter()
@@ -101,12 +147,23 @@ def time_batches(classifier, tensors, batches, reps: int, min_s: float) -> dict:
             bs1.append(time.perf_counter() - call)
     return {
         "img_s": {size: statistics.median(r) for size, r in rates.items()},
+        "cpu_ms": {size: statistics.median(c) for size, c in cpu_ms.items()},
         "bs1_ms": statistics.median(bs1) * 1e3,
     }
 
 
 def _batch(tensors, size: int) -> list:
     return [tensors[i % len(tensors)] for i in range(size)]
+
+
+def wait_for_peers(directory: str, peers: int) -> None:
+    """Say this process is ready, then wait until `peers` processes are."""
+    Path(directory, f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(Path(directory).glob("ready-*"))) < peers:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other model processes never became ready")
+        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,13 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--min-s", type=float, default=0.5, help="least seconds per timing")
+    parser.add_argument("--barrier", help="directory where side-by-side runs meet before timing")
+    parser.add_argument("--peers", type=int, default=1, help="processes meeting at the barrier")
     args = parser.parse_args(argv)
 
     from worker.models import load_classifier
 
     classifier = load_classifier(args.model, threads=args.threads)
     batches = tuple(int(b) for b in args.batches.split(","))
-    result = time_batches(classifier, prepared_tensors(classifier), batches, args.reps, args.min_s)
+    ready = (lambda: wait_for_peers(args.barrier, args.peers)) if args.barrier else None
+    result = time_batches(
+        classifier, prepared_tensors(classifier), batches, args.reps, args.min_s, ready
+    )
     print(json.dumps(result))
     return 0
 

@@ -32,20 +32,41 @@ def _timing_p50(batch: Batch, key: str) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
+def side_by_side(timings: list[ModelTiming]) -> dict[int, float]:
+    """Images per second of processes that ran at once, summed per batch size."""
+    return {b: sum(t.img_s[b] for t in timings) for b in timings[0].img_s}
+
+
+def _per_image_ms(cpu_s: dict[str, float], images: int) -> dict[str, float]:
+    return {name: round(seconds * 1e3 / images, 1) for name, seconds in cpu_s.items()}
+
+
 def summarise(
-    machine: dict, one: ModelTiming, two: ModelTiming, worker: WorkerRun, service: ServiceRun
+    machine: dict,
+    one: ModelTiming,
+    two: ModelTiming,
+    pair: list[ModelTiming],
+    worker: WorkerRun,
+    service: ServiceRun,
 ) -> dict:
     e2e_img_s = len(service.e2e.outcomes) / service.e2e.wall_s
+    pair_img_s = side_by_side(pair)
+    pair_best = max(pair_img_s, key=pair_img_s.get)
     seq_p50 = p50_ms(service.seq)
+    worker_cpu_ms = _per_image_ms(worker.cpu.cpu_s, worker.images)
+    model_cpu_ms = one.cpu_ms[one.best_batch]
     out = {
         "machine": machine,
         "model_img_s": round(one.best_img_s, 2),
         "model_best_batch": one.best_batch,
         "model_img_s_by_batch": {b: round(r, 2) for b, r in one.img_s.items()},
+        "model_cpu_ms_per_img": round(model_cpu_ms, 1),
         "model_bs1_ms": round(one.bs1_ms, 1),
         "model_2t_img_s": round(two.best_img_s, 2),
         "model_2t_best_batch": two.best_batch,
         "model_2t_img_s_by_batch": {b: round(r, 2) for b, r in two.img_s.items()},
+        "model_2x1t_img_s": round(pair_img_s[pair_best], 2),
+        "model_2x1t_best_batch": pair_best,
         "worker_img_s": round(worker.img_s, 2),
         "worker_efficiency": round(worker.img_s / one.best_img_s, 3),
         "worker_images": worker.images,
@@ -53,16 +74,21 @@ def summarise(
         "worker_drain_s": round(worker.drain_s, 2),
         "worker_batch_mean": round(worker.batch_mean, 2),
         "worker_model_share": round(worker.model_s / worker.drain_s, 3),
-        "worker_cpu_s": worker.cpu_s,
+        "worker_cpu_ms_per_img": worker_cpu_ms,
+        "worker_cpu_efficiency": round(model_cpu_ms / worker_cpu_ms["worker"], 3),
+        "worker_window": worker.cpu.as_dict(),
         "cold_start_s": round(worker.cold_start_s, 2),
         "e2e_img_s": round(e2e_img_s, 2),
         "e2e_efficiency": round(e2e_img_s / two.best_img_s, 3),
+        "e2e_efficiency_2x1t": round(e2e_img_s / pair_img_s[pair_best], 3),
         "e2e_fleet": f"{service.workers} fixed workers, TORCH_THREADS=1 each (no scaler)",
         "e2e_uploads": len(service.e2e.outcomes),
+        "e2e_concurrency": service.concurrency,
         "e2e_errors": service.e2e.failed,
         "e2e_wall_s": round(service.e2e.wall_s, 2),
         "e2e_p50_ms": p50_ms(service.e2e),
-        "e2e_cpu_s": service.cpu_s,
+        "e2e_cpu_ms_per_img": _per_image_ms(service.cpu.cpu_s, len(service.e2e.outcomes)),
+        "e2e_window": service.cpu.as_dict(),
         "seq_p50_ms": seq_p50,
         "seq_submit_p50_ms": _timing_p50(service.seq, "submit"),
         "seq_model_p50_ms": _timing_p50(service.seq, "model"),
@@ -70,6 +96,7 @@ def summarise(
         "burst100_s": round(service.burst.wall_s, 2),
         "burst_uploads": len(service.burst.outcomes),
         "burst_errors": service.burst.failed,
+        "burst_fleet": f"{service.workers} fixed workers (fleet <= 2), warm",
         "cache_hit_p50_ms": p50_ms(service.cache),
         "cache_hits": sum(
             1 for o in service.cache.outcomes if o.body.get("timings_ms", {}).get("cache_hit")
@@ -86,32 +113,35 @@ def table(r: dict) -> str:
     m = r["machine"]
     goal = {key: (goal, kind) for key, goal, kind in GOALS}
     rows = [
-        ("machine", f"{m['nproc']} x {m['cpu_model']}, torch {m['torch']}", ""),
-        ("load average at start", f"{m['load_avg_1m']}", "(shared machine: noise)"),
-        ("bare model, 1 thread", f"{r['model_img_s']} img/s", _best(r, "model")),
-        ("  by batch", _by_batch(r["model_img_s_by_batch"]), "img/s"),
+        ("machine", f"{m['nproc']} x {m['cpu_model']}", f"torch {m['torch']}"),
+        ("load average at start", f"{m['load_avg_1m']}", "shared machine: expect noise"),
+        ("bare model, 1 thread", f"{r['model_img_s']} img/s", _model_note(r)),
+        ("  by batch (img/s)", _by_batch(r["model_img_s_by_batch"]), ""),
         ("bare model, batch 1", f"{r['model_bs1_ms']} ms", "1 thread"),
         ("bare model, 2 threads", f"{r['model_2t_img_s']} img/s", _best(r, "model_2t")),
+        ("bare model, 2 x 1 thread", f"{r['model_2x1t_img_s']} img/s", _pair_note(r)),
         ("worker, 1 core", f"{r['worker_img_s']} img/s", _worker_note(r)),
-        ("worker_efficiency", f"{r['worker_efficiency']}", ""),
+        ("worker_efficiency", f"{r['worker_efficiency']}", "worker / bare model, 1 thread"),
+        ("worker_cpu_efficiency", f"{r['worker_cpu_efficiency']}", _worker_cpu_note(r)),
         ("cold start", f"{r['cold_start_s']} s", "process start to first result"),
         ("end to end", f"{r['e2e_img_s']} img/s", _e2e_note(r)),
         ("e2e_efficiency", f"{r['e2e_efficiency']}", "vs bare model on 2 threads"),
-        ("sequential p50", f"{r['seq_p50_ms']} ms", f"submit p50 {r['seq_submit_p50_ms']} ms"),
+        ("e2e_efficiency_2x1t", f"{r['e2e_efficiency_2x1t']}", "vs 2 bare models x 1 thread"),
+        ("sequential p50", f"{r['seq_p50_ms']} ms", _seq_note(r)),
         ("overhead_p50_ms", f"{r['overhead_p50_ms']} ms", "sequential p50 - bare batch 1"),
-        ("burst100_s", f"{r['burst100_s']} s", f"{r['burst_uploads']} uploads at once"),
+        ("burst100_s", f"{r['burst100_s']} s", f"{r['burst_uploads']} at once, 2 fixed workers"),
         ("cache_hit_p50_ms", f"{r['cache_hit_p50_ms']} ms", _cache_note(r)),
     ]
-    lines = [f"{'metric':<24} {'value':<32} {'goal':<9} note", "-" * 96]
+    lines = [f"{'metric':<26} {'value':<26} {'goal':<10} note", "-" * 100]
     for name, value, note in rows:
         target = ""
         if name in goal:
             limit, kind = goal[name]
             met = r["goals_met"][name]
             target = f"{'>=' if kind == 'min' else '<='}{limit:g} {'ok' if met else 'MISS'}"
-        lines.append(f"{name:<24} {value:<32} {target:<9} {note}")
-    lines.append(f"CPU s in the worker drain: {_cpu(r['worker_cpu_s'])}")
-    lines.append(f"CPU s in the e2e run:      {_cpu(r['e2e_cpu_s'])}")
+        lines.append(f"{name:<26} {value:<26} {target:<10} {note}".rstrip())
+    lines.append(_window("worker drain", r["worker_window"], r["worker_cpu_ms_per_img"]))
+    lines.append(_window("end to end", r["e2e_window"], r["e2e_cpu_ms_per_img"]))
     return "\n".join(lines)
 
 
@@ -123,23 +153,43 @@ def _best(r: dict, prefix: str) -> str:
     return f"best batch {r[f'{prefix}_best_batch']}"
 
 
+def _model_note(r: dict) -> str:
+    return f"best batch {r['model_best_batch']}, {r['model_cpu_ms_per_img']} CPU ms/img"
+
+
+def _pair_note(r: dict) -> str:
+    return f"two processes side by side, one per core, batch {r['model_2x1t_best_batch']}"
+
+
 def _worker_note(r: dict) -> str:
     return (
         f"{r['worker_images']} queued, {r['worker_errors']} errors, mean batch "
-        f"{r['worker_batch_mean']}, model {r['worker_model_share']:.0%} of the time"
+        f"{r['worker_batch_mean']}, model {r['worker_model_share']:.0%} of the wall time"
     )
+
+
+def _worker_cpu_note(r: dict) -> str:
+    return f"bare model CPU ms/img / worker CPU ms/img ({r['worker_cpu_ms_per_img']['worker']})"
 
 
 def _e2e_note(r: dict) -> str:
     return (
-        f"{r['e2e_uploads']} uploads, {r['e2e_errors']} errors, p50 {r['e2e_p50_ms']} ms, "
-        f"2 fixed workers"
+        f"{r['e2e_uploads']} uploads at {r['e2e_concurrency']}, {r['e2e_errors']} errors, "
+        f"p50 {r['e2e_p50_ms']} ms"
     )
+
+
+def _seq_note(r: dict) -> str:
+    return f"submit p50 {r['seq_submit_p50_ms']} ms, worker's model p50 {r['seq_model_p50_ms']} ms"
 
 
 def _cache_note(r: dict) -> str:
     return f"{r['cache_hits']} of {r['cache_repeats']} repeats answered from the cache"
 
 
-def _cpu(cpu: dict) -> str:
-    return ", ".join(f"{name} {seconds:g}" for name, seconds in cpu.items())
+def _window(name: str, window: dict, per_image: dict) -> str:
+    parts = ", ".join(f"{k} {v:g}" for k, v in per_image.items())
+    return (
+        f"CPU ms per image in the {name}: {parts}; other people's CPU "
+        f"{window['others_cpu_s']:g} s in {window['wall_s']:g} s"
+    )

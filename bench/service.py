@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import Batch, Uploader
-from bench.machine import CpuMeter
+from bench.machine import CpuMeter, CpuWindow
 from bench.photos import Photos
 from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
 from cloud.embedded import Stack, StackError, python_module, wait_http
@@ -32,12 +32,13 @@ class Sizes:
 @dataclass(frozen=True)
 class ServiceRun:
     workers: int
+    concurrency: int
     seq: Batch
     cache_seed: Batch
     cache: Batch
     burst: Batch
     e2e: Batch
-    cpu_s: dict[str, float]  # CPU seconds per process during the e2e run
+    cpu: CpuWindow  # where the CPU went during the e2e run
 
 
 def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
@@ -81,4 +82,4 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         stop_workers(fleet)
         stack.stop()
         moto_stack.stop()
-    return ServiceRun(workers, seq, cache_seed, cache, burst, e2e, cpu)
+    return ServiceRun(workers, sizes.concurrency, seq, cache_seed, cache, burst, e2e, cpu)

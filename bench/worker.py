@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.machine import CpuMeter
+from bench.machine import CpuMeter, CpuWindow
 from bench.model import taskset
 from bench.photos import Photo, Photos
 from bench.stacks import clients, stack_env, start_moto, stop_workers
@@ -32,7 +32,7 @@ class WorkerRun:
     cold_start_s: float
     batch_mean: float  # images per forward pass, from the workers' reported timings (0: none)
     model_s: float  # seconds of forward passes the worker reported for the drain (0: none)
-    cpu_s: dict[str, float]  # CPU seconds per process during the drain
+    cpu: CpuWindow  # where the CPU went during the drain
 
     @property
     def img_s(self) -> float:
@@ -77,8 +77,8 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         # starts when it may take its first message.
         os.kill(worker.pid, signal.SIGSTOP)
         queued.send(drain)
-        meter = CpuMeter({"moto": moto_stack.processes[0][1].pid, "worker": worker.pid})
-        meter.start()
+        pids = {"moto": moto_stack.processes[0][1].pid, "worker": worker.pid, "harness": None}
+        meter = CpuMeter(pids).start()
         started = time.perf_counter()
         os.kill(worker.pid, signal.SIGCONT)
         replies = queued.await_replies(drain, worker, timeout_s=120 + 2.0 * count)
@@ -99,7 +99,7 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         cold_start_s=cold_start_s,
         batch_mean=batch_mean,
         model_s=model_s,
-        cpu_s=cpu,
+        cpu=cpu,
     )
 
 

@@ -31,7 +31,10 @@ def cmd_up(args, settings: Settings) -> int:
     endpoint = f"http://127.0.0.1:{args.aws_port}"
     env = {**default_env(), **aws_env(endpoint, settings.aws_region)}
     # Embedded mode: at most one worker per core unless the user says otherwise.
-    env.setdefault("FLEET_MAX", str(os.cpu_count() or 1))
+    cores = os.cpu_count() or 1
+    env.setdefault("FLEET_MAX", str(cores))
+    # Workers share this machine's cores: split them rather than oversubscribe.
+    env.setdefault("TORCH_THREADS", str(max(1, cores // max(1, int(env["FLEET_MAX"])))))
     env.setdefault("RUNNER", "process")
     env.setdefault("SCALER_STATUS_URL", f"http://127.0.0.1:{settings.scaler_status_port}/status")
     stack = Stack(env=env, log_dir=Path(args.log_dir))
