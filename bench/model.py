@@ -28,6 +28,7 @@ class ModelTiming:
     img_s: dict[int, float]  # batch size -> median images per second
     cpu_ms: dict[int, float]  # batch size -> median CPU milliseconds per image (all threads)
     bs1_ms: float  # median latency of one batch-1 call
+    decode_cpu_ms: float  # median CPU milliseconds to decode and preprocess one sample photo
 
     @property
     def best_batch(self) -> int:
@@ -97,6 +98,7 @@ def measure_side_by_side(
             img_s={int(b): rate for b, rate in out["img_s"].items()},
             cpu_ms={int(b): ms for b, ms in out["cpu_ms"].items()},
             bs1_ms=out["bs1_ms"],
+            decode_cpu_ms=out["decode_cpu_ms"],
         )
         for cpus, out in zip(placements, outputs, strict=True)
     ]
@@ -106,12 +108,28 @@ def taskset(cpus: tuple[int, ...]) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus))]
 
 
-def prepared_tensors(classifier) -> list:
+def sample_photos() -> list[bytes]:
+    return [path.read_bytes() for path in sorted((ROOT / "images").glob("*.jpg"))]
+
+
+def prepared_tensors(classifier, photos: list[bytes]) -> list:
     """The real photos, decoded and preprocessed exactly as the worker does it."""
     from worker.imaging import decode
 
-    photos = sorted((ROOT / "images").glob("*.jpg"))
-    return [classifier.prepare(decode(path.read_bytes())) for path in photos]
+    return [classifier.prepare(decode(data)) for data in photos]
+
+
+def time_decode(classifier, photos: list[bytes], reps: int) -> float:
+    """Median CPU milliseconds per photo of the worker's decode + preprocess (outside the model)."""
+    from worker.imaging import decode
+
+    per_photo = []
+    for _ in range(max(reps, 3)):
+        started = time.process_time()
+        for data in photos:
+            classifier.prepare(decode(data))
+        per_photo.append((time.process_time() - started) * 1e3 / len(photos))
+    return statistics.median(per_photo)
 
 
 def time_batches(classifier, tensors, batches, reps: int, min_s: float, ready=None) -> dict:
@@ -182,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_classifier(args.model, threads=args.threads)
     batches = tuple(int(b) for b in args.batches.split(","))
     ready = (lambda: wait_for_peers(args.barrier, args.peers)) if args.barrier else None
-    result = time_batches(
-        classifier, prepared_tensors(classifier), batches, args.reps, args.min_s, ready
-    )
+    photos = sample_photos()
+    tensors = prepared_tensors(classifier, photos)
+    result = time_batches(classifier, tensors, batches, args.reps, args.min_s, ready)
+    result["decode_cpu_ms"] = time_decode(classifier, photos, args.reps)
     print(json.dumps(result))
     return 0
 

@@ -62,6 +62,7 @@ def summarise(
         "model_img_s_by_batch": {b: round(r, 2) for b, r in one.img_s.items()},
         "model_cpu_ms_per_img": round(model_cpu_ms, 1),
         "model_bs1_ms": round(one.bs1_ms, 1),
+        "decode_cpu_ms_per_img": round(one.decode_cpu_ms, 1),
         "model_2t_img_s": round(two.best_img_s, 2),
         "model_2t_best_batch": two.best_batch,
         "model_2t_img_s_by_batch": {b: round(r, 2) for b, r in two.img_s.items()},
@@ -93,6 +94,7 @@ def summarise(
         "seq_submit_p50_ms": _timing_p50(service.seq, "submit"),
         "seq_model_p50_ms": _timing_p50(service.seq, "model"),
         "overhead_p50_ms": round(seq_p50 - one.bs1_ms, 1),
+        "aws_calls": service.aws_calls,
         "burst100_s": round(service.burst.wall_s, 2),
         "burst_uploads": len(service.burst.outcomes),
         "burst_errors": service.burst.failed,
@@ -118,6 +120,7 @@ def table(r: dict) -> str:
         ("bare model, 1 thread", f"{r['model_img_s']} img/s", _model_note(r)),
         ("  by batch (img/s)", _by_batch(r["model_img_s_by_batch"]), ""),
         ("bare model, batch 1", f"{r['model_bs1_ms']} ms", "1 thread"),
+        ("decode + preprocess", f"{r['decode_cpu_ms_per_img']} CPU ms/img", "the sample photos"),
         ("bare model, 2 threads", f"{r['model_2t_img_s']} img/s", _best(r, "model_2t")),
         ("bare model, 2 x 1 thread", f"{r['model_2x1t_img_s']} img/s", _pair_note(r)),
         ("worker, 1 core", f"{r['worker_img_s']} img/s", _worker_note(r)),
@@ -140,6 +143,13 @@ def table(r: dict) -> str:
             met = r["goals_met"][name]
             target = f"{'>=' if kind == 'min' else '<='}{limit:g} {'ok' if met else 'MISS'}"
         lines.append(f"{name:<26} {value:<26} {target:<10} {note}".rstrip())
+    calls = dict(r["aws_calls"])
+    photo_kb = calls.pop("probe_photo_kb")
+    lines.append(
+        f"AWS emulator, one call at a time (photo {photo_kb} KB): "
+        "p50 ms / moto CPU ms / boto3 CPU ms per call"
+    )
+    lines.append("  " + _aws(calls))
     lines.append(_window("worker drain", r["worker_window"], r["worker_cpu_ms_per_img"]))
     lines.append(_window("end to end", r["e2e_window"], r["e2e_cpu_ms_per_img"]))
     return "\n".join(lines)
@@ -181,6 +191,13 @@ def _e2e_note(r: dict) -> str:
 
 def _seq_note(r: dict) -> str:
     return f"submit p50 {r['seq_submit_p50_ms']} ms, worker's model p50 {r['seq_model_p50_ms']} ms"
+
+
+def _aws(calls: dict) -> str:
+    return ", ".join(
+        f"{name} {c['p50_ms']:g}/{c['emulator_cpu_ms']:g}/{c['client_cpu_ms']:g}"
+        for name, c in calls.items()
+    )
 
 
 def _cache_note(r: dict) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.client import Batch, Uploader
 from bench.machine import CpuMeter, CpuWindow
 from bench.photos import Photos
+from bench.probe import aws_call_costs
 from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
 from cloud.embedded import Stack, StackError, python_module, wait_http
 from cloud.provision import provision
@@ -27,6 +28,7 @@ class Sizes:
     burst: int
     e2e: int
     concurrency: int
+    probes: int  # timed calls of each kind to the AWS emulator
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,20 @@ class ServiceRun:
     burst: Batch
     e2e: Batch
     cpu: CpuWindow  # where the CPU went during the e2e run
+    aws_calls: dict[str, dict]  # cost of each kind of AWS call, alone
 
 
 def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
     moto_stack, endpoint = start_moto(log_dir, None)
     port = free_port()
-    env = stack_env(
-        endpoint, f"bench{os.getpid()}s", {"TORCH_THREADS": "1", "PORT": str(port), **overrides}
-    )
+    name = f"bench{os.getpid()}s"
+    env = stack_env(endpoint, name, {"TORCH_THREADS": "1", "PORT": str(port), **overrides})
     settings = Settings.from_env(env)
     stack = Stack(env=env, log_dir=log_dir)
     fleet = []
     try:
-        provision(settings, *clients(endpoint, settings))
+        s3, sqs = clients(endpoint, settings)
+        provision(settings, s3, sqs)
         fleet = [
             stack.start(f"worker-{i}", python_module("worker"), {"INSTANCE_ID": f"bench-{i}"})
             for i in range(workers)
@@ -65,13 +68,25 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
             if warm.failed:
                 raise StackError(f"{warm.failed} warm-up uploads failed; see {log_dir}/")
 
+        moto_pid = moto_stack.processes[0][1].pid
+        # A photo of middling size stands for the uploads in the per-call costs.
+        probe_photo = sorted(photos.full(9), key=lambda p: len(p.data))[4]
+        aws_calls = aws_call_costs(
+            s3,
+            sqs,
+            moto_pid,
+            settings.input_bucket,
+            f"{name}-probe",
+            probe_photo.data,
+            sizes.probes,
+        )
         seq = uploader.sequential(photos.full(sizes.seq))
         seed = photos.full(1)
         cache_seed = uploader.sequential(seed)  # classified once; the repeats may be cached
         cache = uploader.sequential(seed * sizes.cache)
         burst = uploader.concurrent(photos.mixed(sizes.burst), sizes.burst)
         e2e_photos = photos.full(sizes.e2e)
-        pids = {"moto": moto_stack.processes[0][1].pid, "web": web.pid, "client": None}
+        pids = {"moto": moto_pid, "web": web.pid, "client": None}
         pids.update({f"worker-{i}": p.pid for i, p in enumerate(fleet)})
         meter = CpuMeter(pids).start()
         e2e = uploader.concurrent(e2e_photos, sizes.concurrency)
@@ -82,4 +97,14 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         stop_workers(fleet)
         stack.stop()
         moto_stack.stop()
-    return ServiceRun(workers, sizes.concurrency, seq, cache_seed, cache, burst, e2e, cpu)
+    return ServiceRun(
+        workers=workers,
+        concurrency=sizes.concurrency,
+        seq=seq,
+        cache_seed=cache_seed,
+        cache=cache,
+        burst=burst,
+        e2e=e2e,
+        cpu=cpu,
+        aws_calls={"probe_photo_kb": round(len(probe_photo.data) / 1024), **aws_calls},
+    )

@@ -236,3 +236,17 @@ def test_results_are_cached_by_content_hash(env):
         env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
     )
     assert cached["label"] == "label-same bytes"
+
+
+class BrokenClassifier(StubClassifier):
+    def classify(self, tensors):
+        raise RuntimeError("out of memory")
+
+
+def test_model_fault_leaves_the_batch_for_redelivery(env):
+    consumer = env["consumer"]
+    consumer._classifier = BrokenClassifier()
+    send(env, 40, b"img40")
+    drain_once(env)
+    assert receive(env, env["reply"]) == []
+    assert depth(env, env["urls"]["request_queue_url"]) == 1  # not deleted

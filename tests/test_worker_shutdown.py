@@ -41,3 +41,11 @@ def test_sigterm_mid_batch_loses_nothing(service_factory):
         assert response.status_code == 200, response.text
         assert stem_and_label(response.text)[0] == stem(name)
     assert "finishing the batch in hand" in service.log("worker-0")
+
+
+def test_sigterm_while_loading_the_model_exits_cleanly(service_factory):
+    service = service_factory()
+    worker = service.start_worker()
+    time.sleep(0.5)  # importing torch and loading the model take longer than this
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from cloud.clients import make_client
 from cloud.logs import setup_logging, trace_sqs
@@ -40,6 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         settings.log_format, tier="worker", fields={"instance": os.environ.get("INSTANCE_ID", "-")}
     )
+
+    # Signals are handled from the start: an instance stopped while its worker still loads the
+    # model must exit cleanly (0), not die of the default SIGTERM action.
+    stop, on_stop = threading.Event(), []
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            os._exit(EXIT_COLD)
+        log.info("signal %d: finishing the batch in hand, then exiting", signum)
+        stop.set()
+        for callback in on_stop:
+            callback()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     # Imported here so that --help and bad settings answer without loading torch.
     from worker.consumer import Consumer
@@ -77,15 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         visibility_timeout_s=settings.visibility_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
-
-    def on_signal(signum, frame):
-        if consumer.stopping:
-            os._exit(EXIT_COLD)
-        log.info("signal %d: finishing the batch in hand, then exiting", signum)
-        consumer.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop.append(consumer.request_stop)
+    if stop.is_set():
+        log.info("stopped before it started")
+        return EXIT_OK
     if settings.worker_metrics_port:
         serve_metrics(consumer.stats, settings.worker_metrics_port)
     cloudwatch = make_client("cloudwatch", settings)

@@ -169,7 +169,11 @@ class Consumer:
                 self._release(messages)  # unstarted: visible to other workers at once
                 break
             if messages:
-                ready.put(self._take(messages))
+                try:
+                    ready.put(self._take(messages))
+                except Exception:  # noqa: BLE001 - never leave the model loop waiting forever
+                    log.exception("intake failed; giving %d messages back", len(messages))
+                    self._release(messages)
         ready.put(_STOP)
 
     def process(self, messages: list[dict]) -> None:
@@ -203,7 +207,13 @@ class Consumer:
         if not jobs:
             return
         started = time.perf_counter()
-        predictions = self._classifier.classify([job.tensor for job in jobs])
+        try:
+            predictions = self._classifier.classify([job.tensor for job in jobs])
+        except Exception:  # noqa: BLE001 - a model fault: redeliver, and the DLQ ends any loop
+            log.exception("the model failed on a batch of %d; leaving it for redelivery", len(jobs))
+            for job in jobs:
+                job.retry = True
+            return
         model_s = time.perf_counter() - started
         self.stats.model_s += model_s
         timings = {**batch.timings_ms, "model": round(model_s * 1e3, 2), "batch": len(jobs)}
