@@ -8,9 +8,10 @@ configured age.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
+
+from cloud.periodic import Every
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,15 @@ class ReplyQueueJanitor:
     ):
         self._sqs, self._prefix, self._own_url = sqs, prefix, own_url
         self._max_age_s, self._clock = max_age_s, clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reply-janitor", daemon=True)
+        # Beat three times per age, so a live queue never looks orphaned.
+        self._every = Every(max_age_s / 3, self._upkeep, "reply-janitor")
 
     def start(self) -> ReplyQueueJanitor:
-        self._thread.start()
+        self._every.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._every.stop()
 
     def beat(self) -> None:
         self._sqs.tag_queue(QueueUrl=self._own_url, Tags={"heartbeat": str(int(self._clock()))})
@@ -66,11 +67,6 @@ class ReplyQueueJanitor:
                 deleted.append(url)
         return deleted
 
-    def _run(self) -> None:
-        # Beat three times per age, so a live queue never looks orphaned.
-        while not self._stop.wait(self._max_age_s / 3):
-            try:
-                self.beat()
-                self.sweep()
-            except Exception as error:  # noqa: BLE001 - try again next round
-                log.warning("reply queue upkeep failed (%s)", type(error).__name__)
+    def _upkeep(self) -> None:
+        self.beat()
+        self.sweep()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
+
+from cloud.periodic import Every
 
 log = logging.getLogger(__name__)
 
@@ -15,15 +16,14 @@ class ThroughputReporter:
     def __init__(self, stats, publish: Callable[[float], None], interval_s: float = 15.0):
         self._stats, self._publish, self._interval_s = stats, publish, interval_s
         self._last = (0, 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="throughput", daemon=True)
+        self._every = Every(interval_s, self.report, "throughput")
 
     def start(self) -> ThroughputReporter:
-        self._thread.start()
+        self._every.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._every.stop()
 
     def report(self) -> float | None:
         images, busy_s = self._stats.images, self._stats.busy_s
@@ -37,7 +37,3 @@ class ThroughputReporter:
         except Exception as error:  # noqa: BLE001 - the scaler falls back to its default
             log.warning("could not publish throughput (%s)", type(error).__name__)
         return rate
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.report()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from cloud.periodic import Every
+
 log = logging.getLogger(__name__)
 
 
@@ -20,15 +22,14 @@ class VisibilityKeeper:
         self._sqs, self._queue_url, self._timeout_s = sqs, queue_url, timeout_s
         self._receipts: dict[str, None] = {}
         self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="visibility", daemon=True)
+        self._every = Every(timeout_s / 2, self.extend, "visibility")
 
     def start(self) -> VisibilityKeeper:
-        self._thread.start()
+        self._every.start()
         return self
 
     def stop(self) -> None:
-        self._done.set()
+        self._every.stop()
 
     def track(self, receipts: list[str]) -> None:
         with self._lock:
@@ -54,7 +55,3 @@ class VisibilityKeeper:
         if receipts:
             log.info("extended visibility of %d messages", len(receipts))
         return len(receipts)
-
-    def _run(self) -> None:
-        while not self._done.wait(self._timeout_s / 2):
-            self.extend()
