@@ -7,7 +7,7 @@ import statistics
 from bench.client import Batch
 from bench.model import ModelTiming
 from bench.service import ServiceRun
-from bench.worker import WorkerRun
+from bench.worker import Drain, WorkerRun
 
 # (key, goal, "min" if the value must reach the goal, "max" if it must stay under it)
 GOALS = (
@@ -41,6 +41,23 @@ def _per_image_ms(cpu_s: dict[str, float], images: int) -> dict[str, float]:
     return {name: round(seconds * 1e3 / images, 1) for name, seconds in cpu_s.items()}
 
 
+def _worker_cpu_ms(drain: Drain) -> float:
+    return drain.cpu.cpu_s["worker"] * 1e3 / drain.images
+
+
+def _drain(drain: Drain) -> dict:
+    return {
+        "img_s": round(drain.img_s, 2),
+        "images": drain.images,
+        "errors": drain.errors,
+        "wall_s": round(drain.wall_s, 2),
+        "batch_mean": round(drain.batch_mean, 2),
+        "model_share": round(drain.model_s / drain.wall_s, 3),
+        "cpu_ms_per_img": _per_image_ms(drain.cpu.cpu_s, drain.images),
+        "window": drain.cpu.as_dict(),
+    }
+
+
 def summarise(
     machine: dict,
     one: ModelTiming,
@@ -53,7 +70,6 @@ def summarise(
     pair_img_s = side_by_side(pair)
     pair_best = max(pair_img_s, key=pair_img_s.get)
     seq_p50 = p50_ms(service.seq)
-    worker_cpu_ms = _per_image_ms(worker.cpu.cpu_s, worker.images)
     model_cpu_ms = one.cpu_ms[one.best_batch]
     out = {
         "machine": machine,
@@ -68,16 +84,16 @@ def summarise(
         "model_2t_img_s_by_batch": {b: round(r, 2) for b, r in two.img_s.items()},
         "model_2x1t_img_s": round(pair_img_s[pair_best], 2),
         "model_2x1t_best_batch": pair_best,
-        "worker_img_s": round(worker.img_s, 2),
-        "worker_efficiency": round(worker.img_s / one.best_img_s, 3),
-        "worker_images": worker.images,
-        "worker_errors": worker.errors,
-        "worker_drain_s": round(worker.drain_s, 2),
-        "worker_batch_mean": round(worker.batch_mean, 2),
-        "worker_model_share": round(worker.model_s / worker.drain_s, 3),
-        "worker_cpu_ms_per_img": worker_cpu_ms,
-        "worker_cpu_efficiency": round(model_cpu_ms / worker_cpu_ms["worker"], 3),
-        "worker_window": worker.cpu.as_dict(),
+        "worker_img_s": round(worker.full.img_s, 2),
+        "worker_efficiency": round(worker.full.img_s / one.best_img_s, 3),
+        "worker_images": worker.full.images,
+        "worker_errors": worker.full.errors,
+        "worker_fed_img_s": round(worker.fed.img_s, 2),
+        "worker_fed_efficiency": round(worker.fed.img_s / one.best_img_s, 3),
+        "worker_fed_depth": worker.fed_depth,
+        "worker_cpu_efficiency": round(model_cpu_ms / _worker_cpu_ms(worker.fed), 3),
+        "worker_full": _drain(worker.full),
+        "worker_fed": _drain(worker.fed),
         "cold_start_s": round(worker.cold_start_s, 2),
         "e2e_img_s": round(e2e_img_s, 2),
         "e2e_efficiency": round(e2e_img_s / two.best_img_s, 3),
@@ -123,8 +139,10 @@ def table(r: dict) -> str:
         ("decode + preprocess", f"{r['decode_cpu_ms_per_img']} CPU ms/img", "the sample photos"),
         ("bare model, 2 threads", f"{r['model_2t_img_s']} img/s", _best(r, "model_2t")),
         ("bare model, 2 x 1 thread", f"{r['model_2x1t_img_s']} img/s", _pair_note(r)),
-        ("worker, 1 core", f"{r['worker_img_s']} img/s", _worker_note(r)),
+        ("worker, 1 core", f"{r['worker_img_s']} img/s", _drain_note(r["worker_full"], "full")),
         ("worker_efficiency", f"{r['worker_efficiency']}", "worker / bare model, 1 thread"),
+        ("worker, queue kept short", f"{r['worker_fed_img_s']} img/s", _fed_note(r)),
+        ("worker_fed_efficiency", f"{r['worker_fed_efficiency']}", "fed worker / bare model"),
         ("worker_cpu_efficiency", f"{r['worker_cpu_efficiency']}", _worker_cpu_note(r)),
         ("cold start", f"{r['cold_start_s']} s", "process start to first result"),
         ("end to end", f"{r['e2e_img_s']} img/s", _e2e_note(r)),
@@ -150,7 +168,9 @@ def table(r: dict) -> str:
         "p50 ms / moto CPU ms / boto3 CPU ms per call"
     )
     lines.append("  " + _aws(calls))
-    lines.append(_window("worker drain", r["worker_window"], r["worker_cpu_ms_per_img"]))
+    for name in ("full", "fed"):
+        drain = r[f"worker_{name}"]
+        lines.append(_window(f"worker drain ({name})", drain["window"], drain["cpu_ms_per_img"]))
     lines.append(_window("end to end", r["e2e_window"], r["e2e_cpu_ms_per_img"]))
     return "\n".join(lines)
 
@@ -171,15 +191,20 @@ def _pair_note(r: dict) -> str:
     return f"two processes side by side, one per core, batch {r['model_2x1t_best_batch']}"
 
 
-def _worker_note(r: dict) -> str:
+def _drain_note(d: dict, how: str) -> str:
     return (
-        f"{r['worker_images']} queued, {r['worker_errors']} errors, mean batch "
-        f"{r['worker_batch_mean']}, model {r['worker_model_share']:.0%} of the wall time"
+        f"{d['images']} {how}, {d['errors']} errors, mean batch {d['batch_mean']}, "
+        f"model {d['model_share']:.0%} of the wall time"
     )
 
 
+def _fed_note(r: dict) -> str:
+    return _drain_note(r["worker_fed"], f"kept {r['worker_fed_depth']} deep")
+
+
 def _worker_cpu_note(r: dict) -> str:
-    return f"bare model CPU ms/img / worker CPU ms/img ({r['worker_cpu_ms_per_img']['worker']})"
+    worker_ms = r["worker_fed"]["cpu_ms_per_img"]["worker"]
+    return f"bare model CPU ms/img / fed worker CPU ms/img ({worker_ms})"
 
 
 def _e2e_note(r: dict) -> str:

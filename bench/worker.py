@@ -25,18 +25,25 @@ from cloud.settings import Settings
 
 
 @dataclass(frozen=True)
-class WorkerRun:
+class Drain:
     images: int
-    drain_s: float
+    wall_s: float  # from releasing the paused worker to the last reply read
     errors: int
-    cold_start_s: float
-    batch_mean: float  # images per forward pass, from the workers' reported timings (0: none)
-    model_s: float  # seconds of forward passes the worker reported for the drain (0: none)
-    cpu: CpuWindow  # where the CPU went during the drain
+    batch_mean: float  # images per forward pass, from the worker's reported timings (0: none)
+    model_s: float  # seconds of forward passes the worker reported (0: none)
+    cpu: CpuWindow  # where the CPU went meanwhile
 
     @property
     def img_s(self) -> float:
-        return self.images / self.drain_s
+        return self.images / self.wall_s
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    cold_start_s: float
+    full: Drain  # every request queued before the worker may start
+    fed: Drain  # the queue kept a few batches deep: what the worker does in steady state
+    fed_depth: int
 
 
 @dataclass(frozen=True)
@@ -54,14 +61,17 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
     moto_stack, endpoint = start_moto(log_dir, aws_cpus)
     env = stack_env(endpoint, f"bench{os.getpid()}w", {"TORCH_THREADS": "1", **overrides})
     settings = Settings.from_env(env)
+    # moto's receive costs CPU in proportion to the queue's depth; a few batches ahead keep
+    # the worker busy without that cost.
+    fed_depth = 3 * settings.batch_max
     stack = Stack(env=env, log_dir=log_dir)
     worker = queued = None
     try:
         s3, sqs = clients(endpoint, settings)
         queue_url = provision(settings, s3, sqs)["request_queue_url"]
         reply_url = sqs.create_queue(QueueName=f"{settings.reply_queue_prefix}bench")["QueueUrl"]
-        queued = Queued(s3, sqs, settings, queue_url, reply_url)
-        cold, warm, drain = (queued.put(photos.full(n)) for n in (1, warmup, count))
+        queued = Queued(s3, sqs, settings, queue_url, reply_url, moto_stack.processes[0][1].pid)
+        cold, warm, full, fed = (queued.put(photos.full(n)) for n in (1, warmup, count, count))
 
         queued.send(cold)
         started = time.perf_counter()
@@ -72,18 +82,8 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         cold_start_s = max(r.arrived for r in first.values()) - started
         queued.send(warm)
         queued.await_replies(warm, worker, timeout_s=120)
-
-        # Paused while the queue fills, the warm worker then drains a full queue: the clock
-        # starts when it may take its first message.
-        os.kill(worker.pid, signal.SIGSTOP)
-        queued.send(drain)
-        pids = {"moto": moto_stack.processes[0][1].pid, "worker": worker.pid, "harness": None}
-        meter = CpuMeter(pids).start()
-        started = time.perf_counter()
-        os.kill(worker.pid, signal.SIGCONT)
-        replies = queued.await_replies(drain, worker, timeout_s=120 + 2.0 * count)
-        drain_s = max(r.arrived for r in replies.values()) - started
-        cpu = meter.stop()
+        full_drain = queued.drain(worker, full, depth=None)
+        fed_drain = queued.drain(worker, fed, depth=fed_depth)
     finally:
         stop_workers([worker] if worker else [])
         if queued is not None:
@@ -91,16 +91,7 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         stack.stop()
         moto_stack.stop()
         os.sched_setaffinity(0, saved)
-    batch_mean, model_s = _reported(r.result for r in replies.values())
-    return WorkerRun(
-        images=len(replies),
-        drain_s=drain_s,
-        errors=sum(1 for r in replies.values() if not r.result.ok),
-        cold_start_s=cold_start_s,
-        batch_mean=batch_mean,
-        model_s=model_s,
-        cpu=cpu,
-    )
+    return WorkerRun(cold_start_s, full_drain, fed_drain, fed_depth)
 
 
 def _reported(results) -> tuple[float, float]:
@@ -119,9 +110,10 @@ def _reported(results) -> tuple[float, float]:
 class Queued:
     """Requests as the web tier makes them: bytes in the input bucket, a message on the queue."""
 
-    def __init__(self, s3, sqs, settings: Settings, queue_url: str, reply_url: str):
+    def __init__(self, s3, sqs, settings: Settings, queue_url: str, reply_url: str, moto_pid: int):
         self._s3, self._sqs, self._settings = s3, sqs, settings
         self._queue_url, self._reply_url = queue_url, reply_url
+        self._moto_pid = moto_pid
         self._pool = ThreadPoolExecutor(max_workers=8)
 
     def close(self) -> None:
@@ -136,9 +128,39 @@ class Queued:
         chunks = [requests[i : i + 10] for i in range(0, len(requests), 10)]
         list(self._pool.map(self._send_batch, chunks))
 
-    def await_replies(self, requests: list[Request], worker, timeout_s: float) -> dict:
-        """Read the reply queue until every request has its reply; id -> Reply."""
+    def drain(self, worker, requests: list[Request], depth: int | None) -> Drain:
+        """Queue `depth` requests (None: all) while the worker is paused, then release it and
+        send one more request for every reply until all are answered."""
+        first, rest = (requests, []) if depth is None else (requests[:depth], requests[depth:])
+        # Paused while the queue fills, the worker's clock starts when it may take its first
+        # message. (stop_workers resumes it if anything here fails.)
+        os.kill(worker.pid, signal.SIGSTOP)
+        self.send(first)
+        meter = CpuMeter({"moto": self._moto_pid, "worker": worker.pid, "harness": None}).start()
+        started = time.perf_counter()
+        os.kill(worker.pid, signal.SIGCONT)
+        replies = self.await_replies(
+            requests, worker, timeout_s=120 + 2.0 * len(requests), refill=rest
+        )
+        wall_s = max(r.arrived for r in replies.values()) - started
+        cpu = meter.stop()
+        batch_mean, model_s = _reported(r.result for r in replies.values())
+        return Drain(
+            images=len(replies),
+            wall_s=wall_s,
+            errors=sum(1 for r in replies.values() if not r.result.ok),
+            batch_mean=batch_mean,
+            model_s=model_s,
+            cpu=cpu,
+        )
+
+    def await_replies(
+        self, requests: list[Request], worker, timeout_s: float, refill: list[Request] = ()
+    ) -> dict:
+        """Read the reply queue until every request has its reply; id -> Reply. Each reply
+        sends the next request of `refill`, so the queue stays as deep as it started."""
         wanted = {request.id for request in requests}
+        refill = list(refill)
         got: dict[str, Reply] = {}
         deadline = time.monotonic() + timeout_s
         while wanted - got.keys():
@@ -150,9 +172,9 @@ class Queued:
                 QueueUrl=self._reply_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=1,
-                VisibilityTimeout=900,  # read once; the queue is dropped with the run
             ).get("Messages", [])
-            arrived = time.perf_counter()
+            arrived, answered = time.perf_counter(), len(got)
+            self._delete_replies(messages)
             for message in messages:
                 try:
                     result = Result.decode(message["Body"])
@@ -160,7 +182,18 @@ class Queued:
                     continue
                 if result.id in wanted and result.id not in got:
                     got[result.id] = Reply(arrived, result)
+            if refill and len(got) > answered:
+                more, refill = refill[: len(got) - answered], refill[len(got) - answered :]
+                self.send(more)
         return got
+
+    def _delete_replies(self, messages: list[dict]) -> None:
+        # Deleted at once: moto's receive scans every message a queue still holds.
+        if messages:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ]
+            self._sqs.delete_message_batch(QueueUrl=self._reply_url, Entries=entries)
 
     def _request(self, photo: Photo) -> Request:
         request_id = os.urandom(16).hex()

@@ -240,6 +240,12 @@ def web_policy(names: Names, web_image: str = "") -> dict:
         ),
         _statement("ReadResults", ["s3:GetObject"], names.bucket_arn(s.output_bucket, "results/*")),
         _statement(
+            # The result cache by content hash: the web tier reads it and fills it from replies.
+            "ResultCache",
+            ["s3:GetObject", "s3:PutObject"],
+            names.bucket_arn(s.output_bucket, "cache/*"),
+        ),
+        _statement(
             # HeadBucket (the readiness check) needs ListBucket on the bucket itself.
             "CheckBuckets",
             ["s3:ListBucket"],

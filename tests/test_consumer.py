@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -223,19 +222,6 @@ def test_run_pipelines_batches_and_stops_warm(env):
     assert sorted(replies) == sorted(f"label-img{i}" for i in range(12))
     assert consumer.stats.images == 12 and sum(consumer.stats.batch_sizes.values()) >= 3
     assert depth(env, env["urls"]["request_queue_url"]) == 0
-
-
-def test_results_are_cached_by_content_hash(env):
-    consumer = env["consumer"]
-    consumer._cache_namespace = ("stub", "default")
-    send(env, 30, b"same bytes")
-    drain_once(env)
-    digest = hashlib.sha256(b"same bytes").hexdigest()
-    key = f"cache/stub/default/{digest}.json"
-    cached = json.loads(
-        env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
-    )
-    assert cached["label"] == "label-same bytes"
 
 
 class BrokenClassifier(StubClassifier):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from cloud.messages import Result
@@ -36,6 +37,8 @@ class Gateway:
     ):
         self._store, self._dispatcher, self._timeout_s = store, dispatcher, timeout_s
         self._backlog = backlog
+        # Cache writes happen after the answer, off the client's path and off the workers.
+        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache")
 
     def classify(self, upload: Upload, request_id: str | None = None) -> tuple[Result, dict]:
         """Classify one upload. A client-chosen id makes a retry idempotent: if that id's
@@ -60,6 +63,8 @@ class Gateway:
             self._dispatcher.forget(request.id)
         done = time.perf_counter()
         timings = {"submit": (queued - started) * 1e3, "total": (done - started) * 1e3}
+        if result.ok:
+            self._background.submit(self._store.remember, upload.sha256, result)
         return self._checked(result), timings
 
     @staticmethod

@@ -73,6 +73,19 @@ class UploadStore:
         except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
             return None
 
+    def remember(self, sha256: str, result: Result) -> None:
+        """Fill the cache from a fresh result (the web tier has both the hash and the reply)."""
+        if self._cache_namespace is None or not result.ok:
+            return
+        try:
+            self._s3.put_object(
+                Bucket=self._output,
+                Key=cache_key(*self._cache_namespace, sha256),
+                Body=result.encode().encode(),
+            )
+        except Exception:  # noqa: BLE001, S110 - a later miss is the only cost
+            pass
+
     def _read(self, key: str) -> Result | None:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)

@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
-        cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
     on_stop.append(consumer.request_stop)
     if stop.is_set():

@@ -12,7 +12,6 @@ turn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from cloud.messages import MessageError, Request, Result, cache_key
+from cloud.messages import MessageError, Request, Result
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,6 @@ class Consumer:
         wait_s: int = 10,
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
-        cache_namespace: tuple[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -120,7 +118,6 @@ class Consumer:
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_prefix
         self._batch_max, self._wait_s = batch_max, wait_s
-        self._cache_namespace = cache_namespace
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout_s)
@@ -230,8 +227,13 @@ class Consumer:
     def _finish(self, batch: Batch) -> None:
         """Store, reply, delete; only what is stored is deleted."""
         done = [job for job in batch.jobs if job.result and job.request]
-        list(self._pool.map(self._store, done))
+        # Replies go out while the results are stored: the client's answer does not wait for
+        # S3. A result that fails to store keeps its message, and a second reply after the
+        # redelivery is dropped by the web tier as a duplicate.
+        stored = [self._pool.submit(self._store, job) for job in done]
         self._reply(done)
+        for future in stored:
+            future.result()
         self._delete([job for job in batch.jobs if job.request and not job.retry])
         self._keeper.untrack(batch.receipts)
         images = sum(1 for job in done if job.result.ok)
@@ -288,31 +290,22 @@ class Consumer:
         return Result(id=job.request.id, filename=job.request.filename, error=reason)
 
     def _store(self, job: Job) -> None:
-        body = job.result.encode().encode()
         try:
             self._s3.put_object(
                 Bucket=self._output,
                 Key=f"results/{job.request.id}.json",
-                Body=body,
+                Body=job.result.encode().encode(),
                 ContentType="application/json",
             )
         except Exception as error:  # noqa: BLE001 - not stored: keep the message for a retry
             log.warning("could not store %s (%s)", job.request.id, type(error).__name__)
             job.retry = True
             return
-        if self._cache_namespace and job.result.ok and job.data:
-            # Keyed by the hash of the bytes as fetched, not by what a message claims.
-            key = cache_key(*self._cache_namespace, hashlib.sha256(job.data).hexdigest())
-            try:
-                self._s3.put_object(Bucket=self._output, Key=key, Body=body)
-            except Exception as error:  # noqa: BLE001 - a cache miss later, nothing worse
-                log.warning("could not cache %s (%s)", job.request.id, type(error).__name__)
 
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
-            if not job.retry:
-                by_queue[job.request.reply_to].append(job)
+            by_queue[job.request.reply_to].append(job)
         for queue_url, group in by_queue.items():
             for start in range(0, len(group), 10):
                 entries = [
