@@ -197,9 +197,13 @@ def test_dashboard_shows_the_fleet_grow_during_a_burst(browser, elastic):
         answers = [pool.submit(upload, elastic.webs[0], data, name) for name, data in images]
 
         def grown() -> bool:
-            now_running, queued = running(browser), tile(browser, "queue-visible")
+            now_running = running(browser)
+            # The backlog: waiting plus taken by a worker (a running worker empties "waiting").
+            counts = [tile(browser, "queue-visible"), tile(browser, "queue-in-flight")]
             seen_running.add(now_running)
-            seen_queued.add(int(queued) if queued.isdigit() else None)
+            seen_queued.add(
+                sum(int(c) for c in counts) if all(c.isdigit() for c in counts) else None
+            )
             return now_running == FLEET_MAX
 
         wait_until(grown, f"the dashboard to show {FLEET_MAX} running workers", 180, 0.25)
