@@ -195,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", type=int, default=1, help="processes meeting at the barrier")
     args = parser.parse_args(argv)
 
+    from cloud.settings import Settings
     from worker.models import load_classifier
 
-    classifier = load_classifier(args.model, threads=args.threads)
+    # The same form of the model the worker runs (MODEL_OPTIMIZE: jit by default): the limit
+    # the service is measured against is the fastest this model goes here.
+    optimize = Settings.from_env().model_optimize
+    classifier = load_classifier(args.model, threads=args.threads, optimize=optimize)
     batches = tuple(int(b) for b in args.batches.split(","))
     ready = (lambda: wait_for_peers(args.barrier, args.peers)) if args.barrier else None
     photos = sample_photos()
