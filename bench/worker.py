@@ -203,7 +203,6 @@ class Queued:
             filename=photo.filename,
             reply_to=self._reply_url,
             deadline=time.time() + 3600,
-            sha256=photo.sha256,
         )
 
     def _put_object(self, request: Request, photo: Photo) -> None:

@@ -53,7 +53,6 @@ class Request:
     filename: str
     reply_to: str
     deadline: float  # epoch seconds; past it nobody waits for the answer
-    sha256: str = ""
     v: int = VERSION
 
     def encode(self) -> str:
@@ -68,7 +67,6 @@ class Request:
             filename=_require(obj, "filename", str)[:_MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
             deadline=float(_require(obj, "deadline", (int, float))),
-            sha256=obj.get("sha256", "") if isinstance(obj.get("sha256", ""), str) else "",
         )
         if request.key != f"uploads/{request.id}":
             raise MessageError("key does not belong to the request id")

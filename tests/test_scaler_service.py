@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,45 +206,59 @@ def test_status_server_answers_only_status():
         server.close()
 
 
-def test_python_m_scaler_serves_status_and_stops_on_sigterm(settings, aws_client, moto_endpoint):
-    port = free_port()
-    env = {
-        **os.environ,  # the moto endpoint and placeholder credentials, from the fixture
-        "REQUEST_QUEUE": settings.request_queue,
-        "FLEET_NAME": settings.fleet_name,
-        "LAUNCH_TEMPLATE": settings.launch_template,
-        "FLEET_MAX": "2",
-        "SCALER_TICK_S": "0.2",
-        "SCALER_STATUS_PORT": str(port),
-        "RUNNER": "none",
-    }
-    send(aws_client("sqs"), settings, 5)
+@contextlib.contextmanager
+def scaler_process(settings: Settings, port: int, **env: str):
+    """`python -m scaler` for these settings, its status on `port`; killed if a test fails."""
     process = subprocess.Popen(
         [sys.executable, "-m", "scaler"],
-        env=env,
+        env={
+            **os.environ,  # the moto endpoint and placeholder credentials, from the fixture
+            "REQUEST_QUEUE": settings.request_queue,
+            "FLEET_NAME": settings.fleet_name,
+            "LAUNCH_TEMPLATE": settings.launch_template,
+            "SCALER_TICK_S": "0.2",
+            "SCALER_STATUS_PORT": str(port),
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-
-        def running_status():
-            try:
-                status = get_json(f"http://127.0.0.1:{port}/status")
-            except OSError:
-                return None
-            return status if status["fleet"]["running"] == 1 else None
-
-        status = wait_for(running_status, "the scaler to launch one instance", 60)
-        assert status["queue"]["visible"] == 5
-        assert status["decisions"]
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def status_or_none(port: int) -> dict | None:
+    try:
+        return get_json(f"http://127.0.0.1:{port}/status")
+    except OSError:
+        return None
+
+
+def stop(process) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
+    return output
+
+
+def test_python_m_scaler_serves_status_and_stops_on_sigterm(settings, aws_client, moto_endpoint):
+    port = free_port()
+    send(aws_client("sqs"), settings, 5)
+    with scaler_process(settings, port, FLEET_MAX="2", RUNNER="none") as process:
+
+        def running_status():
+            status = status_or_none(port)
+            return status if status and status["fleet"]["running"] == 1 else None
+
+        status = wait_for(running_status, "the scaler to launch one instance", 60)
+        assert status["queue"]["visible"] == 5
+        assert status["decisions"]
+        output = stop(process)
     assert "decision policy=target" in output
 
 
@@ -267,38 +282,10 @@ def test_bad_configuration_fails_with_one_line():
 
 def test_python_m_scaler_with_a_local_runner_makes_the_launch_template(settings, aws_client):
     port, template = free_port(), f"{settings.launch_template}-fresh"
-    env = {
-        **os.environ,
-        "REQUEST_QUEUE": settings.request_queue,  # empty: no worker is started
-        "FLEET_NAME": settings.fleet_name,
-        "LAUNCH_TEMPLATE": template,
-        "SCALER_TICK_S": "0.2",
-        "SCALER_STATUS_PORT": str(port),
-        "RUNNER": "process",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scaler"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-
-        def answered():
-            try:
-                return get_json(f"http://127.0.0.1:{port}/status")
-            except OSError:
-                return None
-
-        status = wait_for(answered, "the scaler's status", 60)
+    # The request queue is empty: no worker is started.
+    with scaler_process(settings, port, LAUNCH_TEMPLATE=template, RUNNER="process") as process:
+        status = wait_for(lambda: status_or_none(port), "the scaler's status", 60)
         assert status["fleet"]["running"] == 0
         found = aws_client("ec2").describe_launch_templates(LaunchTemplateNames=[template])
         assert len(found["LaunchTemplates"]) == 1
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, output
+        stop(process)

@@ -51,7 +51,7 @@ class Gateway:
             return self._checked(hit), timings
         if self._backlog is not None:
             self._backlog.check()
-        request = self._store.new_request(upload.filename, upload.sha256, request_id)
+        request = self._store.new_request(upload.filename, request_id)
         future = self._dispatcher.expect(request.id)
         try:
             self._store.submit(request, upload.data)

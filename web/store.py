@@ -38,7 +38,7 @@ class UploadStore:
         self._uuidgen, self._clock = uuidgen, clock
         self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
 
-    def new_request(self, filename: str, sha256: str, request_id: str | None = None) -> Request:
+    def new_request(self, filename: str, request_id: str | None = None) -> Request:
         request_id = request_id or self._uuidgen().hex
         return Request(
             id=request_id,
@@ -46,7 +46,6 @@ class UploadStore:
             filename=filename,
             reply_to=self._reply_queue_url,
             deadline=self._clock() + self._timeout_s,
-            sha256=sha256,
         )
 
     def submit(self, request: Request, data: bytes) -> None:
