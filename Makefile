@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: install
-	$(PY) -m cloud up
+	$(PY) -m embedded up
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -17,8 +17,8 @@ from pathlib import Path
 from bench import model, report, service, worker
 from bench.machine import describe
 from bench.photos import Photos
-from cloud.embedded import StackError
-from cloud.settings import Settings
+from embedded.stack import StackError
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)

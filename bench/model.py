@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", type=int, default=1, help="processes meeting at the barrier")
     args = parser.parse_args(argv)
 
-    from cloud.settings import Settings
+    from runtime.settings import Settings
     from worker.models import load_classifier
 
     # The same form of the model the worker runs (MODEL_OPTIMIZE: jit by default): the limit

@@ -15,9 +15,9 @@ from bench.machine import CpuMeter, CpuWindow
 from bench.photos import Photos
 from bench.probe import aws_call_costs
 from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
-from cloud.embedded import Stack, StackError, python_module, wait_http
-from cloud.provision import provision
-from cloud.settings import Settings
+from embedded.provision import provision
+from embedded.stack import Stack, StackError, python_module, wait_http
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)

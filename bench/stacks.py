@@ -13,9 +13,9 @@ from pathlib import Path
 import boto3
 
 from bench.model import taskset
-from cloud.clients import client_config
-from cloud.embedded import PLACEHOLDER_CREDENTIALS, Stack, aws_env, default_env, wait_http
-from cloud.settings import Settings
+from embedded.stack import PLACEHOLDER_CREDENTIALS, Stack, aws_env, default_env, wait_http
+from runtime.clients import client_config
+from runtime.settings import Settings
 
 HOST = "127.0.0.1"
 

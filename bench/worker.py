@@ -18,10 +18,10 @@ from bench.machine import CpuMeter, CpuWindow
 from bench.model import taskset
 from bench.photos import Photo, Photos
 from bench.stacks import clients, stack_env, start_moto, stop_workers
-from cloud.embedded import Stack, StackError, python_module
-from cloud.messages import MessageError, Request, Result
-from cloud.provision import provision
-from cloud.settings import Settings
+from embedded.provision import provision
+from embedded.stack import Stack, StackError, python_module
+from runtime.messages import MessageError, Request, Result
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)

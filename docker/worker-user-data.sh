@@ -1,4 +1,4 @@
-# Body of the workers' EC2 user-data. cloud/userdata.py prepends the shebang and the settings
+# Body of the workers' EC2 user-data. deployment/userdata.py prepends the shebang and the settings
 # (WORKER_IMAGE, ECR_REGISTRY, ECR_REGION, STOP_TIMEOUT_S, WORKER_ENV); nothing here is secret:
 # the instance profile is the only credential, fetched by the SDK from instance metadata.
 #

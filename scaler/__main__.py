@@ -16,12 +16,12 @@ import signal
 import sys
 import threading
 
-from cloud.clients import make_client
-from cloud.logs import setup_logging
-from cloud.settings import ConfigError, Settings, describe
+from runtime.clients import make_client
+from runtime.logs import setup_logging
+from runtime.retry import retry
+from runtime.settings import ConfigError, Settings, describe
 from scaler.fleet import ensure_local_launch_template
 from scaler.policies import POLICIES
-from scaler.retry import retry
 from scaler.runners import make_runner
 from scaler.service import build_scaler
 from scaler.status import StatusServer

@@ -15,9 +15,9 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from cloud.settings import Settings
+from runtime.retry import Backoff, retry
+from runtime.settings import Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
-from scaler.retry import Backoff, retry
 from scaler.runners.base import InstanceView
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud.metrics import read_throughput
-from scaler.retry import Backoff, retry
+from runtime.cloudwatch import read_throughput
+from runtime.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.plan import Instance, PoolRules, capacity, count_states, plan

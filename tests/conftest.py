@@ -11,9 +11,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloud.embedded import Stack, aws_env, default_env, python_module, wait_http
-from cloud.provision import provision
-from cloud.settings import Settings
+from embedded.provision import provision
+from embedded.stack import Stack, aws_env, default_env, python_module, wait_http
+from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"

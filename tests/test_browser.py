@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import falcon.testing
 import pytest
 
-from cloud.embedded import python_module, wait_http
-from cloud.messages import Result
-from cloud.settings import Settings
+from embedded.stack import python_module, wait_http
+from runtime.messages import Result
+from runtime.settings import Settings
 from tests.conftest import IMAGES, ROOT, Service, free_port, photo_labels
 from tests.http_client import upload, variants
 from web.app import create_app

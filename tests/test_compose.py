@@ -51,7 +51,7 @@ def test_every_tier_talks_to_localstack_through_the_standard_variable(compose):
 
 def test_provisioning_runs_once_before_web_and_scaler(compose):
     services = compose["services"]
-    assert services["provision"]["command"] == ["python", "-m", "cloud", "provision"]
+    assert services["provision"]["command"] == ["python", "-m", "embedded", "provision"]
     assert services["provision"]["depends_on"]["localstack"]["condition"] == "service_healthy"
     for tier in ("web", "scaler"):
         condition = services[tier]["depends_on"]["provision"]["condition"]

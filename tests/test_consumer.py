@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from cloud.messages import Request, Result
-from cloud.provision import provision
-from cloud.settings import Settings
+from embedded.provision import provision
+from runtime.messages import Request, Result
+from runtime.settings import Settings
 from worker.consumer import Consumer
 from worker.visibility import VisibilityKeeper
 

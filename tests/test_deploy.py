@@ -16,13 +16,13 @@ import uuid
 
 import pytest
 
-import cloud.metrics
+import runtime.cloudwatch
 import scaler.fleet
-from cloud import iam as policies
-from cloud.deploy import DEPLOYMENT_TAG, Clients, DeployError, Options, deploy
-from cloud.settings import Settings, markdown_table
-from cloud.teardown import teardown
-from cloud.userdata import render, worker_env
+from deployment import iam as policies
+from deployment.deploy import DEPLOYMENT_TAG, Clients, DeployError, Options, deploy
+from deployment.teardown import teardown
+from deployment.userdata import render, worker_env
+from runtime.settings import Settings, markdown_table
 from tests.conftest import ROOT
 
 ACCOUNT = "123456789012"  # moto's
@@ -306,7 +306,7 @@ def test_no_policy_grants_everything(clients, deployed):
         if "cloudwatch:PutMetricData" in s["Action"]
     )
     assert put_metric["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": cloud.metrics.NAMESPACE}
+        "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
     }
 
 
@@ -317,7 +317,7 @@ def test_policy_tags_match_the_scalers_own():
         scaler.fleet.STOPPED_AT_TAG,
         scaler.fleet.STARTED_AT_TAG,
     }
-    assert policies.METRICS_NAMESPACE == cloud.metrics.NAMESPACE
+    assert policies.METRICS_NAMESPACE == runtime.cloudwatch.NAMESPACE
 
 
 # --- drift ------------------------------------------------------------------------------------
@@ -442,9 +442,9 @@ def test_cli_plan_deploy_deploy_teardown(moto_endpoint, name):
         **{k.upper(): str(v) for k, v in vars(settings_for(name)).items() if isinstance(v, str)},
     }
 
-    def cloud(*args: str) -> str:
+    def deployment(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "cloud", *args, "--name", name],
+            [sys.executable, "-m", "deployment", *args, "--name", name],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -454,11 +454,11 @@ def test_cli_plan_deploy_deploy_teardown(moto_endpoint, name):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    assert "Nothing was changed" in cloud("plan")
-    assert "Deployed:" in cloud("deploy")
-    assert "No changes: the deployment is up to date." in cloud("deploy")
-    assert "Removed" in cloud("teardown")
-    assert "Nothing to remove" in cloud("teardown")
+    assert "Nothing was changed" in deployment("plan")
+    assert "Deployed:" in deployment("deploy")
+    assert "No changes: the deployment is up to date." in deployment("deploy")
+    assert "Removed" in deployment("teardown")
+    assert "Nothing to remove" in deployment("teardown")
 
 
 # --- user data and the settings table --------------------------------------------------------

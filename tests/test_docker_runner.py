@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.runners.base import InstanceView
 from scaler.runners.docker import (
     DRAINING_SUFFIX,

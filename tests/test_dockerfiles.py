@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT
 
 DOCKERFILES = ("Dockerfile.web", "Dockerfile.worker")
-SOURCE_DIRS = ("cloud/", "scaler/", "web/", "worker/")
+SOURCE_DIRS = ("runtime/", "embedded/", "scaler/", "web/", "worker/")
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
@@ -143,7 +143,7 @@ def test_dockerignore_sends_only_what_the_images_copy():
                 copied.update(args.split()[:-1])
     for source in copied:
         assert _dockerignore_allows(source.rstrip("/")), source
-    for never in (".venv", ".git", "tests", "images", ".run", "cloud/__pycache__"):
+    for never in (".venv", ".git", "tests", "images", ".run", "runtime/__pycache__"):
         assert not _dockerignore_allows(never), never
 
 

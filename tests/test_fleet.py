@@ -7,7 +7,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from cloud.settings import Settings
+from runtime.retry import Backoff, retry
+from runtime.settings import Settings
 from scaler.fleet import (
     FLEET_TAG,
     STARTED_AT_TAG,
@@ -17,7 +18,6 @@ from scaler.fleet import (
     view,
 )
 from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan
-from scaler.retry import Backoff, retry
 
 RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
 NOW = 10_000.0

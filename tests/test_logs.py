@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from cloud.logs import JsonFormatter, current_request_id, setup_logging, trace_sqs
-from cloud.messages import Request, Result
+from runtime.logs import JsonFormatter, current_request_id, setup_logging, trace_sqs
+from runtime.messages import Request, Result
 from tests.http_client import photos, upload
 
 

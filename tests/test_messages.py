@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cloud.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result
 
 OWN = "http://127.0.0.1:4566/123456789012/svc-reply-abc"
 GOOD = {

@@ -14,8 +14,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloud.messages import Result
-from cloud.settings import Settings
+from runtime.messages import Result
+from runtime.settings import Settings
 from tests.conftest import Service, free_port
 from tests.http_client import photos, upload
 from web.app import create_app

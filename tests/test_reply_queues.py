@@ -6,7 +6,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
 
-from cloud.messages import Result
+from runtime.messages import Result
 from web.dispatcher import ReplyDispatcher
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.runners import make_runner as make_runner_from
 from scaler.runners.base import InstanceView
 from scaler.runners.process import ProcessRunner

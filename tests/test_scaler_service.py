@@ -16,12 +16,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from cloud.metrics import publish_throughput, read_throughput
-from cloud.provision import provision
-from cloud.settings import Settings
+from embedded.provision import provision
+from runtime.cloudwatch import publish_throughput, read_throughput
+from runtime.retry import Backoff
+from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template
 from scaler.gauges import QueueGauge, ThroughputGauge
-from scaler.retry import Backoff
 from scaler.runners.process import ProcessRunner
 from scaler.service import Scaler, ScalerConfig, build_scaler
 from scaler.status import StatusServer

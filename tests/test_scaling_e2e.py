@@ -1,4 +1,4 @@
-"""`make up`'s stack for real (python -m cloud up): the fleet follows a burst 0 -> 2 -> 0."""
+"""`make up`'s stack for real (python -m embedded up): the fleet follows a burst 0 -> 2 -> 0."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import boto3
 import pytest
 import requests
 
-from cloud.embedded import PLACEHOLDER_CREDENTIALS, wait_http
+from embedded.stack import PLACEHOLDER_CREDENTIALS, wait_http
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
 
@@ -41,7 +41,7 @@ def embedded(tmp_path):
         [
             sys.executable,
             "-m",
-            "cloud",
+            "embedded",
             "up",
             "--aws-port",
             str(aws_port),

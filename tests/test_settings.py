@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cloud.settings import ConfigError, Settings, describe
+from runtime.settings import ConfigError, Settings, describe
 
 
 def test_defaults():

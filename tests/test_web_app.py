@@ -8,8 +8,8 @@ import falcon.testing
 import pytest
 from PIL import Image
 
-from cloud.messages import Result
-from cloud.settings import Settings
+from runtime.messages import Result
+from runtime.settings import Settings
 from web.app import create_app
 from web.gateway import ClassificationFailed, ResultTimeout
 from web.guards import Backlog, Overloaded

@@ -10,9 +10,9 @@ import uuid
 
 import waitress
 
-from cloud.clients import make_client
-from cloud.logs import setup_logging, trace_sqs
-from cloud.settings import ConfigError, Settings, describe
+from runtime.clients import make_client
+from runtime.logs import setup_logging, trace_sqs
+from runtime.settings import ConfigError, Settings, describe
 from web.app import create_app
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway

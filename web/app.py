@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
 from web.guards import make_api_key_check

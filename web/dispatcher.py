@@ -6,7 +6,7 @@ import logging
 import threading
 from concurrent.futures import Future
 
-from cloud.messages import MessageError, Result
+from runtime.messages import MessageError, Result
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from cloud.messages import Result
+from runtime.messages import Result
 from web.dispatcher import ReplyDispatcher
 from web.guards import Backlog
 from web.store import UploadStore

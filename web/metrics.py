@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from cloud.logs import current_request_id
+from runtime.logs import current_request_id
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from cloud.periodic import Every
+from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
 

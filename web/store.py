@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from cloud.messages import MessageError, Request, Result, cache_key
+from runtime.messages import MessageError, Request, Result, cache_key
 
 
 class Unavailable(RuntimeError):

@@ -14,10 +14,10 @@ import signal
 import sys
 import threading
 
-from cloud.clients import make_client
-from cloud.logs import setup_logging, trace_sqs
-from cloud.metrics import publish_throughput
-from cloud.settings import ConfigError, Settings, describe
+from runtime.clients import make_client
+from runtime.cloudwatch import publish_throughput
+from runtime.logs import setup_logging, trace_sqs
+from runtime.settings import ConfigError, Settings, describe
 
 EXIT_OK = 0
 EXIT_CONFIG = 2

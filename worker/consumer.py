@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from cloud.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from cloud.periodic import Every
+from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
 

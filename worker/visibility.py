@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from cloud.periodic import Every
+from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.runners.base import Runner
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from docker.errors import APIError, NotFound
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.runners.base import InstanceView
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 from scaler.plan import PoolRules
 from scaler.policies import POLICIES, Limits
 from scaler.sim.model import Result, SimConfig, simulate

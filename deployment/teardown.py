@@ -1,4 +1,4 @@
-"""`python -m cloud teardown`: remove what deploy created, and nothing else.
+"""`python -m deployment teardown`: remove what deploy created, and nothing else.
 
 A resource goes only if it carries DEPLOYMENT_TAG = the deployment's name; one found under a
 deployment name without that tag is reported and kept. The fleet's instances go first (they
@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from cloud.deploy import DEPLOYMENT_TAG, Change, Clients, Options, missing, tag_value
-from cloud.settings import Settings
+from deployment.deploy import DEPLOYMENT_TAG, Change, Clients, Options, missing, tag_value
+from runtime.settings import Settings
 
 _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 

@@ -1,6 +1,6 @@
 """One frozen settings object per process, read once from the environment.
 
-Every setting of every tier lives in this one table so that the README, `--help` and the
+Every setting of every tier lives in this one table so that docs/settings.md, `--help` and the
 deployment code agree. Units are part of the names. A bad value fails at start with one line.
 """
 
@@ -174,7 +174,7 @@ def describe(tiers: tuple[str, ...] = ("all",)) -> str:
 
 
 def markdown_table() -> str:
-    """Every setting as a Markdown table (variable, tier, default, meaning), for the README."""
+    """Every setting as a Markdown table (variable, tier, default, meaning): docs/settings.md."""
     rows = ["| variable | tier | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         meaning = f.metadata["help"].replace("|", "\\|")

@@ -1,4 +1,4 @@
-"""The `plan`, `deploy` and `teardown` subcommands of `python -m cloud`."""
+"""`python -m deployment plan | deploy | teardown`: the real-AWS deployment's commands."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud.deploy import Change, Clients, DeployError, Options, deploy
-from cloud.settings import Settings
-from cloud.teardown import teardown
+from deployment.deploy import Change, Clients, DeployError, Options, deploy
+from deployment.teardown import teardown
+from runtime.settings import Settings
 
 
 def _options(args) -> Options:
@@ -35,9 +35,9 @@ def _guarded(command):
         try:
             return command(args, settings, Clients.for_settings(settings))
         except DeployError as error:
-            print(f"cloud {args.command}: {error}", file=sys.stderr)
+            print(f"deployment {args.command}: {error}", file=sys.stderr)
         except (ClientError, BotoCoreError) as error:
-            print(f"cloud {args.command}: AWS refused: {error}", file=sys.stderr)
+            print(f"deployment {args.command}: AWS refused: {error}", file=sys.stderr)
         return 1
 
     return run
@@ -51,7 +51,7 @@ def cmd_plan(args, settings: Settings, clients: Clients) -> int:
     else:
         print(
             f"Plan: {_count(changes, 'create')} to create, {_count(changes, 'update')} to update. "
-            "Nothing was changed; `python -m cloud deploy` applies it."
+            "Nothing was changed; `python -m deployment deploy` applies it."
         )
     return 0
 
@@ -83,7 +83,7 @@ def cmd_teardown(args, settings: Settings, clients: Clients) -> int:
 
 
 def add_commands(commands) -> None:
-    """Register plan, deploy and teardown on `python -m cloud`'s subparsers."""
+    """Register plan, deploy and teardown on `python -m deployment`'s subparsers."""
     epilog = (
         "Names come from the settings (INPUT_BUCKET, REQUEST_QUEUE, LAUNCH_TEMPLATE, FLEET_NAME, "
         "WORKER_IMAGE, ...); credentials and region from the usual AWS environment or profile."

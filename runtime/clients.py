@@ -10,7 +10,7 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 
 
 def client_config(pool_size: int = 50, read_timeout_s: float = 30.0) -> Config:

@@ -1,4 +1,4 @@
-"""`python -m cloud`: run the embedded stack, or provision / deploy / tear down AWS resources."""
+"""`python -m embedded`: run the embedded stack (`up`), or create the buckets and queues."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from cloud.clients import make_client
-from cloud.deploy_cli import add_commands as add_deploy_commands
-from cloud.embedded import Stack, StackError, aws_env, default_env, python_module, wait_http
-from cloud.logs import setup_logging
-from cloud.provision import provision
-from cloud.settings import ConfigError, Settings
+from embedded.provision import provision
+from embedded.stack import Stack, StackError, aws_env, default_env, python_module, wait_http
+from runtime.clients import make_client
+from runtime.logs import setup_logging
+from runtime.settings import ConfigError, Settings
 
-log = logging.getLogger("cloud")
+log = logging.getLogger("embedded")
 
 
 def cmd_provision(args, settings: Settings) -> int:
@@ -59,7 +58,7 @@ def cmd_up(args, settings: Settings) -> int:
             time.sleep(0.5)
         return 0
     except StackError as error:
-        print(f"cloud up: {error}", file=sys.stderr)
+        print(f"embedded up: {error}", file=sys.stderr)
         return 1
     finally:
         print("stopping ...", flush=True)
@@ -67,7 +66,7 @@ def cmd_up(args, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cloud", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m embedded", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the embedded stack: moto, web, scaler, workers")
     up.add_argument("--aws-port", type=int, default=4566, help="moto's port (default 4566)")
@@ -82,14 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "provision", help="create the buckets and queues (idempotent)"
     ).set_defaults(run=cmd_provision)
-    add_deploy_commands(commands)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except ConfigError as error:
-        print(f"cloud: {error}", file=sys.stderr)
+        print(f"embedded: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_format, tier="cloud")
+    setup_logging(settings.log_format, tier="embedded")
     return args.run(args, settings)
 
 

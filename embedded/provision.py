@@ -7,7 +7,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
-from cloud.settings import Settings
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

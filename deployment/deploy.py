@@ -1,10 +1,10 @@
-"""`python -m cloud plan | deploy`: the real-AWS deployment, created or updated idempotently.
+"""`python -m deployment plan | deploy`: the real-AWS deployment, created or updated idempotently.
 
 One pass over the resources serves both commands: each step reads what exists, compares it with
 what the settings ask for and records a Change; `deploy` also carries it out, `plan` does not.
 So a plan is exactly what the next deploy will do, and a deploy with nothing to record changed
 nothing. Everything deploy creates carries the tag DEPLOYMENT_TAG = the deployment's name, and
-teardown (cloud/teardown.py) removes only what carries it.
+teardown (deployment/teardown.py) removes only what carries it.
 
 Order matters where one resource names another: security groups and instance profiles before
 the launch template, the launch template before the scaler's policy that pins it, the web role
@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from cloud import iam as policies
-from cloud.clients import make_client
-from cloud.provision import provision
-from cloud.settings import Settings
-from cloud.userdata import render
+from deployment import iam as policies
+from deployment.userdata import render
+from embedded.provision import provision
+from runtime.clients import make_client
+from runtime.settings import Settings
 
 DEPLOYMENT_TAG = "elastic-classifier:deployment"
 AL2023_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 UNKNOWN = "(known after deploy)"
-DLQ_RETENTION_S = "1209600"  # cloud.provision's dead-letter retention: 14 days
+DLQ_RETENTION_S = "1209600"  # embedded.provision's dead-letter retention: 14 days
 _MISSING = {
     "404",
     "NoSuchBucket",
@@ -172,7 +172,7 @@ def deploy(
     return run.changes
 
 
-# --- buckets and queues: checked here, created and repaired by cloud.provision -------------
+# --- buckets and queues: checked here, created and repaired by embedded.provision ----------
 
 
 def _data_stores(run: Run) -> None:

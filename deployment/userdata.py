@@ -11,8 +11,8 @@ import dataclasses
 import shlex
 from pathlib import Path
 
-from cloud.iam import ecr_repository
-from cloud.settings import Settings
+from deployment.iam import ecr_repository
+from runtime.settings import Settings
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "worker-user-data.sh"
 # Beyond the worker tier's own settings, the worker labels its throughput metric by fleet.
@@ -41,6 +41,6 @@ def render(settings: Settings, stop_timeout_s: int) -> str:
         "STOP_TIMEOUT_S": str(stop_timeout_s),
         "WORKER_ENV": env_file,
     }
-    header = ["#!/bin/bash", "# Rendered by `python -m cloud deploy` (cloud/userdata.py)."]
+    header = ["#!/bin/bash", "# Rendered by `python -m deployment deploy` (deployment/userdata)."]
     header += [f"{name}={shlex.quote(value)}" for name, value in variables.items()]
     return "\n".join(header) + "\n" + SCRIPT.read_text()
