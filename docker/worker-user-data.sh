@@ -8,6 +8,10 @@
 set -euo pipefail
 # Overridable only so that tests can run this script in a scratch directory.
 config_dir=${CLASSIFIER_CONFIG_DIR:-/etc/elastic-classifier}
+# Overridable only for the tests' stand-in instance (tests/test_user_data.py), which has no
+# link-local metadata service and whose worker reaches a local AWS: both unset on EC2.
+imds=${CLASSIFIER_IMDS_URL:-http://169.254.169.254}
+extra_worker_env=${CLASSIFIER_EXTRA_WORKER_ENV:-}
 exec > >(tee -a "${CLASSIFIER_SETUP_LOG:-/var/log/elastic-classifier-setup.log}") 2>&1
 
 retry() {
@@ -45,10 +49,10 @@ retry install_docker
 systemctl enable --now docker
 
 # IMDSv2: the launch template requires session tokens.
-token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token \
+token=$(curl -fsS -X PUT "$imds/latest/api/token" \
   -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
 instance_id=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" \
-  http://169.254.169.254/latest/meta-data/instance-id)
+  "$imds/latest/meta-data/instance-id")
 
 if [ -n "$ECR_REGISTRY" ]; then
   # A 12-hour login token from the instance profile; the image is local after the pull,
@@ -59,6 +63,9 @@ retry docker pull "$WORKER_IMAGE"
 
 install -d -m 0700 "$config_dir"
 printf '%s\n' "$WORKER_ENV" >"$config_dir/worker.env"
+if [ -n "$extra_worker_env" ]; then
+  printf '%s\n' "$extra_worker_env" >>"$config_dir/worker.env"
+fi
 chmod 0600 "$config_dir/worker.env"
 
 docker rm --force classifier-worker >/dev/null 2>&1 || true

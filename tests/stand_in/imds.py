@@ -1,0 +1,89 @@
+"""A small stand-in for EC2's instance metadata service (IMDSv2) for the stand-in instance.
+
+It answers what the user-data and the worker's SDK ask: a session token (PUT), the instance id,
+and the instance profile's temporary credentials. Every GET needs the token, as IMDSv2 with
+required tokens (the launch template's setting) does; a GET without one gets 401.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROLE = "classifier-worker"
+
+
+class MetadataService:
+    def __init__(self, host: str, port: int, instance_id: str):
+        self.instance_id = instance_id
+        self.tokens: set[str] = set()
+        self.requests: list[tuple[str, str]] = []  # (method, path): what the instance asked
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:  # noqa: N802
+                service.requests.append(("PUT", self.path))
+                if self.path != "/latest/api/token":
+                    return self._send(HTTPStatus.NOT_FOUND, "")
+                token = secrets.token_urlsafe(24)
+                service.tokens.add(token)
+                self._send(HTTPStatus.OK, token)
+
+            def do_GET(self) -> None:  # noqa: N802
+                service.requests.append(("GET", self.path))
+                if self.headers.get("X-aws-ec2-metadata-token") not in service.tokens:
+                    return self._send(HTTPStatus.UNAUTHORIZED, "")
+                body = service.answer(self.path)
+                if body is None:
+                    return self._send(HTTPStatus.NOT_FOUND, "")
+                self._send(HTTPStatus.OK, body)
+
+            def _send(self, status: HTTPStatus, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def answer(self, path: str) -> str | None:
+        base = "/latest/meta-data/"
+        credentials = f"{base}iam/security-credentials/"
+        if path == f"{base}instance-id":
+            return self.instance_id
+        if path == credentials:
+            return ROLE
+        if path == credentials + ROLE:
+            expires = datetime.now(timezone.utc) + timedelta(hours=6)
+            # moto accepts any key; these are the instance profile's, handed out at run time.
+            return json.dumps(
+                {
+                    "Code": "Success",
+                    "Type": "AWS-HMAC",
+                    "AccessKeyId": "ASIASTANDINSTANCE",
+                    "SecretAccessKey": secrets.token_urlsafe(30),
+                    "Token": secrets.token_urlsafe(30),
+                    "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "LastUpdated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            )
+        if path == f"{base}placement/region":
+            return "us-east-1"
+        return None
+
+    def start(self) -> MetadataService:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
