@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import re
 import shutil
 import socket
 import subprocess
@@ -191,3 +192,16 @@ def test_healthcheck_asks_the_process_the_container_runs(http_server):
         closed = sock.getsockname()[1]
     assert not healthy(["python", "-m", "scaler"], {"SCALER_STATUS_PORT": str(closed)})
     assert healthy(["python", "-m", "worker"], {})
+
+
+@pytest.mark.parametrize("name", [*DOCKERFILES, "docker/Dockerfile.moto"])
+def test_the_default_base_image_is_pinned_by_digest(name):
+    (default,) = [a for k, a in instructions(name) if k == "ARG" and a.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"BASE_IMAGE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", default)
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_no_package_is_looked_up_on_two_indexes(name):
+    """--extra-index-url lets a public name shadow a private one (dependency confusion)."""
+    installs = [a for k, a in instructions(name) if k == "RUN" and "pip install" in a]
+    assert installs and not any("--extra-index-url" in a for a in installs)
