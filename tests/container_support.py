@@ -9,6 +9,7 @@ elsewhere (a laptop without Docker), so `make test` still passes there.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -102,3 +103,23 @@ def wait_for(check: Callable[[], object], what: str, timeout: float, every: floa
 
 def answers_200(url: str) -> bool:
     return requests.get(url, timeout=5).status_code == 200
+
+
+def label_of(url: str, name: str, data: bytes, timeout: float = 900) -> str:
+    """Upload a photo and return its label.
+
+    An upload waits RESULT_TIMEOUT_S (60 s) and then answers 504 naming GET /results/<id>; a
+    cold fleet (a worker container to start, its model to load, on a shared machine) can take
+    longer, so the test then does what the answer tells a client to do.
+    """
+    from tests.http_client import upload
+
+    response = upload(url, data, name, accept="application/json", timeout=timeout)
+    if response.status_code == 504:
+        found = re.search(r"/results/([0-9a-f]+)", response.text)
+        assert found, response.text
+        result = f"{url}/results/{found.group(1)}"
+        wait_for(lambda: answers_200(result), f"{result} after a 504", timeout, every=2)
+        response = requests.get(result, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["label"]
