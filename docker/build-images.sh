@@ -101,7 +101,7 @@ build() {
   local dockerfile=$1 tag=$2 start
   shift 2
   start=$(now)
-  "${NICE[@]}" docker build --network host --file "$dockerfile" --tag "$tag" "$@" . \
+  "${NICE[@]}" docker build --force-rm --network host --file "$dockerfile" --tag "$tag" "$@" . \
     >"/tmp/classifier-build-${tag%%:*}.log" 2>&1 \
     || { tail -n 40 "/tmp/classifier-build-${tag%%:*}.log"; say "$dockerfile failed"; exit 1; }
   say "$tag from $dockerfile in $(($(now) - start)) s," \
