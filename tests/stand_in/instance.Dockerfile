@@ -6,7 +6,8 @@ ARG BASE_IMAGE=elastic-classifier-base:bookworm
 FROM ${BASE_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends docker.io=20.10.* curl=7.88.* iptables=1.8.* \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /var/lib/cloud
 COPY systemctl /usr/local/bin/systemctl
 COPY boot.sh /usr/local/sbin/boot
 VOLUME ["/var/lib/docker"]
