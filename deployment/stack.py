@@ -289,7 +289,7 @@ def check_parameters(declared: dict, given: dict[str, str]) -> None:
 
 def _event_line(event: dict) -> str:
     status = event["ResourceStatus"]
-    reason = event.get("ResourceStatusReason") or ""
+    reason = " ".join((event.get("ResourceStatusReason") or "").split())  # one line each
     mark = "!" if "FAILED" in status or "ROLLBACK" in status else " "
     when = event["Timestamp"].strftime("%H:%M:%S")
     line = f"{mark} {when} {event['LogicalResourceId']} {status}"
