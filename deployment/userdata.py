@@ -35,7 +35,8 @@ class Host:
 
 # Beyond the worker tier's own settings, the worker labels its throughput metric by fleet.
 WORKER = Host("classifier-worker", "worker", extra=("fleet_name",))
-WEB = Host("classifier-web", "web", port_setting="port")
+# The web tier keys its result cache by the workers' model and preprocessing.
+WEB = Host("classifier-web", "web", extra=("model", "preprocess"), port_setting="port")
 SCALER = Host(
     "classifier-scaler",
     "scaler",

@@ -240,6 +240,7 @@ def test_web_and_scaler_hosts_run_under_their_own_profiles(deployed, aws_client)
         launch_data_by_id(deployed, ids["WebHostTemplate"])["UserData"]
     ).decode()
     assert "HOST=0.0.0.0\n" in web_user_data
+    assert "MODEL=efficientnet_lite0\n" in web_user_data  # its result cache is per model
     assert "SCALER_STATUS_URL=http://" in web_user_data
 
 
