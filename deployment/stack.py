@@ -19,7 +19,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from deployment import iam
-from deployment.template import PATH
+from deployment.template import DEPLOYMENT_TAG, PATH
 
 CAPABILITIES = ["CAPABILITY_IAM"]
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
@@ -92,7 +92,7 @@ class Stack:
                 TemplateBody=self.template_body,
                 Parameters=self._parameters(given, creating),
                 Capabilities=CAPABILITIES,
-                Tags=[{"Key": "elastic-classifier:deployment", "Value": self.name}],
+                Tags=[{"Key": DEPLOYMENT_TAG, "Value": self.name}],
             )
         except ClientError as error:  # some endpoints refuse an empty change set up front
             if any(text in error.response["Error"]["Message"] for text in _NO_CHANGES):
