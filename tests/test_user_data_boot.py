@@ -174,7 +174,7 @@ def world(tmp_path_factory):
                 "INSECURE_REGISTRY": registry_address,
                 "CLASSIFIER_IMDS_URL": imds_url,
                 # The worker's SDK: the local AWS, and this metadata service for credentials.
-                "CLASSIFIER_EXTRA_WORKER_ENV": (
+                "CLASSIFIER_EXTRA_CONTAINER_ENV": (
                     f"AWS_ENDPOINT_URL=http://{world.address(moto)}:4566\n"
                     f"AWS_EC2_METADATA_SERVICE_ENDPOINT={imds_url}/"
                 ),
