@@ -4,16 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: install up test lint format bench soak sim images clean
-=======
 # checkov pins boto3, networkx and packaging below what the project needs: it gets a venv of its own.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 TEMPLATE := deployment/template.yaml
 
-.PHONY: install up test lint scan format bench soak sim clean
->>>>>>> main
+.PHONY: install up test lint scan format bench soak sim images clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
