@@ -1,6 +1,6 @@
 """The workers' user-data, for real: it boots a worker from a registry on a stand-in instance.
 
-The instance is a privileged container with its own Docker engine (tests/stand_in/): only what
+The instance is a container with its own Docker engine (tests/stand_in/): only what
 cannot exist here is replaced: systemd (a systemctl for docker), cloud-init (boot.sh runs the
 user-data on the first boot only), the metadata service (tests/stand_in/imds.py, reached through
 the script's overridable address) and the registry (Debian's docker-registry, no TLS). The
@@ -47,6 +47,14 @@ REGISTRY_IMAGE = "elastic-classifier-stand-in-registry:test"
 NETWORK = "elastic-classifier"
 INSTANCE_ID = "i-0standin0000001"
 PUSHED = "elastic-classifier-worker:user-data"
+# What the instance's dockerd needs: every capability this machine's engine can grant (it lacks
+# CAP_SYS_RESOURCE, so --privileged fails with "unable to apply caps").
+ENGINE_CAPABILITIES = (
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+    "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO "
+    "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_TIME SYS_TTY_CONFIG MKNOD "
+    "LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ"
+).split()
 # What credentials look like in text: access key ids, and the variables that would carry them.
 CREDENTIALS = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{12,}|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN")
 
@@ -168,7 +176,13 @@ def world(tmp_path_factory):
         world.instance = client.containers.create(
             INSTANCE_IMAGE,
             name="elastic-classifier-test-instance",
-            privileged=True,  # its own Docker engine, as a real instance has
+            # Its own Docker engine, as a real instance has. Not --privileged: this machine's
+            # engine lacks CAP_SYS_RESOURCE, so it grants every other capability by name.
+            cap_add=ENGINE_CAPABILITIES,
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            device_cgroup_rules=["a *:* rwm"],
+            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+            tmpfs={"/run": ""},  # a boot starts with an empty /run, as a machine's does
             network=NETWORK,
             environment={
                 "INSECURE_REGISTRY": registry_address,

@@ -1,5 +1,5 @@
 # The stand-in EC2 instance for tests/test_user_data.py: a Debian machine with a Docker engine,
-# curl and bash (as on the AMIs user-data meets), run privileged so that it has its own dockerd.
+# curl and bash (as on the AMIs user-data meets), run with the capabilities its own dockerd needs.
 # What cannot exist here is replaced: systemd (systemctl), cloud-init (boot.sh) and, through
 # the test, the instance metadata service. The package manager is not needed: docker is here.
 ARG BASE_IMAGE=elastic-classifier-base:bookworm
