@@ -38,7 +38,8 @@ from tests.container_support import (
 from tests.http_client import photos, upload
 from tests.stand_in.imds import MetadataService
 
-pytestmark = pytest.mark.containers
+# Pushing a 6 GB image and pulling it again takes minutes on a loaded machine.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(3000)]
 
 STAND_IN = ROOT / "tests" / "stand_in"
 BASE_IMAGE = "elastic-classifier-base:bookworm"
