@@ -20,7 +20,7 @@ from bench.photos import Photo, Photos
 from bench.stacks import clients, stack_env, start_moto, stop_workers
 from embedded.provision import provision
 from embedded.stack import Stack, StackError, python_module
-from runtime.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result, new_request_id
 from runtime.settings import Settings
 
 
@@ -196,14 +196,7 @@ class Queued:
             self._sqs.delete_message_batch(QueueUrl=self._reply_url, Entries=entries)
 
     def _request(self, photo: Photo) -> Request:
-        request_id = os.urandom(16).hex()
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=photo.filename,
-            reply_to=self._reply_url,
-            deadline=time.time() + 3600,
-        )
+        return Request.create(new_request_id(), photo.filename, self._reply_url, time.time() + 3600)
 
     def _put_object(self, request: Request, photo: Photo) -> None:
         self._s3.put_object(Bucket=self._settings.input_bucket, Key=request.key, Body=photo.data)

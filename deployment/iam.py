@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from runtime import keys
 from runtime.settings import Settings
 
 # Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
@@ -131,9 +132,11 @@ def worker_policy(names: Names) -> dict:
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
             names.queue_arn(f"{s.reply_queue_prefix}*"),
         ),
-        _statement("ReadUploads", ["s3:GetObject"], names.bucket_arn(s.input_bucket, "uploads/*")),
         _statement(
-            "WriteResults", ["s3:PutObject"], names.bucket_arn(s.output_bucket, "results/*")
+            "ReadUploads", ["s3:GetObject"], names.bucket_arn(s.input_bucket, f"{keys.UPLOADS}*")
+        ),
+        _statement(
+            "WriteResults", ["s3:PutObject"], names.bucket_arn(s.output_bucket, f"{keys.RESULTS}*")
         ),
         _statement(
             "PublishThroughput",
@@ -236,14 +239,16 @@ def web_policy(names: Names, web_image: str = "") -> dict:
         _statement(
             "StoreUploads",
             ["s3:DeleteObject", "s3:PutObject"],
-            names.bucket_arn(s.input_bucket, "uploads/*"),
+            names.bucket_arn(s.input_bucket, f"{keys.UPLOADS}*"),
         ),
-        _statement("ReadResults", ["s3:GetObject"], names.bucket_arn(s.output_bucket, "results/*")),
+        _statement(
+            "ReadResults", ["s3:GetObject"], names.bucket_arn(s.output_bucket, f"{keys.RESULTS}*")
+        ),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
             "ResultCache",
             ["s3:GetObject", "s3:PutObject"],
-            names.bucket_arn(s.output_bucket, "cache/*"),
+            names.bucket_arn(s.output_bucket, f"{keys.CACHE}*"),
         ),
         _statement(
             # HeadBucket (the readiness check) needs ListBucket on the bucket itself.

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import falcon
 
+from runtime.messages import is_request_id
 from web.gateway import Gateway
 from web.uploads import Upload
-
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def prefers_json(req: falcon.Request) -> bool:
@@ -29,7 +26,7 @@ def client_request_id(req: falcon.Request) -> str | None:
     value = req.get_header("X-Request-Id")
     if value is None:
         return None
-    if not _REQUEST_ID.match(value):
+    if not is_request_id(value):
         raise falcon.HTTPBadRequest(description="X-Request-Id must be 32 lowercase hex digits")
     return value
 
@@ -66,7 +63,7 @@ class ResultResource:
 
     @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
-        result = self._gateway.result(request_id) if _REQUEST_ID.match(request_id) else None
+        result = self._gateway.result(request_id) if is_request_id(request_id) else None
         if result is None:
             raise falcon.HTTPNotFound(description=f"no result for {request_id[:64]!r}")
         resp.media = result.__dict__

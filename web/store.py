@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key
+from runtime.keys import cache_key, result_key
+from runtime.messages import MessageError, Request, Result
 
 
 class Unavailable(RuntimeError):
@@ -40,12 +41,8 @@ class UploadStore:
 
     def new_request(self, filename: str, request_id: str | None = None) -> Request:
         request_id = request_id or self._uuidgen().hex
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=filename,
-            reply_to=self._reply_queue_url,
-            deadline=self._clock() + self._timeout_s,
+        return Request.create(
+            request_id, filename, self._reply_queue_url, self._clock() + self._timeout_s
         )
 
     def submit(self, request: Request, data: bytes) -> None:
@@ -61,7 +58,7 @@ class UploadStore:
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
     def result(self, request_id: str) -> Result | None:
-        return self._read(f"results/{request_id}.json")
+        return self._read(result_key(request_id))
 
     def cached(self, sha256: str) -> Result | None:
         """The stored result for the same bytes and model, if the cache is on and has one."""

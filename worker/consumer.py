@@ -12,7 +12,6 @@ turn.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -24,7 +23,8 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result
+from runtime.keys import result_key
+from runtime.messages import MessageError, Request, Result, salvage
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class Consumer:
         try:
             job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
         except MessageError as error:
-            salvaged = _salvage(message["Body"], self._reply_prefix)
+            salvaged = salvage(message["Body"], self._reply_prefix)
             if salvaged is None:
                 # Nobody to tell: let it fall to the DLQ after maxReceiveCount deliveries.
                 log.warning("unparseable message left for the DLQ: %s", error)
@@ -293,7 +293,7 @@ class Consumer:
         try:
             self._s3.put_object(
                 Bucket=self._output,
-                Key=f"results/{job.request.id}.json",
+                Key=result_key(job.request.id),
                 Body=job.result.encode().encode(),
                 ContentType="application/json",
             )
@@ -339,20 +339,3 @@ class Consumer:
             self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
         except Exception as error:  # noqa: BLE001 - they come back after the timeout anyway
             log.warning("could not release messages (%s)", type(error).__name__)
-
-
-def _salvage(body: str, reply_prefix: str) -> Request | None:
-    """From a message that fails validation, the id and an own reply queue, if both are sound."""
-    try:
-        obj = json.loads(body)
-        probe = {
-            "v": 1,
-            "id": obj["id"],
-            "key": f"uploads/{obj['id']}",
-            "filename": str(obj.get("filename", ""))[:255],
-            "reply_to": obj["reply_to"],
-            "deadline": 0,
-        }
-        return Request.decode(json.dumps(probe), reply_prefix=reply_prefix)
-    except (ValueError, KeyError, TypeError):
-        return None
