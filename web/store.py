@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
+from runtime.failures import is_not_found
 from runtime.keys import cache_key, result_key
 from runtime.messages import MessageError, Request, Result
 
@@ -86,7 +87,7 @@ class UploadStore:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_not_found(error):
                 return None
             raise
         try:
