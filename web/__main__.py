@@ -11,6 +11,7 @@ import uuid
 import waitress
 
 from runtime.clients import make_client
+from runtime.failures import log_failure
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
 from web.app import create_app
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sqs.delete_queue(QueueUrl=reply_queue_url)
         except Exception as error:  # noqa: BLE001
-            log.warning("could not delete reply queue (%s)", type(error).__name__)
+            log_failure(log, f"delete reply queue {reply_queue_url}", error)
     return 0
 
 

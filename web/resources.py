@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import falcon
 
+from runtime.failures import log_failure
 from runtime.messages import is_request_id
 from web.gateway import Gateway
 from web.uploads import Upload
+
+log = logging.getLogger(__name__)
 
 
 def prefers_json(req: falcon.Request) -> bool:
@@ -77,6 +82,8 @@ class HealthResource:
         try:
             self._check()
         except Exception as error:  # noqa: BLE001 - any failure means "not ready"
+            # The client hears only the class; the log says what failed.
+            log_failure(log, "readiness check", error)
             raise falcon.HTTPServiceUnavailable(
                 description=f"not ready: {type(error).__name__}"
             ) from None
