@@ -24,12 +24,12 @@ from deployment import iam as policies
 from deployment.userdata import render
 from embedded.provision import provision
 from runtime.clients import make_client
+from runtime.resources import DLQ_RETENTION_S, QUEUE_ENCRYPTION
 from runtime.settings import Settings
 
 DEPLOYMENT_TAG = "elastic-classifier:deployment"
 AL2023_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 UNKNOWN = "(known after deploy)"
-DLQ_RETENTION_S = "1209600"  # embedded.provision's dead-letter retention: 14 days
 _MISSING = {
     "404",
     "NoSuchBucket",
@@ -235,12 +235,12 @@ def _queue_wants(run: Run):
     s = run.settings
     yield (
         s.dead_letter_queue,
-        lambda _: {"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": DLQ_RETENTION_S},
+        lambda _: {**QUEUE_ENCRYPTION, "MessageRetentionPeriod": str(DLQ_RETENTION_S)},
     )
     yield (
         s.request_queue,
         lambda dlq_arn: {
-            "SqsManagedSseEnabled": "true",
+            **QUEUE_ENCRYPTION,
             "VisibilityTimeout": str(s.visibility_timeout_s),
             "RedrivePolicy": _canonical(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": s.max_receive_count}

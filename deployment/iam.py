@@ -18,12 +18,10 @@ import re
 from dataclasses import dataclass
 
 from runtime import keys
+from runtime.cloudwatch import NAMESPACE as METRICS_NAMESPACE
+from runtime.resources import FLEET_TAG, SCALER_TAG_KEYS
 from runtime.settings import Settings
 
-# Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
-FLEET_TAG = "elastic-classifier:fleet"
-SCALER_TAG_KEYS = (FLEET_TAG, "elastic-classifier:stopped-at", "elastic-classifier:started-at")
-METRICS_NAMESPACE = "ElasticClassifier"  # runtime.cloudwatch.NAMESPACE
 _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
     r"(?P<repository>[a-z0-9._/-]+?)(?::[\w.-]+|@sha256:[0-9a-f]{64})?$"

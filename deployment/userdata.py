@@ -7,27 +7,23 @@ EC2 talks to real AWS with its instance profile).
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 from pathlib import Path
 
 from deployment.iam import ecr_repository
-from runtime.settings import Settings
+from runtime.settings import Settings, tier_fields
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "worker-user-data.sh"
-# Beyond the worker tier's own settings, the worker labels its throughput metric by fleet.
-_EXTRA = ("fleet_name",)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The settings a worker reads, as the environment of its container."""
     env = {}
-    for f in dataclasses.fields(Settings):
-        if f.metadata.get("tier") in ("all", "worker") or f.name in _EXTRA:
-            value = str(getattr(settings, f.name))
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"{f.name.upper()} must be one line")
-            env[f.name.upper()] = value
+    for f in tier_fields("worker"):
+        value = str(getattr(settings, f.name))
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"{f.name.upper()} must be one line")
+        env[f.name.upper()] = value
     return env
 
 

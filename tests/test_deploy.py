@@ -17,11 +17,11 @@ import uuid
 import pytest
 
 import runtime.cloudwatch
-import scaler.fleet
 from deployment import iam as policies
 from deployment.deploy import DEPLOYMENT_TAG, Clients, DeployError, Options, deploy
 from deployment.teardown import teardown
 from deployment.userdata import render, worker_env
+from runtime.resources import FLEET_TAG
 from runtime.settings import Settings, markdown_table
 from tests.conftest import ROOT
 
@@ -220,7 +220,7 @@ def test_scaler_acts_only_on_fleet_tagged_instances_and_passes_only_the_worker_r
     settings, options = deployed
     stmts = role_policy(clients, f"{options.name}-scaler")
     assert not {a for a in actions_of(stmts) if a.startswith("s3:")}
-    fleet = {policies.FLEET_TAG: settings.fleet_name}
+    fleet = {FLEET_TAG: settings.fleet_name}
     template_id = clients.ec2.describe_launch_templates(
         LaunchTemplateNames=[settings.launch_template]
     )["LaunchTemplates"][0]["LaunchTemplateId"]
@@ -257,7 +257,7 @@ def test_scaler_acts_only_on_fleet_tagged_instances_and_passes_only_the_worker_r
             assert not any(r.endswith(":*") or r == "*" for r in s["Resource"])
     launch = next(s for s in stmts if s["Sid"] == "LaunchOnlyFleetInstances")
     assert launch["Condition"]["StringEquals"] == {
-        f"aws:RequestTag/{policies.FLEET_TAG}": settings.fleet_name
+        f"aws:RequestTag/{FLEET_TAG}": settings.fleet_name
     }
     passing = [s for s in stmts if "iam:PassRole" in s["Action"]]
     assert [s["Resource"] for s in passing] == [
@@ -308,16 +308,6 @@ def test_no_policy_grants_everything(clients, deployed):
     assert put_metric["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
     }
-
-
-def test_policy_tags_match_the_scalers_own():
-    assert policies.FLEET_TAG == scaler.fleet.FLEET_TAG
-    assert set(policies.SCALER_TAG_KEYS) == {
-        scaler.fleet.FLEET_TAG,
-        scaler.fleet.STOPPED_AT_TAG,
-        scaler.fleet.STARTED_AT_TAG,
-    }
-    assert policies.METRICS_NAMESPACE == runtime.cloudwatch.NAMESPACE
 
 
 # --- drift ------------------------------------------------------------------------------------
@@ -376,7 +366,7 @@ def test_teardown_removes_what_deploy_made_and_nothing_else(clients, deployed):
         TagSpecifications=[
             {
                 "ResourceType": "instance",
-                "Tags": [{"Key": policies.FLEET_TAG, "Value": settings.fleet_name}],
+                "Tags": [{"Key": FLEET_TAG, "Value": settings.fleet_name}],
             }
         ],
     )
@@ -486,7 +476,7 @@ def test_settings_table_lists_every_setting():
     table = markdown_table().splitlines()
     assert table[0] == "| variable | tier | default | meaning |"
     assert len(table) == 2 + len(vars(Settings()))
-    assert "| `VISIBILITY_TIMEOUT_S` | worker | `30` |" in "\n".join(table)
+    assert "| `VISIBILITY_TIMEOUT_S` | worker, scaler | `30` |" in "\n".join(table)
 
 
 def test_user_data_and_ci_script_pass_shellcheck(tmp_path):
