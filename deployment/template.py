@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from deployment import iam, userdata
+from runtime import keys
 from runtime.settings import Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
@@ -388,10 +389,10 @@ def template() -> dict:
     settings = Settings()
     user_data = _user_data()
     resources = {
-        "InputBucket": _bucket([("uploads/", "UploadRetentionDays")]),
+        "InputBucket": _bucket([(keys.UPLOADS, "UploadRetentionDays")]),
         "InputBucketPolicy": _tls_only("InputBucket"),
         "OutputBucket": _bucket(
-            [("results/", "ResultRetentionDays"), ("cache/", "ResultRetentionDays")]
+            [(keys.RESULTS, "ResultRetentionDays"), (keys.CACHE, "ResultRetentionDays")]
         ),
         "OutputBucketPolicy": _tls_only("OutputBucket"),
         **_queues(settings),
