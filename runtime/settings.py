@@ -12,6 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
+# The scaler's policies (scaler.registry binds each name); the default projects drain times.
+POLICIES = ("drain", "target", "seed")
+DEFAULT_POLICY = "drain"
+
+
 class ConfigError(ValueError):
     """A setting from the environment is missing or malformed."""
 
@@ -71,7 +76,9 @@ class Settings:
     )
 
     # Scaler.
-    policy: str = _setting("target", "scaling policy: 'target' or 'seed'", "scaler")
+    policy: str = _setting(
+        DEFAULT_POLICY, f"scaling policy: {', '.join(POLICIES)} (docs/scaling.md)", "scaler"
+    )
     fleet_name: str = _setting(
         "classifier-workers", "fleet tag value that marks our instances", "scaler"
     )
@@ -80,6 +87,18 @@ class Settings:
     scaler_tick_s: float = _setting(2.0, "seconds between scaler decisions", "scaler")
     quiet_period_s: float = _setting(30.0, "idle seconds before scaling in", "scaler")
     latency_target_s: float = _setting(5.0, "queueing latency the target policy aims for", "scaler")
+    idle_delay_s: float = _setting(
+        2.0, "drain policy: idle seconds (nothing queued) before the fleet goes to zero", "scaler"
+    )
+    expected_boot_new_s: float = _setting(
+        40.0, "drain policy: seconds a new instance takes until its worker works", "scaler"
+    )
+    expected_boot_start_s: float = _setting(
+        10.0, "drain policy: seconds a stopped instance takes to work again", "scaler"
+    )
+    arrival_window_s: float = _setting(
+        10.0, "arrival rate: the lesser of the last two windows this long (bursts read 0)", "scaler"
+    )
     default_throughput_img_s: float = _setting(
         10.0, "per-worker images/s assumed until workers report theirs", "scaler"
     )
@@ -136,6 +155,15 @@ class Settings:
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
+            (self.policy in POLICIES, f"POLICY must be one of {'|'.join(POLICIES)}"),
+            (self.quiet_period_s >= 0, "QUIET_PERIOD_S must be >= 0"),
+            (self.latency_target_s > 0, "LATENCY_TARGET_S must be > 0"),
+            (self.idle_delay_s >= 0, "IDLE_DELAY_S must be >= 0"),
+            (self.expected_boot_new_s >= 0, "EXPECTED_BOOT_NEW_S must be >= 0"),
+            (self.expected_boot_start_s >= 0, "EXPECTED_BOOT_START_S must be >= 0"),
+            (self.arrival_window_s > 0, "ARRIVAL_WINDOW_S must be > 0"),
+            (self.default_throughput_img_s > 0, "DEFAULT_THROUGHPUT_IMG_S must be > 0"),
+            (self.warm_pool_max >= 0, "WARM_POOL_MAX must be >= 0"),
             (self.runner in ("none", "process", "docker"), "RUNNER must be none|process|docker"),
             (self.model_optimize in ("jit", "eager"), "MODEL_OPTIMIZE must be jit|eager"),
             (self.preprocess in ("default", "reference"), "PREPROCESS must be default|reference"),
