@@ -11,7 +11,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
 # The scaler's policies (scaler.registry binds each name); the default projects drain times.
 POLICIES = ("drain", "target", "seed")
 DEFAULT_POLICY = "drain"

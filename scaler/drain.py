@@ -23,6 +23,9 @@ from scaler.policies import Decision, Limits, Observation, PolicyError, check_ob
 
 NEVER = math.inf
 _EPSILON = 1e-9
+FLUID_TIE_S = 0.5  # fluid drain times closer than this are a tie
+TRICKLE_GAPS = 3  # a Poisson stream leaves a gap this many times its mean about 5 % of the time
+TRICKLE_HOLD_MAX_S = 30.0
 _MAX_STEPS = 20_000  # batch completions walked before calling a fleet hopeless
 
 
@@ -114,6 +117,18 @@ def candidate_ready_times(obs: Observation, size: int, params: DrainParams) -> l
     return have + [params.boot_start_s] * starts + [params.boot_new_s] * (extra - starts)
 
 
+def idle_hold_s(steady_rate: float, params: DrainParams) -> float:
+    """How long an empty queue waits before the fleet goes to zero.
+
+    The idle delay; longer while a steady trickle still flows, so that the next request (due in
+    1 / rate seconds) does not pay a restart: up to TRICKLE_GAPS gaps, at most TRICKLE_HOLD_MAX_S.
+    A burst shows no steady rate, so after one the fleet goes to zero after the idle delay.
+    """
+    if steady_rate <= 0:
+        return params.idle_delay_s
+    return max(params.idle_delay_s, min(TRICKLE_GAPS / steady_rate, TRICKLE_HOLD_MAX_S))
+
+
 def sustained_need(rate: float, per_instance: float, utilization: float) -> int:
     """Instances that keep up with the arrival rate at the given utilization."""
     return math.ceil(rate / (per_instance * utilization) - _EPSILON) if rate > 0 else 0
@@ -133,14 +148,16 @@ def drain(obs: Observation, limits: Limits, params: DrainParams) -> Decision:
         "warm": obs.warm,
         "idle_s": round(obs.idle_s, 1),
         "idle_delay_s": params.idle_delay_s,
+        "steady_rate_img_s": round(obs.steady_rate_img_s, 3),
     }
 
     def decide(desired: int, raw: int, code: str, reason: str, **more) -> Decision:
         return Decision(clamp(desired, limits), raw, reason, code, tuple({**facts, **more}.items()))
 
-    if load == 0 and obs.idle_s >= params.idle_delay_s:
-        return decide(0, 0, "idle", f"idle {obs.idle_s:g}s >= {params.idle_delay_s:g}s: to zero")
-    need = sustained_need(rate, per, params.utilization)
+    hold = idle_hold_s(obs.steady_rate_img_s, params)
+    if obs.visible == 0 and rate == 0 and obs.idle_s >= hold:
+        return decide(0, 0, "idle", f"nothing waiting for {obs.idle_s:g}s >= {hold:g}s: to zero")
+    need = sustained_need(max(rate, obs.steady_rate_img_s), per, params.utilization)
     if obs.visible == 0:
         # Nothing waits: busy instances finish their batches even when stopped, so keep what the
         # arrivals need (one, until the idle delay runs out) and let the rest go.
@@ -152,10 +169,9 @@ def drain(obs: Observation, limits: Limits, params: DrainParams) -> Decision:
             f"nothing waiting: keep {keep} for {rate:g}/s arriving",
             sustained_need=need,
         )
-    projections = [
-        drain_time(load, rate, per, candidate_ready_times(obs, size, params), params.batch_max)
-        for size in range(limits.max + 1)
-    ]
+    fleets = [candidate_ready_times(obs, size, params) for size in range(limits.max + 1)]
+    projections = [drain_time(load, rate, per, f, params.batch_max) for f in fleets]
+    fluid = [fluid_drain_time(load, rate, per, f) for f in fleets]
     best = projections[limits.max]
     if best == NEVER:
         return decide(
@@ -170,7 +186,12 @@ def drain(obs: Observation, limits: Limits, params: DrainParams) -> Decision:
     size = max(
         obs.capacity,
         min(need, limits.max),
-        next(n for n, t in enumerate(projections) if t <= best + _EPSILON),
+        next(
+            n
+            for n, (t, f) in enumerate(zip(projections, fluid, strict=True))
+            # Whole batches decide; the fluid time breaks ties where rounding hides a gain.
+            if t <= best + _EPSILON and f <= fluid[limits.max] + FLUID_TIE_S
+        ),
     )
     starts = min(max(0, size - obs.capacity), obs.warm)
     launches = max(0, size - obs.capacity - starts)

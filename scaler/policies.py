@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 SEED_IMAGES_PER_INSTANCE = 4
 
 
@@ -34,6 +33,7 @@ class Observation:
     # Highest raw demand over the last quiet period; None until the scaler has watched that long.
     window_peak: int | None = None
     arrival_rate_img_s: float = 0.0  # requests per second arriving lately (sustained, not bursts)
+    steady_rate_img_s: float = 0.0  # the same over longer windows: is a trickle still flowing?
     # Seconds until each pending or running instance works: 0 when running. One per capacity.
     ready_in_s: tuple[float, ...] = ()
     warm: int = 0  # stopped instances that a start brings back faster than a launch
@@ -88,8 +88,9 @@ def check_observation(obs: Observation, limits: Limits) -> None:
         raise PolicyError(f"throughput must be a positive number, got {obs.throughput_img_s!r}")
     if obs.window_peak is not None and obs.window_peak < 0:
         raise PolicyError(f"negative window peak {obs.window_peak}")
-    if not (obs.arrival_rate_img_s >= 0 and math.isfinite(obs.arrival_rate_img_s)):
-        raise PolicyError(f"arrival rate must be a number >= 0, got {obs.arrival_rate_img_s!r}")
+    for rate in (obs.arrival_rate_img_s, obs.steady_rate_img_s):
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise PolicyError(f"arrival rates must be numbers >= 0, got {rate!r}")
     if obs.warm < 0 or not obs.idle_s >= 0 or any(not r >= 0 for r in obs.ready_in_s):
         raise PolicyError(f"negative warm pool, idle time or ready time in {obs}")
     if not 0 <= limits.min <= limits.max:

@@ -38,7 +38,8 @@ class SimConfig:
     quiet_period_s: float = 30.0
     pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
     idle_delay_s: float = 2.0
-    arrival_window_s: float = 2.0
+    arrival_window_s: float = 1.0
+    steady_window_s: float = 30.0
     min_billed_s: float = 60.0  # EC2's minimum charge for each start
     horizon_s: float = 3600.0  # after the last arrival, give up (a policy that never drains)
 
@@ -208,10 +209,11 @@ class _Run:
             capacity=capacity(views),
             throughput_img_s=self.config.throughput_img_s,
             window_peak=self.window.peak(now),
-            arrival_rate_img_s=self._arrival_rate(now),
+            arrival_rate_img_s=self._arrival_rate(now, self.config.arrival_window_s),
+            steady_rate_img_s=self._arrival_rate(now, self.config.steady_window_s),
             ready_in_s=tuple(max(0.0, m.ready_at - now) for m in live),
             warm=sum(1 for m in self.machines.values() if m.state == "stopped"),
-            idle_s=self.idle.observe(now, len(self.queue) + in_flight),
+            idle_s=self.idle.observe(now, len(self.queue)),
         )
         decision = self.policy(obs)
         self.window.observe(now, decision.raw)
@@ -242,9 +244,8 @@ class _Run:
         self._push(now + self.config.tick_s, "tick", "")
         return True
 
-    def _arrival_rate(self, now: float) -> float:
+    def _arrival_rate(self, now: float, w: float) -> float:
         """The lesser of the last two windows' rates, as the live gauge reads it: 0 for a burst."""
-        w = self.config.arrival_window_s
         counts = [
             bisect.bisect_right(self.arrived, hi) - bisect.bisect_right(self.arrived, lo)
             for lo, hi in ((now - w, now), (now - 2 * w, now - w))
