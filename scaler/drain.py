@@ -3,11 +3,14 @@
 For each candidate fleet size the policy projects when the backlog would be gone, given the
 arrival rate and the moment each instance can work: running ones now, pending ones when their boot
 should end, added ones after a start from the warm pool (boot_start_s) or, once the pool is used
-up, a launch (boot_new_s). Arrivals keep coming during those boots, which is what sizes a step up
-in sustained load; a burst with no sustained rate behind it is cleared by the warm pool alone when
-new launches could not finish sooner. Candidates within one batch time of the best projection
-drain equally fast, so the smallest of them is chosen. Once nothing has been queued or in flight
-for idle_delay_s, the fleet goes to its minimum.
+up, a launch (boot_new_s). Work finishes in whole batches, so 10 instances clear a burst of 100 as
+soon as 12 do. Arrivals keep coming during the boots, which is what sizes a step up in sustained
+load; a burst has no sustained rate behind it (the rate is the lesser of two short windows), so
+the warm pool alone clears it whenever new launches could not finish sooner.
+
+While work waits the fleet never shrinks. Once nothing waits, it keeps what the arrival rate
+needs, and once nothing has waited for the idle delay (longer while a steady trickle flows) and
+nothing arrives, it goes to its minimum.
 
 Pure: the numbers come in an Observation, nothing here reads a clock or calls AWS.
 """
@@ -193,6 +196,7 @@ def drain(obs: Observation, limits: Limits, params: DrainParams) -> Decision:
             if t <= best + _EPSILON and f <= fluid[limits.max] + FLUID_TIE_S
         ),
     )
+    size = min(size, limits.max)  # a lowered max brings a bigger fleet down
     starts = min(max(0, size - obs.capacity), obs.warm)
     launches = max(0, size - obs.capacity - starts)
     return decide(
