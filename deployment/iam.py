@@ -275,5 +275,12 @@ def web_policy(names: Names, web_image: str = "") -> dict:
             names.queue_arn(f"{s.reply_queue_prefix}*"),
         ),
         _statement("RunScaler", ["sts:AssumeRole"], names.role_arn("scaler")),
+        _statement(
+            # Accepted uploads per second: the scaler's arrival rate.
+            "PublishArrivals",
+            ["cloudwatch:PutMetricData"],
+            "*",  # PutMetricData has no resource type; the namespace condition scopes it
+            {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
     ]
     return _document(*statements, *ecr_pull_statements(names, web_image))

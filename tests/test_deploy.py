@@ -300,14 +300,15 @@ def test_no_policy_grants_everything(clients, deployed):
             assert not any("*" in action for action in s["Action"]), s
             if "*" in s["Resource"]:
                 assert set(s["Action"]) <= resourceless, s
-    put_metric = next(
-        s
-        for s in role_policy(clients, f"{options.name}-worker")
-        if "cloudwatch:PutMetricData" in s["Action"]
-    )
-    assert put_metric["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
-    }
+    for tier in ("worker", "web"):  # throughput; accepted uploads
+        put_metric = next(
+            s
+            for s in role_policy(clients, f"{options.name}-{tier}")
+            if "cloudwatch:PutMetricData" in s["Action"]
+        )
+        assert put_metric["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
+        }
 
 
 def test_policy_tags_match_the_scalers_own():

@@ -165,3 +165,11 @@ def test_registry_binds_the_configuration():
     assert make_policy("drain", config)(obs(100, warm=2)).desired == 2
     with pytest.raises(PolicyError):
         make_policy("fastest", config)
+
+
+def test_every_policy_setting_name_builds_a_policy():
+    from runtime.settings import DEFAULT_POLICY, POLICIES
+
+    assert DEFAULT_POLICY == "drain" and DEFAULT_POLICY in POLICIES
+    for name in POLICIES:
+        assert make_policy(name, PolicyConfig(LIMITS))(obs(100)).desired > 0

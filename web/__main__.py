@@ -14,6 +14,7 @@ from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
 from web.app import create_app
+from web.arrivals import ArrivalCounter
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
+    # Accepted uploads per second, for the scaler's arrival rate.
+    arrivals = ArrivalCounter(make_client("cloudwatch", settings), settings.fleet_name).start()
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(
         settings,
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             dispatcher,
             settings.result_timeout_s,
             Backlog(sqs, request_queue_url, settings.max_backlog),
+            arrivals,
         ),
         ready=store.ready,
         status=status.snapshot,
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         janitor.stop()
         dispatcher.stop()
+        arrivals.stop()
         try:
             sqs.delete_queue(QueueUrl=reply_queue_url)
         except Exception as error:  # noqa: BLE001
