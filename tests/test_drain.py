@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from runtime.settings import DEFAULT_POLICY, POLICIES
 from scaler.drain import (
     NEVER,
     DrainParams,
@@ -168,8 +169,6 @@ def test_registry_binds_the_configuration():
 
 
 def test_every_policy_setting_name_builds_a_policy():
-    from runtime.settings import DEFAULT_POLICY, POLICIES
-
     assert DEFAULT_POLICY == "drain" and DEFAULT_POLICY in POLICIES
     for name in POLICIES:
         assert make_policy(name, PolicyConfig(LIMITS))(obs(100)).desired > 0
