@@ -20,6 +20,8 @@ import pytest
 import requests
 
 from embedded.stack import PLACEHOLDER_CREDENTIALS, wait_http
+from runtime.cloudwatch import read_arrivals
+from runtime.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
 
@@ -61,14 +63,23 @@ def embedded(tmp_path):
     )
     url = f"http://127.0.0.1:{web_port}"
     wait_http(f"{url}/healthz", 90, process)
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=f"http://127.0.0.1:{aws_port}",
-        region_name="us-east-1",
-        aws_access_key_id=PLACEHOLDER_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=PLACEHOLDER_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    yield {"url": url, "process": process, "ports": (aws_port, web_port, status_port), "ec2": ec2}
+
+    def client(service: str):
+        return boto3.client(
+            service,
+            endpoint_url=f"http://127.0.0.1:{aws_port}",
+            region_name="us-east-1",
+            aws_access_key_id=PLACEHOLDER_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=PLACEHOLDER_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    yield {
+        "url": url,
+        "process": process,
+        "ports": (aws_port, web_port, status_port),
+        "ec2": client("ec2"),
+        "cloudwatch": client("cloudwatch"),
+    }
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
@@ -139,6 +150,9 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     assert (last["code"], last["desired"], last["inputs"]["visible"]) == ("idle", 0, 0), last
     assert IDLE_DELAY_S <= last["inputs"]["idle_s"] <= IDLE_DELAY_S + 10 * TICK_S, last
     assert all(d["desired"] == 0 for d in decisions[stopped[-1] :])
+    # The web tier counted every accepted upload for the scaler's arrival rate.
+    counts = read_arrivals(embedded["cloudwatch"], Settings().fleet_name, 600)
+    assert sum(n for _, n in counts) == len(images)
     # No decision between the growth and the stop shrank the fleet to zero while work waited.
     assert all(d["desired"] > 0 for d in decisions[grew:] if d["inputs"]["visible"] > 0)
 
