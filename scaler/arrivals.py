@@ -10,6 +10,7 @@ The simulator computes the same from its exact arrival times.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from runtime.cloudwatch import read_arrivals
 log = logging.getLogger(__name__)
 
 STEADY_WINDOW_S = 30.0
-PUBLISH_LAG_S = 2.0
+PUBLISH_LAG_S = 1.25  # one second to complete, a quarter for web.arrivals to publish it
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ class ArrivalGauge:
             log.warning("arrival counts unreadable (%s); using the last rates", error)
             self._last = Arrivals(self._last.rate_img_s, self._last.steady_img_s, measured=False)
             return self._last
-        # Each count is stamped with the start of its second. The web tier publishes a second
-        # once it is over, on a one-second timer: the last second it surely has is two back.
-        end = float(int(now)) - PUBLISH_LAG_S
+        # Each count is stamped with the start of its second, and the web tier publishes a
+        # second within a quarter second of its end: the windows end at the last such second.
+        end = float(math.floor(now - PUBLISH_LAG_S))
         self._last = Arrivals(
             lesser_window_rate(counts, end, self._window_s),
             lesser_window_rate(counts, end, self._steady_s),

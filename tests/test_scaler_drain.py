@@ -63,8 +63,8 @@ def test_web_counts_reach_the_scaler_as_rates(settings, aws_client):
     now = float(int(time.time()))
     clock = Clock(now - 70)
     counter = ArrivalCounter(cloudwatch, settings.fleet_name, clock=clock)
-    # 5 uploads a second for 68 seconds, counted as the web tier counts them.
-    while clock.now < now - 1:
+    # 5 uploads a second for 70 seconds, counted as the web tier counts them.
+    while clock.now < now:
         counter.add(5)
         clock.now += 1.0
         counter.flush()
@@ -80,7 +80,7 @@ def test_web_counts_reach_the_scaler_as_rates(settings, aws_client):
 def test_a_burst_reads_as_no_rate(settings, aws_client):
     cloudwatch = aws_client("cloudwatch")
     now = float(int(time.time()))
-    publish_arrivals(cloudwatch, settings.fleet_name, {int(now) - 2: 100})
+    publish_arrivals(cloudwatch, settings.fleet_name, {int(now) - 1: 100})
     gauge = ArrivalGauge(cloudwatch, settings.fleet_name, 1.0, clock=lambda: now + 0.5)
     assert gauge.read().rate_img_s == 0.0
 

@@ -208,7 +208,7 @@ def test_percentile_is_nearest_rank():
 # the step comes.
 KNOWN_MISSES = {
     ("sparse-1/120s", "instance_seconds_min60"): 1.5,
-    ("step-1-20-1/s", "p95_s"): 1.05,
+    ("step-1-20-1/s", "p95_s"): 1.2,
 }
 
 

@@ -40,6 +40,8 @@ class SimConfig:
     idle_delay_s: float = 2.0
     arrival_window_s: float = 1.0
     steady_window_s: float = 30.0
+    # The live gauge's windows end where the web tier has surely published: a second back.
+    arrival_lag_s: float = 1.0
     min_billed_s: float = 60.0  # EC2's minimum charge for each start
     horizon_s: float = 3600.0  # after the last arrival, give up (a policy that never drains)
 
@@ -245,7 +247,11 @@ class _Run:
         return True
 
     def _arrival_rate(self, now: float, w: float) -> float:
-        """The lesser of the last two windows' rates, as the live gauge reads it: 0 for a burst."""
+        """The lesser of the last two windows' rates, as the live gauge reads it: 0 for a burst.
+
+        The windows end arrival_lag_s back, where the live gauge's complete seconds end.
+        """
+        now -= self.config.arrival_lag_s
         counts = [
             bisect.bisect_right(self.arrived, hi) - bisect.bisect_right(self.arrived, lo)
             for lo, hi in ((now - w, now), (now - 2 * w, now - w))
