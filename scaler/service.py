@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime.failures import describe
 from runtime.settings import Settings
+from runtime.sqs import QueueAttributeError
 from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
@@ -114,18 +116,31 @@ class Scaler:
         self._img_s = 0.0
 
     def tick(self) -> None:
-        """One round. AWS failures are logged and leave the fleet as it is until the next tick."""
+        """One round. Failures are logged and leave the fleet as it is until the next tick: an
+        AWS error in one line that says what failed, anything unexpected with its traceback."""
+        try:
+            self._tick()
+        except Exception as error:  # noqa: BLE001 - one bad tick must not end the scaler
+            line = f"tick failed ({describe(error)}); fleet stays as it is"
+            log.error("decision %s", line, exc_info=error)
+            self._last_key = ("tick-error",)
+            record = decision_record(self._clock(), self.config.policy, None, None, None)
+            self._remember(
+                {**record, "ok": False, "code": "tick-error", "reason": line, "text": line}
+            )
+
+    def _tick(self) -> None:
         now = self._clock()
         try:
             instances = self._fleet.instances()
         except _AWS_ERRORS as error:
-            self._failed("ec2", f"fleet unreadable ({error}); fleet stays as it is")
+            self._failed("ec2", f"fleet unreadable ({describe(error)}); fleet stays as it is")
             return
         self._follow(instances)
         try:
             depth = self._queue.read()
-        except _AWS_ERRORS as error:
-            self._failed("sqs", f"queue unreadable ({error}); fleet stays as it is")
+        except (*_AWS_ERRORS, QueueAttributeError) as error:
+            self._failed("sqs", f"queue unreadable ({describe(error)}); fleet stays as it is")
             return
         throughput = self._throughput.read()
         arrivals = self._arrivals.read() if self._arrivals else Arrivals(0.0, 0.0, False)
@@ -164,7 +179,7 @@ class Scaler:
         try:
             self._fleet.apply(actions)
         except _AWS_ERRORS as error:
-            self._failed("apply", f"{line} FAILED ({error})", record)
+            self._failed("apply", f"{line} FAILED ({describe(error)})", record)
             return
         self._record((decision.desired, bool(actions)), {**record, "text": line}, bool(actions))
         if actions:
@@ -172,7 +187,9 @@ class Scaler:
             try:
                 self._follow(self._fleet.instances())
             except _AWS_ERRORS as error:
-                log.warning("fleet unreadable after acting (%s); runner follows next tick", error)
+                log.warning(
+                    "fleet unreadable after acting (%s); runner follows next tick", describe(error)
+                )
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
@@ -187,6 +204,9 @@ class Scaler:
             return
         self._last_key = key
         log.log(level, "decision %s", record["text"])
+        self._remember(record)
+
+    def _remember(self, record: dict) -> None:
         with self._lock:
             self._decisions.append(record)
 

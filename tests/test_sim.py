@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from runtime.settings import DEFAULT_POLICY, POLICIES
+from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
+from scaler.arrivals import PUBLISH_LAG_S, STEADY_WINDOW_S
 from scaler.policies import Limits
-from scaler.sim.model import SimConfig, percentile, simulate
+from scaler.sim.model import SimConfig, simulate
 from scaler.sim.traces import Trace, TraceError, burst, bursts, from_csv, standard_traces
 
 KEYS = {
@@ -193,14 +194,6 @@ def test_fleet_min_keeps_instances_and_max_caps_them():
     assert simulate(burst(1000), "seed", config).peak_instances == 3
 
 
-def test_percentile_is_nearest_rank():
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50.0
-    assert percentile(values, 95) == 95.0
-    assert percentile([3.0], 95) == 3.0
-    assert percentile([], 95) == 0.0
-
-
 # Where the default does not beat the original design, and by how much at most (docs/scaling.md
 # says why): a lone request every couple of minutes costs the drain policy one 60 s minimum per
 # restart, where the original's 40 s launches catch a second request more often; and on the step
@@ -226,3 +219,15 @@ def test_default_policy_beats_the_original_design(boot_new_s, boot_start_s):
             for key in ("p95_s", "instance_seconds", "instance_seconds_min60")
         )
     assert much_better >= 6
+
+
+def test_simulated_scaler_uses_the_deployments_defaults():
+    sim, live = SimConfig(), Settings()
+    assert (sim.idle_delay_s, sim.arrival_window_s) == (live.idle_delay_s, live.arrival_window_s)
+    assert (sim.boot_new_s, sim.boot_start_s) == (
+        live.expected_boot_new_s,
+        live.expected_boot_start_s,
+    )
+    assert sim.arrival_lag_s == pytest.approx(PUBLISH_LAG_S, abs=0.25)
+    assert (sim.tick_s, sim.pool.warm_pool_max) == (live.scaler_tick_s, live.warm_pool_max)
+    assert sim.steady_window_s == STEADY_WINDOW_S
