@@ -80,7 +80,7 @@ def test_the_worker_model_loads_and_classifies_with_no_network(client):
     script = (
         "import sys; from pathlib import Path; "
         "from worker.imaging import decode; from worker.models import load_classifier; "
-        "c = load_classifier('efficientnet_lite0'); "
+        "c = load_classifier('efficientnet_lite0', optimize='eager'); "
         "t = c.prepare(decode(Path('/photos/chelsea.jpg').read_bytes())); "
         "print(c.classify([t])[0][0][0])"
     )
