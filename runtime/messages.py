@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import asdict, dataclass, field
 
 VERSION = 1
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_FILENAME = 255
 
 
@@ -38,9 +39,22 @@ def _load(body: str) -> dict:
     return obj
 
 
-def _check_id(value: str) -> str:
-    if not _ID.match(value):
-        raise MessageError("id is not a 32-digit hex request id")
+def _check_id(value: str, name: str = "id") -> str:
+    # fullmatch: `$` would also accept a trailing newline, which then reaches keys and logs.
+    if not _ID.fullmatch(value):
+        raise MessageError(f"{name} is not 32 hex digits")
+    return value
+
+
+def new_token() -> str:
+    """A fresh secret that binds one submission to its reply (see Request.token)."""
+    return secrets.token_hex(16)
+
+
+def _optional_hex(obj: dict, name: str, digits: int = 32) -> str:
+    value = obj.get(name, "")
+    if not isinstance(value, str) or value and not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
+        raise MessageError(f"field {name!r} is not {digits} hex digits")
     return value
 
 
@@ -53,6 +67,9 @@ class Request:
     filename: str
     reply_to: str
     deadline: float  # epoch seconds; past it nobody waits for the answer
+    # A per-submission secret the worker echoes in its Result: the web tier hands a reply only
+    # to the submission that carries the same token, never to another one that reused the id.
+    token: str = ""
     v: int = VERSION
 
     def encode(self) -> str:
@@ -67,6 +84,7 @@ class Request:
             filename=_require(obj, "filename", str)[:_MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
             deadline=float(_require(obj, "deadline", (int, float))),
+            token=_optional_hex(obj, "token"),
         )
         if request.key != f"uploads/{request.id}":
             raise MessageError("key does not belong to the request id")
@@ -97,6 +115,10 @@ class Result:
     top5: list[dict] = field(default_factory=list)
     error: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    token: str = ""  # the Request's token, echoed
+    # SHA-256 of the bytes the worker classified: the web tier caches a result under this hash
+    # only, never under the hash of what it believes it uploaded.
+    sha256: str = ""
     v: int = VERSION
 
     @property
@@ -121,4 +143,6 @@ class Result:
             top5=top5,
             error=obj.get("error", "") or "",
             timings_ms=timings,
+            token=_optional_hex(obj, "token"),
+            sha256=_optional_hex(obj, "sha256", 64),
         )

@@ -35,11 +35,14 @@ def test_duplicate_reply_completes_the_waiter_once(aws_client):
     url = create_reply_queue(sqs, "dup-reply-", "one")
     dispatcher = ReplyDispatcher(sqs, url, wait_s=1).start()
     try:
-        future = dispatcher.expect("f" * 32)
-        other = dispatcher.expect("e" * 32)
+        future = dispatcher.expect("f" * 32, "1" * 32)
+        other = dispatcher.expect("e" * 32, "2" * 32)
         for label in ("first", "second"):
-            reply = Result(id="f" * 32, filename="x", label=label)
+            reply = Result(id="f" * 32, filename="x", label=label, token="1" * 32)
             sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+        # A reply under the waiter's id but without its token is someone else's: dropped.
+        forged = Result(id="e" * 32, filename="x", label="forged", token="3" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody=forged.encode())
         assert future.result(timeout=10).label in ("first", "second")
         with pytest.raises(FutureTimeout):
             other.result(timeout=2)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key
+from runtime.messages import MessageError, Request, Result, cache_key, new_token
+from web.dispatcher import RequestIdInUse
+
+# Cache entries belong to no request: whoever hits one gets it under its own id and filename.
+_ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
+# S3's answers to a conditional write whose key exists (412), or that lost a race (409).
+_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 class Unavailable(RuntimeError):
@@ -46,12 +53,21 @@ class UploadStore:
             filename=filename,
             reply_to=self._reply_queue_url,
             deadline=self._clock() + self._timeout_s,
+            token=new_token(),
         )
 
     def submit(self, request: Request, data: bytes) -> None:
-        """Store the bytes, then queue the request; on failure leave nothing half-written."""
+        """Store the bytes, then queue the request; on failure leave nothing half-written.
+
+        The upload is written only if its key is new, so a client-chosen id can never replace
+        the bytes of another submission that a worker is about to read.
+        """
         try:
-            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data)
+            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _TAKEN:
+                raise RequestIdInUse(request.id) from None
+            raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
@@ -63,26 +79,41 @@ class UploadStore:
     def result(self, request_id: str) -> Result | None:
         return self._read(f"results/{request_id}.json")
 
-    def cached(self, sha256: str) -> Result | None:
-        """The stored result for the same bytes and model, if the cache is on and has one."""
+    def cached(self, sha256: str, request: Request) -> Result | None:
+        """The cached result for the same bytes and model, as the answer to `request`: its own
+        id and filename, nothing of whoever uploaded the bytes first."""
         if self._cache_namespace is None:
             return None
         try:
-            return self._read(cache_key(*self._cache_namespace, sha256))
+            hit = self._read(cache_key(*self._cache_namespace, sha256))
         except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
             return None
+        if hit is None or not hit.ok:
+            return None
+        return dataclasses.replace(hit, id=request.id, filename=request.filename, token="")
 
-    def remember(self, sha256: str, result: Result) -> None:
-        """Fill the cache from a fresh result (the web tier has both the hash and the reply)."""
-        if self._cache_namespace is None or not result.ok:
+    def remember(self, result: Result) -> None:
+        """Fill the cache from a fresh result, under the hash of the bytes the worker says it
+        classified (a result without one is not cached)."""
+        if self._cache_namespace is None or not result.ok or not result.sha256:
             return
+        self._write(
+            cache_key(*self._cache_namespace, result.sha256),
+            dataclasses.replace(result, **_ANONYMOUS),
+        )
+
+    def record(self, result: Result) -> None:
+        """Store a cache hit's answer under its own id, so GET /results/<id> finds it; never
+        over a result that is already there."""
+        self._write(f"results/{result.id}.json", result, only_new=True)
+
+    def _write(self, key: str, result: Result, *, only_new: bool = False) -> None:
+        condition = {"IfNoneMatch": "*"} if only_new else {}
         try:
             self._s3.put_object(
-                Bucket=self._output,
-                Key=cache_key(*self._cache_namespace, sha256),
-                Body=result.encode().encode(),
+                Bucket=self._output, Key=key, Body=result.encode().encode(), **condition
             )
-        except Exception:  # noqa: BLE001, S110 - a later miss is the only cost
+        except Exception:  # noqa: BLE001, S110 - a later miss or 404 is the only cost
             pass
 
     def _read(self, key: str) -> Result | None:

@@ -12,6 +12,7 @@ turn.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -37,6 +38,7 @@ class Job:
     receipt: str
     request: Request | None = None
     data: bytes = b""
+    sha256: str = ""  # of `data`: the web tier caches the result under this hash only
     tensor: object = None
     result: Result | None = None
     retry: bool = False  # a transient failure: leave the message for redelivery
@@ -222,6 +224,8 @@ class Consumer:
                 label=top5[0][0],
                 top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
                 timings_ms=timings,
+                token=job.request.token,
+                sha256=job.sha256,
             )
 
     def _finish(self, batch: Batch) -> None:
@@ -271,6 +275,7 @@ class Consumer:
     def _load(self, job: Job) -> None:
         try:
             job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
+            job.sha256 = hashlib.sha256(job.data).hexdigest()
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 job.result = self._error(job, "the uploaded image is gone")
@@ -287,7 +292,13 @@ class Consumer:
 
     def _error(self, job: Job, reason: str) -> Result:
         log.info("request %s failed: %s", job.request.id, reason)
-        return Result(id=job.request.id, filename=job.request.filename, error=reason)
+        return Result(
+            id=job.request.id,
+            filename=job.request.filename,
+            error=reason,
+            token=job.request.token,
+            sha256=job.sha256,
+        )
 
     def _store(self, job: Job) -> None:
         try:
@@ -352,6 +363,7 @@ def _salvage(body: str, reply_prefix: str) -> Request | None:
             "filename": str(obj.get("filename", ""))[:255],
             "reply_to": obj["reply_to"],
             "deadline": 0,
+            "token": obj.get("token", ""),  # so the error reaches the client that waits
         }
         return Request.decode(json.dumps(probe), reply_prefix=reply_prefix)
     except (ValueError, KeyError, TypeError):
