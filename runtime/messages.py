@@ -7,6 +7,7 @@ that a reply-to address belongs to this deployment before a tier acts on it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -27,16 +28,59 @@ def _require(obj: dict, name: str, kind: type | tuple[type, ...]):
     return value
 
 
-def _load(body: str) -> dict:
+# SQS bodies are at most 256 KiB; our messages are a few hundred bytes and four levels deep.
+MAX_BODY_CHARS = 256 * 1024
+MAX_DEPTH = 8
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def load_json(body: str) -> dict:
+    """A JSON object from an untrusted body, bounded in size and depth; MessageError otherwise.
+
+    Why bounded: a number like 1e400 or 10**400, or 200k nested brackets, raises Overflow- or
+    RecursionError rather than ValueError, which would escape every `except MessageError`.
+    """
+    if not isinstance(body, str) or len(body) > MAX_BODY_CHARS:
+        raise MessageError("body is not text or longer than a message can be")
     try:
-        obj = json.loads(body)
-    except (ValueError, TypeError):
-        raise MessageError("body is not JSON") from None
+        obj = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        raise MessageError("body is not JSON (or nested too deep)") from None
     if not isinstance(obj, dict):
         raise MessageError("body is not a JSON object")
+    _check_depth(obj)
+    return obj
+
+
+def _check_depth(obj: object) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MessageError(f"body is nested more than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _load(body: str) -> dict:
+    obj = load_json(body)
     if obj.get("v") != VERSION:
         raise MessageError(f"unknown message version {obj.get('v')!r}")
     return obj
+
+
+def _finite(value: float, name: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        raise MessageError(f"field {name!r} is out of range") from None
+    if not math.isfinite(number):
+        raise MessageError(f"field {name!r} is not finite")
+    return number
 
 
 def _check_id(value: str, name: str = "id") -> str:
@@ -83,7 +127,7 @@ class Request:
             key=_require(obj, "key", str),
             filename=_require(obj, "filename", str)[:_MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
-            deadline=float(_require(obj, "deadline", (int, float))),
+            deadline=_finite(_require(obj, "deadline", (int, float)), "deadline"),
             token=_optional_hex(obj, "token"),
         )
         if request.key != f"uploads/{request.id}":

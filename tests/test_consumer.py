@@ -236,3 +236,41 @@ def test_model_fault_leaves_the_batch_for_redelivery(env):
     drain_once(env)
     assert receive(env, env["reply"]) == []
     assert depth(env, env["urls"]["request_queue_url"]) == 1  # not deleted
+
+
+def _crafted_bodies(env) -> list[str]:
+    """Issue 11 finding 3: bodies whose parsing raised something other than MessageError."""
+    sound = json.loads(send_body(env, 90))
+    huge_deadline = json.dumps(sound).replace(
+        json.dumps(sound["deadline"]), "1" + "0" * 400
+    )  # 10**400: float() overflows
+    return [huge_deadline, "[" * 200_000 + "]" * 200_000, '{"v": 1, "deadline": NaN}']
+
+
+def send_body(env, index: int) -> str:
+    request_id = f"{index:032x}"
+    return Request(
+        id=request_id,
+        key=f"uploads/{request_id}",
+        filename=f"f{index}.jpg",
+        reply_to=env["reply"],
+        deadline=time.time() + 60,
+    ).encode()
+
+
+def test_crafted_messages_fail_alone_and_the_batch_is_classified(env):
+    queue_url = env["urls"]["request_queue_url"]
+    for body in _crafted_bodies(env):
+        env["sqs"].send_message(QueueUrl=queue_url, MessageBody=body)
+    good = [send(env, i, f"img{i}".encode()) for i in range(4)]
+    messages = []
+    while len(messages) < 7:
+        messages += env["consumer"]._receive()
+    env["consumer"].process(messages)  # one batch: 3 crafted + 4 sound
+    assert env["classifier"].batches == [4]
+    replies = {r.id: r for r in map(Result.decode, (m["Body"] for m in receive(env, env["reply"])))}
+    assert all(replies[request.id].ok for request in good)
+    # The overflowing deadline still names an id and a reply queue: its client hears why.
+    assert "out of range" in replies[f"{90:032x}"].error
+    stats = env["consumer"].stats
+    assert stats._in_hand == 0 and stats.busy_s > 0  # the busy clock stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
@@ -47,5 +48,21 @@ def test_duplicate_reply_completes_the_waiter_once(aws_client):
         with pytest.raises(FutureTimeout):
             other.result(timeout=2)
         assert dispatcher.waiting == 1  # only the unanswered one is left
+    finally:
+        dispatcher.stop()
+
+
+def test_a_crafted_reply_does_not_stop_the_dispatcher(aws_client):
+    """Issue 11 finding 4: a reply nested 200k deep killed the thread; every upload then 504."""
+    sqs = aws_client("sqs")
+    url = create_reply_queue(sqs, "deep-reply-", "one")
+    dispatcher = ReplyDispatcher(sqs, url, wait_s=1).start()
+    try:
+        future = dispatcher.expect("d" * 32, "4" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody="[" * 200_000 + "]" * 200_000)
+        time.sleep(2)  # let the dispatcher take the crafted reply first
+        reply = Result(id="d" * 32, filename="x", label="real", token="4" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+        assert future.result(timeout=20).label == "real"
     finally:
         dispatcher.stop()

@@ -80,7 +80,10 @@ class ReplyDispatcher:
                 continue
             messages = response.get("Messages", [])
             for message in messages:
-                self._complete(message["Body"])
+                try:
+                    self._complete(message.get("Body"))
+                except Exception:  # noqa: BLE001 - one bad reply must not end this thread
+                    log.exception("dropped a reply that could not be handled")
             if messages:
                 self._delete(messages)
 

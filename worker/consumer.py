@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result, load_json
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ class Stats:
     _since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def _leave(self) -> None:
+        self._in_hand -= 1
+        if self._in_hand == 0:
+            self.busy_s += time.perf_counter() - self._since
+
     @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
@@ -71,11 +76,14 @@ class Stats:
                 self._since = time.perf_counter()
             self._in_hand += 1
 
+    def abandon(self) -> None:
+        """A batch given back before it finished: it no longer counts as in hand."""
+        with self._lock:
+            self._leave()
+
     def end(self, images: int, errors: int, size: int) -> None:
         with self._lock:
-            self._in_hand -= 1
-            if self._in_hand == 0:
-                self.busy_s += time.perf_counter() - self._since
+            self._leave()
             self.images += images
             self.errors += errors
             self.batches += 1
@@ -195,9 +203,13 @@ class Consumer:
     def _take(self, messages: list[dict]) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
         self.stats.begin()
-        batch = Batch(jobs=[self._parse(message) for message in messages])
-        self._keeper.track(batch.receipts)
-        list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
+        try:
+            batch = Batch(jobs=[self._parse(message) for message in messages])
+            self._keeper.track(batch.receipts)
+            list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
+        except BaseException:
+            self.stats.abandon()  # else the busy clock never stops and throughput goes unreported
+            raise
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
         return batch
 
@@ -355,7 +367,7 @@ class Consumer:
 def _salvage(body: str, reply_prefix: str) -> Request | None:
     """From a message that fails validation, the id and an own reply queue, if both are sound."""
     try:
-        obj = json.loads(body)
+        obj = load_json(body)
         probe = {
             "v": 1,
             "id": obj["id"],
@@ -366,5 +378,5 @@ def _salvage(body: str, reply_prefix: str) -> Request | None:
             "token": obj.get("token", ""),  # so the error reaches the client that waits
         }
         return Request.decode(json.dumps(probe), reply_prefix=reply_prefix)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # MessageError is a ValueError
         return None
