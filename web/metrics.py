@@ -25,6 +25,8 @@ from runtime.logs import current_request_id
 log = logging.getLogger(__name__)
 
 UPLOAD_ROUTES = ("/upload", "/")
+# Labels come from a fixed set: a client choosing the method or path must not create series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 OUTCOMES = ("ok", "error", "timeout")
 # Uploads wait for a worker: seconds to a minute, and a cold fleet's first answer takes longer.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -152,8 +154,9 @@ class WebMetrics:
         elapsed_s = time.perf_counter() - req.context.get("started", time.perf_counter())
         route = req.uri_template or ("/static" if req.path.startswith("/static/") else "other")
         status = resp.status_code
-        self.requests.labels(req.method, route, str(status)).inc()
-        self.latency.labels(req.method, route).observe(elapsed_s)
+        method = req.method if req.method in METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(elapsed_s)
         if req.method != "POST" or route not in UPLOAD_ROUTES:
             return
         request_id = current_request_id.get() or req.get_header("X-Request-Id") or "-"
