@@ -38,6 +38,9 @@ class Settings:
         256, "Waitress worker threads: each waiting upload holds one, so >= peak uploads", "web"
     )
     web_connection_limit: int = _setting(1024, "Waitress open-connection limit", "web")
+    web_idle_timeout_s: int = _setting(
+        20, "a connection that sends nothing this long (a stalled body) is closed", "web"
+    )
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
@@ -125,6 +128,7 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),

@@ -20,6 +20,7 @@ from web.guards import Backlog
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
+from web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("web")
 
@@ -96,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.web_threads,
         connection_limit=settings.web_connection_limit,
         backlog=2048,
-        # A backstop for bodies without a length; the app answers oversize uploads itself.
-        max_request_body_size=settings.max_upload_bytes * 4 + 1024 * 1024,
-        channel_timeout=int(settings.result_timeout_s) + 30,
+        # Waitress buffers a whole body before the app sees it: refuse anything over the upload
+        # limit plus multipart framing while reading the headers, not after buffering it.
+        max_request_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD + 1,
+        # Closes only connections with no request in the app, so a stalled body (slowloris)
+        # is dropped while an upload that waits for its worker is kept.
+        channel_timeout=settings.web_idle_timeout_s,
+        cleanup_interval=max(1, settings.web_idle_timeout_s // 2),
         ident="classifier",
     )
     signal.signal(signal.SIGTERM, _raise_shutdown)

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}  # what the worker's decoders read
-_MULTIPART_OVERHEAD = 64 * 1024
+MULTIPART_OVERHEAD = 64 * 1024
 _MAX_NAME = 128
 
 
@@ -45,13 +45,18 @@ def make_validator(max_upload_bytes: int, max_pixels: int):
     """The `falcon.before` hook that parses and checks one multipart upload."""
 
     def validate_upload(req: falcon.Request, resp, resource, params) -> None:
-        if req.content_length and req.content_length > max_upload_bytes + _MULTIPART_OVERHEAD:
+        if req.content_length and req.content_length > max_upload_bytes + MULTIPART_OVERHEAD:
             raise falcon.HTTPContentTooLarge(
                 description=f"upload is larger than the {max_upload_bytes}-byte limit"
             )
         if not (req.content_type or "").startswith("multipart/form-data"):
             raise falcon.HTTPBadRequest(
                 description="expected multipart/form-data with an image in field 'myfile'"
+            )
+        if req.content_length is None:
+            # Waitress reads a body without a length (and without chunking) as empty.
+            raise falcon.HTTPLengthRequired(
+                description="send Content-Length (or chunked transfer encoding) with the upload"
             )
         part = _find_file_part(req)
         data = part.stream.read(max_upload_bytes + 1)
