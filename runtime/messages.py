@@ -121,6 +121,7 @@ class Request:
 
     @classmethod
     def decode(cls, body: str, reply_prefix: str | None = None) -> Request:
+        """`reply_prefix`: the URL every reply queue starts with (reply_url_prefix)."""
         obj = _load(body)
         request = cls(
             id=_check_id(_require(obj, "id", str)),
@@ -142,10 +143,23 @@ def cache_key(model: str, preprocess: str, sha256: str) -> str:
     return f"cache/{model}/{preprocess}/{sha256}.json"
 
 
-def _is_own_queue(url: str, prefix: str) -> bool:
-    # A queue URL ends in /<account>/<name>; only the name is ours to check.
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    return url.startswith(("http://", "https://")) and name.startswith(prefix)
+def reply_url_prefix(request_queue_url: str, name_prefix: str) -> str:
+    """What every reply queue URL of this deployment starts with: the request queue's own
+    endpoint and account, then the reply queues' name prefix."""
+    return request_queue_url.rsplit("/", 1)[0] + "/" + name_prefix
+
+
+_QUEUE_NAME_TAIL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def _is_own_queue(url: str, url_prefix: str) -> bool:
+    # Exactly <this endpoint>/<this account>/<prefix><name chars>: another host, account,
+    # path or scheme that merely ends in a matching name is someone else's queue.
+    return (
+        url_prefix.startswith(("http://", "https://"))
+        and url.startswith(url_prefix)
+        and _QUEUE_NAME_TAIL.fullmatch(url[len(url_prefix) :]) is not None
+    )
 
 
 @dataclass(frozen=True)

@@ -150,18 +150,30 @@ def test_unparseable_message_ends_in_the_dlq(env):
     assert depth(env, env["urls"]["dead_letter_queue_url"]) == 1
 
 
-def test_foreign_reply_queue_is_refused(env):
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
+        # Issue 11 finding 9: the right name prefix on another host or account is not ours.
+        "https://evil.example/123456789012/{prefix}x",
+        "{base}/999999999999/{prefix}x",
+    ],
+)
+def test_foreign_reply_queue_is_refused(env, reply_to):
     request_id = "e" * 32
+    base = env["urls"]["request_queue_url"].rsplit("/", 2)[0]
     body = Request(
         id=request_id,
         key=f"uploads/{request_id}",
         filename="x.jpg",
-        reply_to="https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
+        reply_to=reply_to.format(prefix=env["settings"].reply_queue_prefix, base=base),
         deadline=time.time() + 60,
     ).encode()
+    bucket = env["settings"].input_bucket
+    env["s3"].put_object(Bucket=bucket, Key=f"uploads/{request_id}", Body=b"x")
     env["sqs"].send_message(QueueUrl=env["urls"]["request_queue_url"], MessageBody=body)
     drain_once(env)
-    assert env["classifier"].batches == []
+    assert env["classifier"].batches == []  # refused before any work, nothing sent anywhere
 
 
 def test_duplicate_delivery_stores_one_result(env):

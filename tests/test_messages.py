@@ -8,7 +8,8 @@ import pytest
 
 from runtime.messages import MessageError, Request, Result
 
-OWN = "http://127.0.0.1:4566/123456789012/svc-reply-abc"
+PREFIX = "http://127.0.0.1:4566/123456789012/svc-reply-"
+OWN = PREFIX + "abc"
 GOOD = {
     "v": 1,
     "id": "a" * 32,
@@ -20,8 +21,8 @@ GOOD = {
 
 
 def test_request_round_trip():
-    request = Request.decode(json.dumps(GOOD), reply_prefix="svc-reply-")
-    assert Request.decode(request.encode(), reply_prefix="svc-reply-") == request
+    request = Request.decode(json.dumps(GOOD), reply_prefix=PREFIX)
+    assert Request.decode(request.encode(), reply_prefix=PREFIX) == request
 
 
 @pytest.mark.parametrize(
@@ -35,13 +36,19 @@ def test_request_round_trip():
         ({"key": "../secret"}, "key"),
         ({"reply_to": "https://sqs.us-east-1.amazonaws.com/999/attacker"}, "reply_to"),
         ({"reply_to": "file:///etc/passwd#svc-reply-x"}, "reply_to"),
+        # Issue 11 finding 9: a matching name on another host, account or path is not ours.
+        ({"reply_to": "http://evil.example/123456789012/svc-reply-abc"}, "reply_to"),
+        ({"reply_to": "http://127.0.0.1:4566/999999999999/svc-reply-abc"}, "reply_to"),
+        ({"reply_to": OWN + "/../../other"}, "reply_to"),
+        ({"id": "a" * 32 + "\n", "key": "uploads/" + "a" * 32 + "\n"}, "id"),
+        ({"deadline": 10**400}, "deadline"),
         ({"deadline": "soon"}, "deadline"),
         ({"deadline": True}, "deadline"),
     ],
 )
 def test_request_refuses(change, reason):
     with pytest.raises(MessageError, match=reason):
-        Request.decode(json.dumps({**GOOD, **change}), reply_prefix="svc-reply-")
+        Request.decode(json.dumps({**GOOD, **change}), reply_prefix=PREFIX)
 
 
 @pytest.mark.parametrize("body", ["", "not json", "[]", "null", '"x"'])

@@ -24,8 +24,9 @@ def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
     app.add_route("/results/{request_id}", ResultResource(gateway, check_api_key))
     app.add_route("/healthz", HealthResource(ready))
-    app.add_route("/status", StatusResource(metrics.status))
-    app.add_route("/metrics", MetricsResource(metrics))
+    # With an API key set, only /healthz, the page and its static files stay open.
+    app.add_route("/status", StatusResource(metrics.status, check_api_key))
+    app.add_route("/metrics", MetricsResource(metrics, check_api_key))
     app.add_static_route("/static", STATIC_DIR)
     errors.install(app)
     return app

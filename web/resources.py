@@ -9,7 +9,7 @@ import falcon
 from web.gateway import Gateway
 from web.uploads import Upload
 
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: `$` would let a trailing newline in
 
 
 def prefers_json(req: falcon.Request) -> bool:
@@ -29,7 +29,7 @@ def client_request_id(req: falcon.Request) -> str | None:
     value = req.get_header("X-Request-Id")
     if value is None:
         return None
-    if not _REQUEST_ID.match(value):
+    if not _REQUEST_ID.fullmatch(value):
         raise falcon.HTTPBadRequest(description="X-Request-Id must be 32 lowercase hex digits")
     return value
 
@@ -66,7 +66,7 @@ class ResultResource:
 
     @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
-        result = self._gateway.result(request_id) if _REQUEST_ID.match(request_id) else None
+        result = self._gateway.result(request_id) if _REQUEST_ID.fullmatch(request_id) else None
         if result is None:
             raise falcon.HTTPNotFound(description=f"no result for {request_id[:64]!r}")
         resp.media = result.__dict__
@@ -88,8 +88,10 @@ class HealthResource:
 
 
 class StatusResource:
-    def __init__(self, snapshot):
+    def __init__(self, snapshot, check_api_key):
         self._snapshot = snapshot
+        self.check_api_key = check_api_key  # queue depth and fleet size are the operator's
 
+    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._snapshot()

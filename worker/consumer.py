@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, load_json
+from runtime.messages import MessageError, Request, Result, load_json, reply_url_prefix
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Consumer:
         self._classifier, self._decode = classifier, decode
         self._queue_url = queue_url
         self._input, self._output = input_bucket, output_bucket
-        self._reply_prefix = reply_prefix
+        self._reply_prefix = reply_url_prefix(queue_url, reply_prefix)
         self._batch_max, self._wait_s = batch_max, wait_s
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")

@@ -61,12 +61,18 @@ function percent(score) {
   return `${(score * 100).toFixed(1)}%`;
 }
 
-async function classify(file, card) {
-  const form = new FormData();
-  form.append("myfile", file, file.name);
+// JSON, with the API key when one is entered (uploads, results and /status need it if set).
+function jsonHeaders() {
   const headers = { Accept: "application/json" };
   const key = $("api-key").value.trim();
   if (key) headers["X-Api-Key"] = key;
+  return headers;
+}
+
+async function classify(file, card) {
+  const form = new FormData();
+  form.append("myfile", file, file.name);
+  const headers = jsonHeaders();
   try {
     const response = await fetch("/upload", { method: "POST", body: form, headers });
     const answer = await response.json().catch(() => ({}));
@@ -261,7 +267,7 @@ async function poll() {
   polling = true;
   const connection = $("connection");
   try {
-    const response = await fetch("/status", { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await fetch("/status", { cache: "no-store", headers: jsonHeaders() });
     if (!response.ok) throw new Error(`status ${response.status}`);
     render(await response.json());
     connection.textContent = "live";
