@@ -66,6 +66,9 @@ class Settings:
     preprocess: str = _setting("default", "'default' (the model's own) or 'reference'", "worker")
     batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
     visibility_timeout_s: int = _setting(30, "SQS visibility timeout for requests", "worker")
+    worker_decode_budget_mb: int = _setting(
+        1024, "estimated peak memory of the decodes a worker runs at once", "worker"
+    )
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
     torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
@@ -136,6 +139,7 @@ class Settings:
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
+            (self.worker_decode_budget_mb >= 1, "WORKER_DECODE_BUDGET_MB must be >= 1"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),

@@ -286,3 +286,20 @@ def test_crafted_messages_fail_alone_and_the_batch_is_classified(env):
     assert "out of range" in replies[f"{90:032x}"].error
     stats = env["consumer"].stats
     assert stats._in_hand == 0 and stats.busy_s > 0  # the busy clock stopped
+
+
+def test_the_worker_refuses_an_image_over_the_decoded_size_limit(env):
+    """Issue 11 finding 6: the worker decoded without the pixel limit; a request put on the
+    queue behind the web tier's back must not make it allocate a gigabyte."""
+    from tests.big_images import png16
+    from worker.budget import DecodeBudget
+    from worker.imaging import decode
+
+    consumer = env["consumer"]
+    consumer._decode = decode
+    consumer._budget = DecodeBudget(2**30, Settings().max_pixels)
+    send(env, 5, png16(6300, 6300))
+    drain_once(env)
+    (reply,) = [Result.decode(m["Body"]) for m in receive(env, env["reply"])]
+    assert "more than the 114 MiB allowed" in reply.error
+    assert env["classifier"].batches == []

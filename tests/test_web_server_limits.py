@@ -68,7 +68,7 @@ def test_multipart_without_content_length_is_411(web):
 
 def test_a_body_far_over_the_limit_is_refused_before_it_is_sent(web):
     with _connect(web) as sock:
-        sock.sendall(_head(LIMIT * 3))  # the headers only: the server must not wait for 3 MB
+        sock.sendall(_head(LIMIT * 3))  # the headers only: the server must not wait for 3 MiB
         assert _status_line(sock).startswith("HTTP/1.1 413")
 
 

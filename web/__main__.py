@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.web_threads,
         connection_limit=settings.web_connection_limit,
         backlog=2048,
-        # Waitress buffers a whole body before the app sees it: refuse anything over the upload
-        # limit plus multipart framing while reading the headers, not after buffering it.
-        max_request_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD + 1,
+        # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
+        # the upload limit is refused while the headers are read (Waitress's own 413), not
+        # after buffering it; up to that margin the app answers with its one-line reason.
+        max_request_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD + 2**20,
         # Closes only connections with no request in the app, so a stalled body (slowloris)
         # is dropped while an upload that waits for its worker is kept.
         channel_timeout=settings.web_idle_timeout_s,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import falcon
 from PIL import Image, UnidentifiedImageError
 
+from runtime.pixels import footprint, limit_bytes
+
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}  # what the worker's decoders read
 MULTIPART_OVERHEAD = 64 * 1024
@@ -108,5 +110,12 @@ def _sniff_image(data: bytes, max_pixels: int) -> str:
     if width * height > max_pixels:
         raise falcon.HTTPContentTooLarge(
             description=f"image is {width}x{height}, more than the {max_pixels}-pixel limit"
+        )
+    # Bytes per pixel count too: a 16-bit or 4-channel image takes 2-4x the memory decoded.
+    size = footprint(data)
+    if size.decoded_bytes > limit_bytes(max_pixels):
+        raise falcon.HTTPContentTooLarge(
+            description=f"image is {size.describe()}: more than the {max_pixels} 8-bit RGB "
+            "pixels' worth of memory allowed"
         )
     return fmt

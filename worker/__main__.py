@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     # Imported here so that --help and bad settings answer without loading torch.
+    from worker.budget import DecodeBudget
     from worker.consumer import Consumer
     from worker.imaging import decode
     from worker.metrics import serve_metrics
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
+        budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
     )
     on_stop.append(consumer.request_stop)
     if stop.is_set():

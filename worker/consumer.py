@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import ClientError
 
 from runtime.messages import MessageError, Request, Result, load_json, reply_url_prefix
+from worker.budget import DecodeBudget
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Consumer:
         wait_s: int = 10,
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
+        budget: DecodeBudget | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -129,6 +131,8 @@ class Consumer:
         self._reply_prefix = reply_url_prefix(queue_url, reply_prefix)
         self._batch_max, self._wait_s = batch_max, wait_s
         self._clock = clock
+        # Unbounded only in unit tests with stand-in decoders; main() always passes one.
+        self._budget = budget or DecodeBudget(2**62, 2**60)
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout_s)
         self._stopping = threading.Event()
@@ -298,7 +302,8 @@ class Consumer:
             job.retry = True
             return
         try:
-            job.tensor = self._classifier.prepare(self._decode(job.data))
+            with self._budget.reserve(job.data):  # refuses what is over the pixel limit
+                job.tensor = self._classifier.prepare(self._decode(job.data))
         except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
             job.result = self._error(job, f"cannot decode the image: {error}")
 
