@@ -29,7 +29,7 @@ def _big_jpeg(name: str, side: int = 5000) -> bytes:
     return buffer.getvalue()
 
 
-def _wait_taken(sqs, queue_url: str, limit_s: float = 60) -> None:
+def _wait_taken(sqs, queue_url: str, limit_s: float = 300) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         attributes = sqs.get_queue_attributes(

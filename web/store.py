@@ -15,6 +15,7 @@ from web.dispatcher import RequestIdInUse
 # Cache entries belong to no request: whoever hits one gets it under its own id and filename.
 _ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
 # S3's answers to a conditional write whose key exists (412), or that lost a race (409).
+_CLOCK_SKEW_S = 10.0  # between this host and S3's LastModified
 _TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
@@ -63,11 +64,13 @@ class UploadStore:
         the bytes of another submission that a worker is about to read.
         """
         try:
-            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*")
+            self._put_upload(request, data)
         except ClientError as error:
             if error.response["Error"]["Code"] in _TAKEN:
                 raise RequestIdInUse(request.id) from None
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
+        except RequestIdInUse:
+            raise
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
@@ -76,8 +79,27 @@ class UploadStore:
             self._discard(request.key)
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
+    def _put_upload(self, request: Request, data: bytes) -> None:
+        """Write the bytes only if the key is new, or if it belongs to a submission whose
+        deadline passed long ago (nobody waits for it and a worker skips its message), so a
+        client may retry under its own id after a 504. The replacement is conditional on the
+        old object's ETag: of two retries racing for it, one wins, the other gets a 409."""
+        try:
+            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*")
+            return
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in _TAKEN:
+                raise
+        head = self._s3.head_object(Bucket=self._input, Key=request.key)
+        if self._clock() - head["LastModified"].timestamp() < self._timeout_s + _CLOCK_SKEW_S:
+            raise RequestIdInUse(request.id)
+        self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfMatch=head["ETag"])
+
     def result(self, request_id: str) -> Result | None:
-        return self._read(f"results/{request_id}.json")
+        try:
+            return self._read(f"results/{request_id}.json")
+        except Exception as error:  # noqa: BLE001 - AWS away: a 503 to retry, never a 500
+            raise Unavailable(f"could not read results: {type(error).__name__}") from error
 
     def cached(self, sha256: str, request: Request) -> Result | None:
         """The cached result for the same bytes and model, as the answer to `request`: its own
