@@ -44,6 +44,9 @@ class Settings:
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    web_upload_memory_mb: int = _setting(
+        512, "upload bodies the web process holds at once; more wait (503 after the timeout)", "web"
+    )
     result_cache: bool = _setting(
         True, "answer repeated image bytes from the stored result of the same model", "all"
     )
@@ -131,6 +134,7 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.web_upload_memory_mb >= 1, "WEB_UPLOAD_MEMORY_MB must be >= 1"),
             (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),

@@ -7,7 +7,7 @@ import falcon
 from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
-from web.guards import make_api_key_check
+from web.guards import UploadMemory, make_api_key_check
 from web.metrics import MetricsResource, WebMetrics
 from web.page import STATIC_DIR, PageResource
 from web.resources import HealthResource, ResultResource, StatusResource, UploadResource
@@ -16,8 +16,9 @@ from web.uploads import make_validator
 
 def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon.App:
     metrics = WebMetrics(status)
-    app = falcon.App(middleware=[metrics])
-    validate = make_validator(settings.max_upload_bytes, settings.max_pixels)
+    memory = UploadMemory(settings.web_upload_memory_mb * 2**20, settings.result_timeout_s)
+    app = falcon.App(middleware=[metrics, memory])
+    validate = make_validator(settings.max_upload_bytes, settings.max_pixels, memory)
     check_api_key = make_api_key_check(settings.api_key)
     upload = UploadResource(gateway, validate, check_api_key)
     app.add_route("/upload", upload)

@@ -43,8 +43,9 @@ def clean_filename(raw: str | None) -> str:
     return name or "upload"
 
 
-def make_validator(max_upload_bytes: int, max_pixels: int):
-    """The `falcon.before` hook that parses and checks one multipart upload."""
+def make_validator(max_upload_bytes: int, max_pixels: int, memory=None):
+    """The `falcon.before` hook that parses and checks one multipart upload; with `memory`
+    (guards.UploadMemory) the body is read only once its size fits the app's budget."""
 
     def validate_upload(req: falcon.Request, resp, resource, params) -> None:
         if req.content_length and req.content_length > max_upload_bytes + MULTIPART_OVERHEAD:
@@ -60,6 +61,8 @@ def make_validator(max_upload_bytes: int, max_pixels: int):
             raise falcon.HTTPLengthRequired(
                 description="send Content-Length (or chunked transfer encoding) with the upload"
             )
+        if memory is not None:
+            memory.take(req, req.content_length)
         part = _find_file_part(req)
         data = part.stream.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
