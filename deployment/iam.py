@@ -18,10 +18,10 @@ still gets the worker role and the pinned type, image, group and tags.
 
 from __future__ import annotations
 
-# Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
-FLEET_TAG = "elastic-classifier:fleet"
-SCALER_TAG_KEYS = (FLEET_TAG, "elastic-classifier:stopped-at", "elastic-classifier:started-at")
-METRICS_NAMESPACE = "ElasticClassifier"  # runtime.cloudwatch.NAMESPACE
+from runtime import keys
+from runtime.cloudwatch import NAMESPACE as METRICS_NAMESPACE
+from runtime.resources import FLEET_TAG, SCALER_TAG_KEYS
+
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
 REPLY_QUEUE_PREFIX = "${AWS::StackName}-reply-"
@@ -103,8 +103,10 @@ def worker_policy() -> dict:
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
             queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        _statement("ReadUploads", ["s3:GetObject"], bucket_arn("InputBucket", "uploads/*")),
-        _statement("WriteResults", ["s3:PutObject"], bucket_arn("OutputBucket", "results/*")),
+        _statement("ReadUploads", ["s3:GetObject"], bucket_arn("InputBucket", f"{keys.UPLOADS}*")),
+        _statement(
+            "WriteResults", ["s3:PutObject"], bucket_arn("OutputBucket", f"{keys.RESULTS}*")
+        ),
         _statement(
             "PublishThroughput",
             ["cloudwatch:PutMetricData"],
@@ -201,16 +203,23 @@ def scaler_policy() -> dict:
 def web_policy() -> dict:
     return _document(
         _statement(
+            # GetObject: HeadObject, to see whether a client's retry may reclaim its own id.
             "StoreUploads",
-            ["s3:DeleteObject", "s3:PutObject"],
-            bucket_arn("InputBucket", "uploads/*"),
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
         ),
-        _statement("ReadResults", ["s3:GetObject"], bucket_arn("OutputBucket", "results/*")),
+        _statement(
+            # PutObject: a cache hit's answer stored under its own id (conditionally, never
+            # over a worker's result), so GET /results/<id> finds it.
+            "ReadResults",
+            ["s3:GetObject", "s3:PutObject"],
+            bucket_arn("OutputBucket", f"{keys.RESULTS}*"),
+        ),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
             "ResultCache",
             ["s3:GetObject", "s3:PutObject"],
-            bucket_arn("OutputBucket", "cache/*"),
+            bucket_arn("OutputBucket", f"{keys.CACHE}*"),
         ),
         _statement(
             # HeadBucket (the readiness check) needs ListBucket on the bucket itself.
@@ -244,5 +253,12 @@ def web_policy() -> dict:
         ),
         # The reply-queue janitor lists queues by name prefix; ListQueues has no resource type.
         _statement("FindOrphanReplyQueues", ["sqs:ListQueues"], "*"),
+        _statement(
+            # Accepted uploads per second: the scaler's arrival rate.
+            "PublishArrivals",
+            ["cloudwatch:PutMetricData"],
+            "*",  # PutMetricData has no resource type; the namespace condition scopes it
+            {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
         *pull_statements("WebRepository"),
     )

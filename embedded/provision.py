@@ -7,6 +7,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from runtime.resources import BUCKET_ENCRYPTION, DLQ_RETENTION_S, QUEUE_ENCRYPTION
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
     expire_uploads(s3, settings.input_bucket)
     dlq_url = ensure_queue(
-        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": "1209600"}, tags
+        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -60,9 +61,7 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
     )
     s3.put_bucket_encryption(
         Bucket=name,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
+        ServerSideEncryptionConfiguration=BUCKET_ENCRYPTION,
     )
     if tags:
         s3.put_bucket_tagging(
@@ -95,7 +94,7 @@ def expire_uploads(s3, bucket: str) -> None:
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
     """Create the queue, or bring an existing one's attributes to what we want."""
-    wanted = {"SqsManagedSseEnabled": "true", **attributes}
+    wanted = {**QUEUE_ENCRYPTION, **attributes}
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as error:

@@ -10,11 +10,27 @@ import json
 import math
 import re
 import secrets
+import uuid
 from dataclasses import asdict, dataclass, field
 
+from runtime.keys import upload_key
+
 VERSION = 1
-_ID = re.compile(r"[0-9a-f]{32}")
-_MAX_FILENAME = 255
+# fullmatch, not ^...$: "$" also matches before a trailing newline.
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+MAX_FILENAME = 255
+# What the worker's decoders read, by lowercase format name (Pillow's names, lowered). Here,
+# not in worker/imaging.py, so the web tier checks uploads against it without importing torch.
+IMAGE_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
+
+
+def is_request_id(value: object) -> bool:
+    """32 lowercase hex digits, nothing before or after."""
+    return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 class MessageError(ValueError):
@@ -40,7 +56,7 @@ def _reject_constant(name: str):
 def load_json(body: str) -> dict:
     """A JSON object from an untrusted body, bounded in size and depth; MessageError otherwise.
 
-    Why bounded: a number like 1e400 or 10**400, or 200k nested brackets, raises Overflow- or
+    Why bounded: a number like 10**400, or 200k nested brackets, raises Overflow- or
     RecursionError rather than ValueError, which would escape every `except MessageError`.
     """
     if not isinstance(body, str) or len(body) > MAX_BODY_CHARS:
@@ -83,13 +99,6 @@ def _finite(value: float, name: str) -> float:
     return number
 
 
-def _check_id(value: str, name: str = "id") -> str:
-    # fullmatch: `$` would also accept a trailing newline, which then reaches keys and logs.
-    if not _ID.fullmatch(value):
-        raise MessageError(f"{name} is not 32 hex digits")
-    return value
-
-
 def new_token() -> str:
     """A fresh secret that binds one submission to its reply (see Request.token)."""
     return secrets.token_hex(16)
@@ -99,6 +108,12 @@ def _optional_hex(obj: dict, name: str, digits: int = 32) -> str:
     value = obj.get(name, "")
     if not isinstance(value, str) or value and not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
         raise MessageError(f"field {name!r} is not {digits} hex digits")
+    return value
+
+
+def _check_id(value: str) -> str:
+    if not is_request_id(value):
+        raise MessageError("id is not a 32-digit hex request id")
     return value
 
 
@@ -116,6 +131,20 @@ class Request:
     token: str = ""
     v: int = VERSION
 
+    @classmethod
+    def create(
+        cls, request_id: str, filename: str, reply_to: str, deadline: float, token: str = ""
+    ) -> Request:
+        """A request for an upload stored under its id's key."""
+        return cls(
+            id=request_id,
+            key=upload_key(request_id),
+            filename=filename,
+            reply_to=reply_to,
+            deadline=deadline,
+            token=token,
+        )
+
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
@@ -126,21 +155,33 @@ class Request:
         request = cls(
             id=_check_id(_require(obj, "id", str)),
             key=_require(obj, "key", str),
-            filename=_require(obj, "filename", str)[:_MAX_FILENAME],
+            filename=_require(obj, "filename", str)[:MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
             deadline=_finite(_require(obj, "deadline", (int, float)), "deadline"),
             token=_optional_hex(obj, "token"),
         )
-        if request.key != f"uploads/{request.id}":
+        if request.key != upload_key(request.id):
             raise MessageError("key does not belong to the request id")
         if reply_prefix is not None and not _is_own_queue(request.reply_to, reply_prefix):
             raise MessageError("reply_to is not one of this deployment's reply queues")
         return request
 
 
-def cache_key(model: str, preprocess: str, sha256: str) -> str:
-    """Where a result is cached by content: the same bytes and model give the same answer."""
-    return f"cache/{model}/{preprocess}/{sha256}.json"
+def salvage(body: str, reply_prefix: str) -> Request | None:
+    """From a body that fails decode(), a request with a sound id and an own reply queue (so the
+    sender can be told why), or None when there is nobody safe to tell."""
+    try:
+        obj = load_json(body)
+        request = Request.create(
+            request_id=obj["id"],
+            filename=str(obj.get("filename", ""))[:MAX_FILENAME],
+            reply_to=obj["reply_to"],
+            deadline=0,
+            token=obj.get("token", ""),  # so the error reaches the client that waits
+        )
+        return Request.decode(request.encode(), reply_prefix=reply_prefix)
+    except (ValueError, KeyError, TypeError):  # MessageError is a ValueError
+        return None
 
 
 def reply_url_prefix(request_queue_url: str, name_prefix: str) -> str:

@@ -1,4 +1,4 @@
-"""The consume loop against a real moto server, with a stand-in classifier (fast, unit level)."""
+"""The consume loop against moto in this process, with a stand-in classifier (unit level)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 import pytest
 
 from embedded.provision import provision
+from runtime import keys
+from runtime.keys import result_key
 from runtime.messages import Request, Result
 from runtime.settings import Settings
 from worker.consumer import Consumer
@@ -36,7 +38,7 @@ def stub_decode(data: bytes) -> str:
 
 
 @pytest.fixture
-def env(aws_client, request):
+def env(in_process_aws, request):
     name = f"c{abs(hash(request.node.nodeid)) % 10**8}"
     settings = Settings(
         input_bucket=f"{name}-in",
@@ -45,7 +47,7 @@ def env(aws_client, request):
         reply_queue_prefix=f"{name}-reply-",
         max_receive_count=2,
     )
-    s3, sqs = aws_client("s3"), aws_client("sqs")
+    s3, sqs = in_process_aws("s3"), in_process_aws("sqs")
     urls = provision(settings, s3, sqs)
     reply_url = sqs.create_queue(QueueName=f"{name}-reply-1")["QueueUrl"]
     classifier = StubClassifier()
@@ -73,12 +75,11 @@ def env(aws_client, request):
 
 def send(env, index: int, data: bytes, deadline: float | None = None) -> Request:
     request_id = f"{index:032x}"
-    request = Request(
-        id=request_id,
-        key=f"uploads/{request_id}",
-        filename=f"f{index}.jpg",
-        reply_to=env["reply"],
-        deadline=deadline if deadline is not None else time.time() + 60,
+    request = Request.create(
+        request_id,
+        f"f{index}.jpg",
+        env["reply"],
+        deadline if deadline is not None else time.time() + 60,
     )
     env["s3"].put_object(Bucket=env["settings"].input_bucket, Key=request.key, Body=data)
     env["sqs"].send_message(QueueUrl=env["urls"]["request_queue_url"], MessageBody=request.encode())
@@ -117,7 +118,7 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
     replies = [Result.decode(m["Body"]) for m in receive(env, env["reply"])]
     assert sorted(r.label for r in replies) == [f"label-img{i}" for i in range(5)]
     for reply in replies:
-        key = f"results/{reply.id}.json"
+        key = result_key(reply.id)
         stored = json.loads(
             env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
         )
@@ -162,12 +163,11 @@ def test_unparseable_message_ends_in_the_dlq(env):
 def test_foreign_reply_queue_is_refused(env, reply_to):
     request_id = "e" * 32
     base = env["urls"]["request_queue_url"].rsplit("/", 2)[0]
-    body = Request(
-        id=request_id,
-        key=f"uploads/{request_id}",
-        filename="x.jpg",
-        reply_to=reply_to.format(prefix=env["settings"].reply_queue_prefix, base=base),
-        deadline=time.time() + 60,
+    body = Request.create(
+        request_id,
+        "x.jpg",
+        reply_to.format(prefix=env["settings"].reply_queue_prefix, base=base),
+        time.time() + 60,
     ).encode()
     bucket = env["settings"].input_bucket
     env["s3"].put_object(Bucket=bucket, Key=f"uploads/{request_id}", Body=b"x")
@@ -183,8 +183,8 @@ def test_duplicate_delivery_stores_one_result(env):
         messages = env["consumer"]._receive()
         if messages:
             env["consumer"].process(messages)
-    listing = env["s3"].list_objects_v2(Bucket=env["settings"].output_bucket, Prefix="results/")
-    assert [o["Key"] for o in listing["Contents"]] == [f"results/{request.id}.json"]
+    listing = env["s3"].list_objects_v2(Bucket=env["settings"].output_bucket, Prefix=keys.RESULTS)
+    assert [o["Key"] for o in listing["Contents"]] == [result_key(request.id)]
 
 
 class SlowClassifier(StubClassifier):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key, new_token
+from runtime.failures import is_not_found, log_failure
+from runtime.keys import cache_key, result_key
+from runtime.messages import MessageError, Request, Result, new_token
 from web.dispatcher import RequestIdInUse
+
+log = logging.getLogger(__name__)
 
 # Cache entries belong to no request: whoever hits one gets it under its own id and filename.
 _ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
@@ -48,12 +53,11 @@ class UploadStore:
 
     def new_request(self, filename: str, request_id: str | None = None) -> Request:
         request_id = request_id or self._uuidgen().hex
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=filename,
-            reply_to=self._reply_queue_url,
-            deadline=self._clock() + self._timeout_s,
+        return Request.create(
+            request_id,
+            filename,
+            self._reply_queue_url,
+            self._clock() + self._timeout_s,
             token=new_token(),
         )
 
@@ -72,6 +76,7 @@ class UploadStore:
         except RequestIdInUse:
             raise
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
+            log_failure(log, f"store upload {request.key}", error)
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
             self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
@@ -97,7 +102,7 @@ class UploadStore:
 
     def result(self, request_id: str) -> Result | None:
         try:
-            return self._read(f"results/{request_id}.json")
+            return self._read(result_key(request_id))
         except Exception as error:  # noqa: BLE001 - AWS away: a 503 to retry, never a 500
             raise Unavailable(f"could not read results: {type(error).__name__}") from error
 
@@ -108,7 +113,8 @@ class UploadStore:
             return None
         try:
             hit = self._read(cache_key(*self._cache_namespace, sha256))
-        except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
+        except Exception as error:  # noqa: BLE001 - a cache that cannot be read is a miss
+            log_failure(log, "read the result cache", error)
             return None
         if hit is None or not hit.ok:
             return None
@@ -127,7 +133,7 @@ class UploadStore:
     def record(self, result: Result) -> None:
         """Store a cache hit's answer under its own id, so GET /results/<id> finds it; never
         over a result that is already there."""
-        self._write(f"results/{result.id}.json", result, only_new=True)
+        self._write(result_key(result.id), result, only_new=True)
 
     def _write(self, key: str, result: Result, *, only_new: bool = False) -> None:
         condition = {"IfNoneMatch": "*"} if only_new else {}
@@ -142,7 +148,7 @@ class UploadStore:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_not_found(error):
                 return None
             raise
         try:
@@ -161,5 +167,5 @@ class UploadStore:
     def _discard(self, key: str) -> None:
         try:
             self._s3.delete_object(Bucket=self._input, Key=key)
-        except Exception:  # noqa: BLE001, S110 - best effort; a lifecycle rule is the backstop
-            pass
+        except Exception as error:  # noqa: BLE001 - best effort; a lifecycle rule is the backstop
+            log_failure(log, f"discard {key}", error)
