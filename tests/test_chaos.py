@@ -26,7 +26,9 @@ def _reference_labels(images: list[tuple[str, bytes]]) -> dict[bytes, str]:
     from worker.models import load_classifier
 
     settings = Settings()
-    classifier = load_classifier(settings.model, settings.preprocess, 1, settings.model_optimize)
+    classifier = load_classifier(
+        settings.model, settings.preprocess, 1, optimize=settings.model_optimize
+    )
     tensors = [classifier.prepare(decode(data)) for _, data in images]
     return {
         data: top5[0][0]
