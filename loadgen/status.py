@@ -80,6 +80,13 @@ class StatusPoller:
         self._thread.start()
         return self
 
+    def fleet_idle(self) -> bool:
+        """The latest sample has no running or pending worker."""
+        if not self.samples:
+            return False
+        last = self.samples[-1]
+        return last.running == 0 and not last.pending
+
     def stop(self) -> list[FleetSample]:
         self._stop.set()
         self._thread.join()

@@ -97,6 +97,7 @@ class Result:
     top5: list[dict] = field(default_factory=list)
     error: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    instance: str = ""  # the worker instance that classified it
     v: int = VERSION
 
     @property
@@ -121,4 +122,5 @@ class Result:
             top5=top5,
             error=obj.get("error", "") or "",
             timings_ms=timings,
+            instance=obj.get("instance", "") or "",
         )

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
+        instance=os.environ.get("INSTANCE_ID", ""),
     )
     on_stop.append(consumer.request_stop)
     if stop.is_set():
