@@ -63,7 +63,7 @@ def write_report_png(
         ax.tick_params(labelbottom=False)
     _plot_distribution(fig.add_subplot(grid[timed]), outcomes)
     fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.08, right=0.8, top=1 - 0.5 / fig.get_figheight(), bottom=0.06)
+    fig.subplots_adjust(left=0.08, right=0.76, top=1 - 0.8 / fig.get_figheight(), bottom=0.06)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -73,7 +73,7 @@ def _legend(ax, handles=None, labels=None) -> None:
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.08, 1), fontsize=9)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.09, 1), fontsize=9)
 
 
 def _plot_latency(ax, outcomes: list[Outcome]) -> None:
