@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from runtime.readiness import READY_AT_TAG
 from runtime.settings import Settings
 
 # Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
@@ -140,6 +141,17 @@ def worker_policy(names: Names) -> dict:
             ["cloudwatch:PutMetricData"],
             "*",  # PutMetricData has no resource type; the namespace condition scopes it
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
+        _statement(
+            # Once its model is loaded, a worker says so on its instance (runtime.readiness):
+            # only that one tag key, only on fleet instances.
+            "TagItselfReady",
+            ["ec2:CreateTags"],
+            names.ec2_arn("instance/*"),
+            {
+                "StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": s.fleet_name},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG]},
+            },
         ),
     ]
     statements += ecr_pull_statements(names, s.worker_image)

@@ -1,6 +1,7 @@
 """One scaler tick: measure, ask the policy, plan, act through EC2, let the local runner follow.
 
-Each decision is one log line carrying its inputs and reason; the last few are kept for /status.
+Each decision is one log line carrying its inputs and reason; the last few are kept for /status
+as records with the same inputs, outputs and reason as fields, so a page can word them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.settings import Settings
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
-from scaler.plan import Instance, PoolRules, capacity, count_states, plan
+from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan, starting
 from scaler.policies import (
     Limits,
     Observation,
@@ -73,10 +74,10 @@ class Scaler:
         self._runner = runner
         self._clock = clock
         self._lock = threading.Lock()
-        self._decisions: deque[str] = deque(maxlen=DECISIONS_KEPT)
+        self._decisions: deque[dict] = deque(maxlen=DECISIONS_KEPT)
         self._last_key: tuple | None = None
         self._depth = QueueDepth(0, 0, 0)
-        self._fleet_counts = count_states([])
+        self._fleet_counts = self._counts([])
         self._img_s = 0.0
 
     def tick(self) -> None:
@@ -122,7 +123,8 @@ class Scaler:
         except _AWS_ERRORS as error:
             self._failed("apply", f"{line} FAILED ({error})")
             return
-        self._record((decision.desired, bool(actions)), line, bool(actions))
+        record = _decision_record(self.config, obs, throughput.measured, decision, actions)
+        self._record((decision.desired, bool(actions)), line, bool(actions), record)
         if actions:
             # Local instances change state at once: their workers (and /status) follow this tick.
             try:
@@ -132,23 +134,31 @@ class Scaler:
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
-            self._fleet_counts = count_states(instances)
+            self._fleet_counts = self._counts(instances)
         if self._runner is not None:
             self._runner.reconcile([view(i) for i in instances])
 
-    def _record(self, key: tuple, line: str, acted: bool, level: int = logging.INFO) -> None:
+    @staticmethod
+    def _counts(instances: list[Instance]) -> dict[str, int]:
+        # "starting" is part of "running": instances whose worker still loads the model.
+        return {**count_states(instances), "starting": starting(instances)}
+
+    def _record(
+        self, key: tuple, line: str, acted: bool, record: dict, level: int = logging.INFO
+    ) -> None:
         # Log a tick that acted, failed or changed its mind; identical quiet ticks only at debug.
         if not acted and key == self._last_key:
             log.debug("decision %s", line)
             return
         self._last_key = key
         log.log(level, "decision %s", line)
-        stamped = f"{time.strftime('%H:%M:%S', time.localtime(self._clock()))} {line}"
+        at = self._clock()
+        stamp = time.strftime("%H:%M:%S", time.localtime(at))
         with self._lock:
-            self._decisions.append(stamped)
+            self._decisions.append({"at": round(at, 3), "time": stamp, **record, "line": line})
 
     def _failed(self, what: str, line: str) -> None:
-        self._record((f"{what}-error",), line, acted=True, level=logging.WARNING)
+        self._record((f"{what}-error",), line, True, {"error": what}, level=logging.WARNING)
 
     def status(self) -> dict:
         with self._lock:
@@ -163,6 +173,31 @@ class Scaler:
                 "decisions": list(self._decisions),
                 "throughput_img_s": self._img_s,
             }
+
+
+def _decision_record(config, obs, measured: bool, decision, actions: Actions) -> dict:
+    """A decision's inputs, outputs and reason as fields: what /status serves to be worded."""
+    return {
+        "policy": config.policy,
+        "visible": obs.visible,
+        "in_flight": obs.in_flight,
+        "capacity": obs.capacity,
+        "throughput_img_s": round(obs.throughput_img_s, 2),
+        "throughput_measured": measured,
+        "window_peak": obs.window_peak,
+        "raw": decision.raw,
+        "desired": decision.desired,
+        "min": config.limits.min,
+        "max": config.limits.max,
+        "start": list(actions.start),
+        "launch": actions.launch,
+        "stop": list(actions.stop),
+        "terminate": list(actions.terminate),
+        "reason": decision.reason,
+        # Policies that name their rule and its numbers (code, facts) pass them on as they are.
+        "code": getattr(decision, "code", ""),
+        "facts": dict(getattr(decision, "facts", ())),
+    }
 
 
 def build_scaler(

@@ -22,6 +22,7 @@ from deployment import iam as policies
 from deployment.deploy import DEPLOYMENT_TAG, Clients, DeployError, Options, deploy
 from deployment.teardown import teardown
 from deployment.userdata import render, worker_env
+from runtime.readiness import READY_AT_TAG
 from runtime.settings import Settings, markdown_table
 from tests.conftest import ROOT
 
@@ -192,7 +193,14 @@ def test_worker_may_use_only_its_queue_buckets_and_reply_queues(clients, deploye
     settings, options = deployed
     stmts = role_policy(clients, f"{options.name}-worker")
     actions = actions_of(stmts)
-    assert not {a for a in actions if a.startswith(("ec2:", "iam:"))}
+    assert {a for a in actions if a.startswith(("ec2:", "iam:"))} == {"ec2:CreateTags"}
+    # Its one EC2 right: the readiness tag, and no other key, on fleet instances only.
+    (tag,) = [s for s in stmts if "ec2:CreateTags" in s["Action"]]
+    assert tag["Action"] == ["ec2:CreateTags"]
+    assert tag["Condition"] == {
+        "StringEquals": {f"aws:ResourceTag/{policies.FLEET_TAG}": settings.fleet_name},
+        "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG]},
+    }
     arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}"
     for s in stmts:
         for action in s["Action"]:

@@ -95,10 +95,14 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
 
         status = get_json(status_url)
         assert status["queue"] == {"visible": 30, "in_flight": 0, "dlq": 0}
-        assert status["fleet"] == {"pending": 0, "running": 3, "stopping": 0, "stopped": 0}
+        # The stand-in workers never tag themselves ready: all three are still "starting".
+        fleet = {"pending": 0, "running": 3, "stopping": 0, "stopped": 0, "starting": 3}
+        assert status["fleet"] == fleet
         assert status["policy"] == "target"
         assert status["throughput_img_s"] == 1.0
-        assert any("launch=3" in line for line in status["decisions"])
+        launched = [d for d in status["decisions"] if d.get("launch")]
+        assert launched[0]["launch"] == 3 and launched[0]["desired"] == 3
+        assert launched[0]["visible"] == 30 and "launch=3" in launched[0]["line"]
 
         sqs.purge_queue(QueueUrl=url)
         scaler.tick()  # stops all three: their workers drain
@@ -109,7 +113,7 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
             wait_for(lambda iid=iid: marks(out, iid, "drained"), f"{iid} drained")
         status = get_json(status_url)
         assert status["fleet"]["stopped"] == 1 and status["fleet"]["running"] == 0
-        assert any("terminate=" in line and "stop=[]" in line for line in status["decisions"])
+        assert any(d.get("terminate") and not d["stop"] for d in status["decisions"])
 
         send(sqs, settings, 3)
         scaler.tick()  # the warm instance comes back before anything is launched
@@ -176,8 +180,9 @@ def test_unreadable_queue_leaves_the_fleet_as_it_is(settings, aws_client):
     assert fleet_states(ec2, settings) == ["running"] * 3
     status = blind.status()
     assert status["fleet"]["running"] == 3
-    assert "queue unreadable" in status["decisions"][-1]
-    assert "fleet stays as it is" in status["decisions"][-1]
+    assert status["decisions"][-1]["error"] == "sqs"
+    assert "queue unreadable" in status["decisions"][-1]["line"]
+    assert "fleet stays as it is" in status["decisions"][-1]["line"]
 
 
 def test_measured_throughput_replaces_the_default(settings, aws_client):

@@ -17,6 +17,7 @@ import threading
 from runtime.clients import make_client
 from runtime.cloudwatch import publish_throughput
 from runtime.logs import setup_logging, trace_sqs
+from runtime.readiness import announce_ready
 from runtime.settings import ConfigError, Settings, describe
 
 EXIT_OK = 0
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
     ).start()
     log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
+    # The scaler shows this instance as "starting" until this tag says the model is loaded.
+    announce_ready(make_client("ec2", settings, pool_size=1), os.environ.get("INSTANCE_ID", ""))
     consumer.run()
     reporter.stop()
     log.info("worker stopped after %d images", consumer.stats.images)
