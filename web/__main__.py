@@ -12,11 +12,13 @@ import waitress
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
+from runtime.periodic import Every
 from runtime.settings import ConfigError, Settings, describe
 from web.app import create_app
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
+from web.history import StatusHistory
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
@@ -77,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
-    status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
+    status = StatusSource(
+        sqs, request_queue_url, dlq_url, settings.scaler_status_url, model=settings.model
+    )
+    history = StatusHistory()
+    history.record(status.snapshot())
+    sampler = Every(history.interval_s, lambda: history.record(status.snapshot()), "history")
+    sampler.start()
     app = create_app(
         settings,
         gateway=Gateway(
@@ -88,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ready=store.ready,
         status=status.snapshot,
+        history=history,
     )
     server = waitress.create_server(
         app,
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         janitor.stop()
         dispatcher.stop()
+        sampler.stop()
         try:
             sqs.delete_queue(QueueUrl=reply_queue_url)
         except Exception as error:  # noqa: BLE001

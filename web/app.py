@@ -8,13 +8,16 @@ from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
 from web.guards import make_api_key_check
+from web.history import StatusHistory
 from web.metrics import MetricsResource, WebMetrics
 from web.page import STATIC_DIR, PageResource
 from web.resources import HealthResource, ResultResource, StatusResource, UploadResource
 from web.uploads import make_validator
 
 
-def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon.App:
+def create_app(
+    settings: Settings, *, gateway: Gateway, ready, status, history: StatusHistory | None = None
+) -> falcon.App:
     metrics = WebMetrics(status)
     app = falcon.App(middleware=[metrics])
     validate = make_validator(settings.max_upload_bytes, settings.max_pixels)
@@ -25,6 +28,7 @@ def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon
     app.add_route("/results/{request_id}", ResultResource(gateway, check_api_key))
     app.add_route("/healthz", HealthResource(ready))
     app.add_route("/status", StatusResource(metrics.status))
+    app.add_route("/status/history", StatusResource((history or StatusHistory()).document))
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_static_route("/static", STATIC_DIR)
     errors.install(app)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.request
 
 log = logging.getLogger(__name__)
 
-_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0}
+_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0, "starting": 0}
+LABEL_SET = "ImageNet, 1000 classes"  # every model in the worker's registry answers in these
 
 
 class StatusSource:
-    def __init__(self, sqs, request_queue_url: str, dlq_url: str, scaler_url: str):
+    def __init__(self, sqs, request_queue_url: str, dlq_url: str, scaler_url: str, model: str = ""):
         self._sqs = sqs
+        self._model = model
         self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
         self._scaler_url = scaler_url
 
     def snapshot(self) -> dict:
         scaler = self._scaler()
         return {
+            "time": round(time.time(), 3),  # the page's charts use the server's clock
+            "model": self._model,
+            "labels": LABEL_SET,
             "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
             "policy": scaler.get("policy", "unknown"),

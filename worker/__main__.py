@@ -106,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
     # The scaler shows this instance as "starting" until this tag says the model is loaded.
-    announce_ready(make_client("ec2", settings, pool_size=1), os.environ.get("INSTANCE_ID", ""))
+    # In the background: the queue must not wait on an EC2 call (slow or failing, it is only shown).
+    threading.Thread(
+        target=lambda: announce_ready(
+            make_client("ec2", settings, pool_size=1), os.environ.get("INSTANCE_ID", "")
+        ),
+        name="announce-ready",
+        daemon=True,
+    ).start()
     consumer.run()
     reporter.stop()
     log.info("worker stopped after %d images", consumer.stats.images)
