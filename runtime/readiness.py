@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger(__name__)
+from runtime.resources import READY_AT_TAG
 
-READY_AT_TAG = "elastic-classifier:ready-at"
+log = logging.getLogger(__name__)
 
 
 def announce_ready(ec2, instance_id: str, now: float | None = None) -> bool:

@@ -23,7 +23,6 @@ from waitress import wasyncore
 from loadgen.client import Reply, parse_label
 from loadgen.inputs import Image as InputImage
 from loadgen.inputs import InputError, accepted_labels, load_expected
-from loadgen.summary import percentile
 from loadgen.uploads import Uploads, marked
 from tests.conftest import IMAGES
 
@@ -419,14 +418,6 @@ def test_expected_csv_row_without_label_is_an_input_error(tmp_path):
     path.write_text("Image,Results\ntest_0\n")
     with pytest.raises(InputError, match="row 1 needs two columns"):
         load_expected(path)
-
-
-@pytest.mark.parametrize(
-    ("values", "p", "want"),
-    [([5.0], 50, 5.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.0), ([1.0, 2.0, 3.0, 4.0], 95, 4.0)],
-)
-def test_nearest_rank_percentile(values, p, want):
-    assert percentile(values, p) == want
 
 
 # --- --unique's marks ------------------------------------------------------------------------
