@@ -311,10 +311,14 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
         return idle and number(browser, "fleet-pending") == 0 and number(browser, "fleet-stopped")
 
     wait_until(scaled_in, "scale-in to stopped instances", 180)
-    time.sleep(3)  # the newest samples reach the chart's right edge
-    now = browser.execute_script(CHART_COLOURS, 8, 40)
-    assert now["stopped"] > 0, now
-    assert now["ready"] == now["starting"] == now["pending"] == 0, now
+    # The chart's right edge (its newest seconds) shows the same once those samples arrive.
+    edge = {}
+
+    def edge_stopped() -> bool:
+        edge.update(browser.execute_script(CHART_COLOURS, 8, 24))
+        return edge["stopped"] > 0 and edge["ready"] == edge["starting"] == edge["pending"] == 0
+
+    wait_until(edge_stopped, f"only stopped instances at the chart's right edge ({edge})", 60, 1)
     decisions = [d["sentence"] for d in decision_list(browser)]
     assert any(d.startswith(f"Scaled in {FLEET_MAX} → ") for d in decisions), decisions
 
