@@ -153,6 +153,7 @@ def elastic(moto_endpoint, tmp_path_factory):
         SCALER_TICK_S="0.5",
         SCALER_STATUS_PORT=str(status_port),
         SCALER_STATUS_URL=f"http://127.0.0.1:{status_port}/status",
+        POLICY="target",  # the rule with a quiet period and a per-worker backlog target
         QUIET_PERIOD_S="8",  # scale-in soon after the burst, so the test sees it
         DEFAULT_THROUGHPUT_IMG_S="1",
         LATENCY_TARGET_S="2",  # two queued images per worker: a small burst asks for the max

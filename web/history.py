@@ -27,6 +27,7 @@ class StatusHistory:
         self._lock = threading.Lock()
         self._samples: deque[dict] = deque(maxlen=int(window_s / interval_s) + 1)
         self._decisions: dict[str, dict | str] = {}  # by identity, in arrival order
+        self._limits: dict | None = None  # the scaler's fleet limits, as /status last gave them
 
     def record(self, status: dict) -> None:
         """Keep one sample of a /status snapshot, and any scaler decisions not seen yet."""
@@ -40,6 +41,8 @@ class StatusHistory:
         }
         with self._lock:
             self._samples.append(sample)
+            if isinstance(status.get("limits"), dict):
+                self._limits = status["limits"]
             for decision in status.get("decisions") or []:
                 self._decisions.setdefault(_identity(decision), decision)
             self._forget_before(now - self.window_s)
@@ -52,6 +55,7 @@ class StatusHistory:
                 "interval_s": self.interval_s,
                 "samples": list(self._samples),
                 "decisions": list(self._decisions.values()),
+                "limits": self._limits,
             }
 
     def _forget_before(self, cutoff: float) -> None:
@@ -66,7 +70,7 @@ class StatusHistory:
 
 def _identity(decision: dict | str) -> str:
     if isinstance(decision, dict):
-        return f"{decision.get('at')}|{decision.get('line', '')}"
+        return f"{decision.get('at')}|{decision.get('line') or decision.get('text', '')}"
     return str(decision)
 
 

@@ -33,6 +33,7 @@ class StatusSource:
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
+            "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to
             "scaler": "ok" if scaler else "unreachable",
         }
 

@@ -22,10 +22,10 @@ function addSample(sample) {
   while (history.samples.length && history.samples[0].t < cutoff) history.samples.shift();
 }
 
-function addDecisions(decisions) {
+function addDecisions(decisions, limits) {
   for (const decision of decisions || []) {
     const key = identity(decision);
-    if (!history.decisions.has(key)) history.decisions.set(key, normalise(decision));
+    if (!history.decisions.has(key)) history.decisions.set(key, normalise(decision, limits));
   }
 }
 
@@ -36,7 +36,7 @@ async function loadHistory() {
     const doc = await response.json();
     history.windowS = doc.window_s || history.windowS;
     for (const sample of doc.samples || []) addSample(sample);
-    addDecisions(doc.decisions);
+    addDecisions(doc.decisions, doc.limits);
   } catch {
     // No history (an older web tier): the charts start from now.
   }
@@ -117,7 +117,7 @@ function render(status) {
   const now = typeof status.time === "number" ? status.time : Date.now() / 1000;
   const queue = status.queue || {};
   addSample({ t: now, visible: queue.visible, in_flight: queue.in_flight, fleet: status.fleet || {} });
-  addDecisions(status.decisions);
+  addDecisions(status.decisions, status.limits);
   renderTiles(status);
   renderDecisions();
   renderCharts(now);

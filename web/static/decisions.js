@@ -16,8 +16,22 @@ export function parseLine(line) {
   return record;
 }
 
-export function normalise(decision) {
-  const record = typeof decision === "string" ? parseLine(decision) : { ...decision };
+// Records come flat ({visible, capacity, launch, ...}) or nested ({inputs: {...}, actions:
+// {...}, ok, code, text}); both are read into the flat fields the sentences use.
+function flatten(record) {
+  for (const part of ["inputs", "actions"]) {
+    if (record[part] && typeof record[part] === "object") {
+      for (const [key, value] of Object.entries(record[part])) if (!(key in record)) record[key] = value;
+    }
+  }
+  record.line = record.line || record.text || "";
+  if (record.ok === false && !record.error) record.error = (record.code || "").replace(/-error$/, "") || "failed";
+  return record;
+}
+
+export function normalise(decision, limits = {}) {
+  const record = typeof decision === "string" ? parseLine(decision) : flatten({ ...decision });
+  if (record.max === undefined && typeof limits.max === "number") record.max = limits.max;
   for (const key of LIST_FIELDS) if (!Array.isArray(record[key])) record[key] = [];
   record.launch = Number(record.launch) || 0;
   record.acted = Boolean(record.start.length || record.launch || record.stop.length || record.terminate.length);
@@ -79,5 +93,5 @@ export function collapse(records) {
 }
 
 export function identity(decision) {
-  return typeof decision === "string" ? decision : `${decision.at}|${decision.line || ""}`;
+  return typeof decision === "string" ? decision : `${decision.at}|${decision.line || decision.text || ""}`;
 }
