@@ -113,10 +113,13 @@ def _plot_fleet(ax, samples: list[FleetSample]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     t = [s.offset_s for s in samples]
-    for state in ("running", "pending", "stopping"):
+    for state in ("running", "starting", "pending", "stopping"):
         values = [getattr(s, state) for s in samples]
         if any(v is not None for v in values):
-            ax.step(t, [v or 0 for v in values], where="post", label=f"{state} workers")
+            starting = state == "starting"
+            label = "of them starting" if starting else f"{state} workers"
+            style = ":" if starting else "-"
+            ax.step(t, [v or 0 for v in values], where="post", label=label, linestyle=style)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("instances")
     ax.set_title("fleet and queue (sampled from /status)", fontsize=10)

@@ -8,6 +8,7 @@ start-of-image marker, or a PNG tEXt chunk right after IHDR. The pixels decode i
 from __future__ import annotations
 
 import struct
+import uuid
 import zlib
 
 from loadgen.client import Upload, make_upload
@@ -22,7 +23,7 @@ def can_mark(data: bytes) -> bool:
     return data.startswith(JPEG_SOI) or data.startswith(PNG_SIGNATURE)
 
 
-def marked(data: bytes, serial: int) -> bytes:
+def marked(data: bytes, serial: str) -> bytes:
     """`data` with `serial` written into a metadata field; the image itself is unchanged."""
     text = f"loadgen {serial}".encode()
     if data.startswith(JPEG_SOI):
@@ -37,7 +38,7 @@ def marked(data: bytes, serial: int) -> bytes:
 
 
 class Uploads:
-    """Request i sends image i mod n; with `unique`, its bytes also carry i."""
+    """Request i sends image i mod n; with `unique`, its bytes also carry this run's id and i."""
 
     def __init__(self, field: str, images: tuple[Image, ...], unique: bool):
         if unique:
@@ -47,6 +48,8 @@ class Uploads:
                     f"--unique marks JPEG and PNG images only, not {', '.join(unmarkable[:3])}"
                 )
         self._field, self._images, self._unique = field, images, unique
+        # Per run, too: a second run's request i must not repeat the first run's bytes.
+        self._run = uuid.uuid4().hex[:12]
         self._built = tuple(make_upload(field, i.filename, i.data) for i in images)
 
     def __len__(self) -> int:
@@ -56,4 +59,4 @@ class Uploads:
         if not self._unique:
             return self._built[index % len(self._built)]
         image = self._images[index % len(self._images)]
-        return make_upload(self._field, image.filename, marked(image.data, index))
+        return make_upload(self._field, image.filename, marked(image.data, f"{self._run}-{index}"))

@@ -289,7 +289,7 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
 
     # The scale-out, as a sentence; its raw inputs behind a disclosure.
     # (Uploads arrive over a tick or two: the fleet may go 0 -> 1 -> 2 or straight to 2.)
-    scale_out = re.compile(rf"^Scaled out \d → {FLEET_MAX}: \d+ waiting")
+    scale_out = re.compile(rf"^Scaled out \d → {FLEET_MAX}( \(the maximum\))?: \d+ waiting")
     shown = []
 
     def to_the_maximum():

@@ -242,6 +242,10 @@ def test_unique_sends_distinct_bytes_of_the_same_pictures(server, folder):
     # Every body differs, and the server decoded each as one of the known pictures.
     assert len(set(server.classifier.bodies)) == len(server.classifier.received) == 15
     assert Counter(server.classifier.received) == {f"{stem}.png": 3 for stem in LABELS}
+    # A second run repeats none of the first run's bytes: the cache cannot answer it either.
+    again = loadgen(*args, "--unique", "--watch_after", "0")
+    assert "cache         0 answered from the cache" in again.stdout.splitlines()
+    assert len(set(server.classifier.bodies)) == 30
 
 
 def test_course_style_command_prints_each_reply_and_a_table(course_server, folder, tmp_path):
@@ -428,7 +432,7 @@ def test_marks_change_the_bytes_and_keep_the_pixels():
     buffer = io.BytesIO()
     Image.open(io.BytesIO(photo)).convert("RGB").resize((40, 30)).save(buffer, format="PNG")
     for original in (photo, buffer.getvalue()):
-        copies = [marked(original, serial) for serial in (0, 1, 12345)]
+        copies = [marked(original, serial) for serial in ("a-0", "a-1", "b-0")]
         assert len({original, *copies}) == 4
         for copy in copies:
             assert same_picture(original, copy)

@@ -51,6 +51,10 @@ function capped(d) {
   return d.raw > d.desired && d.desired === d.max ? `; the load asks for ${d.raw}, capped at the maximum ${d.max}` : "";
 }
 
+function atMost(d) {
+  return d.desired === d.max && !(d.raw > d.desired) ? " (the maximum)" : "";
+}
+
 // One sentence a person can read: what changed, and why.
 export function sentence(d) {
   if (d.error) return `No decision (${d.error === "failed" ? "AWS failed" : `${d.error} failed`}): the fleet stays as it is.`;
@@ -59,7 +63,7 @@ export function sentence(d) {
   if (d.start.length) how.push(`${plural(d.start.length, "instance")} restarted from the warm pool`);
   if (d.launch) how.push(`${d.launch} launched`);
   if (d.desired > before) {
-    return `Scaled out ${before} \u2192 ${d.desired}: ${load(d)}${how.length ? ` (${how.join(", ")})` : ""}${capped(d)}.`;
+    return `Scaled out ${before} \u2192 ${d.desired}${atMost(d)}: ${load(d)}${how.length ? ` (${how.join(", ")})` : ""}${capped(d)}.`;
   }
   if (d.desired < before) {
     // The policy's own last clause says why (e.g. "scale in to quiet-period peak 1").
