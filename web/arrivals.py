@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from runtime.cloudwatch import publish_arrivals
+from runtime.failures import log_failure
 from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
@@ -63,4 +64,4 @@ class ArrivalCounter:
         try:
             self.flush(everything=True)
         except Exception as error:  # noqa: BLE001 - shutting down: say it and go
-            log.warning("last arrival counts not published (%s)", type(error).__name__)
+            log_failure(log, "publish the last arrival counts", error)
