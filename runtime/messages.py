@@ -218,6 +218,7 @@ class Result:
     # SHA-256 of the bytes the worker classified: the web tier caches a result under this hash
     # only, never under the hash of what it believes it uploaded.
     sha256: str = ""
+    instance: str = ""  # the worker instance that classified it
     v: int = VERSION
 
     @property
@@ -244,4 +245,5 @@ class Result:
             timings_ms=timings,
             token=_optional_hex(obj, "token"),
             sha256=_optional_hex(obj, "sha256", 64),
+            instance=obj.get("instance", "") or "",
         )

@@ -51,18 +51,24 @@ def env(in_process_aws, request):
     urls = provision(settings, s3, sqs)
     reply_url = sqs.create_queue(QueueName=f"{name}-reply-1")["QueueUrl"]
     classifier = StubClassifier()
-    consumer = Consumer(
-        sqs=sqs,
-        s3=s3,
-        classifier=classifier,
-        decode=stub_decode,
-        queue_url=urls["request_queue_url"],
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        reply_prefix=settings.reply_queue_prefix,
-        wait_s=1,
-    )
+
+    def make_consumer(**extra) -> Consumer:
+        return Consumer(
+            sqs=sqs,
+            s3=s3,
+            classifier=classifier,
+            decode=stub_decode,
+            queue_url=urls["request_queue_url"],
+            input_bucket=settings.input_bucket,
+            output_bucket=settings.output_bucket,
+            reply_prefix=settings.reply_queue_prefix,
+            wait_s=1,
+            **extra,
+        )
+
+    consumer = make_consumer()
     return {
+        "make_consumer": make_consumer,
         "settings": settings,
         "s3": s3,
         "sqs": sqs,
@@ -124,6 +130,19 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
         )
         assert stored["label"] == reply.label
     assert depth(env, env["urls"]["request_queue_url"]) == 0
+
+
+def test_results_name_the_worker_and_say_when_a_request_waited_for_its_start(env):
+    early = send(env, 0, b"img0")  # queued while no worker was ready
+    time.sleep(0.05)  # SentTimestamp has millisecond resolution
+    consumer = env["make_consumer"](instance="i-0123456789abcdef0")  # model loaded: ready now
+    time.sleep(0.05)
+    late = send(env, 1, b"img1")
+    consumer.process(consumer._receive())
+    replies = {r.id: r for r in (Result.decode(m["Body"]) for m in receive(env, env["reply"]))}
+    assert {r.instance for r in replies.values()} == {"i-0123456789abcdef0"}
+    assert replies[early.id].timings_ms["worker_start"] == 1
+    assert "worker_start" not in replies[late.id].timings_ms
 
 
 def test_undecodable_image_gets_an_error_reply_and_is_not_retried(env):

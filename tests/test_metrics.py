@@ -26,7 +26,7 @@ from worker.metrics import ConsumerCollector, serve_metrics
 
 STATUS = {
     "queue": {"visible": 7, "in_flight": 3, "dlq": -1},
-    "fleet": {"pending": 1, "running": 2, "stopping": 0, "stopped": 1},
+    "fleet": {"pending": 1, "running": 2, "stopping": 0, "stopped": 1, "starting": 1},
     "policy": "target",
     "decisions": [],
     "scaler": "ok",
@@ -181,6 +181,8 @@ def test_metrics_carry_queue_and_fleet_from_the_status_source_and_skip_unknowns(
     assert "classifier_queue_dead_letter_messages" not in text  # -1: AWS did not answer
     assert value(text, "classifier_fleet_instances", state="running") == 2
     assert value(text, "classifier_fleet_instances", state="stopped") == 1
+    assert 'state="starting"' not in text  # a part of running, not a state to add up
+    assert value(text, "classifier_fleet_starting_instances") == 1
     assert value(text, "classifier_scaler_up") == 1
 
 

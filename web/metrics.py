@@ -93,9 +93,19 @@ class StatusCollector:
         fleet = GaugeMetricFamily(
             "classifier_fleet_instances", "fleet instances by state", labels=["state"]
         )
-        for state, count in sorted(status.get("fleet", {}).items()):
+        counts = dict(status.get("fleet", {}))
+        # "starting" is a part of "running", not a state of its own: a sum over states must not
+        # count those instances twice, so it is a gauge of its own.
+        starting = counts.pop("starting", None)
+        for state, count in sorted(counts.items()):
             fleet.add_metric([state], count)
         yield fleet
+        if isinstance(starting, int):
+            yield GaugeMetricFamily(
+                "classifier_fleet_starting_instances",
+                "running instances whose worker is still loading its model",
+                value=starting,
+            )
         yield GaugeMetricFamily(
             "classifier_scaler_up",
             "1 if the scaler's status answered",

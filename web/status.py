@@ -14,7 +14,8 @@ from runtime.failures import log_failure
 
 log = logging.getLogger(__name__)
 
-_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0}
+_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0, "starting": 0}
+LABEL_SET = "ImageNet, 1000 classes"  # every model in the worker's registry answers in these
 
 
 class StatusSource:
@@ -27,11 +28,13 @@ class StatusSource:
         request_queue_url: str,
         dlq_url: str,
         scaler_url: str,
+        model: str = "",
         *,
         ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._sqs = sqs
+        self._model = model
         self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
         self._scaler_url = scaler_url
         self._ttl_s, self._clock = ttl_s, clock
@@ -48,10 +51,14 @@ class StatusSource:
     def _read(self) -> dict:
         scaler = self._scaler()
         return {
+            "time": round(time.time(), 3),  # the page's charts use the server's clock
+            "model": self._model,
+            "labels": LABEL_SET,
             "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
+            "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to
             "scaler": "ok" if scaler else "unreachable",
         }
 

@@ -43,6 +43,7 @@ class Job:
     sha256: str = ""  # of `data`: the web tier caches the result under this hash only
     tensor: object = None
     result: Result | None = None
+    sent_at: float = 0.0  # epoch seconds SQS received the request
     retry: bool = False  # a transient failure: leave the message for redelivery
     expired: bool = False  # nobody waits any more: delete without work or reply
 
@@ -124,9 +125,12 @@ class Consumer:
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
         budget: DecodeBudget | None = None,
+        instance: str = "",
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
+        self._instance = instance
+        self._ready_at = clock()  # built once the model is loaded: the worker is ready
         self._classifier, self._decode = classifier, decode
         self._queue_url = queue_url
         self._input, self._output = input_bucket, output_bucket
@@ -202,7 +206,9 @@ class Consumer:
             QueueUrl=self._queue_url,
             MaxNumberOfMessages=self._batch_max,
             WaitTimeSeconds=self._wait_s,
-            AttributeNames=["ApproximateReceiveCount"],  # logged: redeliveries stand out
+            # ReceiveCount is logged (redeliveries stand out); SentTimestamp tells a request that
+            # was queued before this worker was ready, i.e. one that waited for a worker start.
+            AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
         return response.get("Messages", [])
 
@@ -235,15 +241,17 @@ class Consumer:
         self.stats.model_s += model_s
         timings = {**batch.timings_ms, "model": round(model_s * 1e3, 2), "batch": len(jobs)}
         for job, top5 in zip(jobs, predictions, strict=True):
+            waited = {"worker_start": 1} if 0 < job.sent_at < self._ready_at else {}
             job.result = Result(
                 id=job.request.id,
                 filename=job.request.filename,
                 model=self._classifier.name,
                 label=top5[0][0],
                 top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
-                timings_ms=timings,
                 token=job.request.token,
                 sha256=job.sha256,
+                timings_ms={**timings, **waited},
+                instance=self._instance,
             )
 
     def _finish(self, batch: Batch) -> None:
@@ -272,6 +280,8 @@ class Consumer:
 
     def _parse(self, message: dict) -> Job:
         job = Job(receipt=message["ReceiptHandle"])
+        sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
+        job.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
         try:
             job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
         except MessageError as error:
