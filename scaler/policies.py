@@ -145,16 +145,19 @@ def target(obs: Observation, limits: Limits, params: TargetParams) -> Decision:
     """Target tracking on backlog per instance: out at once, in only after a quiet period."""
     check_observation(obs, limits)
     raw, why = target_raw(obs, params)
+    facts = (("load", obs.load), ("capacity", obs.capacity), ("raw", raw))
     if raw >= obs.capacity:
-        return Decision(clamp(raw, limits), raw, f"{why}: scale to demand")
+        return Decision(clamp(raw, limits), raw, f"{why}: scale to demand", "to-demand", facts)
     if obs.window_peak is None:
-        return Decision(clamp(obs.capacity, limits), raw, f"{why}: hold, quiet period not watched")
+        reason = f"{why}: hold, quiet period not watched"
+        return Decision(clamp(obs.capacity, limits), raw, reason, "hold-unwatched", facts)
     keep = min(obs.capacity, max(raw, obs.window_peak))
+    facts = (*facts, ("window_peak", obs.window_peak))
     if keep == obs.capacity:
         reason = f"{why}: hold, peak {obs.window_peak} within quiet period"
-    else:
-        reason = f"{why}: scale in to quiet-period peak {max(raw, obs.window_peak)}"
-    return Decision(clamp(keep, limits), raw, reason)
+        return Decision(clamp(keep, limits), raw, reason, "hold-peak", facts)
+    reason = f"{why}: scale in to quiet-period peak {max(raw, obs.window_peak)}"
+    return Decision(clamp(keep, limits), raw, reason, "quiet-scale-in", facts)
 
 
 class QuietWindow:

@@ -42,7 +42,9 @@ PARAMS = TargetParams(latency_target_s=5.0)  # with 10 img/s: 50 messages per in
 )
 def test_seed_table(visible, in_flight, capacity, limits, desired):
     obs = Observation(visible, in_flight, capacity, throughput_img_s=10.0)
-    assert seed(obs, limits).desired == desired
+    decision = seed(obs, limits)
+    assert decision.desired == desired
+    assert decision.code == ("empty" if visible == 0 else "per-4-visible")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,7 @@ def test_target_table(visible, in_flight, capacity, throughput, peak, desired, r
     obs = Observation(visible, in_flight, capacity, throughput, window_peak=peak)
     decision = target(obs, LIMITS, PARAMS)
     assert (decision.desired, decision.raw) == (desired, raw)
-    assert decision.reason
+    assert decision.reason and decision.code  # words for people, a rule name for the dashboard
 
 
 @pytest.mark.parametrize(

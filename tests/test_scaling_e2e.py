@@ -86,7 +86,8 @@ def embedded(tmp_path):
 
 
 def _fleet(url: str) -> dict:
-    return requests.get(f"{url}/status", timeout=5).json()
+    # Generous: on a loaded machine /status (SQS counts plus the scaler's) can take seconds.
+    return requests.get(f"{url}/status", timeout=30).json()
 
 
 class FleetWatch:
