@@ -116,7 +116,7 @@ def prepared_tensors(classifier, photos: list[bytes]) -> list:
     """The real photos, decoded and preprocessed exactly as the worker does it."""
     from worker.imaging import decode
 
-    return [classifier.prepare(decode(data)) for data in photos]
+    return [classifier.prepare(decode(data, min_side=classifier.min_side)) for data in photos]
 
 
 def time_decode(classifier, photos: list[bytes], reps: int) -> float:
@@ -127,7 +127,7 @@ def time_decode(classifier, photos: list[bytes], reps: int) -> float:
     for _ in range(max(reps, 3)):
         started = time.process_time()
         for data in photos:
-            classifier.prepare(decode(data))
+            classifier.prepare(decode(data, min_side=classifier.min_side))
         per_photo.append((time.process_time() - started) * 1e3 / len(photos))
     return statistics.median(per_photo)
 

@@ -8,6 +8,7 @@ queue when its visibility timeout ends.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         sqs=sqs,
         s3=make_client("s3", settings),
         classifier=classifier,
-        decode=decode,
+        # JPEGs decode at the size the model resizes to, not at every pixel they carry.
+        decode=functools.partial(decode, min_side=classifier.min_side),
         queue_url=queue_url,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
