@@ -11,7 +11,7 @@ import pytest
 from embedded.provision import provision
 from runtime.messages import Request, Result
 from runtime.settings import Settings
-from worker.consumer import Consumer
+from worker.consumer import STAGES, Consumer
 from worker.visibility import VisibilityKeeper
 
 
@@ -123,6 +123,14 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
         )
         assert stored["label"] == reply.label
     assert depth(env, env["urls"]["request_queue_url"]) == 0
+
+
+def test_every_stage_of_a_batch_counts_its_cpu_time(env):
+    for i in range(3):
+        send(env, i, f"img{i}".encode())
+    drain_once(env)
+    assert set(env["consumer"].stats.stage_cpu_s) == set(STAGES)
+    assert all(seconds >= 0 for seconds in env["consumer"].stats.stage_cpu_s.values())
 
 
 def test_undecodable_image_gets_an_error_reply_and_is_not_retried(env):

@@ -8,6 +8,10 @@ second reply.
 decoded (the intake thread) and batch k-1 is stored and replied to (the finisher), so the model
 waits on S3 and SQS as little as possible. `process()` runs one batch through every stage in
 turn.
+
+Every stage counts the CPU time of the thread that runs it (`Stats.stage_cpu_s`, served on the
+worker's /metrics and read by `make bench`): on a CPU the worker's threads share its cores, so
+work moved to another thread is not free, and CPU seconds say what each stage really costs.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
@@ -47,6 +52,10 @@ class Job:
         return self.request is not None and not (self.result or self.retry or self.expired)
 
 
+# The stages whose CPU time is counted, in the order a message meets them.
+STAGES = ("receive", "fetch", "decode", "preprocess", "model", "store", "reply", "delete")
+
+
 @dataclass
 class Stats:
     images: int = 0
@@ -55,6 +64,7 @@ class Stats:
     busy_s: float = 0.0  # wall time with at least one batch in hand
     model_s: float = 0.0
     batch_sizes: Counter = field(default_factory=Counter)  # batch size -> batches
+    stage_cpu_s: Counter = field(default_factory=Counter)  # stage -> CPU seconds of its threads
     _in_hand: int = 0
     _since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,6 +72,17 @@ class Stats:
     @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Count the CPU time this thread spends in the block as stage `name`'s."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            spent = time.thread_time() - started
+            with self._lock:
+                self.stage_cpu_s[name] += spent
 
     def begin(self) -> None:
         with self._lock:
@@ -155,7 +176,8 @@ class Consumer:
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
-                messages = self._receive()
+                with self.stats.stage("receive"):
+                    messages = self._receive()
                 backoff_s = 0.5
             except Exception as error:  # noqa: BLE001 - AWS may be briefly away; keep trying
                 log.warning("receive failed (%s); retry in %.1f s", type(error).__name__, backoff_s)
@@ -193,7 +215,8 @@ class Consumer:
     def _take(self, messages: list[dict]) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
         self.stats.begin()
-        batch = Batch(jobs=[self._parse(message) for message in messages])
+        with self.stats.stage("receive"):
+            batch = Batch(jobs=[self._parse(message) for message in messages])
         self._keeper.track(batch.receipts)
         list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
@@ -205,7 +228,8 @@ class Consumer:
             return
         started = time.perf_counter()
         try:
-            predictions = self._classifier.classify([job.tensor for job in jobs])
+            with self.stats.stage("model"):
+                predictions = self._classifier.classify([job.tensor for job in jobs])
         except Exception:  # noqa: BLE001 - a model fault: redeliver, and the DLQ ends any loop
             log.exception("the model failed on a batch of %d; leaving it for redelivery", len(jobs))
             for job in jobs:
@@ -231,10 +255,12 @@ class Consumer:
         # S3. A result that fails to store keeps its message, and a second reply after the
         # redelivery is dropped by the web tier as a duplicate.
         stored = [self._pool.submit(self._store, job) for job in done]
-        self._reply(done)
+        with self.stats.stage("reply"):
+            self._reply(done)
         for future in stored:
             future.result()
-        self._delete([job for job in batch.jobs if job.request and not job.retry])
+        with self.stats.stage("delete"):
+            self._delete([job for job in batch.jobs if job.request and not job.retry])
         self._keeper.untrack(batch.receipts)
         images = sum(1 for job in done if job.result.ok)
         self.stats.end(images, len(done) - images, len(batch.jobs))
@@ -270,7 +296,9 @@ class Consumer:
 
     def _load(self, job: Job) -> None:
         try:
-            job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
+            with self.stats.stage("fetch"):
+                response = self._s3.get_object(Bucket=self._input, Key=job.request.key)
+                job.data = response["Body"].read()
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 job.result = self._error(job, "the uploaded image is gone")
@@ -281,7 +309,10 @@ class Consumer:
             job.retry = True
             return
         try:
-            job.tensor = self._classifier.prepare(self._decode(job.data))
+            with self.stats.stage("decode"):
+                image = self._decode(job.data)
+            with self.stats.stage("preprocess"):
+                job.tensor = self._classifier.prepare(image)
         except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
             job.result = self._error(job, f"cannot decode the image: {error}")
 
@@ -290,6 +321,10 @@ class Consumer:
         return Result(id=job.request.id, filename=job.request.filename, error=reason)
 
     def _store(self, job: Job) -> None:
+        with self.stats.stage("store"):
+            self._store_result(job)
+
+    def _store_result(self, job: Job) -> None:
         try:
             self._s3.put_object(
                 Bucket=self._output,
