@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.client import Batch, Uploader
 from bench.machine import CpuMeter, CpuWindow
+from bench.phones import PhonePhotos
 from bench.photos import Photos
 from bench.probe import aws_call_costs
 from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
@@ -28,6 +29,8 @@ class Sizes:
     burst: int
     e2e: int
     concurrency: int
+    phone_e2e: int  # 12 MP phone photos uploaded at phone_concurrency after the e2e run
+    phone_concurrency: int
     probes: int  # timed calls of each kind to the AWS emulator
 
 
@@ -41,10 +44,19 @@ class ServiceRun:
     burst: Batch
     e2e: Batch
     cpu: CpuWindow  # where the CPU went during the e2e run
+    phone_e2e: Batch
+    phone_cpu: CpuWindow
     aws_calls: dict[str, dict]  # cost of each kind of AWS call, alone
 
 
-def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
+def run(
+    photos: Photos,
+    phones: PhonePhotos,
+    sizes: Sizes,
+    workers: int,
+    log_dir: Path,
+    overrides: dict,
+) -> ServiceRun:
     moto_stack, endpoint = start_moto(log_dir, None)
     port = free_port()
     name = f"bench{os.getpid()}s"
@@ -91,6 +103,10 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         meter = CpuMeter(pids).start()
         e2e = uploader.concurrent(e2e_photos, sizes.concurrency)
         cpu = meter.stop()
+        phone_photos = phones.take(sizes.phone_e2e)
+        meter = CpuMeter(pids).start()
+        phone_e2e = uploader.concurrent(phone_photos, sizes.phone_concurrency)
+        phone_cpu = meter.stop()
         if dead := stack.dead():
             raise StackError(f"{', '.join(dead)} exited during the run; see {log_dir}/")
     finally:
@@ -106,5 +122,7 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         burst=burst,
         e2e=e2e,
         cpu=cpu,
+        phone_e2e=phone_e2e,
+        phone_cpu=phone_cpu,
         aws_calls={"probe_photo_kb": round(len(probe_photo.data) / 1024), **aws_calls},
     )
