@@ -7,6 +7,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from runtime.resources import BUCKET_ENCRYPTION, DLQ_RETENTION_S, QUEUE_ENCRYPTION
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
     dlq_url = ensure_queue(
-        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": "1209600"}, tags
+        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -59,9 +60,7 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
     )
     s3.put_bucket_encryption(
         Bucket=name,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
+        ServerSideEncryptionConfiguration=BUCKET_ENCRYPTION,
     )
     if tags:
         s3.put_bucket_tagging(
@@ -71,7 +70,7 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
     """Create the queue, or bring an existing one's attributes to what we want."""
-    wanted = {"SqsManagedSseEnabled": "true", **attributes}
+    wanted = {**QUEUE_ENCRYPTION, **attributes}
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as error:

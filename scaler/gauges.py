@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime import sqs
 from runtime.cloudwatch import read_throughput
+from runtime.failures import describe
 from runtime.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
-
-_DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,6 @@ class QueueGauge:
         self._backoff = backoff
         self._sleep = sleep
 
-    def _attributes(self, url: str) -> dict[str, str]:
-        return self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)[
-            "Attributes"
-        ]
-
     def read(self) -> QueueDepth:
         def read_once() -> QueueDepth:
             if self._urls is None:
@@ -55,14 +50,9 @@ class QueueGauge:
                     self._sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in self._names
                 )
                 self._urls = (request, dlq)
-            request = self._attributes(self._urls[0])
-            dlq = self._attributes(self._urls[1])
-            return QueueDepth(
-                visible=int(request["ApproximateNumberOfMessages"]),
-                in_flight=int(request["ApproximateNumberOfMessagesNotVisible"]),
-                dlq=int(dlq["ApproximateNumberOfMessages"])
-                + int(dlq["ApproximateNumberOfMessagesNotVisible"]),
-            )
+            request = sqs.read_depth(self._sqs, self._urls[0])
+            dlq = sqs.read_depth(self._sqs, self._urls[1])
+            return QueueDepth(request.visible, request.in_flight, dlq.total)
 
         try:
             return retry(read_once, "read queue depth", self._backoff, self._sleep)
@@ -112,7 +102,9 @@ class ThroughputGauge:
             img_s = read_throughput(self._cloudwatch, self._fleet, self._window_s)
         except (ClientError, BotoCoreError) as error:
             # Sizing on the last known rate beats not sizing at all.
-            log.warning("throughput unreadable (%s); using %.1f img/s", error, self._last.img_s)
+            log.warning(
+                "throughput unreadable (%s); using %.1f img/s", describe(error), self._last.img_s
+            )
             return self._last
         self._last = self._default if img_s is None or img_s <= 0 else Throughput(img_s, True)
         return self._last

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key
+from runtime.failures import is_not_found, log_failure
+from runtime.keys import cache_key, result_key
+from runtime.messages import MessageError, Request, Result
+
+log = logging.getLogger(__name__)
 
 
 class Unavailable(RuntimeError):
@@ -40,12 +45,8 @@ class UploadStore:
 
     def new_request(self, filename: str, request_id: str | None = None) -> Request:
         request_id = request_id or self._uuidgen().hex
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=filename,
-            reply_to=self._reply_queue_url,
-            deadline=self._clock() + self._timeout_s,
+        return Request.create(
+            request_id, filename, self._reply_queue_url, self._clock() + self._timeout_s
         )
 
     def submit(self, request: Request, data: bytes) -> None:
@@ -53,15 +54,17 @@ class UploadStore:
         try:
             self._s3.put_object(Bucket=self._input, Key=request.key, Body=data)
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
+            log_failure(log, f"store upload {request.key}", error)
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
             self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
         except Exception as error:  # noqa: BLE001
+            log_failure(log, f"queue request {request.id}", error)
             self._discard(request.key)
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
     def result(self, request_id: str) -> Result | None:
-        return self._read(f"results/{request_id}.json")
+        return self._read(result_key(request_id))
 
     def cached(self, sha256: str) -> Result | None:
         """The stored result for the same bytes and model, if the cache is on and has one."""
@@ -69,7 +72,8 @@ class UploadStore:
             return None
         try:
             return self._read(cache_key(*self._cache_namespace, sha256))
-        except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
+        except Exception as error:  # noqa: BLE001 - a cache that cannot be read is a miss
+            log_failure(log, "read the result cache", error)
             return None
 
     def remember(self, sha256: str, result: Result) -> None:
@@ -82,14 +86,14 @@ class UploadStore:
                 Key=cache_key(*self._cache_namespace, sha256),
                 Body=result.encode().encode(),
             )
-        except Exception:  # noqa: BLE001, S110 - a later miss is the only cost
-            pass
+        except Exception as error:  # noqa: BLE001 - a later miss is the only cost
+            log_failure(log, "fill the result cache", error)
 
     def _read(self, key: str) -> Result | None:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_not_found(error):
                 return None
             raise
         try:
@@ -108,5 +112,5 @@ class UploadStore:
     def _discard(self, key: str) -> None:
         try:
             self._s3.delete_object(Bucket=self._input, Key=key)
-        except Exception:  # noqa: BLE001, S110 - best effort; a lifecycle rule is the backstop
-            pass
+        except Exception as error:  # noqa: BLE001 - best effort; a lifecycle rule is the backstop
+            log_failure(log, f"discard {key}", error)
