@@ -246,5 +246,12 @@ def web_policy() -> dict:
         ),
         # The reply-queue janitor lists queues by name prefix; ListQueues has no resource type.
         _statement("FindOrphanReplyQueues", ["sqs:ListQueues"], "*"),
+        _statement(
+            # Accepted uploads per second: the scaler's arrival rate.
+            "PublishArrivals",
+            ["cloudwatch:PutMetricData"],
+            "*",  # PutMetricData has no resource type; the namespace condition scopes it
+            {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
         *pull_statements("WebRepository"),
     )

@@ -18,8 +18,9 @@ class ConfigError(ValueError):
 
 TIERS = ("web", "worker", "scaler")
 # The choices of each setting that takes one of a few words; Settings.validate checks them and
-# the tiers that act on them import them from here (scaler.policies builds one per POLICY).
-POLICIES = ("target", "seed")
+# the tiers that act on them import them from here (scaler.registry builds one per POLICY).
+POLICIES = ("drain", "target", "seed")
+DEFAULT_POLICY = "drain"  # projects drain times: docs/scaling.md
 RUNNERS = ("none", "process", "docker")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
 PREPROCESSES = ("default", "reference")
@@ -103,17 +104,35 @@ class Settings:
 
     # Scaler.
     policy: str = _setting(
-        "target", "scaling policy: 'target' or 'seed'", "scaler", choices=POLICIES
+        DEFAULT_POLICY,
+        f"scaling policy: {', '.join(POLICIES)} (docs/scaling.md)",
+        "scaler",
+        choices=POLICIES,
     )
-    # Workers label their throughput metric with it; the scaler reads the metric by it.
+    # Workers label their throughput metric with it, the web tier its accepted uploads; the
+    # scaler reads both by it.
     fleet_name: str = _setting(
-        "classifier-workers", "fleet tag value that marks our instances", ("worker", "scaler")
+        "classifier-workers",
+        "fleet tag value that marks our instances",
+        ("web", "worker", "scaler"),
     )
     fleet_min: int = _setting(0, "fewest running workers", "scaler")
     fleet_max: int = _setting(12, "most running workers (embedded: the core count)", "scaler")
     scaler_tick_s: float = _setting(2.0, "seconds between scaler decisions", "scaler")
     quiet_period_s: float = _setting(30.0, "idle seconds before scaling in", "scaler")
     latency_target_s: float = _setting(5.0, "queueing latency the target policy aims for", "scaler")
+    idle_delay_s: float = _setting(
+        2.0, "drain policy: idle seconds (nothing queued) before the fleet goes to zero", "scaler"
+    )
+    expected_boot_new_s: float = _setting(
+        40.0, "drain policy: seconds a new instance takes until its worker works", "scaler"
+    )
+    expected_boot_start_s: float = _setting(
+        10.0, "drain policy: seconds a stopped instance takes to work again", "scaler"
+    )
+    arrival_window_s: float = _setting(
+        1.0, "arrival rate: the lesser of the last two windows this long (bursts read 0)", "scaler"
+    )
     default_throughput_img_s: float = _setting(
         10.0, "per-worker images/s assumed until workers report theirs", "scaler"
     )
@@ -170,6 +189,14 @@ class Settings:
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
+            (self.quiet_period_s >= 0, "QUIET_PERIOD_S must be >= 0"),
+            (self.latency_target_s > 0, "LATENCY_TARGET_S must be > 0"),
+            (self.idle_delay_s >= 0, "IDLE_DELAY_S must be >= 0"),
+            (self.expected_boot_new_s >= 0, "EXPECTED_BOOT_NEW_S must be >= 0"),
+            (self.expected_boot_start_s >= 0, "EXPECTED_BOOT_START_S must be >= 0"),
+            (self.arrival_window_s > 0, "ARRIVAL_WINDOW_S must be > 0"),
+            (self.default_throughput_img_s > 0, "DEFAULT_THROUGHPUT_IMG_S must be > 0"),
+            (self.warm_pool_max >= 0, "WARM_POOL_MAX must be >= 0"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
         ]
         checks += [

@@ -143,7 +143,8 @@ def elastic(moto_endpoint, tmp_path_factory):
         SCALER_TICK_S="0.5",
         SCALER_STATUS_PORT=str(status_port),
         SCALER_STATUS_URL=f"http://127.0.0.1:{status_port}/status",
-        QUIET_PERIOD_S="120",  # no scale-in while the test watches
+        POLICY="target",  # with its quiet period: no scale-in while the test watches
+        QUIET_PERIOD_S="120",
         DEFAULT_THROUGHPUT_IMG_S="1",
         LATENCY_TARGET_S="2",  # two queued images per worker: a small burst asks for the max
         TORCH_THREADS="1",  # two workers share two cores

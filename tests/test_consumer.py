@@ -1,4 +1,4 @@
-"""The consume loop against a real moto server, with a stand-in classifier (fast, unit level)."""
+"""The consume loop against moto in this process, with a stand-in classifier (unit level)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def stub_decode(data: bytes) -> str:
 
 
 @pytest.fixture
-def env(aws_client, request):
+def env(in_process_aws, request):
     name = f"c{abs(hash(request.node.nodeid)) % 10**8}"
     settings = Settings(
         input_bucket=f"{name}-in",
@@ -47,7 +47,7 @@ def env(aws_client, request):
         reply_queue_prefix=f"{name}-reply-",
         max_receive_count=2,
     )
-    s3, sqs = aws_client("s3"), aws_client("sqs")
+    s3, sqs = in_process_aws("s3"), in_process_aws("sqs")
     urls = provision(settings, s3, sqs)
     reply_url = sqs.create_queue(QueueName=f"{name}-reply-1")["QueueUrl"]
     classifier = StubClassifier()

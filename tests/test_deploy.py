@@ -369,14 +369,15 @@ def test_no_policy_grants_everything(deployed, aws_client):
             assert not any("*" in action for action in s["Action"]), s
             if "*" in s["Resource"]:
                 assert set(s["Action"]) <= resourceless, s
-    put_metric = next(
-        s
-        for s in role_policy(deployed, aws_client, "WorkerRole")
-        if "cloudwatch:PutMetricData" in s["Action"]
-    )
-    assert put_metric["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
-    }
+    for role in ("WorkerRole", "WebRole"):  # throughput; accepted uploads per second
+        put_metric = next(
+            s
+            for s in role_policy(deployed, aws_client, role)
+            if "cloudwatch:PutMetricData" in s["Action"]
+        )
+        assert put_metric["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
+        }
 
 
 # --- teardown ---------------------------------------------------------------------------------

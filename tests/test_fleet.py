@@ -11,7 +11,15 @@ from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template, view
-from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan
+from scaler.plan import (
+    Actions,
+    Instance,
+    PoolRules,
+    capacity,
+    count_states,
+    plan,
+    plan_original,
+)
 
 RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
 NOW = 10_000.0
@@ -84,6 +92,36 @@ def test_zero_pool_terminates_every_stopped_instance():
     rules = PoolRules(warm_pool_max=0, stopped_max_age_s=3600.0)
     fleet = [inst("s1", "stopped", stopped_at=NOW), inst("r1", "running")]
     assert plan(0, fleet, NOW, rules) == Actions(stop=("r1",), terminate=("s1",))
+
+
+@pytest.mark.parametrize(
+    ("desired", "fleet", "actions"),
+    [
+        # Out: restart what is stopped, then launch.
+        (3, [inst("r1", "running"), inst("s1", "stopped")], Actions(start=("s1",), launch=1)),
+        # Never in while anything is visible (the policy never asks for less than the fleet).
+        (2, [inst("r1", "running"), inst("p1", "pending")], Actions()),
+        # Queue empty: stop every running instance; booting ones are left to come up.
+        (
+            0,
+            [inst("r1", "running"), inst("r2", "running"), inst("p1", "pending")],
+            Actions(stop=("r1", "r2")),
+        ),
+        # Next tick: what is stopped is terminated, no warm pool kept.
+        (
+            0,
+            [inst("s1", "stopped"), inst("s2", "stopped"), inst("x1", "stopping")],
+            Actions(terminate=("s1", "s2")),
+        ),
+        (
+            1,
+            [inst("s1", "stopped"), inst("s2", "stopped")],
+            Actions(start=("s1",), terminate=("s2",)),
+        ),
+    ],
+)
+def test_original_executor(desired, fleet, actions):
+    assert plan_original(desired, fleet) == actions
 
 
 def test_plan_rejects_negative_desired():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
@@ -46,3 +47,38 @@ def test_duplicate_reply_completes_the_waiter_once(aws_client):
         assert dispatcher.waiting == 1  # only the unanswered one is left
     finally:
         dispatcher.stop()
+
+
+class FlakyReceive:
+    """A real SQS client whose first receive fails the way a bug would (not an AWS error)."""
+
+    def __init__(self, sqs):
+        self._sqs, self.failures = sqs, 0
+
+    def receive_message(self, **kwargs):
+        if self.failures == 0:
+            self.failures += 1
+            raise KeyError("Messages")
+        return self._sqs.receive_message(**kwargs)
+
+    def delete_message_batch(self, **kwargs):
+        return self._sqs.delete_message_batch(**kwargs)
+
+
+def test_dispatcher_logs_an_unexpected_error_with_its_traceback_and_goes_on(aws_client, caplog):
+    sqs = aws_client("sqs")
+    url = create_reply_queue(sqs, "flaky-reply-", "one")
+    flaky = FlakyReceive(sqs)
+    with caplog.at_level(logging.WARNING, logger="web.dispatcher"):
+        dispatcher = ReplyDispatcher(flaky, url, wait_s=1).start()
+        try:
+            future = dispatcher.expect("a" * 32)
+            sqs.send_message(
+                QueueUrl=url, MessageBody=Result(id="a" * 32, filename="x", label="ok").encode()
+            )
+            assert future.result(timeout=20).label == "ok"
+        finally:
+            dispatcher.stop()
+    (record,) = [r for r in caplog.records if r.name == "web.dispatcher"]
+    assert "reply queue receive failed unexpectedly (KeyError: 'Messages')" in record.getMessage()
+    assert record.exc_info[0] is KeyError and flaky.failures == 1

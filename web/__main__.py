@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             s3=s3,
             sqs=sqs,
             background_sqs=lambda: make_client("sqs", settings, pool_size=2),
+            cloudwatch=make_client("cloudwatch", settings),
         )
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)

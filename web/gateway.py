@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from runtime.messages import Result
+from web.arrivals import ArrivalCounter
 from web.dispatcher import ReplyDispatcher
 from web.guards import Backlog
 from web.store import UploadStore
@@ -34,9 +35,11 @@ class Gateway:
         dispatcher: ReplyDispatcher,
         timeout_s: float,
         backlog: Backlog | None = None,
+        arrivals: ArrivalCounter | None = None,
     ):
         self._store, self._dispatcher, self._timeout_s = store, dispatcher, timeout_s
         self._backlog = backlog
+        self._arrivals = arrivals
         # Cache writes happen after the answer, off the client's path and off the workers.
         self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache")
 
@@ -55,6 +58,8 @@ class Gateway:
         future = self._dispatcher.expect(request.id)
         try:
             self._store.submit(request, upload.data)
+            if self._arrivals is not None:
+                self._arrivals.add()  # the scaler's arrival rate: what reached the queue
             queued = time.perf_counter()
             result = future.result(timeout=self._timeout_s)
         except FutureTimeout:

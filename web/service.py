@@ -14,6 +14,7 @@ import falcon
 from runtime.failures import log_failure
 from runtime.settings import Settings
 from web.app import create_app
+from web.arrivals import ArrivalCounter
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
@@ -31,11 +32,14 @@ class WebService:
     _sqs: object
     _dispatcher: ReplyDispatcher
     _janitor: ReplyQueueJanitor
+    _arrivals: ArrivalCounter | None = None
 
     def close(self) -> None:
         """Stop the threads and delete this process's reply queue."""
         self._janitor.stop()
         self._dispatcher.stop()
+        if self._arrivals is not None:
+            self._arrivals.stop()
         try:
             self._sqs.delete_queue(QueueUrl=self.reply_queue_url)
         except Exception as error:  # noqa: BLE001 - the janitor of another process sweeps it
@@ -43,12 +47,19 @@ class WebService:
 
 
 def build_web(
-    settings: Settings, *, s3, sqs, background_sqs: Callable[[], object], instance: str = ""
+    settings: Settings,
+    *,
+    s3,
+    sqs,
+    background_sqs: Callable[[], object],
+    cloudwatch=None,
+    instance: str = "",
 ) -> WebService:
     """Raises what boto3 raises when the queues cannot be reached; nothing is started then.
 
     background_sqs makes one client for each background thread (dispatcher, janitor), so their
-    long polls never wait for a connection of the upload threads' pool.
+    long polls never wait for a connection of the upload threads' pool. With a cloudwatch
+    client, accepted uploads are counted per second for the scaler's arrival rate.
     """
     request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
@@ -72,6 +83,9 @@ def build_web(
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
     )
+    arrivals = (
+        ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
+    )
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(
         settings,
@@ -80,8 +94,9 @@ def build_web(
             dispatcher,
             settings.result_timeout_s,
             Backlog(sqs, request_queue_url, settings.max_backlog),
+            arrivals,
         ),
         ready=store.ready,
         status=status.snapshot,
     )
-    return WebService(app, reply_queue_url, sqs, dispatcher, janitor)
+    return WebService(app, reply_queue_url, sqs, dispatcher, janitor, arrivals)

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 
-from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
 
@@ -56,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    # Imported here so that --help and bad settings answer without loading torch.
+    # Imported here so that --help and bad settings answer without loading torch, and so that
+    # the signal handlers are in place before the slow imports (boto3, torch) begin.
+    from runtime.clients import make_client
     from worker.models import ModelError, load_classifier
     from worker.service import build_worker
 

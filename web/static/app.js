@@ -151,7 +151,9 @@ function render(status) {
   $("policy").textContent = status.scaler === "ok" ? `policy ${status.policy}` : "scaler not reachable";
   const decisions = $("decisions");
   const recent = (status.decisions || []).slice(-10).reverse();
-  decisions.replaceChildren(...(recent.length ? recent : ["none yet"]).map((d) => element("li", "", d)));
+  // Decisions are records (docs/scaling.md); their log line until they are worded as sentences.
+  const lines = recent.map((d) => (typeof d === "string" ? d : `${d.time} ${d.text}`));
+  decisions.replaceChildren(...(lines.length ? lines : ["none yet"]).map((d) => element("li", "", d)));
 
   const now = Date.now();
   samples.push({ t: now, fleet, visible: queue.visible, inFlight: queue.in_flight });
