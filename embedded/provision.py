@@ -20,6 +20,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     tags = tags or {}
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
+    expire_uploads(s3, settings.input_bucket)
     dlq_url = ensure_queue(
         sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
@@ -66,6 +67,29 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
         s3.put_bucket_tagging(
             Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
         )
+
+
+UPLOADS_EXPIRE_DAYS = 1
+
+
+def expire_uploads(s3, bucket: str) -> None:
+    """Uploads are read once by a worker; the web tier deletes only those it failed to queue,
+    so a lifecycle rule is what removes the rest (and what a client-chosen id is unique
+    against: `uploads/<id>` is written only if absent)."""
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire-uploads",
+                    "Filter": {"Prefix": "uploads/"},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": UPLOADS_EXPIRE_DAYS},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }
+            ]
+        },
+    )
 
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:

@@ -9,6 +9,9 @@ FLEET_TAG = "elastic-classifier:fleet"
 STOPPED_AT_TAG = "elastic-classifier:stopped-at"
 STARTED_AT_TAG = "elastic-classifier:started-at"
 SCALER_TAG_KEYS = (FLEET_TAG, STOPPED_AT_TAG, STARTED_AT_TAG)
+# Set by a worker on its own instance once its model is loaded (runtime.readiness); the worker's
+# IAM policy allows this key and no other, on fleet instances only.
+READY_AT_TAG = "elastic-classifier:ready-at"
 
 # Every queue is encrypted at rest with SQS-managed keys (the API's string form here;
 # CloudFormation takes the same attribute as a boolean).

@@ -58,9 +58,15 @@ class Settings:
         256, "Waitress worker threads: each waiting upload holds one, so >= peak uploads", "web"
     )
     web_connection_limit: int = _setting(1024, "Waitress open-connection limit", "web")
+    web_idle_timeout_s: int = _setting(
+        20, "a connection that sends nothing this long (a stalled body) is closed", "web"
+    )
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    web_upload_memory_mb: int = _setting(
+        512, "upload bodies the web process holds at once; more wait (503 after the timeout)", "web"
+    )
     result_cache: bool = _setting(
         True, "answer repeated image bytes from the stored result of the same model", "web"
     )
@@ -94,6 +100,9 @@ class Settings:
     # The scaler's local runners give a stopping worker this long to finish its batch.
     visibility_timeout_s: int = _setting(
         30, "SQS visibility timeout for requests", ("worker", "scaler")
+    )
+    worker_decode_budget_mb: int = _setting(
+        1024, "estimated peak memory of the decodes a worker runs at once", "worker"
     )
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
@@ -178,6 +187,8 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.web_upload_memory_mb >= 1, "WEB_UPLOAD_MEMORY_MB must be >= 1"),
+            (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
@@ -185,6 +196,7 @@ class Settings:
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
+            (self.worker_decode_budget_mb >= 1, "WORKER_DECODE_BUDGET_MB must be >= 1"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),

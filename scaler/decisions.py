@@ -23,7 +23,8 @@ def decision_record(
 
     {"at": epoch s, "time": "HH:MM:SS", "policy", "ok": false when a read or an action failed,
      "code": the rule ("drain-projection", "keep-up", "idle", "overloaded", ..., or
-     "<what>-error"), "reason": one line for people, "desired", "inputs": {visible, in_flight,
+     "<what>-error"), "reason": one line for people, "desired", "raw": the count before the
+     quiet period and the limits, "inputs": {visible, in_flight,
      capacity, warm, arrival_rate_img_s, steady_rate_img_s, throughput_img_s, idle_s,
      ready_in_s: [...]}, "facts": the rule's own numbers, "actions": {start: [ids], launch: n,
      stop: [ids], terminate: [ids]}, "text": the log line}
@@ -36,6 +37,7 @@ def decision_record(
         "code": decision.code if decision else code,
         "reason": decision.reason if decision else reason,
         "desired": decision.desired if decision else None,
+        "raw": decision.raw if decision else None,  # what the load alone asked for
         "inputs": None,
         "facts": dict(decision.facts) if decision else {},
         "actions": None,

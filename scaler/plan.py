@@ -24,6 +24,7 @@ class Instance:
     launched_at: float  # epoch seconds this run began (launch, or the latest start from stopped)
     restarted: bool = False  # this run is a start from stopped, not a new launch
     stopped_at: float | None = None  # epoch seconds of our last stop, when we know it
+    ready: bool = False  # its worker has loaded the model during this run (runtime.readiness)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def count_states(instances: Iterable[Instance]) -> dict[str, int]:
         if instance.state in counts:
             counts[instance.state] += 1
     return counts
+
+
+def starting(instances: Iterable[Instance]) -> int:
+    """Running instances whose worker still loads its model: capacity that serves nothing yet."""
+    return sum(1 for i in instances if i.state == "running" and not i.ready)
 
 
 def capacity(instances: Iterable[Instance]) -> int:

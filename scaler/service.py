@@ -22,7 +22,7 @@ from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
-from scaler.plan import CAPACITY_STATES, Instance, PoolRules, capacity, count_states
+from scaler.plan import CAPACITY_STATES, Instance, PoolRules, capacity, count_states, starting
 from scaler.policies import (
     IdleClock,
     Limits,
@@ -112,7 +112,7 @@ class Scaler:
         self._decisions: deque[dict] = deque(maxlen=DECISIONS_KEPT)
         self._last_key: tuple | None = None
         self._depth = QueueDepth(0, 0, 0)
-        self._fleet_counts = count_states([])
+        self._fleet_counts = self._counts([])
         self._img_s = 0.0
 
     def tick(self) -> None:
@@ -193,9 +193,14 @@ class Scaler:
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
-            self._fleet_counts = count_states(instances)
+            self._fleet_counts = self._counts(instances)
         if self._runner is not None:
             self._runner.reconcile([view(i) for i in instances])
+
+    @staticmethod
+    def _counts(instances: list[Instance]) -> dict[str, int]:
+        # "starting" is part of "running": instances whose worker still loads the model.
+        return {**count_states(instances), "starting": starting(instances)}
 
     def _record(self, key: tuple, record: dict, acted: bool, level: int = logging.INFO) -> None:
         # Log a tick that acted, failed or changed its mind; identical quiet ticks only at debug.
@@ -225,6 +230,7 @@ class Scaler:
                 },
                 "fleet": dict(self._fleet_counts),
                 "policy": self.config.policy,
+                "limits": {"min": self.config.limits.min, "max": self.config.limits.max},
                 "decisions": list(self._decisions),
                 "throughput_img_s": self._img_s,
             }

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from runtime.readiness import announce_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
@@ -241,6 +242,23 @@ def test_stop_records_the_time_and_start_marks_a_restart(ec2, settings):
     assert started.restarted and started.launched_at == 9e9
     assert view(started).restarted
     assert float(tags_of(ec2, iid)[STARTED_AT_TAG]) == 9e9
+
+
+def test_a_worker_is_ready_only_once_it_tagged_this_run(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template, clock=lambda: 5e9)
+    fleet.apply(Actions(launch=1))
+    (launched,) = fleet.instances()
+    assert not launched.ready  # its worker is loading the model
+    iid = launched.instance_id
+    assert announce_ready(ec2, iid, now=launched.launched_at + 6)
+    assert fleet.instances()[0].ready
+    fleet.apply(Actions(stop=(iid,)))
+    fleet._clock = lambda: 9e9  # noqa: SLF001 - a start long after that tag
+    fleet.apply(Actions(start=(iid,)))
+    (restarted,) = fleet.instances()
+    assert not restarted.ready  # the old tag is from the previous run
+    assert not announce_ready(ec2, "", now=1.0)  # no instance id (a worker run by hand)
 
 
 def test_scale_out_starts_the_warm_pool_before_launching(ec2, fleet):

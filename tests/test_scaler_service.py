@@ -97,7 +97,10 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
 
         status = get_json(status_url)
         assert status["queue"] == {"visible": 30, "in_flight": 0, "dlq": 0}
-        assert status["fleet"] == {"pending": 0, "running": 3, "stopping": 0, "stopped": 0}
+        # The stand-in workers never tag themselves ready: all three are still "starting".
+        fleet = {"pending": 0, "running": 3, "stopping": 0, "stopped": 0, "starting": 3}
+        assert status["fleet"] == fleet
+        assert status["limits"] == {"min": 0, "max": settings.fleet_max}
         assert status["policy"] == "target"
         assert status["throughput_img_s"] == 1.0
         assert any(d["actions"]["launch"] == 3 for d in status["decisions"])

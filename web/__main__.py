@@ -13,6 +13,7 @@ from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
 from web.service import build_web
+from web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("web")
 
@@ -61,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.web_threads,
         connection_limit=settings.web_connection_limit,
         backlog=2048,
-        # A backstop for bodies without a length; the app answers oversize uploads itself.
-        max_request_body_size=settings.max_upload_bytes * 4 + 1024 * 1024,
-        channel_timeout=int(settings.result_timeout_s) + 30,
+        # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
+        # the upload limit is refused while the headers are read (Waitress's own 413), not
+        # after buffering it; up to that margin the app answers with its one-line reason.
+        max_request_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD + 2**20,
+        # Closes only connections with no request in the app, so a stalled body (slowloris)
+        # is dropped while an upload that waits for its worker is kept.
+        channel_timeout=settings.web_idle_timeout_s,
+        cleanup_interval=max(1, settings.web_idle_timeout_s // 2),
         ident="classifier",
     )
     signal.signal(signal.SIGTERM, _raise_shutdown)

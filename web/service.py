@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import falcon
 
 from runtime.failures import log_failure
+from runtime.periodic import Every
 from runtime.settings import Settings
 from web.app import create_app
 from web.arrivals import ArrivalCounter
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
+from web.history import StatusHistory
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
@@ -32,10 +34,12 @@ class WebService:
     _sqs: object
     _dispatcher: ReplyDispatcher
     _janitor: ReplyQueueJanitor
+    _sampler: Every
     _arrivals: ArrivalCounter | None = None
 
     def close(self) -> None:
         """Stop the threads and delete this process's reply queue."""
+        self._sampler.stop()
         self._janitor.stop()
         self._dispatcher.stop()
         if self._arrivals is not None:
@@ -86,7 +90,13 @@ def build_web(
     arrivals = (
         ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
     )
-    status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
+    status = StatusSource(
+        sqs, request_queue_url, dlq_url, settings.scaler_status_url, model=settings.model
+    )
+    # The charts' history: sampled here, whether or not a page is open.
+    history = StatusHistory()
+    history.record(status.snapshot())
+    sampler = Every(history.interval_s, lambda: history.record(status.snapshot()), "history")
     app = create_app(
         settings,
         gateway=Gateway(
@@ -98,5 +108,6 @@ def build_web(
         ),
         ready=store.ready,
         status=status.snapshot,
+        history=history,
     )
-    return WebService(app, reply_queue_url, sqs, dispatcher, janitor, arrivals)
+    return WebService(app, reply_queue_url, sqs, dispatcher, janitor, sampler.start(), arrivals)
