@@ -19,6 +19,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     tags = tags or {}
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
+        ensure_expiry(s3, bucket, settings.result_expiry_days)
     dlq_url = ensure_queue(
         sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": "1209600"}, tags
     )
@@ -35,7 +36,41 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
         },
         tags,
     )
-    return {"request_queue_url": request_url, "dead_letter_queue_url": dlq_url}
+    # Batch-job images: their own lane (workers serve it only when no upload waits).
+    job_url = ensure_queue(
+        sqs,
+        settings.job_queue,
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+        tags,
+    )
+    return {
+        "request_queue_url": request_url,
+        "job_queue_url": job_url,
+        "dead_letter_queue_url": dlq_url,
+    }
+
+
+# What this service writes expires; the cache and anything else a user put in the buckets (the
+# prefixes batch jobs read) stay.
+EXPIRING_PREFIXES = ("uploads/", "results/", "started/", "jobs/")
+
+
+def ensure_expiry(s3, bucket: str, days: int) -> None:
+    """Lifecycle rules: the service's own objects expire `days` after they were written."""
+    rules = [
+        {
+            "ID": f"expire-{prefix.rstrip('/')}",
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for prefix in EXPIRING_PREFIXES
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
 
 
 def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> None:

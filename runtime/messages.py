@@ -46,14 +46,25 @@ def _check_id(value: str) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """Web -> worker: classify the object `key` of the input bucket and reply to `reply_to`."""
+    """Web -> worker: classify the object `key` of the input bucket and reply to `reply_to`.
+
+    Three kinds share the one schema: an interactive upload (a reply queue waits), an
+    asynchronous upload (`reply_to` empty: the stored result is the answer) and one image of a
+    batch job (`job` set: the result goes under the job's prefix, never replied).
+    """
 
     id: str
     key: str
     filename: str
     reply_to: str
     deadline: float  # epoch seconds; past it nobody waits for the answer
+    job: str = ""  # the batch job's id, for a job image
+    index: int = 0  # the image's place in its job
     v: int = VERSION
+
+    @property
+    def is_async(self) -> bool:
+        return not self.reply_to and not self.job
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -67,12 +78,52 @@ class Request:
             filename=_require(obj, "filename", str)[:_MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
             deadline=float(_require(obj, "deadline", (int, float))),
+            job=obj.get("job") or "",
+            index=obj.get("index", 0),
         )
-        if request.key != f"uploads/{request.id}":
+        if request.job:
+            _check_job_item(request)
+        elif request.key != f"uploads/{request.id}":
             raise MessageError("key does not belong to the request id")
-        if reply_prefix is not None and not _is_own_queue(request.reply_to, reply_prefix):
-            raise MessageError("reply_to is not one of this deployment's reply queues")
+        if request.reply_to and reply_prefix is not None:
+            if not _is_own_queue(request.reply_to, reply_prefix):
+                raise MessageError("reply_to is not one of this deployment's reply queues")
         return request
+
+
+def _check_job_item(request: Request) -> None:
+    if not isinstance(request.job, str) or not _ID.match(request.job):
+        raise MessageError("job is not a 32-digit hex job id")
+    if not isinstance(request.index, int) or isinstance(request.index, bool) or request.index < 0:
+        raise MessageError("index is not a non-negative integer")
+    if request.reply_to:
+        raise MessageError("a job image has no reply_to")
+    if not request.key or request.key.startswith(("/", "uploads/")) or ".." in request.key:
+        raise MessageError("key is not an input object of a job")
+
+
+def result_key(request_id: str) -> str:
+    """Where an upload's result is stored (interactive or asynchronous)."""
+    return f"results/{request_id}.json"
+
+
+def started_key(request_id: str) -> str:
+    """Written by the worker when it takes an asynchronous upload: its state is `in progress`."""
+    return f"started/{request_id}.json"
+
+
+def job_prefix(job_id: str) -> str:
+    """Everything of one batch job, in either bucket, lives under this prefix."""
+    return f"jobs/{job_id}/"
+
+
+def job_item_key(job_id: str, index: int, ok: bool) -> str:
+    """One job image's result: under done/ or failed/, so progress is two listings."""
+    return f"{job_prefix(job_id)}{'done' if ok else 'failed'}/{index:07d}.json"
+
+
+def stored_key(request: Request, ok: bool) -> str:
+    return job_item_key(request.job, request.index, ok) if request.job else result_key(request.id)
 
 
 def cache_key(model: str, preprocess: str, sha256: str) -> str:

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         reply_queue_url=reply_queue_url,
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
+        async_deadline_s=settings.result_expiry_days * 86400.0,
     )
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(

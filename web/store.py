@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key
+from runtime.messages import MessageError, Request, Result, cache_key, result_key, started_key
 
 
 class Unavailable(RuntimeError):
@@ -27,6 +27,7 @@ class UploadStore:
         reply_queue_url: str,
         result_timeout_s: float,
         cache_namespace: tuple[str, str] | None = None,
+        async_deadline_s: float = 7 * 86400.0,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
     ):
@@ -35,17 +36,21 @@ class UploadStore:
         self._request_queue_url = request_queue_url
         self._reply_queue_url = reply_queue_url
         self._timeout_s = result_timeout_s
+        self._async_deadline_s = async_deadline_s  # until the stored result would expire
         self._uuidgen, self._clock = uuidgen, clock
         self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
 
-    def new_request(self, filename: str, request_id: str | None = None) -> Request:
+    def new_request(
+        self, filename: str, request_id: str | None = None, *, reply: bool = True
+    ) -> Request:
+        """A request answered on this process's reply queue, or (reply=False) only stored."""
         request_id = request_id or self._uuidgen().hex
         return Request(
             id=request_id,
             key=f"uploads/{request_id}",
             filename=filename,
-            reply_to=self._reply_queue_url,
-            deadline=self._clock() + self._timeout_s,
+            reply_to=self._reply_queue_url if reply else "",
+            deadline=self._clock() + (self._timeout_s if reply else self._async_deadline_s),
         )
 
     def submit(self, request: Request, data: bytes) -> None:
@@ -61,7 +66,25 @@ class UploadStore:
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
     def result(self, request_id: str) -> Result | None:
-        return self._read(f"results/{request_id}.json")
+        return self._read(result_key(request_id))
+
+    def state(self, request_id: str) -> str | None:
+        """Before its result exists: `in progress` once a worker took it, `queued` while its
+        upload waits, None for an id this deployment does not know (or whose upload expired)."""
+        if self._exists(self._output, started_key(request_id)):
+            return "in progress"
+        if self._exists(self._input, f"uploads/{request_id}"):
+            return "queued"
+        return None
+
+    def _exists(self, bucket: str, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True
 
     def cached(self, sha256: str) -> Result | None:
         """The stored result for the same bytes and model, if the cache is on and has one."""

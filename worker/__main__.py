@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
         print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: interactive work only
+        log.warning("no job queue %r: serving interactive requests only", settings.job_queue)
+        job_queue_url = None
     consumer = Consumer(
         sqs=sqs,
         s3=make_client("s3", settings),
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
+        job_queue_url=job_queue_url,
     )
     on_stop.append(consumer.request_stop)
     if stop.is_set():

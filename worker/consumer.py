@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result, started_key, stored_key
+from worker import jobitems
+from worker.lanes import Lanes
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class Stats:
 @dataclass
 class Batch:
     jobs: list[Job]
+    queue_url: str = ""  # the lane every message of the batch came from
     started: float = field(default_factory=time.perf_counter)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +113,7 @@ class Consumer:
         wait_s: int = 10,
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
+        job_queue_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -120,7 +124,11 @@ class Consumer:
         self._batch_max, self._wait_s = batch_max, wait_s
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
-        self._keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout_s)
+        self._lanes = Lanes(sqs, queue_url, job_queue_url, wait_s=wait_s)
+        self._keepers = {
+            url: VisibilityKeeper(sqs, url, visibility_timeout_s)
+            for url in filter(None, (queue_url, job_queue_url))
+        }
         self._stopping = threading.Event()
         self.stats = Stats()
 
@@ -140,7 +148,8 @@ class Consumer:
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         finishing = threading.BoundedSemaphore(2)
         intake = threading.Thread(target=self._intake, args=(ready,), name="intake", daemon=True)
-        self._keeper.start()
+        for keeper in self._keepers.values():
+            keeper.start()
         intake.start()
         while (batch := ready.get()) is not _STOP:
             self._compute(batch)
@@ -149,13 +158,14 @@ class Consumer:
         intake.join()
         finisher.shutdown(wait=True)
         self._pool.shutdown(wait=True)
-        self._keeper.stop()
+        for keeper in self._keepers.values():
+            keeper.stop()
 
     def _intake(self, ready: queue.Queue) -> None:
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
-                messages = self._receive()
+                queue_url, messages = self._lanes.receive(self._batch_max)
                 backoff_s = 0.5
             except Exception as error:  # noqa: BLE001 - AWS may be briefly away; keep trying
                 log.warning("receive failed (%s); retry in %.1f s", type(error).__name__, backoff_s)
@@ -163,19 +173,19 @@ class Consumer:
                 backoff_s = min(backoff_s * 2, 10.0)
                 continue
             if self._stopping.is_set():
-                self._release(messages)  # unstarted: visible to other workers at once
+                self._release(messages, queue_url)  # unstarted: visible to others at once
                 break
             if messages:
                 try:
-                    ready.put(self._take(messages))
+                    ready.put(self._take(messages, queue_url))
                 except Exception:  # noqa: BLE001 - never leave the model loop waiting forever
                     log.exception("intake failed; giving %d messages back", len(messages))
-                    self._release(messages)
+                    self._release(messages, queue_url)
         ready.put(_STOP)
 
-    def process(self, messages: list[dict]) -> None:
+    def process(self, messages: list[dict], queue_url: str | None = None) -> None:
         """One batch through every stage, in this thread."""
-        batch = self._take(messages)
+        batch = self._take(messages, queue_url or self._queue_url)
         self._compute(batch)
         self._finish(batch)
 
@@ -190,11 +200,14 @@ class Consumer:
         )
         return response.get("Messages", [])
 
-    def _take(self, messages: list[dict]) -> Batch:
+    def _take(self, messages: list[dict], queue_url: str) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
         self.stats.begin()
-        batch = Batch(jobs=[self._parse(message) for message in messages])
-        self._keeper.track(batch.receipts)
+        batch = Batch(jobs=[self._parse(message, queue_url) for message in messages])
+        batch.queue_url = queue_url
+        self._keepers[queue_url].track(batch.receipts)
+        # A job image delivered twice is classified once: skip what is already stored.
+        jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool)
         list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
         return batch
@@ -234,8 +247,8 @@ class Consumer:
         self._reply(done)
         for future in stored:
             future.result()
-        self._delete([job for job in batch.jobs if job.request and not job.retry])
-        self._keeper.untrack(batch.receipts)
+        self._delete([job for job in batch.jobs if job.request and not job.retry], batch.queue_url)
+        self._keepers[batch.queue_url].untrack(batch.receipts)
         images = sum(1 for job in done if job.result.ok)
         self.stats.end(images, len(done) - images, len(batch.jobs))
         log.info(
@@ -248,7 +261,7 @@ class Consumer:
 
     # One job -----------------------------------------------------------------------------
 
-    def _parse(self, message: dict) -> Job:
+    def _parse(self, message: dict, queue_url: str) -> Job:
         job = Job(receipt=message["ReceiptHandle"])
         try:
             job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
@@ -257,7 +270,7 @@ class Consumer:
             if salvaged is None:
                 # Nobody to tell: let it fall to the DLQ after maxReceiveCount deliveries.
                 log.warning("unparseable message left for the DLQ: %s", error)
-                self._release([message])
+                self._release([message], queue_url)
                 job.retry = True
                 return job
             job.request = salvaged
@@ -269,6 +282,8 @@ class Consumer:
         return job
 
     def _load(self, job: Job) -> None:
+        if job.request.is_async:
+            self._mark_started(job.request)
         try:
             job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
         except ClientError as error:
@@ -289,11 +304,18 @@ class Consumer:
         log.info("request %s failed: %s", job.request.id, reason)
         return Result(id=job.request.id, filename=job.request.filename, error=reason)
 
+    def _mark_started(self, request: Request) -> None:
+        """An asynchronous upload's state becomes `in progress` (GET /results/<id> says so)."""
+        try:
+            self._s3.put_object(Bucket=self._output, Key=started_key(request.id), Body=b"{}")
+        except Exception as error:  # noqa: BLE001 - only the reported state is less precise
+            log.warning("could not mark %s started (%s)", request.id, type(error).__name__)
+
     def _store(self, job: Job) -> None:
         try:
             self._s3.put_object(
                 Bucket=self._output,
-                Key=f"results/{job.request.id}.json",
+                Key=stored_key(job.request, job.result.ok),
                 Body=job.result.encode().encode(),
                 ContentType="application/json",
             )
@@ -305,7 +327,8 @@ class Consumer:
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
-            by_queue[job.request.reply_to].append(job)
+            if job.request.reply_to:  # asynchronous uploads and job images have no reply queue
+                by_queue[job.request.reply_to].append(job)
         for queue_url, group in by_queue.items():
             for start in range(0, len(group), 10):
                 entries = [
@@ -317,18 +340,18 @@ class Consumer:
                 except Exception as error:  # noqa: BLE001 - the result is stored; GET /results
                     log.warning("reply to %s failed (%s)", queue_url, type(error).__name__)
 
-    def _delete(self, jobs: list[Job]) -> None:
+    def _delete(self, jobs: list[Job], queue_url: str) -> None:
         for start in range(0, len(jobs), 10):
             entries = [
                 {"Id": str(i), "ReceiptHandle": job.receipt}
                 for i, job in enumerate(jobs[start : start + 10])
             ]
             try:
-                self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
+                self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
             except Exception as error:  # noqa: BLE001 - redelivered later; results are idempotent
                 log.warning("could not delete messages (%s)", type(error).__name__)
 
-    def _release(self, messages: list[dict]) -> None:
+    def _release(self, messages: list[dict], queue_url: str) -> None:
         if not messages:
             return
         entries = [
@@ -336,7 +359,7 @@ class Consumer:
             for i, m in enumerate(messages)
         ]
         try:
-            self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
+            self._sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
         except Exception as error:  # noqa: BLE001 - they come back after the timeout anyway
             log.warning("could not release messages (%s)", type(error).__name__)
 

@@ -1,0 +1,36 @@
+"""Two lanes into one worker: interactive uploads always before batch-job images.
+
+A person waiting on the page must not queue behind a 10,000-image job, so the job lane is read
+only when a short poll finds the interactive lane empty. Each batch comes from one lane, so its
+messages are deleted, released and kept hidden on the queue they came from.
+"""
+
+from __future__ import annotations
+
+
+class Lanes:
+    def __init__(self, sqs, interactive_url: str, job_url: str | None, *, wait_s: int):
+        self._sqs = sqs
+        self.interactive_url, self.job_url = interactive_url, job_url
+        self._wait_s = wait_s
+        # With a job lane, an idle worker long-polls the interactive lane only briefly, so a job
+        # image arriving meanwhile waits at most this long.
+        self._idle_wait_s = min(wait_s, 2)
+
+    def receive(self, batch_max: int) -> tuple[str, list[dict]]:
+        """The next batch and the queue it came from (possibly empty)."""
+        if self.job_url is None:
+            return self.interactive_url, self._poll(self.interactive_url, self._wait_s, batch_max)
+        for url in (self.interactive_url, self.job_url):
+            if messages := self._poll(url, 0, batch_max):
+                return url, messages
+        return self.interactive_url, self._poll(self.interactive_url, self._idle_wait_s, batch_max)
+
+    def _poll(self, url: str, wait_s: int, batch_max: int) -> list[dict]:
+        response = self._sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=batch_max,
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["ApproximateReceiveCount"],  # logged: redeliveries stand out
+        )
+        return response.get("Messages", [])
