@@ -17,9 +17,11 @@ from web.app import create_app
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
+from web.jobs import JobLimits, JobStore
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
+from web.uploads import image_problem
 
 log = logging.getLogger("web")
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
         async_deadline_s=settings.result_expiry_days * 86400.0,
     )
+    jobs = _job_store(settings, s3, sqs)
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(
         settings,
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ready=store.ready,
         status=status.snapshot,
+        jobs=jobs,
     )
     server = waitress.create_server(
         app,
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         connection_limit=settings.web_connection_limit,
         backlog=2048,
         # A backstop for bodies without a length; the app answers oversize uploads itself.
-        max_request_body_size=settings.max_upload_bytes * 4 + 1024 * 1024,
+        max_request_body_size=max(settings.max_upload_bytes * 4, settings.job_max_bytes)
+        + 1024 * 1024,
         channel_timeout=int(settings.result_timeout_s) + 30,
         ident="classifier",
     )
@@ -120,6 +125,24 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # noqa: BLE001
             log.warning("could not delete reply queue (%s)", type(error).__name__)
     return 0
+
+
+def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: POST /jobs answers 503
+        log.warning("no job queue %r: batch jobs are off", settings.job_queue)
+        return None
+    return JobStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        job_queue_url=job_queue_url,
+        limits=JobLimits(settings.job_max_images, settings.max_upload_bytes),
+        check_image=lambda data: image_problem(data, settings.max_pixels),
+        deadline_s=settings.result_expiry_days * 86400.0,
+    )
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
 from web.guards import make_api_key_check
+from web.job_resources import JobResource, JobResultsResource, JobsResource
+from web.jobs import JobStore
 from web.metrics import MetricsResource, WebMetrics
 from web.page import STATIC_DIR, PageResource
 from web.resources import HealthResource, ResultResource, StatusResource, UploadResource
 from web.uploads import make_validator
 
 
-def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon.App:
+def create_app(
+    settings: Settings, *, gateway: Gateway, ready, status, jobs: JobStore | None = None
+) -> falcon.App:
     metrics = WebMetrics(status)
     app = falcon.App(middleware=[metrics])
     validate = make_validator(settings.max_upload_bytes, settings.max_pixels)
@@ -23,6 +27,12 @@ def create_app(settings: Settings, *, gateway: Gateway, ready, status) -> falcon
     app.add_route("/upload", upload)
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
     app.add_route("/results/{request_id}", ResultResource(gateway, check_api_key))
+    app.add_route("/jobs", JobsResource(jobs, check_api_key, settings.job_max_bytes))
+    app.add_route("/jobs/{job_id}", JobResource(jobs, check_api_key))
+    app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs, check_api_key))
+    # A folder sent as a form is one part per image (Falcon's default stops at 64).
+    multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
+    multipart.parse_options.max_body_part_count = settings.job_max_images + 16
     app.add_route("/healthz", HealthResource(ready))
     app.add_route("/status", StatusResource(metrics.status))
     app.add_route("/metrics", MetricsResource(metrics))

@@ -43,6 +43,7 @@ class Job:
     result: Result | None = None
     retry: bool = False  # a transient failure: leave the message for redelivery
     expired: bool = False  # nobody waits any more: delete without work or reply
+    claimed: bool = False  # a job image this worker holds (see worker.jobitems)
 
     @property
     def runnable(self) -> bool:
@@ -129,6 +130,7 @@ class Consumer:
             url: VisibilityKeeper(sqs, url, visibility_timeout_s)
             for url in filter(None, (queue_url, job_queue_url))
         }
+        self._claims = jobitems.Claims()
         self._stopping = threading.Event()
         self.stats = Stats()
 
@@ -207,8 +209,12 @@ class Consumer:
         batch.queue_url = queue_url
         self._keepers[queue_url].track(batch.receipts)
         # A job image delivered twice is classified once: skip what is already stored.
-        jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool)
-        list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
+        jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool, self._claims)
+        try:
+            list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
+        except BaseException:
+            self._claims.release(batch.jobs)  # given back: a redelivery must not be skipped
+            raise
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
         return batch
 
@@ -249,6 +255,7 @@ class Consumer:
             future.result()
         self._delete([job for job in batch.jobs if job.request and not job.retry], batch.queue_url)
         self._keepers[batch.queue_url].untrack(batch.receipts)
+        self._claims.release(batch.jobs)  # after the store: a later copy finds the result
         images = sum(1 for job in done if job.result.ok)
         self.stats.end(images, len(done) - images, len(batch.jobs))
         log.info(

@@ -1,12 +1,15 @@
 """Job images are classified once, even when SQS delivers a message twice.
 
 A job image's result key is fixed by its job and index, so a stored result means the work is
-done: a second delivery is deleted without work. Two copies in one batch count once.
+done: a second delivery is deleted without work. A copy that arrives while the first is still in
+this worker's hands (the pipeline holds up to three batches) is caught by the worker's claims,
+which are dropped only once the first copy's result is stored.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from botocore.exceptions import ClientError
 
@@ -15,19 +18,39 @@ from runtime.messages import job_item_key
 log = logging.getLogger(__name__)
 
 
-def skip_done(s3, output_bucket: str, jobs: list, pool) -> None:
-    """Mark the job images of a batch already classified (or twice in it) as nothing to do."""
-    seen: set[tuple[str, int]] = set()
+class Claims:
+    """The job images this worker holds, by (job, index)."""
+
+    def __init__(self):
+        self._held: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    def take(self, place: tuple[str, int]) -> bool:
+        with self._lock:
+            if place in self._held:
+                return False
+            self._held.add(place)
+            return True
+
+    def release(self, jobs: list) -> None:
+        with self._lock:
+            for job in jobs:
+                if job.claimed:
+                    self._held.discard((job.request.job, job.request.index))
+
+
+def skip_done(s3, output_bucket: str, jobs: list, pool, claims: Claims) -> None:
+    """Mark the job images of a batch already classified (or in hand) as nothing to do."""
     candidates = []
     for job in jobs:
         if not (job.runnable and job.request.job):
             continue
         place = (job.request.job, job.request.index)
-        if place in seen:
+        if not claims.take(place):
             job.expired = True
-            log.info("job %s image %d: a second copy in one batch", *place)
+            log.info("job %s image %d: a second copy while the first is in hand", *place)
             continue
-        seen.add(place)
+        job.claimed = True
         candidates.append(job)
     stored = pool.map(lambda j: _stored(s3, output_bucket, j), candidates)
     for job, done in zip(candidates, stored, strict=True):
