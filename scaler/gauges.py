@@ -22,6 +22,12 @@ class QueueDepth:
     visible: int
     in_flight: int
     dlq: int
+    job_visible: int = 0  # the batch-job lane (see scaler.lanes)
+    job_in_flight: int = 0
+
+    @property
+    def job_load(self) -> int:
+        return self.job_visible + self.job_in_flight
 
 
 class QueueGauge:
@@ -32,6 +38,7 @@ class QueueGauge:
         sqs,
         request_queue: str,
         dead_letter_queue: str,
+        job_queue: str | None = None,
         *,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen
         sleep: Callable[[float], None] = time.sleep,
@@ -39,6 +46,7 @@ class QueueGauge:
         self._sqs = sqs
         self._names = (request_queue, dead_letter_queue)
         self._urls: tuple[str, str] | None = None
+        self._jobs = JobLaneGauge(sqs, job_queue) if job_queue else None
         self._backoff = backoff
         self._sleep = sleep
 
@@ -57,11 +65,14 @@ class QueueGauge:
                 self._urls = (request, dlq)
             request = self._attributes(self._urls[0])
             dlq = self._attributes(self._urls[1])
+            job_visible, job_in_flight = self._jobs.read() if self._jobs else (0, 0)
             return QueueDepth(
                 visible=int(request["ApproximateNumberOfMessages"]),
                 in_flight=int(request["ApproximateNumberOfMessagesNotVisible"]),
                 dlq=int(dlq["ApproximateNumberOfMessages"])
                 + int(dlq["ApproximateNumberOfMessagesNotVisible"]),
+                job_visible=job_visible,
+                job_in_flight=job_in_flight,
             )
 
         try:
@@ -69,6 +80,32 @@ class QueueGauge:
         except ClientError:
             self._urls = None  # a queue deleted and made again has a new URL
             raise
+
+
+class JobLaneGauge:
+    """The job queue's depth; a deployment provisioned without one reads as empty."""
+
+    def __init__(self, sqs, name: str):
+        self._sqs, self._name = sqs, name
+        self._url: str | None = None
+
+    def read(self) -> tuple[int, int]:
+        if self._url is None:
+            try:
+                self._url = self._sqs.get_queue_url(QueueName=self._name)["QueueUrl"]
+            except ClientError:
+                return 0, 0
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._url, AttributeNames=_DEPTH_ATTRIBUTES
+            )["Attributes"]
+        except ClientError:
+            self._url = None  # deleted and made again: look it up next time
+            raise
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.settings import Settings
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
+from scaler.lanes import job_share, per_instance
 from scaler.plan import Instance, PoolRules, capacity, count_states, plan
 from scaler.policies import (
     Limits,
@@ -41,6 +42,7 @@ class ScalerConfig:
     latency_target_s: float
     quiet_period_s: float
     pool: PoolRules
+    job_fleet_max: int = 0  # 0: the job lane may use the whole fleet
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScalerConfig:
@@ -50,6 +52,7 @@ class ScalerConfig:
             latency_target_s=settings.latency_target_s,
             quiet_period_s=settings.quiet_period_s,
             pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s),
+            job_fleet_max=settings.job_fleet_max,
         )
 
 
@@ -94,8 +97,17 @@ class Scaler:
             self._failed("sqs", f"queue unreadable ({error}); fleet stays as it is")
             return
         throughput = self._throughput.read()
+        try:
+            jobs = job_share(
+                depth.job_load,
+                self.config.job_fleet_max,
+                per_instance(self.config.policy, self.config.latency_target_s, throughput.img_s),
+            )
+        except PolicyError as error:
+            self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
+            return
         obs = Observation(
-            visible=depth.visible,
+            visible=depth.visible + jobs,
             in_flight=depth.in_flight,
             capacity=capacity(instances),
             throughput_img_s=throughput.img_s,
@@ -111,7 +123,8 @@ class Scaler:
         with self._lock:
             self._depth, self._img_s = depth, throughput.img_s
         line = (
-            f"policy={self.config.policy} visible={obs.visible} in_flight={obs.in_flight} "
+            f"policy={self.config.policy} visible={depth.visible} in_flight={obs.in_flight} "
+            f"jobs={depth.job_load}(counted {jobs}) "
             f"capacity={obs.capacity} throughput={obs.throughput_img_s:.1f}"
             f"{'' if throughput.measured else '(default)'} peak={obs.window_peak} "
             f"raw={decision.raw} desired={decision.desired} {actions.describe()} "
@@ -157,6 +170,8 @@ class Scaler:
                     "visible": self._depth.visible,
                     "in_flight": self._depth.in_flight,
                     "dlq": self._depth.dlq,
+                    "jobs_visible": self._depth.job_visible,
+                    "jobs_in_flight": self._depth.job_in_flight,
                 },
                 "fleet": dict(self._fleet_counts),
                 "policy": self.config.policy,
@@ -172,7 +187,9 @@ def build_scaler(
     return Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet(ec2, settings.fleet_name, settings.launch_template),
-        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        queue=QueueGauge(
+            sqs, settings.request_queue, settings.dead_letter_queue, settings.job_queue
+        ),
         throughput=ThroughputGauge(
             cloudwatch, settings.fleet_name, settings.default_throughput_img_s
         ),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import requests
 
-from tests.http_client import photos, variants
+from tests.http_client import photos, upload, variants
 from tests.job_client import (
     clients,
     post_archive,
@@ -164,8 +165,6 @@ def test_job_survives_a_worker_killed_with_sigkill(service_factory):
 
 
 def _wait_progress(url: str, job_id: str, at_least: int, limit_s: float = 240) -> None:
-    import time
-
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         progress = requests.get(f"{url}/jobs/{job_id}", timeout=10).json()
@@ -177,9 +176,24 @@ def _wait_progress(url: str, job_id: str, at_least: int, limit_s: float = 240) -
 
 
 def _wait_empty(sqs, queue: str, limit_s: float = 60) -> None:
-    import time
-
     deadline = time.monotonic() + limit_s
     while queue_depth(sqs, queue) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert queue_depth(sqs, queue) == 0
+
+
+def test_interactive_uploads_go_before_a_running_job(service_factory):
+    """Lane priority: with a long job queued on one worker, each upload is answered while the
+    job is still far from done (one queue, first come first served, would answer it last)."""
+    service = service_factory()
+    url = service.start_web()
+    images = [(f"{copy}-{name}", data) for copy in range(3) for name, data in variants(100)]
+    service.start_worker()
+    job = post_archive(url, zip_of(images)).json()
+    _wait_progress(url, job["id"], at_least=1)
+    for name, data, accepted in photos()[:5]:
+        response = upload(url, data, name)
+        assert response.status_code == 200, response.text
+        assert response.text.split(":", 1)[1] in accepted
+        progress = requests.get(f"{url}/jobs/{job['id']}", timeout=10).json()
+        assert progress["total"] - progress["done"] >= 50, progress
