@@ -38,7 +38,9 @@ FULL = Plan(
     min_s=0.5,
     drain=400,
     warmup=20,
-    sizes=service.Sizes(warmup=20, seq=50, cache=20, burst=100, e2e=400, concurrency=50, probes=30),
+    sizes=service.Sizes(
+        warmup=20, seq=50, cache=20, burst=100, e2e=400, concurrency=50, probes=30, job=1000
+    ),
     overrides={},
 )
 # Tiny sizes; a 1 s long poll lets the workers stop at once when the harness is done.
@@ -48,7 +50,7 @@ QUICK = Plan(
     min_s=0.05,
     drain=6,
     warmup=2,
-    sizes=service.Sizes(warmup=2, seq=3, cache=2, burst=4, e2e=6, concurrency=3, probes=2),
+    sizes=service.Sizes(warmup=2, seq=3, cache=2, burst=4, e2e=6, concurrency=3, probes=2, job=20),
     overrides={"RECEIVE_WAIT_S": "1"},
 )
 E2E_WORKERS = 2

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import lanes
 from bench.client import Batch, Uploader
 from bench.machine import CpuMeter, CpuWindow
 from bench.photos import Photos
@@ -29,6 +30,7 @@ class Sizes:
     e2e: int
     concurrency: int
     probes: int  # timed calls of each kind to the AWS emulator
+    job: int = 0  # images of the batch job that runs under the `seq`-sized lane uploads
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ServiceRun:
     e2e: Batch
     cpu: CpuWindow  # where the CPU went during the e2e run
     aws_calls: dict[str, dict]  # cost of each kind of AWS call, alone
+    lane: lanes.LaneRun | None = None  # sequential uploads while a batch job runs
 
 
 def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
@@ -91,6 +94,9 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         meter = CpuMeter(pids).start()
         e2e = uploader.concurrent(e2e_photos, sizes.concurrency)
         cpu = meter.stop()
+        lane = None
+        if sizes.job:
+            lane = lanes.run(uploader, photos, f"http://{HOST}:{port}", sizes.job, sizes.seq)
         if dead := stack.dead():
             raise StackError(f"{', '.join(dead)} exited during the run; see {log_dir}/")
     finally:
@@ -107,4 +113,5 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         e2e=e2e,
         cpu=cpu,
         aws_calls={"probe_photo_kb": round(len(probe_photo.data) / 1024), **aws_calls},
+        lane=lane,
     )

@@ -34,6 +34,8 @@ KEYS = {
     "burst100_s",
     "cache_hit_p50_ms",
     "cold_start_s",
+    "lane_ratio",
+    "lane_p50_ms",
 }
 
 
@@ -67,6 +69,7 @@ def test_quick_run_prints_a_table_and_every_key(tmp_path):
     assert result["worker_fed"]["images"] == 6 and result["worker_fed"]["errors"] == 0
     assert result["e2e_uploads"] == 6 and result["e2e_errors"] == 0
     assert result["burst_errors"] == 0
+    assert result["lane_errors"] == 0 and result["lane_job_images"] == 20
     assert str(result["model_best_batch"]) in result["model_img_s_by_batch"]
     assert {p.name for p in (tmp_path / "service").glob("*.log")} >= {"moto.log", "web.log"}
 
