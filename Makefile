@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench soak sim clean
+# checkov pins boto3, networkx and packaging below what the project needs: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+TEMPLATE := deployment/template.yaml
+
+.PHONY: install up test lint scan format bench soak sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +29,18 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q 'checkov>=3.2,<4'
+	touch $(CHECKOV_STAMP)
+
+# The stack's template: CloudFormation's own linter, then a security scan. Every check checkov
+# skips is listed beside its resource in the template, with the reason.
+scan: install $(CHECKOV_STAMP)
+	$(VENV)/bin/cfn-lint $(TEMPLATE)
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f $(TEMPLATE)
+
+test: lint scan
 	$(PY) -m pytest
 
 sim: install
@@ -38,4 +54,4 @@ soak: install
 	SOAK_REQUESTS=5000 $(PY) -m pytest tests/test_load.py tests/test_faults.py
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .run .pytest_cache .ruff_cache *.egg-info

@@ -1,133 +1,126 @@
-"""`python -m deployment plan | deploy | teardown`: the real-AWS deployment's commands."""
+"""`python -m deployment plan | deploy | teardown | template`: thin commands around the stack.
+
+Every template parameter is a flag (`--image-tag`, `--web-cidr`, ...), read from the template
+itself, so the commands cannot drift from it. Credentials and region come from the usual AWS
+environment or profile; AWS_ENDPOINT_URL points them elsewhere (the tests use moto).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
+import re
 import sys
 
+import boto3
+import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deployment.deploy import Change, Clients, DeployError, Options, deploy
-from deployment.teardown import teardown
-from runtime.settings import Settings
+from deployment import template
+from deployment.stack import DeployError, Stack
 
 
-def _options(args) -> Options:
-    return Options(
-        name=args.name,
-        instance_type=getattr(args, "instance_type", Options.instance_type),
-        ami=getattr(args, "ami", ""),
-        web_cidrs=tuple(getattr(args, "web_cidr", None) or ()),
-        web_image=getattr(args, "web_image", ""),
-    )
+def _flag(parameter: str) -> str:
+    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", parameter).lower()
 
 
-def _count(changes: list[Change], action: str) -> int:
-    return sum(1 for change in changes if change.action == action)
+def _given(args) -> dict[str, str]:
+    names = yaml.safe_load(template.PATH.read_text())["Parameters"]
+    given = {name: getattr(args, _flag(name)[2:].replace("-", "_"), None) for name in names}
+    return {name: str(value) for name, value in given.items() if value is not None}
 
 
-def _guarded(command):
-    """One line on stderr and exit 1 for what AWS or the checks refuse; no traceback."""
-
-    def run(args, settings: Settings) -> int:
-        logging.getLogger("botocore").setLevel(logging.WARNING)  # the changes are the output
-        try:
-            return command(args, settings, Clients.for_settings(settings))
-        except DeployError as error:
-            print(f"deployment {args.command}: {error}", file=sys.stderr)
-        except (ClientError, BotoCoreError) as error:
-            print(f"deployment {args.command}: AWS refused: {error}", file=sys.stderr)
-        return 1
-
-    return run
+def _stack(args) -> Stack:
+    # AWS_REGION as the other tiers read it; boto3 itself reads only AWS_DEFAULT_REGION.
+    region = os.environ.get("AWS_REGION") or None
+    services = ("cloudformation", "ec2", "s3", "sqs")
+    clients = (boto3.client(service, region_name=region) for service in services)
+    return Stack(args.stack_name, *clients)
 
 
-@_guarded
-def cmd_plan(args, settings: Settings, clients: Clients) -> int:
-    changes = deploy(settings, _options(args), clients, apply=False, report=print)
+def cmd_plan(args) -> int:
+    changes = _stack(args).plan(_given(args))
+    for change in changes:
+        print(change)
     if not changes:
-        print("No changes: the deployment matches the settings.")
+        print(f"No changes: stack {args.stack_name} matches the template and parameters.")
     else:
-        print(
-            f"Plan: {_count(changes, 'create')} to create, {_count(changes, 'update')} to update. "
-            "Nothing was changed; `python -m deployment deploy` applies it."
-        )
+        print(f"Plan: {len(changes)} change(s). Nothing was changed; `deploy` applies them.")
     return 0
 
 
-@_guarded
-def cmd_deploy(args, settings: Settings, clients: Clients) -> int:
-    changes = deploy(settings, _options(args), clients, apply=True, report=print)
+def cmd_deploy(args) -> int:
+    stack = _stack(args)
+    changes = stack.deploy(_given(args))
     if not changes:
-        print("No changes: the deployment is up to date.")
-    else:
-        print(
-            f"Deployed: {_count(changes, 'create')} created, {_count(changes, 'update')} updated."
-        )
+        print(f"No changes: stack {args.stack_name} is up to date.")
+        return 0
+    outputs = stack.cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    for output in outputs.get("Outputs", []):
+        print(f"{output['OutputKey']}: {output['OutputValue']}")
+    print(f"Deployed: {len(changes)} change(s) to stack {args.stack_name}.")
     return 0
 
 
-@_guarded
-def cmd_teardown(args, settings: Settings, clients: Clients) -> int:
-    apply = not args.dry_run
-    changes = teardown(
-        settings, _options(args), clients, apply=apply, keep_data=args.keep_data, report=print
-    )
-    deleted = _count(changes, "delete")
-    if not deleted:
-        print(f"Nothing to remove: no resource is tagged as deployment {args.name!r}.")
+def cmd_teardown(args) -> int:
+    if not _stack(args).teardown(keep_data=args.keep_data):
+        print(f"Nothing to remove: no stack named {args.stack_name}.")
     else:
-        print(f"{'Removed' if apply else 'Would remove'} {deleted} resource(s).")
+        print(f"Removed stack {args.stack_name}.")
     return 0
 
 
-def add_commands(commands) -> None:
-    """Register plan, deploy and teardown on `python -m deployment`'s subparsers."""
-    epilog = (
-        "Names come from the settings (INPUT_BUCKET, REQUEST_QUEUE, LAUNCH_TEMPLATE, FLEET_NAME, "
-        "WORKER_IMAGE, ...); credentials and region from the usual AWS environment or profile."
-    )
+def cmd_template(args) -> int:
+    template.PATH.write_text(template.render())
+    print(f"wrote {template.PATH}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deployment", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    parameters = yaml.safe_load(template.PATH.read_text())["Parameters"]
     for name, run, text in (
-        ("plan", cmd_plan, "show what deploy would create or change; changes nothing"),
-        ("deploy", cmd_deploy, "create or update the AWS deployment (idempotent)"),
+        ("plan", cmd_plan, "show the change set deploy would execute; changes nothing"),
+        ("deploy", cmd_deploy, "create or update the stack, printing its events"),
     ):
-        parser = commands.add_parser(name, help=text, description=text, epilog=epilog)
-        _common(parser)
-        parser.add_argument(
-            "--instance-type", default=Options.instance_type, help="workers' EC2 instance type"
-        )
-        parser.add_argument(
-            "--ami", default="", help="workers' image id (default: latest Amazon Linux 2023)"
-        )
-        parser.add_argument(
-            "--web-cidr",
-            action="append",
-            metavar="CIDR",
-            help="let this range reach the web host's port (repeatable; default: none)",
-        )
-        parser.add_argument(
-            "--web-image",
-            default="",
-            help="the web host's image (web and scaler); if in ECR, the web role may pull it",
-        )
-        parser.set_defaults(run=run)
-    parser = commands.add_parser(
+        command = commands.add_parser(name, help=text, description=text)
+        _stack_name(command)
+        for key, spec in parameters.items():
+            default = f" (default {spec['Default']})" if "Default" in spec else ""
+            command.add_argument(
+                _flag(key),
+                metavar=key,
+                help=f"{spec['Description']}{default}; an update "
+                "keeps the current value if not given",
+            )
+        command.set_defaults(run=run)
+    command = commands.add_parser(
         "teardown",
-        help="remove what deploy created (only resources tagged with the deployment name)",
-        epilog=epilog,
+        help="terminate the fleet the scaler launched, then delete the stack and its data",
     )
-    _common(parser)
-    parser.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
-    parser.add_argument(
-        "--keep-data", action="store_true", help="keep the buckets and queues (and what is in them)"
+    _stack_name(command)
+    command.add_argument(
+        "--keep-data", action="store_true", help="keep the buckets and what is in them"
     )
-    parser.set_defaults(run=cmd_teardown)
+    command.set_defaults(run=cmd_teardown)
+    command = commands.add_parser("template", help=f"regenerate {template.PATH.name}")
+    command.set_defaults(run=cmd_template, stack_name="")
+    return parser
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _stack_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--name",
-        default=Options.name,
-        help="deployment name: tags everything and prefixes roles and groups (default %(default)s)",
+        "--stack-name", default="classifier", help="the stack's name (default %(default)s)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DeployError as error:
+        print(f"deployment {args.command}: {error}", file=sys.stderr)
+    except (ClientError, BotoCoreError) as error:
+        print(f"deployment {args.command}: AWS refused: {error}", file=sys.stderr)
+    return 1

@@ -1,65 +1,58 @@
-"""The deployment's IAM policies, as pure functions of names: least privilege, checked by tests.
+"""The stack's IAM policies: least privilege, as CloudFormation expressions, checked by tests.
 
-Three roles, one per tier:
-- worker (instance profile of the fleet): its request queue, its two buckets' object prefixes,
-  the reply queues by name prefix, its own metric namespace, and pulling its image from ECR.
-  It cannot launch or touch instances.
-- scaler: run instances only from the fleet's launch template and only tagged as the fleet;
-  start, stop, terminate and tag only instances that carry the fleet tag; pass only the worker's
-  role; read the queue depth and the throughput metric. No bucket access at all.
-- web (instance profile of the web host): store uploads, queue requests, read results, own its
-  reply queue; and assume the scaler role, so the scaler container on the same host runs with
-  the scaler's rights alone rather than the host's.
+Three roles, one per host, and no role may assume another:
+- worker (the fleet's instance profile): its request queue, its two buckets' object prefixes,
+  the reply queues by name prefix, its own metric namespace, and pulling its image. No ec2:.
+- scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
+  tagged as the fleet, only of the stack's worker instance type and only with IMDSv2; start,
+  stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
+  queue depth and the throughput metric; pull the host image. No s3: at all.
+- web (the web host's instance profile): store uploads, queue requests, read results, own its
+  reply queue, pull the host image. No ec2:, no iam:, no sts:.
+
+How many instances the scaler may run is not expressible in IAM (RunInstances has no count
+condition key): FLEET_MAX in the scaler bounds it, the account's EC2 vCPU quota backs that up.
+Nor can IAM pin the user-data of a launch: a request that overrides the template's user-data
+still gets the worker role and the pinned type, image, group and tags.
 """
 
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-
-from runtime.settings import Settings
 
 # Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
 FLEET_TAG = "elastic-classifier:fleet"
 SCALER_TAG_KEYS = (FLEET_TAG, "elastic-classifier:stopped-at", "elastic-classifier:started-at")
 METRICS_NAMESPACE = "ElasticClassifier"  # runtime.cloudwatch.NAMESPACE
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[a-z0-9._/-]+?)(?::[\w.-]+|@sha256:[0-9a-f]{64})?$"
-)
+# The names the stack gives what the tiers find by name (Settings derives the DLQ's).
+REQUEST_QUEUE = "${AWS::StackName}-requests"
+REPLY_QUEUE_PREFIX = "${AWS::StackName}-reply-"
+FLEET_NAME = "${AWS::StackName}-workers"
+LAUNCH_TEMPLATE = "${AWS::StackName}-worker"
+
+_ARN = "arn:${AWS::Partition}"
+_REGIONAL = "${AWS::Region}:${AWS::AccountId}"
 
 
-@dataclass(frozen=True)
-class Names:
-    """Every name and ARN the policies mention, for one deployment in one account."""
-
-    partition: str
-    region: str
-    account: str
-    deployment: str
-    settings: Settings
-
-    def role(self, tier: str) -> str:
-        return f"{self.deployment}-{tier}"
-
-    def role_arn(self, tier: str) -> str:
-        return f"arn:{self.partition}:iam::{self.account}:role/{self.role(tier)}"
-
-    def queue_arn(self, name: str) -> str:
-        return f"arn:{self.partition}:sqs:{self.region}:{self.account}:{name}"
-
-    def bucket_arn(self, bucket: str, key_pattern: str = "") -> str:
-        return f"arn:{self.partition}:s3:::{bucket}{'/' + key_pattern if key_pattern else ''}"
-
-    def ec2_arn(self, resource: str, owner: str | None = None) -> str:
-        account = self.account if owner is None else owner
-        return f"arn:{self.partition}:ec2:{self.region}:{account}:{resource}"
-
-    def launch_template_arn(self, template_id: str) -> str:
-        return self.ec2_arn(f"launch-template/{template_id}")
+def sub(text: str) -> dict:
+    return {"Fn::Sub": text}
 
 
-def _statement(sid: str, actions: list[str], resources: list[str] | str, condition=None) -> dict:
+def queue_arn(name: str) -> dict:
+    return sub(f"{_ARN}:sqs:{_REGIONAL}:{name}")
+
+
+def bucket_arn(bucket_resource: str, key_pattern: str = "") -> dict:
+    return sub(f"{_ARN}:s3:::${{{bucket_resource}}}{'/' + key_pattern if key_pattern else ''}")
+
+
+def ec2_arn(resource: str) -> dict:
+    return sub(f"{_ARN}:ec2:{_REGIONAL}:{resource}")
+
+
+def repository_arn(repository_parameter: str) -> dict:
+    return sub(f"{_ARN}:ecr:{_REGIONAL}:repository/${{{repository_parameter}}}")
+
+
+def _statement(sid: str, actions: list[str], resources, condition=None) -> dict:
     statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
     if condition:
         statement["Condition"] = condition
@@ -80,41 +73,20 @@ def ec2_trust_policy() -> dict:
     )
 
 
-def role_trust_policy(role_arn: str) -> dict:
-    """Only the given role (the web host's) may assume this one."""
-    return _document(
-        {"Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "sts:AssumeRole"}
-    )
-
-
-def ecr_repository(image: str) -> tuple[str, str, str] | None:
-    """(account, region, repository) when the image lives in ECR, else None."""
-    match = _ECR_IMAGE.match(image)
-    if match is None:
-        return None
-    return match["account"], match["region"], match["repository"]
-
-
-def ecr_pull_statements(names: Names, image: str) -> list[dict]:
-    """Pulling `image` when it lives in ECR (nothing otherwise: another registry is public)."""
-    ecr = ecr_repository(image)
-    if ecr is None:
-        return []
-    account, region, repository = ecr
+def pull_statements(repository_parameter: str) -> list[dict]:
     return [
         # GetAuthorizationToken has no resource type: it only yields a login token.
         _statement("EcrLogin", ["ecr:GetAuthorizationToken"], "*"),
         _statement(
             "PullImage",
             ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-            f"arn:{names.partition}:ecr:{region}:{account}:repository/{repository}",
+            repository_arn(repository_parameter),
         ),
     ]
 
 
-def worker_policy(names: Names) -> dict:
-    s = names.settings
-    statements = [
+def worker_policy() -> dict:
+    return _document(
         _statement(
             "ConsumeRequests",
             [
@@ -124,44 +96,44 @@ def worker_policy(names: Names) -> dict:
                 "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
             ],
-            names.queue_arn(s.request_queue),
+            queue_arn(REQUEST_QUEUE),
         ),
         _statement(
             "ReplyToWebProcesses",
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
-            names.queue_arn(f"{s.reply_queue_prefix}*"),
+            queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        _statement("ReadUploads", ["s3:GetObject"], names.bucket_arn(s.input_bucket, "uploads/*")),
-        _statement(
-            "WriteResults", ["s3:PutObject"], names.bucket_arn(s.output_bucket, "results/*")
-        ),
+        _statement("ReadUploads", ["s3:GetObject"], bucket_arn("InputBucket", "uploads/*")),
+        _statement("WriteResults", ["s3:PutObject"], bucket_arn("OutputBucket", "results/*")),
         _statement(
             "PublishThroughput",
             ["cloudwatch:PutMetricData"],
             "*",  # PutMetricData has no resource type; the namespace condition scopes it
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
-    ]
-    statements += ecr_pull_statements(names, s.worker_image)
-    return _document(*statements)
+        *pull_statements("WorkerRepository"),
+    )
 
 
-def scaler_policy(
-    names: Names, launch_template_id: str, security_group_id: str, image_id: str
-) -> dict:
-    """A request may override a template's values: the image, security group and role it can
-    name are pinned here too (the role by PassRole)."""
-    s = names.settings
-    template = names.launch_template_arn(launch_template_id)
-    fleet_request_tag = {"StringEquals": {f"aws:RequestTag/{FLEET_TAG}": s.fleet_name}}
-    fleet_resource_tag = {"StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": s.fleet_name}}
+def scaler_policy() -> dict:
+    """A launch request may override a template's values: what it may name is pinned here too
+    (type, image, group, IMDSv2; the role by PassRole)."""
+    template = ec2_arn("launch-template/${WorkerLaunchTemplate}")
     from_template = {"ArnEquals": {"ec2:LaunchTemplate": template}}
+    fleet_resource_tag = {"StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": sub(FLEET_NAME)}}
     return _document(
         _statement(
             "LaunchOnlyFleetInstances",
             ["ec2:RunInstances"],
-            names.ec2_arn("instance/*"),
-            {**fleet_request_tag, **from_template},
+            ec2_arn("instance/*"),
+            {
+                "StringEquals": {
+                    f"aws:RequestTag/{FLEET_TAG}": sub(FLEET_NAME),
+                    "ec2:InstanceType": {"Ref": "WorkerInstanceType"},
+                    "ec2:MetadataHttpTokens": "required",
+                },
+                **from_template,
+            },
         ),
         _statement(
             # The other resources a launch touches: only as the fleet template prescribes.
@@ -169,30 +141,30 @@ def scaler_policy(
             ["ec2:RunInstances"],
             [
                 template,
-                names.ec2_arn(f"image/{image_id}", owner=""),
-                names.ec2_arn("subnet/*"),
-                names.ec2_arn("network-interface/*"),
-                names.ec2_arn(f"security-group/{security_group_id}"),
-                names.ec2_arn("volume/*"),
+                sub(f"{_ARN}:ec2:${{AWS::Region}}::image/${{ImageId}}"),
+                ec2_arn("subnet/*"),
+                ec2_arn("network-interface/*"),
+                ec2_arn("security-group/${WorkerGroup.GroupId}"),
+                ec2_arn("volume/*"),
             ],
             from_template,
         ),
         _statement(
             "TagAtLaunch",
             ["ec2:CreateTags"],
-            [names.ec2_arn("instance/*"), names.ec2_arn("volume/*")],
+            [ec2_arn("instance/*"), ec2_arn("volume/*")],
             {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
         ),
         _statement(
             "ManageFleetInstances",
             ["ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances"],
-            names.ec2_arn("instance/*"),
+            ec2_arn("instance/*"),
             fleet_resource_tag,
         ),
         _statement(
             "TagFleetInstances",
             ["ec2:CreateTags"],
-            names.ec2_arn("instance/*"),
+            ec2_arn("instance/*"),
             {
                 **fleet_resource_tag,
                 "ForAllValues:StringEquals": {"aws:TagKeys": list(SCALER_TAG_KEYS)},
@@ -212,54 +184,49 @@ def scaler_policy(
         _statement(
             "PassOnlyWorkerRole",
             ["iam:PassRole"],
-            names.role_arn("worker"),
+            {"Fn::GetAtt": ["WorkerRole", "Arn"]},
             {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
         ),
         _statement(
             "ReadQueueDepth",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-            [names.queue_arn(s.request_queue), names.queue_arn(s.dead_letter_queue)],
+            [queue_arn(REQUEST_QUEUE), queue_arn(f"{REQUEST_QUEUE}-dlq")],
         ),
-        _statement(
-            # Metric reads have no resource type.
-            "ReadThroughput",
-            ["cloudwatch:GetMetricStatistics"],
-            "*",
-        ),
+        # Metric reads have no resource type.
+        _statement("ReadThroughput", ["cloudwatch:GetMetricStatistics"], "*"),
+        *pull_statements("WebRepository"),
     )
 
 
-def web_policy(names: Names, web_image: str = "") -> dict:
-    """web_image: the image the web host pulls for its web and scaler containers."""
-    s = names.settings
-    statements = [
+def web_policy() -> dict:
+    return _document(
         _statement(
             "StoreUploads",
             ["s3:DeleteObject", "s3:PutObject"],
-            names.bucket_arn(s.input_bucket, "uploads/*"),
+            bucket_arn("InputBucket", "uploads/*"),
         ),
-        _statement("ReadResults", ["s3:GetObject"], names.bucket_arn(s.output_bucket, "results/*")),
+        _statement("ReadResults", ["s3:GetObject"], bucket_arn("OutputBucket", "results/*")),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
             "ResultCache",
             ["s3:GetObject", "s3:PutObject"],
-            names.bucket_arn(s.output_bucket, "cache/*"),
+            bucket_arn("OutputBucket", "cache/*"),
         ),
         _statement(
             # HeadBucket (the readiness check) needs ListBucket on the bucket itself.
             "CheckBuckets",
             ["s3:ListBucket"],
-            [names.bucket_arn(s.input_bucket), names.bucket_arn(s.output_bucket)],
+            [bucket_arn("InputBucket"), bucket_arn("OutputBucket")],
         ),
         _statement(
             "QueueRequests",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
-            names.queue_arn(s.request_queue),
+            queue_arn(REQUEST_QUEUE),
         ),
         _statement(
             "ReadDeadLetterDepth",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-            names.queue_arn(s.dead_letter_queue),
+            queue_arn(f"{REQUEST_QUEUE}-dlq"),
         ),
         _statement(
             "OwnReplyQueue",
@@ -269,11 +236,13 @@ def web_policy(names: Names, web_image: str = "") -> dict:
                 "sqs:DeleteQueue",
                 "sqs:GetQueueAttributes",
                 "sqs:GetQueueUrl",
+                "sqs:ListQueueTags",
                 "sqs:ReceiveMessage",
                 "sqs:TagQueue",
             ],
-            names.queue_arn(f"{s.reply_queue_prefix}*"),
+            queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        _statement("RunScaler", ["sts:AssumeRole"], names.role_arn("scaler")),
-    ]
-    return _document(*statements, *ecr_pull_statements(names, web_image))
+        # The reply-queue janitor lists queues by name prefix; ListQueues has no resource type.
+        _statement("FindOrphanReplyQueues", ["sqs:ListQueues"], "*"),
+        *pull_statements("WebRepository"),
+    )

@@ -1,46 +1,107 @@
-"""The workers' EC2 user-data: docker/worker-user-data.sh behind a block of quoted settings.
+"""Every host's EC2 user-data: docker/host-user-data.sh behind a block of quoted settings.
 
-The settings go in as shell variables quoted here, so the script itself stays a plain file that
-shellcheck and `bash -n` can read. Only settings go in: no credentials, no endpoint URL (real
-EC2 talks to real AWS with its instance profile).
+One rendering serves both the template and the tests: `header()` yields literal text and, where
+the stack decides a value at deploy time (a bucket's name, a parameter), the CloudFormation
+expression for it. `render()` fills those from the settings, so it returns exactly what the
+launch template delivers to an instance for those settings (a test compares the two on moto).
+Only settings go in: no credentials, no endpoint URL (real EC2 talks to real AWS with its
+instance profile).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from deployment.iam import ecr_repository
 from runtime.settings import Settings
 
-SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "worker-user-data.sh"
+SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "host-user-data.sh"
+
+Part = str | dict  # literal text, or a CloudFormation expression such as {"Ref": "Model"}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One kind of host: the container it runs and the settings that container reads."""
+
+    container: str
+    tier: str  # settings of this tier (and of "all") go into the container's environment
+    extra: tuple[str, ...] = ()  # settings of other tiers it reads too
+    port_setting: str = ""  # the setting whose port is published on the host (none if empty)
+    command: tuple[str, ...] = ()  # the image's default command if empty
+
+
 # Beyond the worker tier's own settings, the worker labels its throughput metric by fleet.
-_EXTRA = ("fleet_name",)
+WORKER = Host("classifier-worker", "worker", extra=("fleet_name",))
+# The web tier keys its result cache by the workers' model and preprocessing.
+WEB = Host("classifier-web", "web", extra=("model", "preprocess"), port_setting="port")
+SCALER = Host(
+    "classifier-scaler",
+    "scaler",
+    port_setting="scaler_status_port",
+    command=("python", "-m", "scaler"),
+)
+
+
+def host_env(settings: Settings, host: Host) -> dict[str, str]:
+    """The settings a host's container reads, by environment variable, as text."""
+    return {
+        f.name.upper(): str(getattr(settings, f.name))
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("tier") in ("all", host.tier) or f.name in host.extra
+    }
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The settings a worker reads, as the environment of its container."""
-    env = {}
-    for f in dataclasses.fields(Settings):
-        if f.metadata.get("tier") in ("all", "worker") or f.name in _EXTRA:
-            value = str(getattr(settings, f.name))
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"{f.name.upper()} must be one line")
-            env[f.name.upper()] = value
-    return env
+    return host_env(settings, WORKER)
+
+
+def _literal(name: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{name} must be one line")
+    # Inside single quotes only a quote needs care. Expressions are never escaped: the template
+    # allows no quote in the parameters and names they resolve to.
+    return value.replace("'", "'\\''")
+
+
+def header(
+    settings: Settings,
+    host: Host,
+    image: Part,
+    stop_timeout_s: int,
+    expressions: Mapping[str, dict] | None = None,
+) -> list[Part]:
+    """The settings block that goes before the script on `host`, as literal text and (for the
+    settings named in `expressions`, by field name) the CloudFormation expressions for them."""
+    expressions = expressions or {}
+    env: list[Part] = []
+    for name, value in host_env(settings, host).items():
+        env += ["\n" if env else "", f"{name}="]
+        env.append(expressions.get(name.lower()) or _literal(name, value))
+    port = str(getattr(settings, host.port_setting)) if host.port_setting else ""
+    variables: list[tuple[str, list[Part]]] = [
+        ("IMAGE", [image if isinstance(image, dict) else _literal("IMAGE", image)]),
+        ("CONTAINER", [host.container]),
+        ("PUBLISH_PORT", [port]),
+        ("COMMAND", [" ".join(host.command)]),
+        ("STOP_TIMEOUT_S", [str(stop_timeout_s)]),
+        ("CONTAINER_ENV", env),
+    ]
+    out: list[Part] = [
+        "#!/bin/bash\n# Rendered by deployment/userdata.py from docker/host-user-data.sh.\n"
+    ]
+    for name, value in variables:
+        out += [f"{name}='", *value, "'\n"]
+    return out
 
 
 def render(settings: Settings, stop_timeout_s: int) -> str:
-    ecr = ecr_repository(settings.worker_image)
-    env_file = "\n".join(f"{name}={value}" for name, value in worker_env(settings).items())
-    variables = {
-        "WORKER_IMAGE": settings.worker_image,
-        "ECR_REGISTRY": settings.worker_image.split("/", 1)[0] if ecr else "",
-        "ECR_REGION": ecr[1] if ecr else "",
-        "STOP_TIMEOUT_S": str(stop_timeout_s),
-        "WORKER_ENV": env_file,
-    }
-    header = ["#!/bin/bash", "# Rendered by `python -m deployment deploy` (deployment/userdata)."]
-    header += [f"{name}={shlex.quote(value)}" for name, value in variables.items()]
-    return "\n".join(header) + "\n" + SCRIPT.read_text()
+    """The workers' user-data for these settings, exactly as the launch template delivers it."""
+    return "".join(header(settings, WORKER, settings.worker_image, stop_timeout_s)) + script()
+
+
+def script() -> str:
+    return SCRIPT.read_text()

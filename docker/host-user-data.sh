@@ -1,6 +1,8 @@
-# Body of the workers' EC2 user-data. deployment/userdata.py prepends the shebang and the settings
-# (WORKER_IMAGE, ECR_REGISTRY, ECR_REGION, STOP_TIMEOUT_S, WORKER_ENV); nothing here is secret:
-# the instance profile is the only credential, fetched by the SDK from instance metadata.
+# Body of every host's EC2 user-data (the workers, the web host, the scaler host): install Docker,
+# pull one image and run it as one container. deployment/userdata.py prepends the shebang and the
+# settings (IMAGE, CONTAINER, PUBLISH_PORT, COMMAND, STOP_TIMEOUT_S, CONTAINER_ENV), and the
+# CloudFormation template carries exactly that rendering; nothing here is secret: the instance
+# profile is the only credential, fetched by the SDK from instance metadata.
 #
 # User-data runs on an instance's first boot only. A stopped-then-started instance (the
 # scaler's warm pool) still runs its worker because docker is enabled at boot and the
@@ -37,8 +39,7 @@ install_docker() {
 }
 
 ecr_login() {
-  aws ecr get-login-password --region "$ECR_REGION" \
-    | docker login --username AWS --password-stdin "$ECR_REGISTRY"
+  aws ecr get-login-password --region "$1" | docker login --username AWS --password-stdin "$2"
 }
 
 retry install_docker
@@ -50,23 +51,32 @@ token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token \
 instance_id=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" \
   http://169.254.169.254/latest/meta-data/instance-id)
 
-if [ -n "$ECR_REGISTRY" ]; then
+registry=${IMAGE%%/*}
+ecr_registry='^[0-9]{12}[.]dkr[.]ecr[.]([a-z0-9-]+)[.]amazonaws[.]com([.]cn)?$'
+if [[ $registry =~ $ecr_registry ]]; then
   # A 12-hour login token from the instance profile; the image is local after the pull,
   # so restarts do not need it again.
-  retry ecr_login
+  retry ecr_login "${BASH_REMATCH[1]}" "$registry"
 fi
-retry docker pull "$WORKER_IMAGE"
+retry docker pull "$IMAGE"
 
+env_file="$config_dir/$CONTAINER.env"
 install -d -m 0700 "$config_dir"
-printf '%s\n' "$WORKER_ENV" >"$config_dir/worker.env"
-chmod 0600 "$config_dir/worker.env"
+printf '%s\n' "$CONTAINER_ENV" >"$env_file"
+chmod 0600 "$env_file"
 
-docker rm --force classifier-worker >/dev/null 2>&1 || true
-docker run --detach --name classifier-worker \
+publish=()
+if [ -n "$PUBLISH_PORT" ]; then
+  publish=(--publish "$PUBLISH_PORT:$PUBLISH_PORT")
+fi
+read -ra command <<<"$COMMAND"
+docker rm --force "$CONTAINER" >/dev/null 2>&1 || true
+docker run --detach --name "$CONTAINER" \
   --restart unless-stopped \
   --stop-timeout "$STOP_TIMEOUT_S" \
-  --env-file "$config_dir/worker.env" \
+  --env-file "$env_file" \
   --env "INSTANCE_ID=$instance_id" \
   --log-opt max-size=10m --log-opt max-file=3 \
-  "$WORKER_IMAGE"
-echo "worker container started for $instance_id"
+  "${publish[@]}" \
+  "$IMAGE" "${command[@]}"
+echo "$CONTAINER container started for $instance_id"

@@ -1,0 +1,441 @@
+"""The CloudFormation template of the whole deployment, generated from the code it must agree with.
+
+`python -m deployment template` writes deployment/template.yaml, which is committed and reviewed
+like code; a test fails when the file differs from what this module generates, so the template's
+user-data and policies cannot drift from docker/host-user-data.sh and deployment/iam.py.
+
+Three kinds of host, each with its own role: the workers (launched by the scaler from the launch
+template), one web host and one scaler host. The scaler has a host of its own so that the
+internet-facing web process never holds, or can obtain, the right to launch instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from deployment import iam, userdata
+from runtime.settings import Settings
+
+PATH = Path(__file__).resolve().parent / "template.yaml"
+DEPLOYMENT_TAG = "elastic-classifier:deployment"
+AL2023 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+DLQ_RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message: time to look at poison
+SCALER_STOP_TIMEOUT_S = 30
+_REGISTRY = "${AWS::AccountId}.dkr.ecr.${AWS::Region}.amazonaws.com"
+_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into user-data quoted
+
+
+def ref(name: str) -> dict:
+    return {"Ref": name}
+
+
+def get_att(resource: str, attribute: str) -> dict:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+def image(repository_parameter: str) -> dict:
+    return iam.sub(f"{_REGISTRY}/${{{repository_parameter}}}:${{ImageTag}}")
+
+
+def _skip(*checks: tuple[str, str]) -> dict:
+    """Checkov checks that do not apply here, each with its reason, kept beside the resource."""
+    return {"checkov": {"skip": [{"id": check, "comment": why} for check, why in checks]}}
+
+
+def parameters() -> dict:
+    def text(description: str, default: str | None = None, pattern: str = _NAME_PATTERN) -> dict:
+        spec = {"Type": "String", "Description": description, "AllowedPattern": pattern}
+        return spec if default is None else {**spec, "Default": default}
+
+    def days(description: str, default: int) -> dict:
+        return {"Type": "Number", "Description": description, "Default": default, "MinValue": 1}
+
+    repository = r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$"
+    instance_type = r"^[a-z0-9-]+\.[a-z0-9]+$"
+    return {
+        "ImageTag": text(
+            "tag of both images in this account's ECR", pattern=r"^[\w][\w.-]{0,127}$"
+        ),
+        "WorkerRepository": text(
+            "ECR repository of the worker image", "elastic-classifier-worker", repository
+        ),
+        "WebRepository": text(
+            "ECR repository of the web image (runs the web tier and the scaler)",
+            "elastic-classifier-web",
+            repository,
+        ),
+        "WebCidr": text(
+            "addresses that may reach the upload page, e.g. 203.0.113.0/24",
+            pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+        ),
+        "WorkerInstanceType": text(
+            "the workers' instance type (the scaler may launch no other)",
+            "c6i.large",
+            instance_type,
+        ),
+        "WebInstanceType": text("the web host's instance type", "t3.small", instance_type),
+        "ScalerInstanceType": text("the scaler host's instance type", "t3.micro", instance_type),
+        "FleetMax": {
+            "Type": "Number",
+            "Description": "most running workers (FLEET_MAX)",
+            "Default": 8,
+            "MinValue": 1,
+            "MaxValue": 100,
+        },
+        "Policy": {
+            "Type": "String",
+            "Description": "scaling policy (POLICY)",
+            "Default": "target",
+            "AllowedValues": ["target", "seed"],
+        },
+        "Model": text("classifier the workers run (MODEL)", Settings.model),
+        "ImageId": {
+            "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+            "Description": "machine image of every host (needs bash, curl and dnf or docker)",
+            "Default": AL2023,
+        },
+        "UploadRetentionDays": days("days an uploaded image is kept", 1),
+        "ResultRetentionDays": days("days a result (and the result cache) is kept", 30),
+    }
+
+
+def _bucket(prefix_days: list[tuple[str, str]]) -> dict:
+    rules = [
+        {
+            "Id": f"expire-{prefix.rstrip('/')}",
+            "Status": "Enabled",
+            "Prefix": prefix,
+            "ExpirationInDays": ref(days),
+        }
+        for prefix, days in prefix_days
+    ]
+    rules.append(
+        {
+            "Id": "abort-incomplete-uploads",
+            "Status": "Enabled",
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+    )
+    return {
+        "Type": "AWS::S3::Bucket",
+        # Data outlives the stack unless teardown is told otherwise (it empties and deletes).
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Metadata": _skip(
+            (
+                "CKV_AWS_18",
+                "objects are short-lived service data; CloudTrail data events log access",
+            ),
+            ("CKV_AWS_21", "versioning would keep expired uploads; results are recomputable"),
+        ),
+        "Properties": {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "LifecycleConfiguration": {"Rules": rules},
+        },
+    }
+
+
+def _tls_only(bucket: str) -> dict:
+    return {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {
+            "Bucket": ref(bucket),
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "TlsOnly",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [iam.bucket_arn(bucket), iam.bucket_arn(bucket, "*")],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ],
+            },
+        },
+    }
+
+
+def _queues(settings: Settings) -> dict:
+    sse = _skip(("CKV_AWS_27", "encrypted by SQS-managed SSE; checkov recognises only KMS keys"))
+    return {
+        "DeadLetterQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Metadata": sse,
+            "Properties": {
+                "QueueName": iam.sub(f"{iam.REQUEST_QUEUE}-dlq"),
+                "SqsManagedSseEnabled": True,
+                "MessageRetentionPeriod": DLQ_RETENTION_S,
+            },
+        },
+        "RequestQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Metadata": sse,
+            "Properties": {
+                "QueueName": iam.sub(iam.REQUEST_QUEUE),
+                "SqsManagedSseEnabled": True,
+                "VisibilityTimeout": settings.visibility_timeout_s,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
+                    "maxReceiveCount": settings.max_receive_count,
+                },
+            },
+        },
+    }
+
+
+def _group(description: str, ingress: list[dict]) -> dict:
+    return {
+        "Type": "AWS::EC2::SecurityGroup",
+        "Properties": {
+            "GroupDescription": description,
+            "SecurityGroupIngress": ingress,
+            # Egress stays the default (all): hosts reach AWS APIs and ECR without VPC endpoints.
+        },
+    }
+
+
+def _groups(settings: Settings) -> dict:
+    def tcp(port: int, source: dict, why: str) -> dict:
+        return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "Description": why, **source}
+
+    return {
+        "WorkerGroup": _group("elastic-classifier workers: no inbound", []),
+        "WebGroup": _group(
+            "elastic-classifier web host: the upload port from WebCidr",
+            [tcp(settings.port, {"CidrIp": ref("WebCidr")}, "uploads")],
+        ),
+        "ScalerGroup": _group(
+            "elastic-classifier scaler host: its status port from the web host",
+            [
+                tcp(
+                    settings.scaler_status_port,
+                    {"SourceSecurityGroupId": get_att("WebGroup", "GroupId")},
+                    "the web tier's /status reads the scaler's",
+                )
+            ],
+        ),
+    }
+
+
+def _role(tier: str, policy: dict) -> dict:
+    return {
+        f"{tier}Role": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": iam.ec2_trust_policy(),
+                "Description": iam.sub(f"elastic-classifier {tier.lower()} (${{AWS::StackName}})"),
+                "Policies": [{"PolicyName": tier.lower(), "PolicyDocument": policy}],
+            },
+        },
+        f"{tier}Profile": {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"Roles": [ref(f"{tier}Role")]},
+        },
+    }
+
+
+def _launch_data(tier: str, instance_type: str, user_data: list, tags: bool) -> dict:
+    data = {
+        "ImageId": ref("ImageId"),
+        "InstanceType": ref(instance_type),
+        "IamInstanceProfile": {"Arn": get_att(f"{tier}Profile", "Arn")},
+        "SecurityGroupIds": [get_att(f"{tier}Group", "GroupId")],
+        "UserData": {"Fn::Base64": {"Fn::Join": ["", [_as_sub(user_data), userdata.script()]]}},
+        # IMDSv2 only; 2 hops so that the container (one bridge away) reaches its role.
+        "MetadataOptions": {
+            "HttpEndpoint": "enabled",
+            "HttpTokens": "required",
+            "HttpPutResponseHopLimit": 2,
+        },
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": "/dev/xvda",
+                "Ebs": {"VolumeSize": 30, "VolumeType": "gp3", "Encrypted": True},
+            }
+        ],
+    }
+    if tags:  # what the scaler launches carries the stack's name, for people and for billing
+        stack_tag = [{"Key": DEPLOYMENT_TAG, "Value": ref("AWS::StackName")}]
+        data["TagSpecifications"] = [
+            {"ResourceType": kind, "Tags": stack_tag} for kind in ("instance", "volume")
+        ]
+    return data
+
+
+def _host(tier: str, instance_type: str, user_data: list) -> dict:
+    """A host the stack runs itself: one instance from a launch template of its own (EC2's
+    way to IMDSv2-only). A new template version replaces the instance, which is what a
+    settings change needs: user-data runs on the first boot only."""
+    data = _launch_data(tier, instance_type, user_data, False)
+    return {
+        f"{tier}HostTemplate": {
+            "Type": "AWS::EC2::LaunchTemplate",
+            "Properties": {"LaunchTemplateData": data},
+        },
+        f"{tier}Host": {
+            "Type": "AWS::EC2::Instance",
+            "Properties": {
+                # Image and type repeat the template's: an instance must name its image.
+                "ImageId": data["ImageId"],
+                "InstanceType": data["InstanceType"],
+                "LaunchTemplate": {
+                    "LaunchTemplateId": ref(f"{tier}HostTemplate"),
+                    "Version": get_att(f"{tier}HostTemplate", "LatestVersionNumber"),
+                },
+                "Tags": [{"Key": "Name", "Value": iam.sub(f"${{AWS::StackName}}-{tier.lower()}")}],
+            },
+        },
+    }
+
+
+def _user_data() -> dict[str, list]:
+    settings = dataclasses.replace(Settings(), host="0.0.0.0", scaler_status_host="0.0.0.0")
+    expressions = {
+        "aws_region": ref("AWS::Region"),
+        "input_bucket": ref("InputBucket"),
+        "output_bucket": ref("OutputBucket"),
+        "request_queue": get_att("RequestQueue", "QueueName"),
+        "reply_queue_prefix": iam.sub(iam.REPLY_QUEUE_PREFIX),
+        "fleet_name": iam.sub(iam.FLEET_NAME),
+        "launch_template": iam.sub(iam.LAUNCH_TEMPLATE),
+        "model": ref("Model"),
+        "fleet_max": ref("FleetMax"),
+        "policy": ref("Policy"),
+        "worker_image": image("WorkerRepository"),
+        "scaler_status_url": iam.sub(
+            f"http://${{ScalerHost.PrivateIp}}:{settings.scaler_status_port}/status"
+        ),
+    }
+    return {
+        "Worker": userdata.header(
+            settings,
+            userdata.WORKER,
+            image("WorkerRepository"),
+            settings.visibility_timeout_s + 10,  # a batch in flight may finish
+            expressions,
+        ),
+        "Web": userdata.header(
+            settings,
+            userdata.WEB,
+            image("WebRepository"),
+            int(settings.result_timeout_s) + 10,  # a waiting upload may get its answer
+            expressions,
+        ),
+        "Scaler": userdata.header(
+            settings, userdata.SCALER, image("WebRepository"), SCALER_STOP_TIMEOUT_S, expressions
+        ),
+    }
+
+
+def _as_sub(parts: list) -> dict:
+    """One Fn::Sub for the settings block: `NAME=${InputBucket}` reads like the result."""
+    text = []
+    for part in parts:
+        if isinstance(part, str):
+            text.append(part.replace("${", "${!"))
+        elif "Ref" in part:
+            text.append(f"${{{part['Ref']}}}")
+        elif "Fn::GetAtt" in part:
+            text.append(f"${{{'.'.join(part['Fn::GetAtt'])}}}")
+        else:
+            text.append(part["Fn::Sub"])
+    return iam.sub("".join(text))
+
+
+def _outputs(settings: Settings) -> dict:
+    def out(description: str, value) -> dict:
+        return {"Description": description, "Value": value}
+
+    web = f"http://${{WebHost.PublicDnsName}}:{settings.port}"
+    return {
+        "UploadUrl": out("open this page to classify images", iam.sub(f"{web}/")),
+        "UploadEndpoint": out("POST images here (form field myfile)", iam.sub(f"{web}/upload")),
+        "InputBucket": out("uploads", ref("InputBucket")),
+        "OutputBucket": out("results and the result cache", ref("OutputBucket")),
+        "RequestQueue": out("REQUEST_QUEUE", get_att("RequestQueue", "QueueName")),
+        "DeadLetterQueue": out(
+            "requests that failed MAX_RECEIVE_COUNT times", get_att("DeadLetterQueue", "QueueName")
+        ),
+        "ReplyQueuePrefix": out("REPLY_QUEUE_PREFIX", iam.sub(iam.REPLY_QUEUE_PREFIX)),
+        "FleetName": out("value of the workers' fleet tag", iam.sub(iam.FLEET_NAME)),
+        "WorkerLaunchTemplate": out("LAUNCH_TEMPLATE", iam.sub(iam.LAUNCH_TEMPLATE)),
+        "WebHost": out("the web host's instance id", ref("WebHost")),
+        "ScalerHost": out("the scaler host's instance id", ref("ScalerHost")),
+        **{
+            f"{tier}Role": out(f"the {tier.lower()} role", ref(f"{tier}Role"))
+            for tier in ("Worker", "Web", "Scaler")
+        },
+    }
+
+
+def template() -> dict:
+    settings = Settings()
+    user_data = _user_data()
+    resources = {
+        "InputBucket": _bucket([("uploads/", "UploadRetentionDays")]),
+        "InputBucketPolicy": _tls_only("InputBucket"),
+        "OutputBucket": _bucket(
+            [("results/", "ResultRetentionDays"), ("cache/", "ResultRetentionDays")]
+        ),
+        "OutputBucketPolicy": _tls_only("OutputBucket"),
+        **_queues(settings),
+        **_groups(settings),
+        **_role("Worker", iam.worker_policy()),
+        **_role("Web", iam.web_policy()),
+        **_role("Scaler", iam.scaler_policy()),
+        "WorkerLaunchTemplate": {
+            "Type": "AWS::EC2::LaunchTemplate",
+            "Properties": {
+                "LaunchTemplateName": iam.sub(iam.LAUNCH_TEMPLATE),
+                "LaunchTemplateData": _launch_data(
+                    "Worker", "WorkerInstanceType", user_data["Worker"], True
+                ),
+            },
+        },
+        **_host("Scaler", "ScalerInstanceType", user_data["Scaler"]),
+        **_host("Web", "WebInstanceType", user_data["Web"]),
+    }
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "elastic-classifier: buckets, queues, roles, the workers' launch template, "
+        "the web host and the scaler host. Generated by `python -m deployment template`.",
+        "Parameters": parameters(),
+        "Resources": resources,
+        "Outputs": _outputs(settings),
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text (the user-data) as literal blocks, so a review reads the script."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True  # CloudFormation rejects YAML aliases
+
+
+def _text(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def render() -> str:
+    header = "# Generated by `python -m deployment template` from deployment/*.py: do not edit.\n"
+    return header + yaml.dump(template(), Dumper=_Dumper, sort_keys=False, width=100)
