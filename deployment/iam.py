@@ -24,6 +24,7 @@ SCALER_TAG_KEYS = (FLEET_TAG, "elastic-classifier:stopped-at", "elastic-classifi
 METRICS_NAMESPACE = "ElasticClassifier"  # runtime.cloudwatch.NAMESPACE
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
+JOB_QUEUE = f"{REQUEST_QUEUE}-jobs"  # Settings.job_queue: the batch-job lane
 REPLY_QUEUE_PREFIX = "${AWS::StackName}-reply-"
 FLEET_NAME = "${AWS::StackName}-workers"
 LAUNCH_TEMPLATE = "${AWS::StackName}-worker"
@@ -96,15 +97,26 @@ def worker_policy() -> dict:
                 "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
             ],
-            queue_arn(REQUEST_QUEUE),
+            [queue_arn(REQUEST_QUEUE), queue_arn(JOB_QUEUE)],
         ),
         _statement(
             "ReplyToWebProcesses",
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
             queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        _statement("ReadUploads", ["s3:GetObject"], bucket_arn("InputBucket", "uploads/*")),
-        _statement("WriteResults", ["s3:PutObject"], bucket_arn("OutputBucket", "results/*")),
+        # A batch job may name any prefix of the input bucket (its images are classified in place).
+        _statement("ReadInputs", ["s3:GetObject"], bucket_arn("InputBucket", "*")),
+        _statement(
+            "WriteResults",
+            ["s3:PutObject"],
+            [
+                bucket_arn("OutputBucket", "results/*"),
+                bucket_arn("OutputBucket", "started/*"),
+                bucket_arn("OutputBucket", "jobs/*"),
+            ],
+        ),
+        # A job image's stored result means a second delivery is skipped.
+        _statement("ReadJobResults", ["s3:GetObject"], bucket_arn("OutputBucket", "jobs/*")),
         _statement(
             "PublishThroughput",
             ["cloudwatch:PutMetricData"],
@@ -190,7 +202,7 @@ def scaler_policy() -> dict:
         _statement(
             "ReadQueueDepth",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-            [queue_arn(REQUEST_QUEUE), queue_arn(f"{REQUEST_QUEUE}-dlq")],
+            [queue_arn(REQUEST_QUEUE), queue_arn(f"{REQUEST_QUEUE}-dlq"), queue_arn(JOB_QUEUE)],
         ),
         # Metric reads have no resource type.
         _statement("ReadThroughput", ["cloudwatch:GetMetricStatistics"], "*"),
@@ -203,9 +215,21 @@ def web_policy() -> dict:
         _statement(
             "StoreUploads",
             ["s3:DeleteObject", "s3:PutObject"],
-            bucket_arn("InputBucket", "uploads/*"),
+            [bucket_arn("InputBucket", "uploads/*"), bucket_arn("InputBucket", "jobs/*")],
         ),
-        _statement("ReadResults", ["s3:GetObject"], bucket_arn("OutputBucket", "results/*")),
+        # An asynchronous upload still in the input bucket is `queued` (HEAD needs GetObject).
+        _statement("ReadUploadState", ["s3:GetObject"], bucket_arn("InputBucket", "uploads/*")),
+        _statement(
+            "ReadResults",
+            ["s3:GetObject"],
+            [bucket_arn("OutputBucket", "results/*"), bucket_arn("OutputBucket", "started/*")],
+        ),
+        _statement(
+            # A batch job's manifest and results: written by the web tier (refused images) too.
+            "JobResults",
+            ["s3:GetObject", "s3:PutObject"],
+            bucket_arn("OutputBucket", "jobs/*"),
+        ),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
             "ResultCache",
@@ -221,7 +245,7 @@ def web_policy() -> dict:
         _statement(
             "QueueRequests",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
-            queue_arn(REQUEST_QUEUE),
+            [queue_arn(REQUEST_QUEUE), queue_arn(JOB_QUEUE)],
         ),
         _statement(
             "ReadDeadLetterDepth",
