@@ -1,4 +1,4 @@
-"""The scaler's share of the job lane, table-driven (end to end: test_scaler_service)."""
+"""Two lanes, unit level: the scaler's share of the job lane, the worker's order of reads."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from scaler.lanes import job_share, per_instance
 from scaler.policies import PolicyError
+from worker.lanes import Lanes
 
 
 @pytest.mark.parametrize(
@@ -32,3 +33,36 @@ def test_job_share_refuses_impossible_numbers(load, fleet_max, per):
 def test_per_instance_follows_the_policy():
     assert per_instance("seed", 5.0, 10.0) == 4.0
     assert per_instance("target", 5.0, 10.0) == 50.0
+
+
+class StubSqs:
+    """Queues as lists of message dicts; records each receive (url, wait)."""
+
+    def __init__(self, queues: dict[str, list]):
+        self.queues, self.calls = queues, []
+
+    def receive_message(self, *, QueueUrl, MaxNumberOfMessages, WaitTimeSeconds, **_):  # noqa: N803
+        self.calls.append((QueueUrl, WaitTimeSeconds))
+        taken = self.queues[QueueUrl][:MaxNumberOfMessages]
+        del self.queues[QueueUrl][:MaxNumberOfMessages]
+        return {"Messages": taken}
+
+
+def test_interactive_lane_first_job_lane_only_when_it_is_empty():
+    sqs = StubSqs({"i": [{"n": k} for k in range(3)], "j": [{"n": k} for k in range(12)]})
+    lanes = Lanes(sqs, "i", "j", wait_s=10)
+    assert lanes.receive(10) == ("i", [{"n": 0}, {"n": 1}, {"n": 2}])
+    url, batch = lanes.receive(10)
+    assert (url, len(batch)) == ("j", 10)
+    sqs.queues["i"].append({"n": "late"})  # an upload arrives while the job runs
+    assert lanes.receive(10) == ("i", [{"n": "late"}])
+    assert lanes.receive(10)[0] == "j"
+    sqs.calls.clear()
+    assert lanes.receive(10) == ("i", [])  # both empty: a short long-poll of the interactive lane
+    assert sqs.calls == [("i", 0), ("j", 0), ("i", 2)]
+
+
+def test_without_a_job_lane_the_worker_long_polls_as_before():
+    sqs = StubSqs({"i": []})
+    assert Lanes(sqs, "i", None, wait_s=10).receive(5) == ("i", [])
+    assert sqs.calls == [("i", 10)]
