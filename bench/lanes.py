@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 import json
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 
 from bench.client import Batch, Uploader
 from bench.photos import Photos
+from embedded.stack import StackError
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,12 @@ def run(uploader: Uploader, photos: Photos, base_url: str, job_images: int, uplo
 
 def _json(url: str, body: bytes | None = None) -> dict:
     request = urllib.request.Request(  # noqa: S310 - the bench's own loopback URL
-        url, data=body, headers={"Content-Type": "application/zip"} if body else {}
+        url,
+        data=body,
+        headers={"Content-Type": "application/zip", "Accept": "application/json"} if body else {},
     )
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise StackError(f"{url}: {error.code} {error.read()[:200]!r}") from None

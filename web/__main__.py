@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
         async_deadline_s=settings.result_expiry_days * 86400.0,
     )
-    jobs = _job_store(settings, s3, sqs)
+    # Jobs get clients of their own: no upload waits on them, so the default read timeout.
+    jobs = _job_store(settings, make_client("s3", settings), make_client("sqs", settings))
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     app = create_app(
         settings,
