@@ -1,22 +1,16 @@
-"""Uploads over real HTTP: prebuilt multipart bodies, one keep-alive connection per thread.
-
-The standard library's http.client keeps the client's own CPU small: on a 2-core machine the
-client shares the cores with the service it measures.
-"""
+"""Uploads over real HTTP with the load generator's client (prebuilt multipart bodies, one
+keep-alive connection per thread, on the standard library's http.client, so the client's own
+CPU stays small on a machine it shares with the service it measures)."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bench.photos import Photo
-
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+from loadgen.client import Client, Target, make_upload
 
 
 @dataclass(frozen=True)
@@ -45,35 +39,19 @@ class Batch:
 
 class Uploader:
     def __init__(self, host: str, port: int, timeout_s: float = 120.0):
-        self._host, self._port, self._timeout_s = host, port, timeout_s
-        self._local = threading.local()
+        target = Target("http", host, port, "/upload")
+        self._client = Client(target, timeout_s, accept="application/json")
 
     def upload(self, photo: Photo) -> Outcome:
-        boundary = uuid.uuid4().hex
-        body = _multipart(boundary, photo)
-        headers = {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Accept": "application/json",
-        }
+        upload = make_upload("myfile", photo.filename, photo.data)
         started = time.perf_counter()
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request("POST", "/upload", body=body, headers=headers)
-                response = connection.getresponse()
-                payload = response.read()
-                break
-            except _STALE:
-                # The server closed an idle keep-alive connection: nothing was answered yet.
-                self._local.connection = None
-                if attempt == 2:
-                    raise
+        reply = self._client.post(upload)
         finished = time.perf_counter()
         try:
-            parsed = json.loads(payload) if response.status == 200 else {}
+            parsed = json.loads(reply.body) if reply.status == 200 else {}
         except ValueError:
             parsed = {}
-        return Outcome(response.status, finished - started, finished, parsed)
+        return Outcome(reply.status, finished - started, finished, parsed)
 
     def sequential(self, photos: list[Photo]) -> Batch:
         started = time.perf_counter()
@@ -86,19 +64,3 @@ class Uploader:
             started = time.perf_counter()
             outcomes = list(pool.map(self.upload, photos))
         return Batch(outcomes, max(o.finished for o in outcomes) - started)
-
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
-            self._local.connection = connection
-        return connection
-
-
-def _multipart(boundary: str, photo: Photo) -> bytes:
-    head = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="myfile"; filename="{photo.filename}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    return head + photo.data + f"\r\n--{boundary}--\r\n".encode()

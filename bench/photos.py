@@ -42,9 +42,6 @@ class Photos:
         """Photos at their own size (300 to 1280 px wide) less a few pixels of crop."""
         return [self._next(self._full_crop) for _ in range(count)]
 
-    def small(self, count: int) -> list[Photo]:
-        return [self._next(self._small_crop) for _ in range(count)]
-
     def mixed(self, count: int) -> list[Photo]:
         """Alternating 64x64 and full-size photos."""
         return [self._next(self._small_crop if i % 2 else self._full_crop) for i in range(count)]

@@ -38,7 +38,6 @@ class ServiceRun:
     workers: int
     concurrency: int
     seq: Batch
-    cache_seed: Batch
     cache: Batch
     burst: Batch
     e2e: Batch
@@ -85,7 +84,7 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         )
         seq = uploader.sequential(photos.full(sizes.seq))
         seed = photos.full(1)
-        cache_seed = uploader.sequential(seed)  # classified once; the repeats may be cached
+        uploader.sequential(seed)  # classified once; the repeats may be cached
         cache = uploader.sequential(seed * sizes.cache)
         burst = uploader.concurrent(photos.mixed(sizes.burst), sizes.burst)
         e2e_photos = photos.full(sizes.e2e)
@@ -107,7 +106,6 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         workers=workers,
         concurrency=sizes.concurrency,
         seq=seq,
-        cache_seed=cache_seed,
         cache=cache,
         burst=burst,
         e2e=e2e,

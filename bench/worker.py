@@ -20,7 +20,8 @@ from bench.photos import Photo, Photos
 from bench.stacks import clients, stack_env, start_moto, stop_workers
 from embedded.provision import provision
 from embedded.stack import Stack, StackError, python_module
-from runtime.messages import MessageError, Request, Result
+from runtime import sqs
+from runtime.messages import MessageError, Request, Result, new_request_id
 from runtime.settings import Settings
 
 
@@ -125,8 +126,7 @@ class Queued:
         return requests
 
     def send(self, requests: list[Request]) -> None:
-        chunks = [requests[i : i + 10] for i in range(0, len(requests), 10)]
-        list(self._pool.map(self._send_batch, chunks))
+        list(self._pool.map(self._send_batch, sqs.chunks(requests)))
 
     def drain(self, worker, requests: list[Request], depth: int | None) -> Drain:
         """Queue `depth` requests (None: all) while the worker is paused, then release it and
@@ -170,7 +170,7 @@ class Queued:
                 raise StackError(f"{len(wanted - got.keys())} replies missing after {timeout_s} s")
             messages = self._sqs.receive_message(
                 QueueUrl=self._reply_url,
-                MaxNumberOfMessages=10,
+                MaxNumberOfMessages=sqs.BATCH_MAX,
                 WaitTimeSeconds=1,
             ).get("Messages", [])
             arrived, answered = time.perf_counter(), len(got)
@@ -189,21 +189,14 @@ class Queued:
 
     def _delete_replies(self, messages: list[dict]) -> None:
         # Deleted at once: moto's receive scans every message a queue still holds.
-        if messages:
+        for chunk in sqs.chunks(messages):
             entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
             ]
             self._sqs.delete_message_batch(QueueUrl=self._reply_url, Entries=entries)
 
     def _request(self, photo: Photo) -> Request:
-        request_id = os.urandom(16).hex()
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=photo.filename,
-            reply_to=self._reply_url,
-            deadline=time.time() + 3600,
-        )
+        return Request.create(new_request_id(), photo.filename, self._reply_url, time.time() + 3600)
 
     def _put_object(self, request: Request, photo: Photo) -> None:
         self._s3.put_object(Bucket=self._settings.input_bucket, Key=request.key, Body=photo.data)

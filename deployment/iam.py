@@ -18,10 +18,10 @@ still gets the worker role and the pinned type, image, group and tags.
 
 from __future__ import annotations
 
-# Must equal scaler.fleet's tags (a test checks): the deployment does not import a tier.
-FLEET_TAG = "elastic-classifier:fleet"
-SCALER_TAG_KEYS = (FLEET_TAG, "elastic-classifier:stopped-at", "elastic-classifier:started-at")
-METRICS_NAMESPACE = "ElasticClassifier"  # runtime.cloudwatch.NAMESPACE
+from runtime import keys
+from runtime.cloudwatch import NAMESPACE as METRICS_NAMESPACE
+from runtime.resources import FLEET_TAG, SCALER_TAG_KEYS
+
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
 JOB_QUEUE = f"{REQUEST_QUEUE}-jobs"  # Settings.job_queue: the batch-job lane
@@ -109,14 +109,10 @@ def worker_policy() -> dict:
         _statement(
             "WriteResults",
             ["s3:PutObject"],
-            [
-                bucket_arn("OutputBucket", "results/*"),
-                bucket_arn("OutputBucket", "started/*"),
-                bucket_arn("OutputBucket", "jobs/*"),
-            ],
+            [bucket_arn("OutputBucket", f"{p}*") for p in (keys.RESULTS, keys.STARTED, keys.JOBS)],
         ),
         # A job image's stored result means a second delivery is skipped.
-        _statement("ReadJobResults", ["s3:GetObject"], bucket_arn("OutputBucket", "jobs/*")),
+        _statement("ReadJobResults", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.JOBS}*")),
         _statement(
             "PublishThroughput",
             ["cloudwatch:PutMetricData"],
@@ -215,26 +211,31 @@ def web_policy() -> dict:
         _statement(
             "StoreUploads",
             ["s3:DeleteObject", "s3:PutObject"],
-            [bucket_arn("InputBucket", "uploads/*"), bucket_arn("InputBucket", "jobs/*")],
+            [
+                bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
+                bucket_arn("InputBucket", f"{keys.JOBS}*"),
+            ],
         ),
         # An asynchronous upload still in the input bucket is `queued` (HEAD needs GetObject).
-        _statement("ReadUploadState", ["s3:GetObject"], bucket_arn("InputBucket", "uploads/*")),
+        _statement(
+            "ReadUploadState", ["s3:GetObject"], bucket_arn("InputBucket", f"{keys.UPLOADS}*")
+        ),
         _statement(
             "ReadResults",
             ["s3:GetObject"],
-            [bucket_arn("OutputBucket", "results/*"), bucket_arn("OutputBucket", "started/*")],
+            [bucket_arn("OutputBucket", f"{p}*") for p in (keys.RESULTS, keys.STARTED)],
         ),
         _statement(
             # A batch job's manifest and results: written by the web tier (refused images) too.
             "JobResults",
             ["s3:GetObject", "s3:PutObject"],
-            bucket_arn("OutputBucket", "jobs/*"),
+            bucket_arn("OutputBucket", f"{keys.JOBS}*"),
         ),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
             "ResultCache",
             ["s3:GetObject", "s3:PutObject"],
-            bucket_arn("OutputBucket", "cache/*"),
+            bucket_arn("OutputBucket", f"{keys.CACHE}*"),
         ),
         _statement(
             # HeadBucket (the readiness check) needs ListBucket on the bucket itself.

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from deployment import iam, userdata
+from runtime import keys
 from runtime.settings import Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
@@ -395,15 +396,13 @@ def template() -> dict:
     user_data = _user_data()
     resources = {
         "InputBucket": _bucket(
-            [("uploads/", "UploadRetentionDays"), ("jobs/", "ResultRetentionDays")]
+            [(keys.UPLOADS, "UploadRetentionDays"), (keys.JOBS, "ResultRetentionDays")]
         ),
         "InputBucketPolicy": _tls_only("InputBucket"),
         "OutputBucket": _bucket(
             [
-                ("results/", "ResultRetentionDays"),
-                ("started/", "ResultRetentionDays"),
-                ("jobs/", "ResultRetentionDays"),
-                ("cache/", "ResultRetentionDays"),
+                (prefix, "ResultRetentionDays")
+                for prefix in (keys.RESULTS, keys.STARTED, keys.JOBS, keys.CACHE)
             ]
         ),
         "OutputBucketPolicy": _tls_only("OutputBucket"),

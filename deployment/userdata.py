@@ -10,12 +10,11 @@ instance profile).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.settings import Settings
+from runtime.settings import Settings, tier_fields
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "host-user-data.sh"
 
@@ -47,11 +46,9 @@ SCALER = Host(
 
 def host_env(settings: Settings, host: Host) -> dict[str, str]:
     """The settings a host's container reads, by environment variable, as text."""
-    return {
-        f.name.upper(): str(getattr(settings, f.name))
-        for f in dataclasses.fields(Settings)
-        if f.metadata.get("tier") in ("all", host.tier) or f.name in host.extra
-    }
+    names = [f.name for f in tier_fields(host.tier)]
+    names += [name for name in host.extra if name not in names]
+    return {name.upper(): str(getattr(settings, name)) for name in names}
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -7,6 +7,8 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from runtime import keys
+from runtime.resources import BUCKET_ENCRYPTION, DLQ_RETENTION_S, QUEUE_ENCRYPTION
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,31 +23,19 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
         ensure_expiry(s3, bucket, settings.result_expiry_days)
     dlq_url = ensure_queue(
-        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": "1209600"}, tags
+        sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
-    request_url = ensure_queue(
-        sqs,
-        settings.request_queue,
-        {
-            "VisibilityTimeout": str(settings.visibility_timeout_s),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-        tags,
-    )
+    work = {
+        "VisibilityTimeout": str(settings.visibility_timeout_s),
+        "RedrivePolicy": json.dumps(redrive),
+    }
+    request_url = ensure_queue(sqs, settings.request_queue, work, tags)
     # Batch-job images: their own lane (workers serve it only when no upload waits).
-    job_url = ensure_queue(
-        sqs,
-        settings.job_queue,
-        {
-            "VisibilityTimeout": str(settings.visibility_timeout_s),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-        tags,
-    )
+    job_url = ensure_queue(sqs, settings.job_queue, work, tags)
     return {
         "request_queue_url": request_url,
         "job_queue_url": job_url,
@@ -55,7 +45,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
 
 # What this service writes expires; the cache and anything else a user put in the buckets (the
 # prefixes batch jobs read) stay.
-EXPIRING_PREFIXES = ("uploads/", "results/", "started/", "jobs/")
+EXPIRING_PREFIXES = (keys.UPLOADS, keys.RESULTS, keys.STARTED, keys.JOBS)
 
 
 def ensure_expiry(s3, bucket: str, days: int) -> None:
@@ -94,9 +84,7 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
     )
     s3.put_bucket_encryption(
         Bucket=name,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
+        ServerSideEncryptionConfiguration=BUCKET_ENCRYPTION,
     )
     if tags:
         s3.put_bucket_tagging(
@@ -106,7 +94,7 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
     """Create the queue, or bring an existing one's attributes to what we want."""
-    wanted = {"SqsManagedSseEnabled": "true", **attributes}
+    wanted = {**QUEUE_ENCRYPTION, **attributes}
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as error:

@@ -101,17 +101,25 @@ class Reply:
 class Client:
     """POSTs uploads to one target; each thread keeps its own connection open between requests."""
 
-    def __init__(self, target: Target, timeout_s: float, *, asynchronous: bool = False):
+    def __init__(
+        self,
+        target: Target,
+        timeout_s: float,
+        accept: str = "text/plain",
+        *,
+        asynchronous: bool = False,
+    ):
         self._target = target
         self._timeout_s = timeout_s
+        # Plain text is the course's reply; a JSON reply is still understood (parse_label).
+        self._accept = accept
         self._asynchronous = asynchronous
         self._local = threading.local()
 
     def post(self, upload: Upload) -> Reply:
         headers = {
             "Content-Type": upload.content_type,
-            # Plain text is the course's reply; a JSON reply is still understood (parse_label).
-            "Accept": "text/plain",
+            "Accept": self._accept,
             "User-Agent": USER_AGENT,
         }
         if not self._asynchronous:

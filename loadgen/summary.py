@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
+
+from runtime.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,6 @@ class Summary:
         if self.accuracy is not None:
             doc["accuracy"]["ratio"] = self.accuracy.ratio
         return json.dumps(doc, separators=(",", ":"))
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile: a value that was actually observed."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def summarize(

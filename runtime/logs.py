@@ -19,7 +19,8 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 
-FORMATS = ("text", "json")
+from runtime.settings import LOG_FORMATS
+
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 _MAX_REASON = 200
 
@@ -64,8 +65,8 @@ def setup_logging(
     fmt: str, *, tier: str, level: int = logging.INFO, fields: Mapping[str, str] | None = None
 ) -> None:
     """Configure the root logger once per process (instead of logging.basicConfig)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"log format must be one of {'|'.join(FORMATS)}, got {fmt!r}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {'|'.join(LOG_FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if fmt == "json":

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import asdict, dataclass, field
 
+from runtime.keys import job_item_key, result_key, upload_key
+
 VERSION = 1
-_ID = re.compile(r"^[0-9a-f]{32}$")
-_MAX_FILENAME = 255
+# fullmatch, not ^...$: "$" also matches before a trailing newline.
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+MAX_FILENAME = 255
+# What the worker's decoders read, by lowercase format name (Pillow's names, lowered). Here,
+# not in worker/imaging.py, so the web tier checks uploads against it without importing torch.
+IMAGE_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
+
+
+def is_request_id(value: object) -> bool:
+    """32 lowercase hex digits, nothing before or after."""
+    return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 class MessageError(ValueError):
@@ -39,7 +55,7 @@ def _load(body: str) -> dict:
 
 
 def _check_id(value: str) -> str:
-    if not _ID.match(value):
+    if not is_request_id(value):
         raise MessageError("id is not a 32-digit hex request id")
     return value
 
@@ -66,6 +82,17 @@ class Request:
     def is_async(self) -> bool:
         return not self.reply_to and not self.job
 
+    @classmethod
+    def create(cls, request_id: str, filename: str, reply_to: str, deadline: float) -> Request:
+        """A request for an upload stored under its id's key."""
+        return cls(
+            id=request_id,
+            key=upload_key(request_id),
+            filename=filename,
+            reply_to=reply_to,
+            deadline=deadline,
+        )
+
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
@@ -75,7 +102,7 @@ class Request:
         request = cls(
             id=_check_id(_require(obj, "id", str)),
             key=_require(obj, "key", str),
-            filename=_require(obj, "filename", str)[:_MAX_FILENAME],
+            filename=_require(obj, "filename", str)[:MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
             deadline=float(_require(obj, "deadline", (int, float))),
             job=obj.get("job") or "",
@@ -83,7 +110,7 @@ class Request:
         )
         if request.job:
             _check_job_item(request)
-        elif request.key != f"uploads/{request.id}":
+        elif request.key != upload_key(request.id):
             raise MessageError("key does not belong to the request id")
         if request.reply_to and reply_prefix is not None:
             if not _is_own_queue(request.reply_to, reply_prefix):
@@ -92,7 +119,7 @@ class Request:
 
 
 def _check_job_item(request: Request) -> None:
-    if not isinstance(request.job, str) or not _ID.match(request.job):
+    if not isinstance(request.job, str) or not is_request_id(request.job):
         raise MessageError("job is not a 32-digit hex job id")
     if not isinstance(request.index, int) or isinstance(request.index, bool) or request.index < 0:
         raise MessageError("index is not a non-negative integer")
@@ -102,33 +129,25 @@ def _check_job_item(request: Request) -> None:
         raise MessageError("key is not an input object of a job")
 
 
-def result_key(request_id: str) -> str:
-    """Where an upload's result is stored (interactive or asynchronous)."""
-    return f"results/{request_id}.json"
-
-
-def started_key(request_id: str) -> str:
-    """Written by the worker when it takes an asynchronous upload: its state is `in progress`."""
-    return f"started/{request_id}.json"
-
-
-def job_prefix(job_id: str) -> str:
-    """Everything of one batch job, in either bucket, lives under this prefix."""
-    return f"jobs/{job_id}/"
-
-
-def job_item_key(job_id: str, index: int, ok: bool) -> str:
-    """One job image's result: under done/ or failed/, so progress is two listings."""
-    return f"{job_prefix(job_id)}{'done' if ok else 'failed'}/{index:07d}.json"
-
-
 def stored_key(request: Request, ok: bool) -> str:
+    """Where the worker stores a request's result: by job and index, or by request id."""
     return job_item_key(request.job, request.index, ok) if request.job else result_key(request.id)
 
 
-def cache_key(model: str, preprocess: str, sha256: str) -> str:
-    """Where a result is cached by content: the same bytes and model give the same answer."""
-    return f"cache/{model}/{preprocess}/{sha256}.json"
+def salvage(body: str, reply_prefix: str) -> Request | None:
+    """From a body that fails decode(), a request with a sound id and an own reply queue (so the
+    sender can be told why), or None when there is nobody safe to tell."""
+    try:
+        obj = json.loads(body)
+        request = Request.create(
+            request_id=obj["id"],
+            filename=str(obj.get("filename", ""))[:MAX_FILENAME],
+            reply_to=obj["reply_to"],
+            deadline=0,
+        )
+        return Request.decode(request.encode(), reply_prefix=reply_prefix)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _is_own_queue(url: str, prefix: str) -> bool:

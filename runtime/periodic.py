@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from runtime.failures import log_failure
+
 log = logging.getLogger(__name__)
 
 
@@ -27,4 +29,4 @@ class Every:
             try:
                 self._action()
             except Exception as error:  # noqa: BLE001 - background upkeep: try again next time
-                log.warning("%s failed (%s)", self._thread.name, type(error).__name__)
+                log_failure(log, self._thread.name, error, f"again in {self._interval_s:g} s")

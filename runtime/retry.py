@@ -1,7 +1,8 @@
 """Retry AWS calls that fail for reasons that pass (throttling, capacity, 5xx, dropped connections).
 
-botocore already retries some of these inside one call; this outer loop adds a longer backoff for
-the scaler, whose calls can wait a few seconds but should not give up a tick on one blip.
+botocore already retries some of these inside one call; `retry` adds a longer backoff for
+calls that can wait a few seconds but should not give up on one blip (the scaler's). `Streak`
+paces a loop that never gives up (a long poll, an intake): each failure in a row waits longer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from runtime.failures import describe
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +69,25 @@ def retry(
             if not is_transient(error) or attempt == backoff.attempts - 1:
                 raise
             delay = backoff.delay_s(attempt)
-            log.warning("%s failed (%s); retry %d in %.1fs", what, error, attempt + 1, delay)
+            log.warning(
+                "%s failed (%s); retry %d in %.1fs", what, describe(error), attempt + 1, delay
+            )
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class Streak:
+    """The delay before the next try of a loop that keeps going: it grows with each failure in
+    a row (backoff.delay_s) and starts again from the base after a success."""
+
+    def __init__(self, backoff: Backoff):
+        self._backoff = backoff
+        self._failures = 0
+
+    def failed(self) -> float:
+        delay = self._backoff.delay_s(self._failures)
+        self._failures = min(self._failures + 1, 32)  # 2**n stays a float the delay can cap
+        return delay
+
+    def succeeded(self) -> None:
+        self._failures = 0

@@ -16,8 +16,25 @@ class ConfigError(ValueError):
     """A setting from the environment is missing or malformed."""
 
 
-def _setting(default, help: str, tier: str = "all"):
-    return field(default=default, metadata={"help": help, "tier": tier})
+TIERS = ("web", "worker", "scaler")
+# The choices of each setting that takes one of a few words; Settings.validate checks them and
+# the tiers that act on them import them from here (scaler.policies builds one per POLICY).
+POLICIES = ("target", "seed")
+RUNNERS = ("none", "process", "docker")
+MODEL_OPTIMIZATIONS = ("jit", "eager")
+PREPROCESSES = ("default", "reference")
+LOG_FORMATS = ("text", "json")
+
+
+def _setting(default, help: str, tiers: str | tuple[str, ...] = "all", choices: tuple = ()):
+    """tiers: the processes that read the setting ("all": every one of TIERS)."""
+    tiers = TIERS if tiers == "all" else (tiers,) if isinstance(tiers, str) else tiers
+    return field(default=default, metadata={"help": help, "tiers": tiers, "choices": choices})
+
+
+def tier_fields(tier: str) -> list[dataclasses.Field]:
+    """The settings a process of `tier` reads: what its --help lists and its environment needs."""
+    return [f for f in dataclasses.fields(Settings) if tier in f.metadata["tiers"]]
 
 
 @dataclass(frozen=True)
@@ -32,7 +49,9 @@ class Settings:
     )
     reply_queue_prefix: str = _setting("classifier-reply-", "name prefix of per-web reply queues")
     max_receive_count: int = _setting(3, "deliveries before a request goes to the DLQ")
-    log_format: str = _setting("text", "log lines: 'text', or 'json' (one object a line)")
+    log_format: str = _setting(
+        "text", "log lines: 'text', or 'json' (one object a line)", choices=LOG_FORMATS
+    )
 
     # Web tier.
     host: str = _setting("127.0.0.1", "address the web tier binds", "web")
@@ -45,7 +64,7 @@ class Settings:
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
     result_cache: bool = _setting(
-        True, "answer repeated image bytes from the stored result of the same model", "all"
+        True, "answer repeated image bytes from the stored result of the same model", "web"
     )
     api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
     max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
@@ -61,15 +80,27 @@ class Settings:
     )
 
     # Worker tier.
+    # The web tier keys its result cache by model and preprocess.
     model: str = _setting(
-        "efficientnet_lite0", "classifier name (or a torchvision model)", "worker"
+        "efficientnet_lite0", "classifier name (or a torchvision model)", ("web", "worker")
     )
     model_optimize: str = _setting(
-        "jit", "'jit' (trace + freeze, faster on CPU) or 'eager'", "worker"
+        "jit",
+        "'jit' (trace + freeze, faster on CPU) or 'eager'",
+        "worker",
+        choices=MODEL_OPTIMIZATIONS,
     )
-    preprocess: str = _setting("default", "'default' (the model's own) or 'reference'", "worker")
+    preprocess: str = _setting(
+        "default",
+        "'default' (the model's own) or 'reference'",
+        ("web", "worker"),
+        choices=PREPROCESSES,
+    )
     batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
-    visibility_timeout_s: int = _setting(30, "SQS visibility timeout for requests", "worker")
+    # The scaler's local runners give a stopping worker this long to finish its batch.
+    visibility_timeout_s: int = _setting(
+        30, "SQS visibility timeout for requests", ("worker", "scaler")
+    )
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
     torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
@@ -78,9 +109,12 @@ class Settings:
     )
 
     # Scaler.
-    policy: str = _setting("target", "scaling policy: 'target' or 'seed'", "scaler")
+    policy: str = _setting(
+        "target", "scaling policy: 'target' or 'seed'", "scaler", choices=POLICIES
+    )
+    # Workers label their throughput metric with it; the scaler reads the metric by it.
     fleet_name: str = _setting(
-        "classifier-workers", "fleet tag value that marks our instances", "scaler"
+        "classifier-workers", "fleet tag value that marks our instances", ("worker", "scaler")
     )
     fleet_min: int = _setting(0, "fewest running workers", "scaler")
     fleet_max: int = _setting(12, "most running workers (embedded: the core count)", "scaler")
@@ -101,7 +135,7 @@ class Settings:
         "classifier-worker", "EC2 launch template for new workers", "scaler"
     )
     runner: str = _setting(
-        "none", "local runner: 'none' (real EC2), 'process' or 'docker'", "scaler"
+        "none", "local runner: 'none' (real EC2), 'process' or 'docker'", "scaler", choices=RUNNERS
     )
     worker_image: str = _setting(
         "elastic-classifier-worker:latest", "image the docker runner runs", "scaler"
@@ -150,11 +184,12 @@ class Settings:
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
-            (self.runner in ("none", "process", "docker"), "RUNNER must be none|process|docker"),
-            (self.model_optimize in ("jit", "eager"), "MODEL_OPTIMIZE must be jit|eager"),
-            (self.preprocess in ("default", "reference"), "PREPROCESS must be default|reference"),
-            (self.log_format in ("text", "json"), "LOG_FORMAT must be text|json"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
+        ]
+        checks += [
+            (getattr(self, f.name) in f.metadata["choices"], _choose(f))
+            for f in dataclasses.fields(self)
+            if f.metadata["choices"]
         ]
         for ok, message in checks:
             if not ok:
@@ -170,6 +205,10 @@ class Settings:
         return f"{self.request_queue}-jobs"
 
 
+def _choose(f: dataclasses.Field) -> str:
+    return f"{f.name.upper()} must be {'|'.join(f.metadata['choices'])}"
+
+
 def _parse(name: str, raw: str, kind: type):
     try:
         if kind is bool:
@@ -183,13 +222,12 @@ def _parse(name: str, raw: str, kind: type):
         raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
 
 
-def describe(tiers: tuple[str, ...] = ("all",)) -> str:
+def describe(tiers: tuple[str, ...] = TIERS) -> str:
     """The settings of the given tiers as `NAME (default) meaning` lines, for --help."""
-    lines = []
-    for f in dataclasses.fields(Settings):
-        if f.metadata["tier"] in tiers or f.metadata["tier"] == "all":
-            lines.append(f"  {f.name.upper():<24} {f.default!s:<20} {f.metadata['help']}")
-    return "\n".join(lines)
+    fields = [f for f in dataclasses.fields(Settings) if set(tiers) & set(f.metadata["tiers"])]
+    return "\n".join(
+        f"  {f.name.upper():<24} {f.default!s:<20} {f.metadata['help']}" for f in fields
+    )
 
 
 def markdown_table() -> str:
@@ -198,5 +236,6 @@ def markdown_table() -> str:
     for f in dataclasses.fields(Settings):
         meaning = f.metadata["help"].replace("|", "\\|")
         default = f"`{f.default}`" if f.default != "" else "(empty)"
-        rows.append(f"| `{f.name.upper()}` | {f.metadata['tier']} | {default} | {meaning} |")
+        tiers = "all" if f.metadata["tiers"] == TIERS else ", ".join(f.metadata["tiers"])
+        rows.append(f"| `{f.name.upper()}` | {tiers} | {default} | {meaning} |")
     return "\n".join(rows)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
+from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
@@ -22,9 +23,6 @@ from scaler.runners.base import InstanceView
 
 log = logging.getLogger(__name__)
 
-FLEET_TAG = "elastic-classifier:fleet"
-STOPPED_AT_TAG = "elastic-classifier:stopped-at"
-STARTED_AT_TAG = "elastic-classifier:started-at"
 LOCAL_INSTANCE_TYPE = "t3.medium"
 LOCAL_IMAGE_NAME = "amzn2-ami-hvm-*-x86_64-gp2"
 

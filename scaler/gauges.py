@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime import sqs
 from runtime.cloudwatch import read_throughput
+from runtime.failures import describe
 from runtime.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
-
-_DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,6 @@ class QueueGauge:
         self._backoff = backoff
         self._sleep = sleep
 
-    def _attributes(self, url: str) -> dict[str, str]:
-        return self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)[
-            "Attributes"
-        ]
-
     def read(self) -> QueueDepth:
         def read_once() -> QueueDepth:
             if self._urls is None:
@@ -63,16 +58,11 @@ class QueueGauge:
                     self._sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in self._names
                 )
                 self._urls = (request, dlq)
-            request = self._attributes(self._urls[0])
-            dlq = self._attributes(self._urls[1])
-            job_visible, job_in_flight = self._jobs.read() if self._jobs else (0, 0)
+            request = sqs.read_depth(self._sqs, self._urls[0])
+            dlq = sqs.read_depth(self._sqs, self._urls[1])
+            jobs = self._jobs.read() if self._jobs else sqs.Depth(0, 0)
             return QueueDepth(
-                visible=int(request["ApproximateNumberOfMessages"]),
-                in_flight=int(request["ApproximateNumberOfMessagesNotVisible"]),
-                dlq=int(dlq["ApproximateNumberOfMessages"])
-                + int(dlq["ApproximateNumberOfMessagesNotVisible"]),
-                job_visible=job_visible,
-                job_in_flight=job_in_flight,
+                request.visible, request.in_flight, dlq.total, jobs.visible, jobs.in_flight
             )
 
         try:
@@ -85,27 +75,21 @@ class QueueGauge:
 class JobLaneGauge:
     """The job queue's depth; a deployment provisioned without one reads as empty."""
 
-    def __init__(self, sqs, name: str):
-        self._sqs, self._name = sqs, name
+    def __init__(self, sqs_client, name: str):
+        self._sqs, self._name = sqs_client, name
         self._url: str | None = None
 
-    def read(self) -> tuple[int, int]:
+    def read(self) -> sqs.Depth:
         if self._url is None:
             try:
                 self._url = self._sqs.get_queue_url(QueueName=self._name)["QueueUrl"]
             except ClientError:
-                return 0, 0
+                return sqs.Depth(0, 0)
         try:
-            attributes = self._sqs.get_queue_attributes(
-                QueueUrl=self._url, AttributeNames=_DEPTH_ATTRIBUTES
-            )["Attributes"]
+            return sqs.read_depth(self._sqs, self._url)
         except ClientError:
             self._url = None  # deleted and made again: look it up next time
             raise
-        return (
-            int(attributes["ApproximateNumberOfMessages"]),
-            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -149,7 +133,9 @@ class ThroughputGauge:
             img_s = read_throughput(self._cloudwatch, self._fleet, self._window_s)
         except (ClientError, BotoCoreError) as error:
             # Sizing on the last known rate beats not sizing at all.
-            log.warning("throughput unreadable (%s); using %.1f img/s", error, self._last.img_s)
+            log.warning(
+                "throughput unreadable (%s); using %.1f img/s", describe(error), self._last.img_s
+            )
             return self._last
         self._last = self._default if img_s is None or img_s <= 0 else Throughput(img_s, True)
         return self._last

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from runtime.settings import POLICIES  # the POLICY choices; make_policy builds each
+
 SEED_IMAGES_PER_INSTANCE = 4
 
 
@@ -150,16 +152,9 @@ class QuietWindow:
         return max((r for t, r in self._samples if t >= now - self.period_s), default=0)
 
 
-POLICIES = ("target", "seed")
-
-
-def make_policy(
-    name: str, limits: Limits, latency_target_s: float, activation_load: int = 0
-) -> Policy:
+def make_policy(name: str, limits: Limits, latency_target_s: float) -> Policy:
     if name == "seed":
         return partial(seed, limits=limits)
     if name == "target":
-        return partial(
-            target, limits=limits, params=TargetParams(latency_target_s, activation_load)
-        )
+        return partial(target, limits=limits, params=TargetParams(latency_target_s))
     raise PolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime.failures import describe
 from runtime.settings import Settings
+from runtime.sqs import QueueAttributeError
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.lanes import job_share, per_instance
@@ -83,18 +85,28 @@ class Scaler:
         self._img_s = 0.0
 
     def tick(self) -> None:
-        """One round. AWS failures are logged and leave the fleet as it is until the next tick."""
+        """One round. Failures are logged and leave the fleet as it is until the next tick: an
+        AWS error in one line that says what failed, anything unexpected with its traceback."""
+        try:
+            self._tick()
+        except Exception as error:  # noqa: BLE001 - one bad tick must not end the scaler
+            line = f"tick failed ({describe(error)}); fleet stays as it is"
+            log.error("decision %s", line, exc_info=error)
+            self._last_key = ("tick-error",)
+            self._remember(line)
+
+    def _tick(self) -> None:
         now = self._clock()
         try:
             instances = self._fleet.instances()
         except _AWS_ERRORS as error:
-            self._failed("ec2", f"fleet unreadable ({error}); fleet stays as it is")
+            self._failed("ec2", f"fleet unreadable ({describe(error)}); fleet stays as it is")
             return
         self._follow(instances)
         try:
             depth = self._queue.read()
-        except _AWS_ERRORS as error:
-            self._failed("sqs", f"queue unreadable ({error}); fleet stays as it is")
+        except (*_AWS_ERRORS, QueueAttributeError) as error:
+            self._failed("sqs", f"queue unreadable ({describe(error)}); fleet stays as it is")
             return
         throughput = self._throughput.read()
         try:
@@ -133,7 +145,7 @@ class Scaler:
         try:
             self._fleet.apply(actions)
         except _AWS_ERRORS as error:
-            self._failed("apply", f"{line} FAILED ({error})")
+            self._failed("apply", f"{line} FAILED ({describe(error)})")
             return
         self._record((decision.desired, bool(actions)), line, bool(actions))
         if actions:
@@ -141,7 +153,9 @@ class Scaler:
             try:
                 self._follow(self._fleet.instances())
             except _AWS_ERRORS as error:
-                log.warning("fleet unreadable after acting (%s); runner follows next tick", error)
+                log.warning(
+                    "fleet unreadable after acting (%s); runner follows next tick", describe(error)
+                )
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
@@ -156,6 +170,9 @@ class Scaler:
             return
         self._last_key = key
         log.log(level, "decision %s", line)
+        self._remember(line)
+
+    def _remember(self, line: str) -> None:
         stamped = f"{time.strftime('%H:%M:%S', time.localtime(self._clock()))} {line}"
         with self._lock:
             self._decisions.append(stamped)

@@ -7,7 +7,7 @@ import time
 import boto3
 import requests
 
-from runtime.messages import result_key, started_key
+from runtime.keys import result_key, started_key
 from tests.http_client import photos, upload
 
 ASYNC = {"Prefer": "respond-async"}

@@ -9,6 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
+from runtime.keys import upload_key
 from tests.http_client import photos, upload
 
 
@@ -90,5 +91,5 @@ def test_hostile_filenames_shape_nothing(running_service, s3_sqs, filename):
     body = response.json()
     assert "/" not in body["filename"] and "\x00" not in body["filename"]
     assert len(body["filename"]) <= 128
-    key = f"uploads/{body['id']}"
+    key = upload_key(body["id"])
     assert s3.head_object(Bucket=running_service.settings.input_bucket, Key=key)

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from embedded.provision import provision
+from runtime import keys
+from runtime.keys import result_key
 from runtime.messages import Request, Result
 from runtime.settings import Settings
 from worker.consumer import Consumer
@@ -73,12 +75,11 @@ def env(aws_client, request):
 
 def send(env, index: int, data: bytes, deadline: float | None = None) -> Request:
     request_id = f"{index:032x}"
-    request = Request(
-        id=request_id,
-        key=f"uploads/{request_id}",
-        filename=f"f{index}.jpg",
-        reply_to=env["reply"],
-        deadline=deadline if deadline is not None else time.time() + 60,
+    request = Request.create(
+        request_id,
+        f"f{index}.jpg",
+        env["reply"],
+        deadline if deadline is not None else time.time() + 60,
     )
     env["s3"].put_object(Bucket=env["settings"].input_bucket, Key=request.key, Body=data)
     env["sqs"].send_message(QueueUrl=env["urls"]["request_queue_url"], MessageBody=request.encode())
@@ -117,7 +118,7 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
     replies = [Result.decode(m["Body"]) for m in receive(env, env["reply"])]
     assert sorted(r.label for r in replies) == [f"label-img{i}" for i in range(5)]
     for reply in replies:
-        key = f"results/{reply.id}.json"
+        key = result_key(reply.id)
         stored = json.loads(
             env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
         )
@@ -152,12 +153,11 @@ def test_unparseable_message_ends_in_the_dlq(env):
 
 def test_foreign_reply_queue_is_refused(env):
     request_id = "e" * 32
-    body = Request(
-        id=request_id,
-        key=f"uploads/{request_id}",
-        filename="x.jpg",
-        reply_to="https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
-        deadline=time.time() + 60,
+    body = Request.create(
+        request_id,
+        "x.jpg",
+        "https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
+        time.time() + 60,
     ).encode()
     env["sqs"].send_message(QueueUrl=env["urls"]["request_queue_url"], MessageBody=body)
     drain_once(env)
@@ -171,8 +171,8 @@ def test_duplicate_delivery_stores_one_result(env):
         messages = env["consumer"]._receive()
         if messages:
             env["consumer"].process(messages)
-    listing = env["s3"].list_objects_v2(Bucket=env["settings"].output_bucket, Prefix="results/")
-    assert [o["Key"] for o in listing["Contents"]] == [f"results/{request.id}.json"]
+    listing = env["s3"].list_objects_v2(Bucket=env["settings"].output_bucket, Prefix=keys.RESULTS)
+    assert [o["Key"] for o in listing["Contents"]] == [result_key(request.id)]
 
 
 class SlowClassifier(StubClassifier):

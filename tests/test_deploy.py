@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 import runtime.cloudwatch
-import scaler.fleet
 from deployment import iam, template
 from deployment.stack import Change, Stack
 from deployment.userdata import render
@@ -386,16 +385,6 @@ def test_no_policy_grants_everything(deployed, aws_client):
     assert put_metric["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
     }
-
-
-def test_policy_tags_match_the_scalers_own():
-    assert iam.FLEET_TAG == scaler.fleet.FLEET_TAG
-    assert set(iam.SCALER_TAG_KEYS) == {
-        scaler.fleet.FLEET_TAG,
-        scaler.fleet.STOPPED_AT_TAG,
-        scaler.fleet.STARTED_AT_TAG,
-    }
-    assert iam.METRICS_NAMESPACE == runtime.cloudwatch.NAMESPACE
 
 
 # --- teardown ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import requests
 
+from runtime import keys
 from tests.faults import OutageProxy
 from tests.http_client import upload, variants
 
@@ -33,7 +34,7 @@ def _wait_in_flight(sqs, queue_url: str, limit_s: float = 30) -> None:
 
 def _stored(s3, bucket: str) -> dict[str, dict]:
     out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="results/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=keys.RESULTS):
         for item in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             out[item["Key"][8:-5]] = json.loads(body)

@@ -7,16 +7,10 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
-from scaler.fleet import (
-    FLEET_TAG,
-    STARTED_AT_TAG,
-    STOPPED_AT_TAG,
-    Fleet,
-    ensure_local_launch_template,
-    view,
-)
+from scaler.fleet import Fleet, ensure_local_launch_template, view
 from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan
 
 RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)

@@ -12,7 +12,8 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.models import ResNet18_Weights
 
-from worker.imaging import ALLOWED_FORMATS, ImageError, decode, sniff
+from runtime.messages import IMAGE_FORMATS
+from worker.imaging import ImageError, decode, sniff
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 # worker.imaging silences torchvision's codec deprecation notice, but pytest resets warning
@@ -72,7 +73,7 @@ def test_sources_name_every_photo():
 @pytest.mark.parametrize("name", photo_names())
 def test_each_photo_decodes_to_rgb(name):
     data = (IMAGES / name).read_bytes()
-    assert sniff(data) in ALLOWED_FORMATS
+    assert sniff(data) in IMAGE_FORMATS
     image = decode(data)
     with Image.open(IMAGES / name) as reference:
         width, height = reference.size
@@ -89,7 +90,7 @@ def test_photos_decode_to_the_same_pixels_as_pillow(name):
     )
 
 
-@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS))
+@pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS))
 def test_sniff_recognises_each_allowed_format(fmt, gradient):
     assert sniff(encode(gradient, fmt)) == fmt
 
@@ -112,7 +113,7 @@ def test_sniff_and_decode_refuse_what_is_not_an_allowed_image(data):
         decode(data)
 
 
-@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS - {"jpeg"}))
+@pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS - {"jpeg"}))
 def test_lossless_formats_decode_to_the_same_pixels(fmt, gradient):
     # GIF is palette based: a 64x48 gradient has under 256 colours only in quantised form.
     source = gradient.quantize(256).convert("RGB") if fmt == "gif" else gradient
@@ -166,7 +167,7 @@ def test_exif_orientation_is_applied(gradient):
     assert tuple(image.shape) == (3, 64, 48)
 
 
-@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS))
+@pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS))
 def test_truncated_images_raise_image_error(fmt):
     # Noise does not compress, so half the file always cuts into the pixel data.
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))

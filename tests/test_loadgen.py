@@ -22,7 +22,6 @@ from waitress import wasyncore
 
 from loadgen.client import Reply, parse_label
 from loadgen.inputs import InputError, accepted_labels, load_expected
-from loadgen.summary import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = {"test_0": "bathtub", "test_1": "cat", "test_2": "dog", "test_3": "zebra", "test_4": "fox"}
@@ -382,11 +381,3 @@ def test_expected_csv_row_without_label_is_an_input_error(tmp_path):
     path.write_text("Image,Results\ntest_0\n")
     with pytest.raises(InputError, match="row 1 needs two columns"):
         load_expected(path)
-
-
-@pytest.mark.parametrize(
-    ("values", "p", "want"),
-    [([5.0], 50, 5.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.0), ([1.0, 2.0, 3.0, 4.0], 95, 4.0)],
-)
-def test_nearest_rank_percentile(values, p, want):
-    assert percentile(values, p) == want

@@ -107,12 +107,8 @@ def traced(aws_client, caplog):
 
 
 def _request(request_id: str) -> Request:
-    return Request(
-        id=request_id,
-        key=f"uploads/{request_id}",
-        filename="cat.jpg",
-        reply_to="http://sqs/000/classifier-reply-x",
-        deadline=time.time() + 60,
+    return Request.create(
+        request_id, "cat.jpg", "http://sqs/000/classifier-reply-x", time.time() + 60
     )
 
 

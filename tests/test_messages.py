@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from runtime.messages import MessageError, Request, Result
+from runtime.keys import upload_key
+from runtime.messages import (
+    IMAGE_FORMATS,
+    MAX_FILENAME,
+    MessageError,
+    Request,
+    Result,
+    is_request_id,
+    salvage,
+)
 
 OWN = "http://127.0.0.1:4566/123456789012/svc-reply-abc"
 GOOD = {
@@ -63,6 +74,68 @@ def test_result_round_trip_and_ok():
     )
     assert Result.decode(result.encode()) == result and result.ok
     assert not Result(id="b" * 32, filename="f", error="cannot decode").ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a" * 32, True),
+        ("0123456789abcdef" * 2, True),
+        ("a" * 32 + "\n", False),  # "^...$" with re.match would accept this one
+        ("A" * 32, False),
+        ("a" * 31, False),
+        ("a" * 33, False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_request_id_is_exactly_32_lowercase_hex_digits(value, ok):
+    assert is_request_id(value) is ok
+
+
+def test_request_id_with_a_trailing_newline_is_refused_in_a_message():
+    with pytest.raises(MessageError, match="id"):
+        Request.decode(json.dumps({**GOOD, "id": "a" * 32 + "\n"}))
+
+
+def test_create_keys_the_upload_by_its_id():
+    request = Request.create("c" * 32, "cat.jpg", OWN, 1e9)
+    assert request.key == upload_key("c" * 32)
+    assert Request.decode(request.encode(), reply_prefix="svc-reply-") == request
+
+
+def test_salvage_keeps_a_sound_id_and_own_reply_queue():
+    body = json.dumps({**GOOD, "v": 99, "key": "../secret", "filename": "y" * 999})
+    salvaged = salvage(body, "svc-reply-")
+    assert salvaged is not None
+    assert (salvaged.id, salvaged.reply_to, salvaged.key) == (
+        GOOD["id"],
+        OWN,
+        upload_key(GOOD["id"]),
+    )
+    assert len(salvaged.filename) == MAX_FILENAME
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        json.dumps({**GOOD, "id": "../x"}),
+        json.dumps({**GOOD, "id": 5}),
+        json.dumps({**GOOD, "reply_to": "https://sqs.us-east-1.amazonaws.com/999/attacker"}),
+        json.dumps({"id": GOOD["id"]}),
+    ],
+)
+def test_salvage_gives_nothing_without_someone_safe_to_tell(body):
+    assert salvage(body, "svc-reply-") is None
+
+
+def test_image_formats_are_known_without_torch():
+    # The web tier checks uploads against these; importing them must not load the model stack.
+    code = "import sys, runtime.messages; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert IMAGE_FORMATS >= {"jpeg", "png"}
 
 
 JOB_ITEM = {**GOOD, "reply_to": "", "job": "f" * 32, "index": 3, "key": "photos/cat.jpg"}

@@ -25,7 +25,7 @@ LABELS: dict[str, list[str]] = json.loads((IMAGES / "labels.json").read_text())
 
 @pytest.fixture(scope="module")
 def classifier():
-    return load_classifier(DEFAULT_MODEL)
+    return load_classifier(DEFAULT_MODEL, optimize="eager")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_prepare_accepts_a_pil_image_too(classifier, photos):
 
 @pytest.fixture(scope="module")
 def reference():
-    return load_classifier(DEFAULT_MODEL, preprocess="reference")
+    return load_classifier(DEFAULT_MODEL, preprocess="reference", optimize="eager")
 
 
 def test_reference_preprocessing_is_exactly_to_tensor_and_keeps_the_size(reference, photos):
@@ -111,7 +111,7 @@ def test_reference_batches_of_mixed_sizes_go_in_groups_by_shape(reference, photo
 
 def test_unknown_model_is_one_clear_line():
     with pytest.raises(ModelError) as caught:
-        load_classifier("resnet99")
+        load_classifier("resnet99", optimize="eager")
     message = str(caught.value)
     assert message.startswith("model 'resnet99' is not known: choose efficientnet_lite0 or")
     assert "\n" not in message
@@ -119,7 +119,7 @@ def test_unknown_model_is_one_clear_line():
 
 def test_unknown_preprocessing_is_one_clear_line():
     with pytest.raises(ModelError, match="preprocess 'fancy' is not known"):
-        load_classifier(DEFAULT_MODEL, preprocess="fancy")
+        load_classifier(DEFAULT_MODEL, preprocess="fancy", optimize="eager")
 
 
 @pytest.mark.timeout(60)
@@ -132,7 +132,7 @@ def test_uncached_torchvision_model_without_network_fails_fast(tmp_path, monkeyp
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ModelError) as caught:
-        load_classifier("resnet18")
+        load_classifier("resnet18", optimize="eager")
     message = str(caught.value)
     assert message.startswith("weights for resnet18 are not cached and cannot be downloaded: ")
     assert "\n" not in message
@@ -155,7 +155,7 @@ def test_cached_torchvision_model_loads_offline_with_its_own_transforms(
     )
     before = torch.get_num_threads()
     try:
-        classifier = load_classifier("mobilenet_v3_small", threads=1)
+        classifier = load_classifier("mobilenet_v3_small", threads=1, optimize="eager")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

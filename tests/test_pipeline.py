@@ -10,6 +10,7 @@ import boto3
 import pytest
 import requests
 
+from runtime.keys import cache_key
 from tests.http_client import photos, stem, stem_and_label, upload, variants
 
 
@@ -88,7 +89,7 @@ def test_repeated_bytes_answer_from_the_result_cache(running_service):
     s3 = boto3.client(
         "s3", endpoint_url=running_service.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
     )
-    key = f"cache/efficientnet_lite0/default/{hashlib.sha256(data).hexdigest()}.json"
+    key = cache_key("efficientnet_lite0", "default", hashlib.sha256(data).hexdigest())
     for _ in range(100):
         if s3.list_objects_v2(Bucket=running_service.settings.output_bucket, Prefix=key)[
             "KeyCount"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from runtime.cloudwatch import publish_throughput, read_throughput
 from runtime.retry import Backoff
 from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template
-from scaler.gauges import QueueGauge, ThroughputGauge
+from scaler.gauges import QueueGauge, Throughput, ThroughputGauge
 from scaler.runners.process import ProcessRunner
 from scaler.service import Scaler, ScalerConfig, build_scaler
 from scaler.status import StatusServer
@@ -185,6 +186,62 @@ def test_unreadable_queue_leaves_the_fleet_as_it_is(settings, aws_client):
     assert status["fleet"]["running"] == 3
     assert "queue unreadable" in status["decisions"][-1]
     assert "fleet stays as it is" in status["decisions"][-1]
+
+
+class FlakyThroughput:
+    """A throughput gauge whose first reading is a bug (a ValueError), then the default."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self) -> Throughput:
+        self.reads += 1
+        if self.reads == 1:
+            raise ValueError("throughput is not a number")
+        return Throughput(1.0, measured=False)
+
+
+class GarbledQueue:
+    """SQS that answers, but with a depth that is not a count."""
+
+    def get_queue_url(self, QueueName):  # noqa: N803 - boto3's spelling
+        return {"QueueUrl": f"http://sqs/000/{QueueName}"}
+
+    def get_queue_attributes(self, QueueUrl, AttributeNames):  # noqa: N803
+        return {"Attributes": dict.fromkeys(AttributeNames, "lots")}
+
+
+def test_scaler_survives_a_bad_metric_and_scales_on_the_next_tick(settings, aws_client, caplog):
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template)
+    send(sqs, settings, 30)
+    garbled = Scaler(
+        ScalerConfig.from_settings(settings),
+        fleet=fleet,
+        queue=QueueGauge(GarbledQueue(), settings.request_queue, settings.dead_letter_queue),
+        throughput=FlakyThroughput(),
+    )
+    garbled.tick()
+    assert fleet_states(ec2, settings) == []
+    assert "queue unreadable (QueueAttributeError: " in garbled.status()["decisions"][-1]
+
+    flaky = FlakyThroughput()
+    scaler = Scaler(
+        ScalerConfig.from_settings(settings),
+        fleet=fleet,
+        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        throughput=flaky,
+    )
+    with caplog.at_level(logging.ERROR, logger="scaler.service"):
+        scaler.tick()  # the ValueError is logged, not raised
+    assert fleet_states(ec2, settings) == []
+    last = scaler.status()["decisions"][-1]
+    assert "tick failed (ValueError: throughput is not a number)" in last
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info[0] is ValueError  # the traceback, once
+    scaler.tick()
+    assert flaky.reads == 2
+    assert fleet_states(ec2, settings) == ["running"] * 3
 
 
 def test_measured_throughput_replaces_the_default(settings, aws_client):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from runtime.settings import ConfigError, Settings, describe
+from runtime.settings import ConfigError, Settings, describe, tier_fields
 
 
 def test_defaults():
@@ -33,6 +33,10 @@ def test_environment_overrides_and_region_fallback():
         ({"RESULT_TIMEOUT_S": "-1"}, "RESULT_TIMEOUT_S"),
         ({"PREPROCESS": "fancy"}, "PREPROCESS"),
         ({"FLEET_MIN": "5", "FLEET_MAX": "2"}, "FLEET_MIN"),
+        ({"POLICY": "fastest"}, "POLICY must be target|seed"),
+        ({"RUNNER": "k8s"}, "RUNNER must be none|process|docker"),
+        ({"MODEL_OPTIMIZE": "onnx"}, "MODEL_OPTIMIZE must be jit|eager"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be text|json"),
     ],
 )
 def test_bad_values_fail_with_one_line(env, message):
@@ -43,6 +47,18 @@ def test_bad_values_fail_with_one_line(env, message):
 def test_describe_lists_each_tier():
     assert "RESULT_TIMEOUT_S" in describe(("web",)) and "BATCH_MAX" not in describe(("web",))
     assert "BATCH_MAX" in describe(("worker",))
+
+
+def test_a_setting_read_by_two_tiers_is_declared_for_both():
+    def names(tier):
+        return {f.name for f in tier_fields(tier)}
+
+    # Workers label their throughput by fleet, the scaler reads it by fleet.
+    assert "fleet_name" in names("worker") & names("scaler")
+    # The web tier keys its result cache by the worker's model and preprocessing.
+    assert {"model", "preprocess"} <= names("web") & names("worker")
+    assert "policy" in names("scaler") and "policy" not in names("worker")
+    assert "FLEET_NAME" in describe(("worker",)) and "POLICY" not in describe(("worker",))
 
 
 @pytest.mark.parametrize("module", ["web", "worker"])

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from scaler.policies import POLICIES, Limits
-from scaler.sim.model import SimConfig, percentile, simulate
+from scaler.sim.model import SimConfig, simulate
 from scaler.sim.traces import Trace, burst, bursts, standard_traces
 
 KEYS = {
@@ -91,11 +91,3 @@ def test_fleet_min_keeps_instances_and_max_caps_them():
     assert result.peak_instances == 1
     assert result.p95_s < 5.0  # the minimum instance is up when the request comes
     assert simulate(burst(1000), "seed", config).peak_instances == 3
-
-
-def test_percentile_is_nearest_rank():
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50.0
-    assert percentile(values, 95) == 95.0
-    assert percentile([3.0], 95) == 3.0
-    assert percentile([], 95) == 0.0

@@ -6,22 +6,13 @@ import argparse
 import logging
 import signal
 import sys
-import uuid
 
 import waitress
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
-from web.app import create_app
-from web.dispatcher import ReplyDispatcher
-from web.gateway import Gateway
-from web.guards import Backlog
-from web.jobs import JobLimits, JobStore
-from web.reply_queues import ReplyQueueJanitor, create_reply_queue
-from web.status import StatusSource
-from web.store import UploadStore
-from web.uploads import image_problem
+from web.service import build_web
 
 log = logging.getLogger("web")
 
@@ -53,50 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     sqs = make_client("sqs", settings, pool_size=settings.web_threads, read_timeout_s=5)
     trace_sqs(sqs, log)  # logs `request <id> queued`; the workers log the same id
     try:
-        request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
-        dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
-        reply_queue_url = create_reply_queue(
-            sqs, settings.reply_queue_prefix, uuid.uuid4().hex[:16]
+        web = build_web(
+            settings,
+            s3=s3,
+            sqs=sqs,
+            background_sqs=lambda: make_client("sqs", settings, pool_size=2),
+            # Jobs get clients of their own: no upload waits on them, so the default timeout.
+            job_clients=lambda service: make_client(service, settings),
         )
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)
         return 1
-
-    janitor = ReplyQueueJanitor(
-        make_client("sqs", settings, pool_size=2),
-        settings.reply_queue_prefix,
-        reply_queue_url,
-        settings.reply_queue_max_age_s,
-    ).start()
-    dispatcher = ReplyDispatcher(make_client("sqs", settings, pool_size=2), reply_queue_url).start()
-    store = UploadStore(
-        s3=s3,
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        request_queue_url=request_queue_url,
-        reply_queue_url=reply_queue_url,
-        result_timeout_s=settings.result_timeout_s,
-        cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
-        async_deadline_s=settings.result_expiry_days * 86400.0,
-    )
-    # Jobs get clients of their own: no upload waits on them, so the default read timeout.
-    jobs = _job_store(settings, make_client("s3", settings), make_client("sqs", settings))
-    status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
-    app = create_app(
-        settings,
-        gateway=Gateway(
-            store,
-            dispatcher,
-            settings.result_timeout_s,
-            Backlog(sqs, request_queue_url, settings.max_backlog),
-        ),
-        ready=store.ready,
-        status=status.snapshot,
-        jobs=jobs,
-    )
     server = waitress.create_server(
-        app,
+        web.app,
         host=settings.host,
         port=settings.port,
         threads=settings.web_threads,
@@ -111,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
     log.info(
-        "serving on http://%s:%d reply queue %s", settings.host, settings.port, reply_queue_url
+        "serving on http://%s:%d reply queue %s", settings.host, settings.port, web.reply_queue_url
     )
     try:
         server.run()
@@ -119,31 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shutting down")
     finally:
         server.close()
-        janitor.stop()
-        dispatcher.stop()
-        try:
-            sqs.delete_queue(QueueUrl=reply_queue_url)
-        except Exception as error:  # noqa: BLE001
-            log.warning("could not delete reply queue (%s)", type(error).__name__)
+        web.close()
     return 0
-
-
-def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
-    try:
-        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
-    except Exception:  # noqa: BLE001 - provisioned without a job lane: POST /jobs answers 503
-        log.warning("no job queue %r: batch jobs are off", settings.job_queue)
-        return None
-    return JobStore(
-        s3=s3,
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        job_queue_url=job_queue_url,
-        limits=JobLimits(settings.job_max_images, settings.max_upload_bytes),
-        check_image=lambda data: image_problem(data, settings.max_pixels),
-        deadline_s=settings.result_expiry_days * 86400.0,
-    )
 
 
 if __name__ == "__main__":

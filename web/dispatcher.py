@@ -6,9 +6,13 @@ import logging
 import threading
 from concurrent.futures import Future
 
+from runtime import sqs
+from runtime.failures import log_failure
 from runtime.messages import MessageError, Result
+from runtime.retry import Backoff, Streak
 
 log = logging.getLogger(__name__)
+_RECEIVE_BACKOFF = Backoff(base_s=0.5, max_s=5.0)
 
 
 class ReplyDispatcher:
@@ -46,27 +50,31 @@ class ReplyDispatcher:
         self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
-        backoff_s = 0.5
+        streak = Streak(_RECEIVE_BACKOFF)
         while not self._stopping.is_set():
             try:
-                response = self._sqs.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=self._wait_s,
-                )
-                backoff_s = 0.5
+                self._receive_once()
+                streak.succeeded()
             except Exception as error:  # noqa: BLE001 - keep serving; AWS may come back
                 if self._stopping.is_set():
                     return
-                log.warning("reply queue receive failed (%s); retrying", type(error).__name__)
-                self._stopping.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
-                continue
-            messages = response.get("Messages", [])
-            for message in messages:
-                self._complete(message["Body"])
-            if messages:
-                self._delete(messages)
+                delay_s = streak.failed()
+                log_failure(log, "reply queue receive", error, f"retry in {delay_s:.1f} s")
+                self._stopping.wait(delay_s)
+
+    def _receive_once(self) -> None:
+        response = self._sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=sqs.BATCH_MAX,
+            WaitTimeSeconds=self._wait_s,
+        )
+        messages = response.get("Messages", [])
+        for message in messages:
+            self._complete(message["Body"])
+        # Not deleted: a redelivered reply is dropped as a duplicate.
+        sqs.delete_batch(
+            self._sqs, self.queue_url, [m["ReceiptHandle"] for m in messages], "delete replies"
+        )
 
     def _complete(self, body: str) -> None:
         try:
@@ -80,12 +88,3 @@ class ReplyDispatcher:
         # is in the output bucket, and the client already has its one answer.
         if future is not None and not future.done():
             future.set_result(result)
-
-    def _delete(self, messages: list[dict]) -> None:
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
-        try:
-            self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-        except Exception as error:  # noqa: BLE001 - a redelivered reply is dropped as a duplicate
-            log.warning("could not delete replies (%s)", type(error).__name__)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 import falcon
+
+from runtime import sqs
+from runtime.failures import log_failure
+
+log = logging.getLogger(__name__)
 
 
 class Overloaded(Exception):
@@ -61,10 +67,7 @@ class Backlog:
             if self._clock() - self._read_at >= self._ttl_s:
                 self._read_at = self._clock()
                 try:
-                    attributes = self._sqs.get_queue_attributes(
-                        QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-                    )["Attributes"]
-                    self._depth = int(attributes["ApproximateNumberOfMessages"])
-                except Exception:  # noqa: BLE001, S110 - unknown depth: let the enqueue decide
-                    pass
+                    self._depth = sqs.read_visible(self._sqs, self._queue_url)
+                except Exception as error:  # noqa: BLE001 - unknown depth: let the enqueue decide
+                    log_failure(log, "read the backlog", error, "keeping the last depth")
             return self._depth

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, job_item_key, job_prefix
+from runtime import keys
+from runtime.keys import job_item_key, job_prefix
+from runtime.messages import MessageError, Request, Result
 from web.archives import Entry, TooManyImages
 from web.store import Unavailable
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job's age)
 _IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
 _CSV_CHUNK = 64
-_SERVICE_PREFIXES = ("uploads/", "jobs/", "results/", "started/", "cache/")
+_SERVICE_PREFIXES = (keys.UPLOADS, keys.JOBS, keys.RESULTS, keys.STARTED, keys.CACHE)
 
 
 class JobRefused(ValueError):

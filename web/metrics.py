@@ -9,7 +9,6 @@ at scrape time, so /metrics and /status always agree.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from runtime.logs import current_request_id
+from runtime.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,17 @@ class RecentRequests:
         return {
             "throughput_rps": round(len(latencies) / span_s, 3),
             "latency_ms": {
-                "p50": _percentile_ms(latencies, 0.50),
-                "p95": _percentile_ms(latencies, 0.95),
+                "p50": _percentile_ms(latencies, 50),
+                "p95": _percentile_ms(latencies, 95),
             },
             "window_s": self._window_s,
         }
 
 
-def _percentile_ms(ordered: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted seconds, in ms; None when nothing was answered."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(len(ordered) * q))
-    return round(ordered[rank - 1] * 1e3, 1)
+def _percentile_ms(ordered: list[float], p: float) -> float | None:
+    """Of sorted seconds, in ms; None (null in JSON) when nothing was answered."""
+    seconds = percentile(ordered, p)
+    return None if seconds is None else round(seconds * 1e3, 1)
 
 
 class StatusCollector:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from runtime.periodic import Every
+from runtime.resources import QUEUE_ENCRYPTION, REPLY_RETENTION_S
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def create_reply_queue(sqs, prefix: str, instance: str, clock=time.time) -> str:
     now = str(int(clock()))
     return sqs.create_queue(
         QueueName=f"{prefix}{instance}",
-        Attributes={"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": "3600"},
+        Attributes={**QUEUE_ENCRYPTION, "MessageRetentionPeriod": str(REPLY_RETENTION_S)},
         tags={"created": now, "heartbeat": now},
     )["QueueUrl"]
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import re
+import logging
 
 import falcon
 
+from runtime.failures import log_failure
+from runtime.messages import is_request_id
 from web.gateway import Gateway
 from web.uploads import Upload
 
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+log = logging.getLogger(__name__)
 
 
 def prefers_json(req: falcon.Request) -> bool:
@@ -36,7 +38,7 @@ def client_request_id(req: falcon.Request) -> str | None:
     value = req.get_header("X-Request-Id")
     if value is None:
         return None
-    if not _REQUEST_ID.match(value):
+    if not is_request_id(value):
         raise falcon.HTTPBadRequest(description="X-Request-Id must be 32 lowercase hex digits")
     return value
 
@@ -83,7 +85,7 @@ class ResultResource:
 
     @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
-        known = _REQUEST_ID.match(request_id)
+        known = is_request_id(request_id)
         result = self._gateway.result(request_id) if known else None
         if result is not None:
             resp.media = result.__dict__
@@ -104,6 +106,8 @@ class HealthResource:
         try:
             self._check()
         except Exception as error:  # noqa: BLE001 - any failure means "not ready"
+            # The client hears only the class; the log says what failed.
+            log_failure(log, "readiness check", error)
             raise falcon.HTTPServiceUnavailable(
                 description=f"not ready: {type(error).__name__}"
             ) from None

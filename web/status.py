@@ -6,6 +6,9 @@ import json
 import logging
 import urllib.request
 
+from runtime import sqs
+from runtime.failures import log_failure
+
 log = logging.getLogger(__name__)
 
 _EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0}
@@ -29,28 +32,17 @@ class StatusSource:
 
     def _queue(self) -> dict:
         try:
-            attributes = self._sqs.get_queue_attributes(
-                QueueUrl=self._request_queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
+            depth = sqs.read_depth(self._sqs, self._request_queue_url)
         except Exception as error:  # noqa: BLE001 - status must answer even when AWS does not
-            log.warning("queue attributes unavailable (%s)", type(error).__name__)
+            log_failure(log, "read the request queue's depth", error)
             return {"visible": -1, "in_flight": -1}
-        return {
-            "visible": int(attributes["ApproximateNumberOfMessages"]),
-            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        }
+        return {"visible": depth.visible, "in_flight": depth.in_flight}
 
     def _depth(self, url: str) -> int:
         try:
-            attributes = self._sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-            return int(attributes["ApproximateNumberOfMessages"])
-        except Exception:  # noqa: BLE001
+            return sqs.read_visible(self._sqs, url)
+        except Exception as error:  # noqa: BLE001 - -1 says "unknown" on the status page
+            log_failure(log, "read the dead-letter queue's depth", error)
             return -1
 
     def _scaler(self) -> dict:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.messages import MessageError, Request, Result, cache_key, result_key, started_key
+from runtime.failures import is_not_found, log_failure
+from runtime.keys import cache_key, result_key, started_key, upload_key
+from runtime.messages import MessageError, Request, Result
+
+log = logging.getLogger(__name__)
 
 
 class Unavailable(RuntimeError):
@@ -45,23 +50,22 @@ class UploadStore:
     ) -> Request:
         """A request answered on this process's reply queue, or (reply=False) only stored."""
         request_id = request_id or self._uuidgen().hex
-        return Request(
-            id=request_id,
-            key=f"uploads/{request_id}",
-            filename=filename,
-            reply_to=self._reply_queue_url if reply else "",
-            deadline=self._clock() + (self._timeout_s if reply else self._async_deadline_s),
-        )
+        if reply:
+            deadline = self._clock() + self._timeout_s
+            return Request.create(request_id, filename, self._reply_queue_url, deadline)
+        return Request.create(request_id, filename, "", self._clock() + self._async_deadline_s)
 
     def submit(self, request: Request, data: bytes) -> None:
         """Store the bytes, then queue the request; on failure leave nothing half-written."""
         try:
             self._s3.put_object(Bucket=self._input, Key=request.key, Body=data)
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
+            log_failure(log, f"store upload {request.key}", error)
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
             self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
         except Exception as error:  # noqa: BLE001
+            log_failure(log, f"queue request {request.id}", error)
             self._discard(request.key)
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
@@ -73,15 +77,15 @@ class UploadStore:
         upload waits, None for an id this deployment does not know (or whose upload expired)."""
         if self._exists(self._output, started_key(request_id)):
             return "in progress"
-        if self._exists(self._input, f"uploads/{request_id}"):
+        if self._exists(self._input, upload_key(request_id)):
             return "queued"
         return None
 
     def _exists(self, bucket: str, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+        except Exception as error:
+            if is_not_found(error):
                 return False
             raise
         return True
@@ -92,7 +96,8 @@ class UploadStore:
             return None
         try:
             return self._read(cache_key(*self._cache_namespace, sha256))
-        except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
+        except Exception as error:  # noqa: BLE001 - a cache that cannot be read is a miss
+            log_failure(log, "read the result cache", error)
             return None
 
     def remember(self, sha256: str, result: Result) -> None:
@@ -105,14 +110,14 @@ class UploadStore:
                 Key=cache_key(*self._cache_namespace, sha256),
                 Body=result.encode().encode(),
             )
-        except Exception:  # noqa: BLE001, S110 - a later miss is the only cost
-            pass
+        except Exception as error:  # noqa: BLE001 - a later miss is the only cost
+            log_failure(log, "fill the result cache", error)
 
     def _read(self, key: str) -> Result | None:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_not_found(error):
                 return None
             raise
         try:
@@ -131,5 +136,5 @@ class UploadStore:
     def _discard(self, key: str) -> None:
         try:
             self._s3.delete_object(Bucket=self._input, Key=key)
-        except Exception:  # noqa: BLE001, S110 - best effort; a lifecycle rule is the backstop
-            pass
+        except Exception as error:  # noqa: BLE001 - best effort; a lifecycle rule is the backstop
+            log_failure(log, f"discard {key}", error)

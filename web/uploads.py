@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import falcon
 from PIL import Image, UnidentifiedImageError
 
+from runtime.messages import IMAGE_FORMATS
+
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
-FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}  # what the worker's decoders read
 _MULTIPART_OVERHEAD = 64 * 1024
 _MAX_NAME = 128
 
@@ -109,7 +110,7 @@ def _sniff_image(data: bytes, max_pixels: int) -> str:
         raise falcon.HTTPUnsupportedMediaType(
             description="not an image this service reads (JPEG, PNG, WebP, GIF, BMP, TIFF)"
         ) from None
-    if fmt not in FORMATS:
+    if fmt is None or fmt.lower() not in IMAGE_FORMATS:
         raise falcon.HTTPUnsupportedMediaType(description=f"image format {fmt} is not accepted")
     if width * height > max_pixels:
         raise falcon.HTTPContentTooLarge(

@@ -12,7 +12,6 @@ turn.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -22,9 +21,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from botocore.exceptions import ClientError
-
-from runtime.messages import MessageError, Request, Result, started_key, stored_key
+from runtime import sqs
+from runtime.failures import describe, is_not_found, log_failure
+from runtime.keys import started_key
+from runtime.messages import MessageError, Request, Result, salvage, stored_key
+from runtime.retry import Backoff, Streak
 from worker import jobitems
 from worker.lanes import Lanes
 from worker.visibility import VisibilityKeeper
@@ -96,6 +97,7 @@ class Batch:
 
 
 _STOP = object()
+_RECEIVE_BACKOFF = Backoff(base_s=0.5, max_s=10.0)
 
 
 class Consumer:
@@ -164,15 +166,15 @@ class Consumer:
             keeper.stop()
 
     def _intake(self, ready: queue.Queue) -> None:
-        backoff_s = 0.5
+        streak = Streak(_RECEIVE_BACKOFF)
         while not self._stopping.is_set():
             try:
                 queue_url, messages = self._lanes.receive(self._batch_max)
-                backoff_s = 0.5
+                streak.succeeded()
             except Exception as error:  # noqa: BLE001 - AWS may be briefly away; keep trying
-                log.warning("receive failed (%s); retry in %.1f s", type(error).__name__, backoff_s)
-                self._stopping.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 10.0)
+                delay_s = streak.failed()
+                log_failure(log, "receive", error, f"retry in {delay_s:.1f} s")
+                self._stopping.wait(delay_s)
                 continue
             if self._stopping.is_set():
                 self._release(messages, queue_url)  # unstarted: visible to others at once
@@ -194,13 +196,8 @@ class Consumer:
     # The stages --------------------------------------------------------------------------
 
     def _receive(self) -> list[dict]:
-        response = self._sqs.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=self._batch_max,
-            WaitTimeSeconds=self._wait_s,
-            AttributeNames=["ApproximateReceiveCount"],  # logged: redeliveries stand out
-        )
-        return response.get("Messages", [])
+        """One long poll of the interactive lane alone."""
+        return self._lanes.poll(self._queue_url, self._wait_s, self._batch_max)
 
     def _take(self, messages: list[dict], queue_url: str) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
@@ -273,7 +270,7 @@ class Consumer:
         try:
             job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
         except MessageError as error:
-            salvaged = _salvage(message["Body"], self._reply_prefix)
+            salvaged = salvage(message["Body"], self._reply_prefix)
             if salvaged is None:
                 # Nobody to tell: let it fall to the DLQ after maxReceiveCount deliveries.
                 log.warning("unparseable message left for the DLQ: %s", error)
@@ -293,14 +290,12 @@ class Consumer:
             self._mark_started(job.request)
         try:
             job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+        except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
+            if is_not_found(error):
                 job.result = self._error(job, "the uploaded image is gone")
             else:
+                log_failure(log, f"fetch {job.request.key}", error, "left for redelivery")
                 job.retry = True
-            return
-        except Exception:  # noqa: BLE001 - transient (network): redeliver later
-            job.retry = True
             return
         try:
             job.tensor = self._classifier.prepare(self._decode(job.data))
@@ -316,7 +311,7 @@ class Consumer:
         try:
             self._s3.put_object(Bucket=self._output, Key=started_key(request.id), Body=b"{}")
         except Exception as error:  # noqa: BLE001 - only the reported state is less precise
-            log.warning("could not mark %s started (%s)", request.id, type(error).__name__)
+            log_failure(log, f"mark {request.id} started", error, "it reads `queued` until done")
 
     def _store(self, job: Job) -> None:
         try:
@@ -327,7 +322,7 @@ class Consumer:
                 ContentType="application/json",
             )
         except Exception as error:  # noqa: BLE001 - not stored: keep the message for a retry
-            log.warning("could not store %s (%s)", job.request.id, type(error).__name__)
+            log.warning("could not store %s (%s)", job.request.id, describe(error))
             job.retry = True
             return
 
@@ -337,52 +332,16 @@ class Consumer:
             if job.request.reply_to:  # asynchronous uploads and job images have no reply queue
                 by_queue[job.request.reply_to].append(job)
         for queue_url, group in by_queue.items():
-            for start in range(0, len(group), 10):
-                entries = [
-                    {"Id": str(i), "MessageBody": job.result.encode()}
-                    for i, job in enumerate(group[start : start + 10])
-                ]
-                try:
-                    self._sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-                except Exception as error:  # noqa: BLE001 - the result is stored; GET /results
-                    log.warning("reply to %s failed (%s)", queue_url, type(error).__name__)
+            # Not sent: the result is stored, and the client can GET /results/{id}.
+            bodies = [job.result.encode() for job in group]
+            sqs.send_batch(self._sqs, queue_url, bodies, f"reply to {queue_url}")
 
     def _delete(self, jobs: list[Job], queue_url: str) -> None:
-        for start in range(0, len(jobs), 10):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": job.receipt}
-                for i, job in enumerate(jobs[start : start + 10])
-            ]
-            try:
-                self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-            except Exception as error:  # noqa: BLE001 - redelivered later; results are idempotent
-                log.warning("could not delete messages (%s)", type(error).__name__)
+        # Not deleted: redelivered later, and results are idempotent.
+        receipts = [job.receipt for job in jobs]
+        sqs.delete_batch(self._sqs, queue_url, receipts, "delete requests")
 
     def _release(self, messages: list[dict], queue_url: str) -> None:
-        if not messages:
-            return
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-            for i, m in enumerate(messages)
-        ]
-        try:
-            self._sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
-        except Exception as error:  # noqa: BLE001 - they come back after the timeout anyway
-            log.warning("could not release messages (%s)", type(error).__name__)
-
-
-def _salvage(body: str, reply_prefix: str) -> Request | None:
-    """From a message that fails validation, the id and an own reply queue, if both are sound."""
-    try:
-        obj = json.loads(body)
-        probe = {
-            "v": 1,
-            "id": obj["id"],
-            "key": f"uploads/{obj['id']}",
-            "filename": str(obj.get("filename", ""))[:255],
-            "reply_to": obj["reply_to"],
-            "deadline": 0,
-        }
-        return Request.decode(json.dumps(probe), reply_prefix=reply_prefix)
-    except (ValueError, KeyError, TypeError):
-        return None
+        # Not released: they come back after the visibility timeout anyway.
+        receipts = [m["ReceiptHandle"] for m in messages]
+        sqs.change_visibility_batch(self._sqs, queue_url, receipts, 0, "release requests")

@@ -18,7 +18,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 
-ALLOWED_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
+from runtime.messages import IMAGE_FORMATS
+
 _TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec and warns on every
 # call; they are still the fastest JPEG/PNG path here (see decode), so the notice is silenced.
@@ -33,7 +34,7 @@ _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 
 
 class ImageError(ValueError):
-    """Bytes that are not a complete image in one of ALLOWED_FORMATS."""
+    """Bytes that are not a complete image in one of IMAGE_FORMATS."""
 
 
 def sniff(data: bytes) -> str | None:
@@ -60,7 +61,7 @@ def decode(data: bytes, *, max_pixels: int | None = None) -> torch.Tensor:
     fmt = sniff(data)
     if fmt is None:
         raise ImageError(
-            "not an image: the bytes match none of " + ", ".join(sorted(ALLOWED_FORMATS))
+            "not an image: the bytes match none of " + ", ".join(sorted(IMAGE_FORMATS))
         )
     if max_pixels is not None:
         _check_pixels(data, fmt, max_pixels)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from botocore.exceptions import ClientError
-
-from runtime.messages import job_item_key
+from runtime.failures import is_not_found
+from runtime.keys import job_item_key
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def _stored(s3, bucket: str, job) -> bool:
         try:
             s3.head_object(Bucket=bucket, Key=job_item_key(job.request.job, job.request.index, ok))
             return True
-        except ClientError as error:
-            if error.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
-                return False  # unknown: classify; the result is the same either way
+        except Exception as error:  # noqa: BLE001 - unknown: classify; the result is the same
+            if not is_not_found(error):
+                return False
     return False

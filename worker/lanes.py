@@ -20,13 +20,13 @@ class Lanes:
     def receive(self, batch_max: int) -> tuple[str, list[dict]]:
         """The next batch and the queue it came from (possibly empty)."""
         if self.job_url is None:
-            return self.interactive_url, self._poll(self.interactive_url, self._wait_s, batch_max)
+            return self.interactive_url, self.poll(self.interactive_url, self._wait_s, batch_max)
         for url in (self.interactive_url, self.job_url):
-            if messages := self._poll(url, 0, batch_max):
+            if messages := self.poll(url, 0, batch_max):
                 return url, messages
-        return self.interactive_url, self._poll(self.interactive_url, self._idle_wait_s, batch_max)
+        return self.interactive_url, self.poll(self.interactive_url, self._idle_wait_s, batch_max)
 
-    def _poll(self, url: str, wait_s: int, batch_max: int) -> list[dict]:
+    def poll(self, url: str, wait_s: int, batch_max: int) -> list[dict]:
         response = self._sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=batch_max,

@@ -23,8 +23,9 @@ from PIL import Image
 from torchvision import models as tv_models
 from torchvision.transforms import v2
 
+from runtime.settings import PREPROCESSES
+
 DEFAULT_MODEL = "efficientnet_lite0"
-PREPROCESSING = ("default", "reference")
 TOP_K = 5
 DOWNLOAD_TIMEOUT_S = 30.0
 # torch.hub names checkpoints "<name>-<first hex digits of sha256>.pth".
@@ -44,9 +45,8 @@ class Classifier:
     transform: Callable[[torch.Tensor], torch.Tensor]
     categories: Sequence[str]
     channels_last: bool = True
-    # Most images per forward pass. On CPU a larger pass is slower per image once activations
-    # outgrow the caches: efficientnet_lite0 on 2 cores ran 72 img/s in passes of 4 but 56 img/s
-    # in one pass of 8 (1 thread: 46 img/s at 2, 28 at 8). load_classifier sets 2 per thread.
+    # Most images per forward pass: on CPU a larger pass is slower per image once activations
+    # outgrow the caches (figures: docs/performance.md). load_classifier sets 2 per thread.
     forward_batch: int = 4
 
     def prepare(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
@@ -88,10 +88,13 @@ class Classifier:
 
 
 def load_classifier(
-    name: str, preprocess: str = "default", threads: int = 0, optimize: str = "eager"
+    name: str, preprocess: str = "default", threads: int = 0, *, optimize: str
 ) -> Classifier:
-    """Load `name` once, in eval mode; raise ModelError with one line when that cannot be done."""
-    if preprocess not in PREPROCESSING:
+    """Load `name` once, in eval mode; raise ModelError with one line when that cannot be done.
+
+    optimize has no default: MODEL_OPTIMIZE's ('jit') is the worker's, and a test or a bench
+    that wants the other form says so."""
+    if preprocess not in PREPROCESSES:
         raise ModelError(f"preprocess {preprocess!r} is not known: choose default or reference")
     if threads > 0:
         torch.set_num_threads(threads)
@@ -111,8 +114,7 @@ def load_classifier(
     if preprocess == "reference":
         transform = _reference_transform()
     model.eval()
-    # NHWC lets oneDNN pick faster convolutions on CPU: efficientnet_lite0 was faster in every
-    # paired run on 2 cores (one thread, batch 1: 25 ms against 43 ms in NCHW).
+    # NHWC lets oneDNN pick faster convolutions on CPU (docs/performance.md).
     model = model.to(memory_format=torch.channels_last)
     forward_batch = 2 * torch.get_num_threads()
     if optimize == "jit" and preprocess != "reference":
@@ -127,8 +129,8 @@ def load_classifier(
 
 
 def _jit(model: torch.nn.Module, transform, batch: int) -> torch.nn.Module:
-    """Trace and freeze for inference: about 13 % faster for efficientnet_lite0 at batch 2 on
-    one thread, for a second or two at start. Only for fixed-size inputs (not `reference`).
+    """Trace and freeze for inference: faster per pass (docs/performance.md), for a second or
+    two at start. Only for fixed-size inputs (not `reference`).
     torch.jit is deprecated in favour of torch.compile, whose CPU warm-up is far longer; if
     tracing fails the eager model is kept."""
     import warnings

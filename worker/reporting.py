@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from runtime.failures import log_failure
 from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
@@ -35,5 +36,5 @@ class ThroughputReporter:
         try:
             self._publish(rate)
         except Exception as error:  # noqa: BLE001 - the scaler falls back to its default
-            log.warning("could not publish throughput (%s)", type(error).__name__)
+            log_failure(log, "publish throughput", error)
         return rate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from runtime import sqs
 from runtime.periodic import Every
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,10 @@ class VisibilityKeeper:
     def extend(self) -> int:
         with self._lock:
             receipts = list(self._receipts)
-        for start in range(0, len(receipts), 10):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": self._timeout_s}
-                for i, r in enumerate(receipts[start : start + 10])
-            ]
-            try:
-                self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
-            except Exception as error:  # noqa: BLE001 - worst case the batch is redelivered
-                log.warning("could not extend visibility (%s)", type(error).__name__)
+        # Not extended: worst case the batch is redelivered.
+        sqs.change_visibility_batch(
+            self._sqs, self._queue_url, receipts, self._timeout_s, "extend visibility"
+        )
         if receipts:
             log.info("extended visibility of %d messages", len(receipts))
         return len(receipts)

@@ -7,7 +7,6 @@ and a container without our labels is never touched.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from docker.errors import APIError, NotFound
 
-from runtime.settings import Settings
+from runtime.settings import Settings, tier_fields
 from scaler.runners.base import InstanceView
 
 log = logging.getLogger(__name__)
@@ -45,10 +44,7 @@ def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
     AWS endpoint and credentials, and the settings every tier or the worker reads; never the
     scaler's own settings (RUNNER=docker in a worker would mean nothing, and must not leak).
     """
-    names = {*_AWS_VARIABLES, "FLEET_NAME"}  # the worker labels its throughput metric with it
-    for f in dataclasses.fields(Settings):
-        if f.metadata.get("tier") in ("all", "worker"):
-            names.add(f.name.upper())
+    names = {*_AWS_VARIABLES, *(f.name.upper() for f in tier_fields("worker"))}
     return {name: environ[name] for name in sorted(names) if environ.get(name)}
 
 

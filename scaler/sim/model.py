@@ -12,10 +12,10 @@ visibility timeouts, failures.
 from __future__ import annotations
 
 import heapq
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from runtime.stats import percentile
 from scaler.plan import Instance, PoolRules, capacity, plan
 from scaler.policies import Limits, Observation, QuietWindow, make_policy
 from scaler.sim.traces import Trace
@@ -79,13 +79,6 @@ class _Machine:
         return Instance(
             self.instance_id, self.state, self.launched_at, self.restarted, self.stopped_at
         )
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list; 0 for an empty one."""
-    if not sorted_values:
-        return 0.0
-    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
 
 
 class _Run:
@@ -219,8 +212,9 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
         trace=trace.name,
         policy=policy_name,
         completion_s=run.last_done,
-        p50_s=percentile(latencies, 50),
-        p95_s=percentile(latencies, 95),
+        # No request completed: 0 in the table (the completed column says why).
+        p50_s=percentile(latencies, 50) or 0.0,
+        p95_s=percentile(latencies, 95) or 0.0,
         peak_instances=run.peak,
         instance_seconds=run.instance_seconds,
         completed=len(latencies),

@@ -1,0 +1,19 @@
+"""What the tiers, the embedded stack and the deployment agree on about AWS resources: tags,
+encryption and retention. Defined once here; each side imports it instead of a copy."""
+
+from __future__ import annotations
+
+# EC2 tags. An instance belongs to the fleet only if it carries FLEET_TAG = the fleet's name;
+# the scaler's IAM policy allows tagging with these keys and no others.
+FLEET_TAG = "elastic-classifier:fleet"
+STOPPED_AT_TAG = "elastic-classifier:stopped-at"
+STARTED_AT_TAG = "elastic-classifier:started-at"
+SCALER_TAG_KEYS = (FLEET_TAG, STOPPED_AT_TAG, STARTED_AT_TAG)
+
+# Every queue is encrypted at rest with SQS-managed keys.
+QUEUE_ENCRYPTION = {"SqsManagedSseEnabled": "true"}
+DLQ_RETENTION_S = 14 * 24 * 3600  # SQS's longest: time to look at what failed
+REPLY_RETENTION_S = 3600  # a reply nobody read within the hour has no waiter left
+
+# Every bucket is encrypted at rest with S3-managed keys (SSE-S3).
+BUCKET_ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}

@@ -1,0 +1,117 @@
+"""The web tier for one process, wired from its settings and AWS clients (beside the scaler's
+build_scaler): the app, its reply queue, the dispatcher that reads it and the janitor that sweeps
+orphaned ones. `python -m web` only adds the environment, signals and Waitress."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import falcon
+
+from runtime.failures import log_failure
+from runtime.settings import Settings
+from web.app import create_app
+from web.dispatcher import ReplyDispatcher
+from web.gateway import Gateway
+from web.guards import Backlog
+from web.jobs import JobLimits, JobStore
+from web.reply_queues import ReplyQueueJanitor, create_reply_queue
+from web.status import StatusSource
+from web.store import UploadStore
+from web.uploads import image_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebService:
+    app: falcon.App
+    reply_queue_url: str
+    _sqs: object
+    _dispatcher: ReplyDispatcher
+    _janitor: ReplyQueueJanitor
+
+    def close(self) -> None:
+        """Stop the threads and delete this process's reply queue."""
+        self._janitor.stop()
+        self._dispatcher.stop()
+        try:
+            self._sqs.delete_queue(QueueUrl=self.reply_queue_url)
+        except Exception as error:  # noqa: BLE001 - the janitor of another process sweeps it
+            log_failure(log, f"delete reply queue {self.reply_queue_url}", error)
+
+
+def build_web(
+    settings: Settings,
+    *,
+    s3,
+    sqs,
+    background_sqs: Callable[[], object],
+    instance: str = "",
+    job_clients: Callable[[str], object] | None = None,
+) -> WebService:
+    """Raises what boto3 raises when the queues cannot be reached; nothing is started then.
+
+    background_sqs makes one client for each background thread (dispatcher, janitor), so their
+    long polls never wait for a connection of the upload threads' pool; job_clients("s3" or
+    "sqs") makes the batch jobs' clients (default: the uploads' own).
+    """
+    request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
+    reply_queue_url = create_reply_queue(
+        sqs, settings.reply_queue_prefix, instance or uuid.uuid4().hex[:16]
+    )
+    janitor = ReplyQueueJanitor(
+        background_sqs(),
+        settings.reply_queue_prefix,
+        reply_queue_url,
+        settings.reply_queue_max_age_s,
+    ).start()
+    dispatcher = ReplyDispatcher(background_sqs(), reply_queue_url).start()
+    store = UploadStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        request_queue_url=request_queue_url,
+        reply_queue_url=reply_queue_url,
+        result_timeout_s=settings.result_timeout_s,
+        cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
+        async_deadline_s=settings.result_expiry_days * 86400.0,
+    )
+    status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
+    job_s3, job_sqs = (job_clients("s3"), job_clients("sqs")) if job_clients else (s3, sqs)
+    app = create_app(
+        settings,
+        gateway=Gateway(
+            store,
+            dispatcher,
+            settings.result_timeout_s,
+            Backlog(sqs, request_queue_url, settings.max_backlog),
+        ),
+        ready=store.ready,
+        status=status.snapshot,
+        jobs=_job_store(settings, job_s3, job_sqs),
+    )
+    return WebService(app, reply_queue_url, sqs, dispatcher, janitor)
+
+
+def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: POST /jobs answers 503
+        log.warning("no job queue %r: batch jobs are off", settings.job_queue)
+        return None
+    return JobStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        job_queue_url=job_queue_url,
+        limits=JobLimits(settings.job_max_images, settings.max_upload_bytes),
+        check_image=lambda data: image_problem(data, settings.max_pixels),
+        deadline_s=settings.result_expiry_days * 86400.0,
+    )

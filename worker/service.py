@@ -1,0 +1,62 @@
+"""The worker for one process, wired from its settings, AWS clients and loaded model (beside the
+scaler's build_scaler). `python -m worker` only adds the environment, signals and the model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from runtime.cloudwatch import publish_throughput
+from runtime.settings import Settings
+from worker.consumer import Consumer
+from worker.imaging import decode
+from worker.metrics import serve_metrics
+from worker.reporting import ThroughputReporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerService:
+    consumer: Consumer
+    reporter: ThroughputReporter
+    metrics_port: int  # 0: no /metrics
+
+    def run(self) -> None:
+        """Consume until consumer.request_stop(); the batches in hand are finished."""
+        if self.metrics_port:
+            serve_metrics(self.consumer.stats, self.metrics_port)
+        self.reporter.start()
+        try:
+            self.consumer.run()
+        finally:
+            self.reporter.stop()
+
+
+def build_worker(settings: Settings, *, sqs, s3, cloudwatch, classifier) -> WorkerService:
+    """Raises what boto3 raises when the request queue cannot be found; nothing is started."""
+    queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: interactive work only
+        log.warning("no job queue %r: serving interactive requests only", settings.job_queue)
+        job_queue_url = None
+    consumer = Consumer(
+        sqs=sqs,
+        s3=s3,
+        classifier=classifier,
+        decode=decode,
+        queue_url=queue_url,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        reply_prefix=settings.reply_queue_prefix,
+        batch_max=settings.batch_max,
+        wait_s=settings.receive_wait_s,
+        fetch_concurrency=settings.fetch_concurrency,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        job_queue_url=job_queue_url,
+    )
+    reporter = ThroughputReporter(
+        consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
+    )
+    return WorkerService(consumer, reporter, settings.worker_metrics_port)
