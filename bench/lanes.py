@@ -1,6 +1,6 @@
 """Interactive latency while a batch job runs: the two-lane design, measured.
 
-A job of small photos is queued on the job lane; once the workers are on it, the same number of
+A job of photos (half of them thumbnails) is queued on the job lane; once the workers are on it, the same number of
 sequential uploads as the idle `seq` run goes through the interactive lane. The ratio of the two
 medians is the cost a running job puts on a person waiting at the page.
 """
@@ -30,7 +30,7 @@ class LaneRun:
 def run(uploader: Uploader, photos: Photos, base_url: str, job_images: int, uploads: int):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for photo in photos.small(job_images):
+        for photo in photos.mixed(job_images):
             archive.writestr(photo.filename, photo.data)
     job = _json(base_url + "/jobs", buffer.getvalue())
     deadline = time.monotonic() + 120
