@@ -1,8 +1,8 @@
 """Interactive latency while a batch job runs: the two-lane design, measured.
 
-A job of photos (half of them thumbnails) is queued on the job lane; once the workers are on it, the same number of
-sequential uploads as the idle `seq` run goes through the interactive lane. The ratio of the two
-medians is the cost a running job puts on a person waiting at the page.
+A job of photos (half of them thumbnails) is queued on the job lane; once the workers are on it,
+the same number of sequential uploads as the idle `seq` run goes through the interactive lane.
+The ratio of the two medians is the cost a running job puts on a person waiting at the page.
 """
 
 from __future__ import annotations
