@@ -98,6 +98,9 @@ class Settings:
     )
     batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
     # The scaler's local runners give a stopping worker this long to finish its batch.
+    job_batch_max: int = _setting(
+        4, "most job images taken at once (smaller: uploads wait less behind a job)", "worker"
+    )
     visibility_timeout_s: int = _setting(
         30, "SQS visibility timeout for requests", ("worker", "scaler")
     )
@@ -179,6 +182,7 @@ class Settings:
             (self.job_max_bytes > 0, "JOB_MAX_BYTES must be > 0"),
             (self.job_fleet_max >= 0, "JOB_FLEET_MAX must be >= 0"),
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
+            (1 <= self.job_batch_max <= 10, "JOB_BATCH_MAX must be 1-10"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),

@@ -66,3 +66,12 @@ def test_without_a_job_lane_the_worker_long_polls_as_before():
     sqs = StubSqs({"i": []})
     assert Lanes(sqs, "i", None, wait_s=10).receive(5) == ("i", [])
     assert sqs.calls == [("i", 10)]
+
+
+def test_job_lane_is_not_read_while_a_batch_waits_and_its_batches_are_small():
+    sqs = StubSqs({"i": [], "j": [{"n": k} for k in range(12)]})
+    lanes = Lanes(sqs, "i", "j", wait_s=10)
+    assert lanes.receive(10, 4, jobs_ok=False) == ("i", [])
+    assert sqs.calls == [("i", 0)]  # one short look at the interactive lane, nothing else
+    url, batch = lanes.receive(10, 4, jobs_ok=True)
+    assert (url, len(batch)) == ("j", 4)

@@ -98,6 +98,9 @@ class Batch:
 
 _STOP = object()
 _RECEIVE_BACKOFF = Backoff(base_s=0.5, max_s=10.0)
+# While the model has a batch waiting, how often the interactive lane is looked at (the job lane
+# not at all): an upload's extra wait, against a short poll per interval while a job runs.
+_GATED_POLL_S = 0.05
 
 
 class Consumer:
@@ -117,6 +120,7 @@ class Consumer:
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
         job_queue_url: str | None = None,
+        job_batch_max: int | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
@@ -125,6 +129,7 @@ class Consumer:
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_prefix
         self._batch_max, self._wait_s = batch_max, wait_s
+        self._job_batch_max = job_batch_max or batch_max
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._lanes = Lanes(sqs, queue_url, job_queue_url, wait_s=wait_s)
@@ -169,7 +174,11 @@ class Consumer:
         streak = Streak(_RECEIVE_BACKOFF)
         while not self._stopping.is_set():
             try:
-                queue_url, messages = self._lanes.receive(self._batch_max)
+                # A job batch is taken only when none waits for the model (see worker.lanes).
+                jobs_ok = ready.empty()
+                queue_url, messages = self._lanes.receive(
+                    self._batch_max, self._job_batch_max, jobs_ok
+                )
                 streak.succeeded()
             except Exception as error:  # noqa: BLE001 - AWS may be briefly away; keep trying
                 delay_s = streak.failed()
@@ -179,6 +188,8 @@ class Consumer:
             if self._stopping.is_set():
                 self._release(messages, queue_url)  # unstarted: visible to others at once
                 break
+            if not messages and not jobs_ok:
+                self._stopping.wait(_GATED_POLL_S)  # the model is busy: look again shortly
             if messages:
                 try:
                     ready.put(self._take(messages, queue_url))

@@ -17,13 +17,24 @@ class Lanes:
         # image arriving meanwhile waits at most this long.
         self._idle_wait_s = min(wait_s, 2)
 
-    def receive(self, batch_max: int) -> tuple[str, list[dict]]:
-        """The next batch and the queue it came from (possibly empty)."""
+    def receive(
+        self, batch_max: int, job_batch_max: int | None = None, jobs_ok: bool = True
+    ) -> tuple[str, list[dict]]:
+        """The next batch and the queue it came from (possibly empty).
+
+        jobs_ok False (the model still has a batch waiting): only the interactive lane is
+        polled, once and without waiting, so that a job batch never queues in front of an upload
+        that arrives a moment later. Job batches are at most job_batch_max: the smaller, the
+        less an upload waits behind the one in the model.
+        """
         if self.job_url is None:
             return self.interactive_url, self.poll(self.interactive_url, self._wait_s, batch_max)
-        for url in (self.interactive_url, self.job_url):
-            if messages := self.poll(url, 0, batch_max):
-                return url, messages
+        if messages := self.poll(self.interactive_url, 0, batch_max):
+            return self.interactive_url, messages
+        if not jobs_ok:
+            return self.interactive_url, []
+        if messages := self.poll(self.job_url, 0, job_batch_max or batch_max):
+            return self.job_url, messages
         return self.interactive_url, self.poll(self.interactive_url, self._idle_wait_s, batch_max)
 
     def poll(self, url: str, wait_s: int, batch_max: int) -> list[dict]:

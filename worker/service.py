@@ -55,6 +55,7 @@ def build_worker(settings: Settings, *, sqs, s3, cloudwatch, classifier) -> Work
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
         job_queue_url=job_queue_url,
+        job_batch_max=settings.job_batch_max,
     )
     reporter = ThroughputReporter(
         consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
