@@ -188,6 +188,8 @@ def _lane(service: ServiceRun, seq_p50: float) -> dict:
     return {
         "lane_p50_ms": under,
         "lane_ratio": round(under / seq_p50, 2),
+        # The worker's model time for the upload, under the job: CPU shared with the job's work.
+        "lane_model_p50_ms": _timing_p50(service.lane.under_job, "model"),
         "lane_job_images": service.lane.job_images,
         "lane_job_left": service.lane.job_left,
         "lane_errors": service.lane.under_job.failed,
@@ -197,7 +199,8 @@ def _lane(service: ServiceRun, seq_p50: float) -> dict:
 def _lane_note(r: dict) -> str:
     return (
         f"sequential p50 {r['lane_p50_ms']} ms under a {r['lane_job_images']}-image job "
-        f"({r['lane_job_left']} left at the end) / idle p50"
+        f"({r['lane_job_left']} left at the end) / idle p50; model p50 "
+        f"{r['lane_model_p50_ms']} ms under the job, {r['seq_model_p50_ms']} ms idle"
     )
 
 
