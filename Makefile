@@ -49,9 +49,10 @@ sim: install
 bench: install
 	$(PY) -m bench
 
-# The load test at 5000 requests, and the fault tests again.
+# The load test at 5000 requests, the fault tests again, and 10 minutes of chaos with the scaler.
 soak: install
 	SOAK_REQUESTS=5000 $(PY) -m pytest tests/test_load.py tests/test_faults.py
+	CHAOS_S=600 $(PY) -m pytest -s tests/test_chaos.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .run .pytest_cache .ruff_cache *.egg-info

@@ -2,7 +2,8 @@
 
 Three roles, one per host, and no role may assume another:
 - worker (the fleet's instance profile): its request queue, its two buckets' object prefixes,
-  the reply queues by name prefix, its own metric namespace, and pulling its image. No ec2:.
+  the reply queues by name prefix, its own metric namespace, pulling its image, and one tag
+  (READY_AT_TAG, on fleet instances: runtime.readiness). No other ec2:.
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance type and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from runtime import keys
 from runtime.cloudwatch import NAMESPACE as METRICS_NAMESPACE
-from runtime.resources import FLEET_TAG, SCALER_TAG_KEYS
+from runtime.resources import FLEET_TAG, READY_AT_TAG, SCALER_TAG_KEYS
 
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
@@ -119,6 +120,17 @@ def worker_policy() -> dict:
             "*",  # PutMetricData has no resource type; the namespace condition scopes it
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
+        _statement(
+            # Once its model is loaded, a worker says so on its instance (runtime.readiness):
+            # only that one tag key, only on fleet instances.
+            "TagItselfReady",
+            ["ec2:CreateTags"],
+            ec2_arn("instance/*"),
+            {
+                "StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": sub(FLEET_NAME)},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG]},
+            },
+        ),
         *pull_statements("WorkerRepository"),
     )
 
@@ -209,22 +221,23 @@ def scaler_policy() -> dict:
 def web_policy() -> dict:
     return _document(
         _statement(
+            # GetObject: HeadObject, to see whether a client's retry may reclaim its own id.
             "StoreUploads",
-            ["s3:DeleteObject", "s3:PutObject"],
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             [
                 bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
                 bucket_arn("InputBucket", f"{keys.JOBS}*"),
             ],
         ),
-        # An asynchronous upload still in the input bucket is `queued` (HEAD needs GetObject).
         _statement(
-            "ReadUploadState", ["s3:GetObject"], bucket_arn("InputBucket", f"{keys.UPLOADS}*")
-        ),
-        _statement(
+            # PutObject: a cache hit's answer stored under its own id (conditionally, never
+            # over a worker's result), so GET /results/<id> finds it.
             "ReadResults",
-            ["s3:GetObject"],
-            [bucket_arn("OutputBucket", f"{p}*") for p in (keys.RESULTS, keys.STARTED)],
+            ["s3:GetObject", "s3:PutObject"],
+            bucket_arn("OutputBucket", f"{keys.RESULTS}*"),
         ),
+        # An asynchronous upload a worker has taken is `in progress` (HEAD needs GetObject).
+        _statement("ReadStarted", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.STARTED}*")),
         _statement(
             # A batch job's manifest and results: written by the web tier (refused images) too.
             "JobResults",
@@ -269,5 +282,12 @@ def web_policy() -> dict:
         ),
         # The reply-queue janitor lists queues by name prefix; ListQueues has no resource type.
         _statement("FindOrphanReplyQueues", ["sqs:ListQueues"], "*"),
+        _statement(
+            # Accepted uploads per second: the scaler's arrival rate.
+            "PublishArrivals",
+            ["cloudwatch:PutMetricData"],
+            "*",  # PutMetricData has no resource type; the namespace condition scopes it
+            {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
         *pull_statements("WebRepository"),
     )

@@ -18,12 +18,12 @@ import yaml
 
 from deployment import iam, userdata
 from runtime import keys
+from runtime.resources import BUCKET_SSE_ALGORITHM, DLQ_RETENTION_S, QUEUE_SSE_ATTRIBUTE
 from runtime.settings import Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
 DEPLOYMENT_TAG = "elastic-classifier:deployment"
 AL2023 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-DLQ_RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message: time to look at poison
 SCALER_STOP_TIMEOUT_S = 30
 _REGISTRY = "${AWS::AccountId}.dkr.ecr.${AWS::Region}.amazonaws.com"
 _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into user-data quoted
@@ -135,7 +135,7 @@ def _bucket(prefix_days: list[tuple[str, str]]) -> dict:
         "Properties": {
             "BucketEncryption": {
                 "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": BUCKET_SSE_ALGORITHM}}
                 ]
             },
             "PublicAccessBlockConfiguration": {
@@ -180,7 +180,7 @@ def _queues(settings: Settings) -> dict:
             "Metadata": sse,
             "Properties": {
                 "QueueName": iam.sub(f"{iam.REQUEST_QUEUE}-dlq"),
-                "SqsManagedSseEnabled": True,
+                QUEUE_SSE_ATTRIBUTE: True,
                 "MessageRetentionPeriod": DLQ_RETENTION_S,
             },
         },
@@ -196,7 +196,7 @@ def _work_queue(settings: Settings, name: str, metadata: dict) -> dict:
         "Metadata": metadata,
         "Properties": {
             "QueueName": iam.sub(name),
-            "SqsManagedSseEnabled": True,
+            QUEUE_SSE_ATTRIBUTE: True,
             "VisibilityTimeout": settings.visibility_timeout_s,
             "RedrivePolicy": {
                 "deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),

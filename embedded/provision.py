@@ -21,7 +21,11 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     tags = tags or {}
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
-        ensure_expiry(s3, bucket, settings.result_expiry_days)
+    days = settings.result_expiry_days
+    ensure_expiry(s3, settings.input_bucket, {keys.UPLOADS: UPLOADS_EXPIRE_DAYS, keys.JOBS: days})
+    ensure_expiry(
+        s3, settings.output_bucket, {keys.RESULTS: days, keys.STARTED: days, keys.JOBS: days}
+    )
     dlq_url = ensure_queue(
         sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
@@ -44,12 +48,14 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
 
 
 # What this service writes expires; the cache and anything else a user put in the buckets (the
-# prefixes batch jobs read) stay.
-EXPIRING_PREFIXES = (keys.UPLOADS, keys.RESULTS, keys.STARTED, keys.JOBS)
+# prefixes batch jobs read) stay. Uploads are read once by a worker; the web tier deletes only
+# those it failed to queue, so a lifecycle rule is what removes the rest (and what a
+# client-chosen id is unique against: `uploads/<id>` is written only if absent).
+UPLOADS_EXPIRE_DAYS = 1
 
 
-def ensure_expiry(s3, bucket: str, days: int) -> None:
-    """Lifecycle rules: the service's own objects expire `days` after they were written."""
+def ensure_expiry(s3, bucket: str, days_by_prefix: dict[str, int]) -> None:
+    """Lifecycle rules (they replace the bucket's): each prefix expires after its days."""
     rules = [
         {
             "ID": f"expire-{prefix.rstrip('/')}",
@@ -58,7 +64,7 @@ def ensure_expiry(s3, bucket: str, days: int) -> None:
             "Expiration": {"Days": days},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
         }
-        for prefix in EXPIRING_PREFIXES
+        for prefix, days in days_by_prefix.items()
     ]
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
 

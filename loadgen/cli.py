@@ -18,11 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from loadgen import report, schedule
-from loadgen.client import Client, Target, TargetError, Upload, check_reachable, make_upload
+from loadgen.client import Client, Target, TargetError, check_reachable
 from loadgen.inputs import Expected, InputError, load_expected, load_images
 from loadgen.recorder import Recorder
 from loadgen.status import StatusPoller, read_status
 from loadgen.summary import Outcome, format_table, summarize
+from loadgen.uploads import Uploads
 
 PROG = "loadgen"
 DEFAULT_URL = "http://127.0.0.1:3000/upload"
@@ -30,6 +31,7 @@ MAX_THREADS = 256  # the default cap; the web tier's default WEB_THREADS is the 
 DURATION_THREADS = 16
 CHECK_TIMEOUT_S = 5.0
 EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 2, 1, 130
+WATCH_AFTER_S = 120.0  # the default quiet period (30 s) and a stop, with room to spare
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +52,16 @@ def _positive(kind):
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="expected labels to score accuracy: CSV filename,label (header optional) "
         'or JSON {"file": ["label", ...]}',
     )
+    p.add_argument(
+        "--unique",
+        action="store_true",
+        help="make every upload's bytes distinct (a JPEG comment or PNG text chunk; the pixels "
+        "are unchanged), so a result cache cannot answer and every request reaches the model",
+    )
     p.add_argument("--out", metavar="DIR", help="write results.csv and report.png here")
+    p.add_argument(
+        "--watch_after",
+        "--watch-after",
+        type=_non_negative,
+        default=WATCH_AFTER_S,
+        metavar="SECONDS",
+        help="after the last answer, keep sampling /status until no worker runs, for at most "
+        f"SECONDS (default {WATCH_AFTER_S:g}; 0: stop at once), so the report shows scale-in",
+    )
     p.add_argument(
         "--timeout",
         type=_positive(float),
@@ -133,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Job:
     target: Target
     plan: schedule.Plan
-    uploads: tuple[Upload, ...]
+    uploads: Uploads
     expected: Expected | None
     out: Path | None
 
@@ -161,7 +188,7 @@ def prepare(args: argparse.Namespace) -> Job:
         concurrency = min(num, MAX_THREADS)
     else:
         concurrency = MAX_THREADS if args.rate is not None else DURATION_THREADS
-    uploads = tuple(make_upload(args.field, image.filename, image.data) for image in images)
+    uploads = Uploads(args.field, images, args.unique)
     plan = schedule.Plan(num, args.duration, args.rate, concurrency)
     return Job(target, plan, uploads, expected, out)
 
@@ -197,8 +224,28 @@ def _run(job: Job, args: argparse.Namespace):
                 stop.set()
                 tqdm.write(f"{PROG}: stopping; waiting for requests in flight", file=sys.stderr)
     elapsed = time.monotonic() - t0
+    if poller is not None and not interrupted and args.watch_after > 0:
+        _watch_scale_in(poller, args.watch_after)
     samples = poller.stop() if poller is not None else None
     return recorder.outcomes, elapsed, samples, interrupted
+
+
+def _watch_scale_in(poller: StatusPoller, limit_s: float) -> None:
+    """Keep sampling until no worker runs or starts, so the report shows the fleet shrink."""
+    print(
+        f"{PROG}: watching /status until no worker runs (at most {limit_s:g} s; Ctrl-C skips)",
+        file=sys.stderr,
+    )
+    deadline = time.monotonic() + limit_s
+    try:
+        while time.monotonic() < deadline:
+            if poller.fleet_idle():
+                print(f"{PROG}: the fleet is back to 0 running", file=sys.stderr)
+                return
+            time.sleep(0.5)
+        print(f"{PROG}: still running after {limit_s:g} s; stopped watching", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{PROG}: stopped watching", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,10 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         else f"{job.plan.duration_s:g} s"
     )
     mode = f"rate {args.rate:g}/s" if args.rate else f"concurrency {job.plan.concurrency}"
-    print(
-        f"{PROG}: {bound} to {job.target.url} ({len(job.uploads)} images, {mode})",
-        file=sys.stderr,
-    )
+    unique = ", unique bytes" if args.unique else ""
+    plan_text = f"{bound} to {job.target.url} ({len(job.uploads)} images, {mode}{unique})"
+    print(f"{PROG}: {plan_text}", file=sys.stderr)
     try:
         outcomes, elapsed, samples, interrupted = _run(job, args)
     except KeyboardInterrupt:
@@ -240,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(summary), flush=True)
     if job.out is not None:
         try:
-            _write_out(job.out, outcomes, samples or [])
+            _write_out(job.out, outcomes, samples or [], report.report_title(summary, plan_text))
         except OSError as exc:
             print(
                 f"{PROG}: error: cannot write to {job.out}: {exc.strerror or exc}", file=sys.stderr
@@ -249,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_INTERRUPTED if interrupted else 0
 
 
-def _write_out(out: Path, outcomes: list[Outcome], samples: list) -> None:
+def _write_out(out: Path, outcomes: list[Outcome], samples: list, title: str) -> None:
     written = [out / "results.csv", out / "report.png"]
     report.write_results_csv(written[0], outcomes)
-    report.write_report_png(written[1], outcomes, samples)
+    report.write_report_png(written[1], outcomes, samples, title)
     if samples:
         written.append(out / "fleet.csv")
         report.write_fleet_csv(written[2], samples)

@@ -92,6 +92,11 @@ class Reply:
     status: int
     content_type: str
     body: bytes
+    cache: str = ""  # the X-Cache header: "hit", "miss", or "" from servers that do not say
+
+    @property
+    def cached(self) -> bool | None:
+        return {"hit": True, "miss": False}.get(self.cache.lower())
 
     @property
     def text(self) -> str:
@@ -168,7 +173,12 @@ class Client:
             conn.close()
             self._local.conn = None
             raise
-        return Reply(response.status, response.getheader("Content-Type", ""), data)
+        return Reply(
+            response.status,
+            response.getheader("Content-Type", ""),
+            data,
+            response.getheader("X-Cache", ""),
+        )
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

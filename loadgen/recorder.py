@@ -6,6 +6,7 @@ import http.client
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -19,7 +20,7 @@ class Recorder:
 
     def __init__(
         self,
-        uploads: tuple[Upload, ...],
+        uploads: Callable[[int], Upload],
         expected: Expected | None,
         client: Client,
         t0: float,
@@ -38,7 +39,7 @@ class Recorder:
         self.outcomes: list[Outcome] = []
 
     def issue(self, index: int, due: float) -> None:
-        upload = self._uploads[index % len(self._uploads)]
+        upload = self._uploads(index)
         label, reply = "", None
         try:
             reply = self._client.post(upload)
@@ -60,6 +61,7 @@ class Recorder:
             latency_ms=latency_ms,
             label=label,
             correct=self._judge(upload.filename, label) if ok else None,
+            cached=reply.cached if ok else None,
         )
         self._record(outcome, reply)
 

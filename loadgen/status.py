@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from loadgen.client import Client, Target
 
 STATUS_PATH = "/status"
-FLEET_STATES = ("pending", "running", "stopping", "stopped")
+# "starting" (running, model still loading) is reported by this project's scaler only.
+FLEET_STATES = ("pending", "running", "stopping", "stopped", "starting")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class FleetSample:
     running: int | None
     stopping: int | None
     stopped: int | None
+    starting: int | None = None  # part of running: workers still loading the model
 
 
 def read_status(client: Client) -> dict | None:
@@ -79,6 +81,13 @@ class StatusPoller:
     def start(self) -> StatusPoller:
         self._thread.start()
         return self
+
+    def fleet_idle(self) -> bool:
+        """The latest sample has no running or pending worker."""
+        if not self.samples:
+            return False
+        last = self.samples[-1]
+        return last.running == 0 and not last.pending
 
     def stop(self) -> list[FleetSample]:
         self._stop.set()

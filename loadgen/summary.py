@@ -19,6 +19,12 @@ class Outcome:
     latency_ms: float
     label: str
     correct: bool | None  # None: failed, or no expected label for this file
+    cached: bool | None = None  # answered from the result cache; None: the server did not say
+
+    @property
+    def finished_s(self) -> float:
+        """Seconds since the run started at which the answer arrived."""
+        return self.offset_s + self.latency_ms / 1000
 
     @property
     def ok(self) -> bool:
@@ -54,6 +60,7 @@ class Summary:
     latency_ms: Latency | None  # of successful replies
     accuracy: Accuracy | None  # None without --expected
     peak_running: int | None  # most running workers /status reported; None: no /status
+    cached: int | None = None  # answers from the result cache; None: the server did not say
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -78,7 +85,9 @@ def summarize(
     if scored:
         judged = [o for o in ok if o.correct is not None]
         accuracy = Accuracy(sum(1 for o in judged if o.correct), len(judged))
+    told = [o.cached for o in ok if o.cached is not None]
     return Summary(
+        cached=sum(told) if told else None,
         requests=len(outcomes),
         ok=len(ok),
         errors=dict(sorted(errors.items())),
@@ -97,6 +106,8 @@ def format_table(summary: Summary) -> str:
         ("elapsed", f"{summary.elapsed_s:.2f} s"),
         ("throughput", f"{summary.throughput_rps:.2f} req/s"),
     ]
+    if summary.cached is not None:
+        rows.append(("cache", f"{summary.cached} answered from the cache"))
     if summary.latency_ms is not None:
         lat = summary.latency_ms
         rows.append(

@@ -54,3 +54,45 @@ def read_throughput(
         return None
     # Weight each period's average by its report count: the mean over all reports.
     return sum(p["Average"] * p["SampleCount"] for p in reply["Datapoints"]) / samples
+
+
+# Accepted uploads per second: the web tier publishes them, the scaler reads the arrival rate.
+ARRIVALS_METRIC = "RequestsAccepted"
+_MAX_DATUMS = 1000  # PutMetricData's limit per call
+
+
+def publish_arrivals(cloudwatch, fleet_name: str, counts: dict[int, int]) -> None:
+    """Publish accepted uploads per whole epoch second, at one-second (high) resolution."""
+    datums = [
+        {
+            "MetricName": ARRIVALS_METRIC,
+            "Dimensions": _dimensions(fleet_name),
+            "Timestamp": datetime.fromtimestamp(second, timezone.utc),
+            "Value": float(count),
+            "Unit": "Count",
+            "StorageResolution": 1,
+        }
+        for second, count in sorted(counts.items())
+        if count > 0
+    ]
+    for start in range(0, len(datums), _MAX_DATUMS):
+        cloudwatch.put_metric_data(
+            Namespace=NAMESPACE, MetricData=datums[start : start + _MAX_DATUMS]
+        )
+
+
+def read_arrivals(
+    cloudwatch, fleet_name: str, span_s: float, now: datetime | None = None
+) -> list[tuple[float, float]]:
+    """(epoch second, accepted uploads) for every second with uploads in the last span_s."""
+    now = now or datetime.now(timezone.utc)
+    reply = cloudwatch.get_metric_statistics(
+        Namespace=NAMESPACE,
+        MetricName=ARRIVALS_METRIC,
+        Dimensions=_dimensions(fleet_name),
+        StartTime=now - timedelta(seconds=span_s),
+        EndTime=now + timedelta(seconds=1),
+        Period=1,
+        Statistics=["Sum"],
+    )
+    return sorted((p["Timestamp"].timestamp(), p["Sum"]) for p in reply["Datapoints"])

@@ -7,7 +7,9 @@ that a reply-to address belongs to this deployment before a tier acts on it.
 from __future__ import annotations
 
 import json
+import math
 import re
+import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -42,16 +44,71 @@ def _require(obj: dict, name: str, kind: type | tuple[type, ...]):
     return value
 
 
-def _load(body: str) -> dict:
+# SQS bodies are at most 256 KiB; our messages are a few hundred bytes and four levels deep.
+MAX_BODY_CHARS = 256 * 1024
+MAX_DEPTH = 8
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def load_json(body: str) -> dict:
+    """A JSON object from an untrusted body, bounded in size and depth; MessageError otherwise.
+
+    Why bounded: a number like 10**400, or 200k nested brackets, raises Overflow- or
+    RecursionError rather than ValueError, which would escape every `except MessageError`.
+    """
+    if not isinstance(body, str) or len(body) > MAX_BODY_CHARS:
+        raise MessageError("body is not text or longer than a message can be")
     try:
-        obj = json.loads(body)
-    except (ValueError, TypeError):
-        raise MessageError("body is not JSON") from None
+        obj = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        raise MessageError("body is not JSON (or nested too deep)") from None
     if not isinstance(obj, dict):
         raise MessageError("body is not a JSON object")
+    _check_depth(obj)
+    return obj
+
+
+def _check_depth(obj: object) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MessageError(f"body is nested more than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _load(body: str) -> dict:
+    obj = load_json(body)
     if obj.get("v") != VERSION:
         raise MessageError(f"unknown message version {obj.get('v')!r}")
     return obj
+
+
+def _finite(value: float, name: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        raise MessageError(f"field {name!r} is out of range") from None
+    if not math.isfinite(number):
+        raise MessageError(f"field {name!r} is not finite")
+    return number
+
+
+def new_token() -> str:
+    """A fresh secret that binds one submission to its reply (see Request.token)."""
+    return secrets.token_hex(16)
+
+
+def _optional_hex(obj: dict, name: str, digits: int = 32) -> str:
+    value = obj.get(name, "")
+    if not isinstance(value, str) or value and not re.fullmatch(f"[0-9a-f]{{{digits}}}", value):
+        raise MessageError(f"field {name!r} is not {digits} hex digits")
+    return value
 
 
 def _check_id(value: str) -> str:
@@ -76,6 +133,9 @@ class Request:
     deadline: float  # epoch seconds; past it nobody waits for the answer
     job: str = ""  # the batch job's id, for a job image
     index: int = 0  # the image's place in its job
+    # A per-submission secret the worker echoes in its Result: the web tier hands a reply only
+    # to the submission that carries the same token, never to another one that reused the id.
+    token: str = ""
     v: int = VERSION
 
     @property
@@ -83,7 +143,9 @@ class Request:
         return not self.reply_to and not self.job
 
     @classmethod
-    def create(cls, request_id: str, filename: str, reply_to: str, deadline: float) -> Request:
+    def create(
+        cls, request_id: str, filename: str, reply_to: str, deadline: float, token: str = ""
+    ) -> Request:
         """A request for an upload stored under its id's key."""
         return cls(
             id=request_id,
@@ -91,6 +153,7 @@ class Request:
             filename=filename,
             reply_to=reply_to,
             deadline=deadline,
+            token=token,
         )
 
     def encode(self) -> str:
@@ -98,13 +161,15 @@ class Request:
 
     @classmethod
     def decode(cls, body: str, reply_prefix: str | None = None) -> Request:
+        """`reply_prefix`: the URL every reply queue starts with (reply_url_prefix)."""
         obj = _load(body)
         request = cls(
             id=_check_id(_require(obj, "id", str)),
             key=_require(obj, "key", str),
             filename=_require(obj, "filename", str)[:MAX_FILENAME],
             reply_to=_require(obj, "reply_to", str),
-            deadline=float(_require(obj, "deadline", (int, float))),
+            deadline=_finite(_require(obj, "deadline", (int, float)), "deadline"),
+            token=_optional_hex(obj, "token"),
             job=obj.get("job") or "",
             index=obj.get("index", 0),
         )
@@ -138,22 +203,36 @@ def salvage(body: str, reply_prefix: str) -> Request | None:
     """From a body that fails decode(), a request with a sound id and an own reply queue (so the
     sender can be told why), or None when there is nobody safe to tell."""
     try:
-        obj = json.loads(body)
+        obj = load_json(body)
         request = Request.create(
             request_id=obj["id"],
             filename=str(obj.get("filename", ""))[:MAX_FILENAME],
             reply_to=obj["reply_to"],
             deadline=0,
+            token=obj.get("token", ""),  # so the error reaches the client that waits
         )
         return Request.decode(request.encode(), reply_prefix=reply_prefix)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # MessageError is a ValueError
         return None
 
 
-def _is_own_queue(url: str, prefix: str) -> bool:
-    # A queue URL ends in /<account>/<name>; only the name is ours to check.
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    return url.startswith(("http://", "https://")) and name.startswith(prefix)
+def reply_url_prefix(request_queue_url: str, name_prefix: str) -> str:
+    """What every reply queue URL of this deployment starts with: the request queue's own
+    endpoint and account, then the reply queues' name prefix."""
+    return request_queue_url.rsplit("/", 1)[0] + "/" + name_prefix
+
+
+_QUEUE_NAME_TAIL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def _is_own_queue(url: str, url_prefix: str) -> bool:
+    # Exactly <this endpoint>/<this account>/<prefix><name chars>: another host, account,
+    # path or scheme that merely ends in a matching name is someone else's queue.
+    return (
+        url_prefix.startswith(("http://", "https://"))
+        and url.startswith(url_prefix)
+        and _QUEUE_NAME_TAIL.fullmatch(url[len(url_prefix) :]) is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +246,11 @@ class Result:
     top5: list[dict] = field(default_factory=list)
     error: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    token: str = ""  # the Request's token, echoed
+    # SHA-256 of the bytes the worker classified: the web tier caches a result under this hash
+    # only, never under the hash of what it believes it uploaded.
+    sha256: str = ""
+    instance: str = ""  # the worker instance that classified it
     v: int = VERSION
 
     @property
@@ -191,4 +275,7 @@ class Result:
             top5=top5,
             error=obj.get("error", "") or "",
             timings_ms=timings,
+            token=_optional_hex(obj, "token"),
+            sha256=_optional_hex(obj, "sha256", 64),
+            instance=obj.get("instance", "") or "",
         )

@@ -9,11 +9,19 @@ FLEET_TAG = "elastic-classifier:fleet"
 STOPPED_AT_TAG = "elastic-classifier:stopped-at"
 STARTED_AT_TAG = "elastic-classifier:started-at"
 SCALER_TAG_KEYS = (FLEET_TAG, STOPPED_AT_TAG, STARTED_AT_TAG)
+# Set by a worker on its own instance once its model is loaded (runtime.readiness); the worker's
+# IAM policy allows this key and no other, on fleet instances only.
+READY_AT_TAG = "elastic-classifier:ready-at"
 
-# Every queue is encrypted at rest with SQS-managed keys.
-QUEUE_ENCRYPTION = {"SqsManagedSseEnabled": "true"}
+# Every queue is encrypted at rest with SQS-managed keys (the API's string form here;
+# CloudFormation takes the same attribute as a boolean).
+QUEUE_SSE_ATTRIBUTE = "SqsManagedSseEnabled"
+QUEUE_ENCRYPTION = {QUEUE_SSE_ATTRIBUTE: "true"}
 DLQ_RETENTION_S = 14 * 24 * 3600  # SQS's longest: time to look at what failed
 REPLY_RETENTION_S = 3600  # a reply nobody read within the hour has no waiter left
 
 # Every bucket is encrypted at rest with S3-managed keys (SSE-S3).
-BUCKET_ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+BUCKET_SSE_ALGORITHM = "AES256"
+BUCKET_ENCRYPTION = {
+    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": BUCKET_SSE_ALGORITHM}}]
+}

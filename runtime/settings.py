@@ -18,8 +18,9 @@ class ConfigError(ValueError):
 
 TIERS = ("web", "worker", "scaler")
 # The choices of each setting that takes one of a few words; Settings.validate checks them and
-# the tiers that act on them import them from here (scaler.policies builds one per POLICY).
-POLICIES = ("target", "seed")
+# the tiers that act on them import them from here (scaler.registry builds one per POLICY).
+POLICIES = ("drain", "target", "seed")
+DEFAULT_POLICY = "drain"  # projects drain times: docs/scaling.md
 RUNNERS = ("none", "process", "docker")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
 PREPROCESSES = ("default", "reference")
@@ -60,9 +61,15 @@ class Settings:
         256, "Waitress worker threads: each waiting upload holds one, so >= peak uploads", "web"
     )
     web_connection_limit: int = _setting(1024, "Waitress open-connection limit", "web")
+    web_idle_timeout_s: int = _setting(
+        20, "a connection that sends nothing this long (a stalled body) is closed", "web"
+    )
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    web_upload_memory_mb: int = _setting(
+        512, "upload bodies the web process holds at once; more wait (503 after the timeout)", "web"
+    )
     result_cache: bool = _setting(
         True, "answer repeated image bytes from the stored result of the same model", "web"
     )
@@ -104,6 +111,9 @@ class Settings:
     visibility_timeout_s: int = _setting(
         30, "SQS visibility timeout for requests", ("worker", "scaler")
     )
+    worker_decode_budget_mb: int = _setting(
+        1024, "estimated peak memory of the decodes a worker runs at once", "worker"
+    )
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
     torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
@@ -113,11 +123,17 @@ class Settings:
 
     # Scaler.
     policy: str = _setting(
-        "target", "scaling policy: 'target' or 'seed'", "scaler", choices=POLICIES
+        DEFAULT_POLICY,
+        f"scaling policy: {', '.join(POLICIES)} (docs/scaling.md)",
+        "scaler",
+        choices=POLICIES,
     )
-    # Workers label their throughput metric with it; the scaler reads the metric by it.
+    # Workers label their throughput metric with it, the web tier its accepted uploads; the
+    # scaler reads both by it.
     fleet_name: str = _setting(
-        "classifier-workers", "fleet tag value that marks our instances", ("worker", "scaler")
+        "classifier-workers",
+        "fleet tag value that marks our instances",
+        ("web", "worker", "scaler"),
     )
     fleet_min: int = _setting(0, "fewest running workers", "scaler")
     fleet_max: int = _setting(12, "most running workers (embedded: the core count)", "scaler")
@@ -127,6 +143,18 @@ class Settings:
     scaler_tick_s: float = _setting(2.0, "seconds between scaler decisions", "scaler")
     quiet_period_s: float = _setting(30.0, "idle seconds before scaling in", "scaler")
     latency_target_s: float = _setting(5.0, "queueing latency the target policy aims for", "scaler")
+    idle_delay_s: float = _setting(
+        2.0, "drain policy: idle seconds (nothing queued) before the fleet goes to zero", "scaler"
+    )
+    expected_boot_new_s: float = _setting(
+        40.0, "drain policy: seconds a new instance takes until its worker works", "scaler"
+    )
+    expected_boot_start_s: float = _setting(
+        10.0, "drain policy: seconds a stopped instance takes to work again", "scaler"
+    )
+    arrival_window_s: float = _setting(
+        1.0, "arrival rate: the lesser of the last two windows this long (bursts read 0)", "scaler"
+    )
     default_throughput_img_s: float = _setting(
         10.0, "per-worker images/s assumed until workers report theirs", "scaler"
     )
@@ -172,6 +200,8 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (self.web_upload_memory_mb >= 1, "WEB_UPLOAD_MEMORY_MB must be >= 1"),
+            (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
@@ -184,10 +214,19 @@ class Settings:
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
             (1 <= self.job_batch_max <= 10, "JOB_BATCH_MAX must be 1-10"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
+            (self.worker_decode_budget_mb >= 1, "WORKER_DECODE_BUDGET_MB must be >= 1"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),
             (self.scaler_tick_s > 0, "SCALER_TICK_S must be > 0"),
+            (self.quiet_period_s >= 0, "QUIET_PERIOD_S must be >= 0"),
+            (self.latency_target_s > 0, "LATENCY_TARGET_S must be > 0"),
+            (self.idle_delay_s >= 0, "IDLE_DELAY_S must be >= 0"),
+            (self.expected_boot_new_s >= 0, "EXPECTED_BOOT_NEW_S must be >= 0"),
+            (self.expected_boot_start_s >= 0, "EXPECTED_BOOT_START_S must be >= 0"),
+            (self.arrival_window_s > 0, "ARRIVAL_WINDOW_S must be > 0"),
+            (self.default_throughput_img_s > 0, "DEFAULT_THROUGHPUT_IMG_S must be > 0"),
+            (self.warm_pool_max >= 0, "WARM_POOL_MAX must be >= 0"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
         ]
         checks += [

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
+from runtime.readiness import is_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
@@ -124,13 +125,15 @@ def _instance(raw: dict) -> Instance | None:
         return None
     launched = _epoch(raw["LaunchTime"])
     started = _tag_float(tags, STARTED_AT_TAG)
+    # Real EC2 moves LaunchTime on each start; moto does not, so our start tag counts too.
+    run_began = max(launched, started or 0.0)
     return Instance(
         instance_id=raw["InstanceId"],
         state=raw["State"]["Name"],
-        # Real EC2 moves LaunchTime on each start; moto does not, so our start tag counts too.
-        launched_at=max(launched, started or 0.0),
+        launched_at=run_began,
         restarted=started is not None,
         stopped_at=_tag_float(tags, STOPPED_AT_TAG),
+        ready=is_ready(tags, run_began),
     )
 
 

@@ -24,6 +24,7 @@ class Instance:
     launched_at: float  # epoch seconds this run began (launch, or the latest start from stopped)
     restarted: bool = False  # this run is a start from stopped, not a new launch
     stopped_at: float | None = None  # epoch seconds of our last stop, when we know it
+    ready: bool = False  # its worker has loaded the model during this run (runtime.readiness)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def count_states(instances: Iterable[Instance]) -> dict[str, int]:
         if instance.state in counts:
             counts[instance.state] += 1
     return counts
+
+
+def starting(instances: Iterable[Instance]) -> int:
+    """Running instances whose worker still loads its model: capacity that serves nothing yet."""
+    return sum(1 for i in instances if i.state == "running" and not i.ready)
 
 
 def capacity(instances: Iterable[Instance]) -> int:
@@ -99,6 +105,30 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
     slots = max(0, rules.warm_pool_max - len(by_state["stopping"]) - len(stop))
     terminate = cancel + aged + fresh[slots:]
 
+    return Actions(
+        start=tuple(i.instance_id for i in start),
+        launch=launch,
+        stop=tuple(i.instance_id for i in stop),
+        terminate=tuple(i.instance_id for i in terminate),
+    )
+
+
+def plan_original(desired: int, instances: list[Instance]) -> Actions:
+    """The original design's executor, for policy `seed`: no warm pool and no scale-in under load.
+
+    Out: start stopped instances first, then launch. At zero (the queue is empty): stop every
+    running instance. Whatever is stopped and not started again is terminated at the next tick.
+    Pending instances are left to boot (EC2 cannot stop them); the next empty tick stops them.
+    """
+    if desired < 0:
+        raise ValueError(f"negative desired count {desired}")
+    by_state = {state: [i for i in instances if i.state == state] for state in FLEET_STATES}
+    have = len(by_state["pending"]) + len(by_state["running"])
+    start = by_state["stopped"][: max(0, desired - have)]
+    launch = max(0, desired - have - len(start))
+    stop = by_state["running"] if desired == 0 else []
+    started = {i.instance_id for i in start}
+    terminate = [i for i in by_state["stopped"] if i.instance_id not in started]
     return Actions(
         start=tuple(i.instance_id for i in start),
         launch=launch,

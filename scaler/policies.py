@@ -14,9 +14,6 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-
-from runtime.settings import POLICIES  # the POLICY choices; make_policy builds each
 
 SEED_IMAGES_PER_INSTANCE = 4
 
@@ -35,6 +32,12 @@ class Observation:
     throughput_img_s: float  # images per second one instance handles (measured or the default)
     # Highest raw demand over the last quiet period; None until the scaler has watched that long.
     window_peak: int | None = None
+    arrival_rate_img_s: float = 0.0  # requests per second arriving lately (sustained, not bursts)
+    steady_rate_img_s: float = 0.0  # the same over longer windows: is a trickle still flowing?
+    # Seconds until each pending or running instance works: 0 when running. One per capacity.
+    ready_in_s: tuple[float, ...] = ()
+    warm: int = 0  # stopped instances that a start brings back faster than a launch
+    idle_s: float = 0.0  # seconds since a tick last saw any load
 
     @property
     def load(self) -> int:
@@ -54,36 +57,65 @@ class TargetParams:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """Everything a policy is bound to besides the observation: the deployment's settings."""
+
+    limits: Limits
+    latency_target_s: float = 5.0  # target
+    activation_load: int = 0  # target
+    boot_new_s: float = 40.0  # drain: expected seconds from launch until a new worker works
+    boot_start_s: float = 10.0  # drain: the same from a start out of the warm pool
+    idle_delay_s: float = 2.0  # drain: idle seconds before the fleet goes to zero
+    batch_max: int = 10  # drain: one batch is the finest step a projection can tell apart
+
+
+@dataclass(frozen=True)
 class Decision:
     desired: int  # instance count to aim for now (within limits)
     raw: int  # what the load alone asks for, before the quiet period and the limits
-    reason: str
+    reason: str  # one line for people
+    code: str = ""  # the rule that decided, for machines (the dashboard words it)
+    facts: tuple[tuple[str, float | int | str], ...] = ()  # the numbers behind the rule
 
 
 Policy = Callable[[Observation], Decision]
 
 
-def _check(obs: Observation, limits: Limits) -> None:
+def check_observation(obs: Observation, limits: Limits) -> None:
     if obs.visible < 0 or obs.in_flight < 0 or obs.capacity < 0:
         raise PolicyError(f"negative count in {obs}")
     if not (obs.throughput_img_s > 0 and math.isfinite(obs.throughput_img_s)):
         raise PolicyError(f"throughput must be a positive number, got {obs.throughput_img_s!r}")
     if obs.window_peak is not None and obs.window_peak < 0:
         raise PolicyError(f"negative window peak {obs.window_peak}")
+    for rate in (obs.arrival_rate_img_s, obs.steady_rate_img_s):
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise PolicyError(f"arrival rates must be numbers >= 0, got {rate!r}")
+    if obs.warm < 0 or not obs.idle_s >= 0 or any(not r >= 0 for r in obs.ready_in_s):
+        raise PolicyError(f"negative warm pool, idle time or ready time in {obs}")
     if not 0 <= limits.min <= limits.max:
         raise PolicyError(f"need 0 <= min <= max, got {limits}")
 
 
-def _clamp(n: int, limits: Limits) -> int:
+def clamp(n: int, limits: Limits) -> int:
     return max(limits.min, min(n, limits.max))
 
 
 def seed(obs: Observation, limits: Limits) -> Decision:
-    """The original design: one instance per 4 visible images, up to max, no memory."""
-    _check(obs, limits)
+    """The original design: one instance per 4 visible images, up to max; never scales in while
+    anything is visible, and goes to zero (its planner: stop, then terminate) once nothing is."""
+    check_observation(obs, limits)
     raw = math.ceil(obs.visible / SEED_IMAGES_PER_INSTANCE)
-    desired = _clamp(raw, limits)
-    return Decision(desired, raw, f"ceil(visible {obs.visible} / {SEED_IMAGES_PER_INSTANCE})")
+    if obs.visible == 0:
+        return Decision(limits.min, raw, "queue empty: stop all", "empty", (("visible", 0),))
+    desired = max(obs.capacity, clamp(raw, limits))
+    return Decision(
+        desired,
+        raw,
+        f"ceil(visible {obs.visible} / {SEED_IMAGES_PER_INSTANCE}), never below the fleet",
+        "per-4-visible",
+        (("visible", obs.visible), ("per_instance", SEED_IMAGES_PER_INSTANCE)),
+    )
 
 
 def is_active(load: int, activation_load: int = 0) -> bool:
@@ -111,18 +143,21 @@ def target_raw(obs: Observation, params: TargetParams) -> tuple[int, str]:
 
 def target(obs: Observation, limits: Limits, params: TargetParams) -> Decision:
     """Target tracking on backlog per instance: out at once, in only after a quiet period."""
-    _check(obs, limits)
+    check_observation(obs, limits)
     raw, why = target_raw(obs, params)
+    facts = (("load", obs.load), ("capacity", obs.capacity), ("raw", raw))
     if raw >= obs.capacity:
-        return Decision(_clamp(raw, limits), raw, f"{why}: scale to demand")
+        return Decision(clamp(raw, limits), raw, f"{why}: scale to demand", "to-demand", facts)
     if obs.window_peak is None:
-        return Decision(_clamp(obs.capacity, limits), raw, f"{why}: hold, quiet period not watched")
+        reason = f"{why}: hold, quiet period not watched"
+        return Decision(clamp(obs.capacity, limits), raw, reason, "hold-unwatched", facts)
     keep = min(obs.capacity, max(raw, obs.window_peak))
+    facts = (*facts, ("window_peak", obs.window_peak))
     if keep == obs.capacity:
         reason = f"{why}: hold, peak {obs.window_peak} within quiet period"
-    else:
-        reason = f"{why}: scale in to quiet-period peak {max(raw, obs.window_peak)}"
-    return Decision(_clamp(keep, limits), raw, reason)
+        return Decision(clamp(keep, limits), raw, reason, "hold-peak", facts)
+    reason = f"{why}: scale in to quiet-period peak {max(raw, obs.window_peak)}"
+    return Decision(clamp(keep, limits), raw, reason, "quiet-scale-in", facts)
 
 
 class QuietWindow:
@@ -152,9 +187,18 @@ class QuietWindow:
         return max((r for t, r in self._samples if t >= now - self.period_s), default=0)
 
 
-def make_policy(name: str, limits: Limits, latency_target_s: float) -> Policy:
-    if name == "seed":
-        return partial(seed, limits=limits)
-    if name == "target":
-        return partial(target, limits=limits, params=TargetParams(latency_target_s))
-    raise PolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+class IdleClock:
+    """How long the queue has been idle: seconds since the last tick that saw any load.
+
+    Counted from that busy tick, not from the first idle one, so the fleet goes to zero at most
+    idle delay + one tick after the queue empties. Timestamps come from the caller.
+    """
+
+    def __init__(self):
+        self._busy_at: float | None = None
+
+    def observe(self, now: float, load: int) -> float:
+        """Record this tick's load; return the idle seconds the policy should see."""
+        if load > 0 or self._busy_at is None:
+            self._busy_at = now
+        return now - self._busy_at

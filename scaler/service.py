@@ -1,6 +1,7 @@
 """One scaler tick: measure, ask the policy, plan, act through EC2, let the local runner follow.
 
-Each decision is one log line carrying its inputs and reason; the last few are kept for /status.
+Each decision is one log line carrying its inputs and reason; the last few are kept for /status
+as structured records (see `DecisionRecord`), which the dashboard words as sentences.
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.failures import describe
 from runtime.settings import Settings
 from runtime.sqs import QueueAttributeError
+from scaler.arrivals import ArrivalGauge, Arrivals
+from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.lanes import job_share, per_instance
-from scaler.plan import Instance, PoolRules, capacity, count_states, plan
+from scaler.plan import CAPACITY_STATES, Instance, PoolRules, capacity, count_states, starting
 from scaler.policies import (
+    IdleClock,
     Limits,
     Observation,
     Policy,
+    PolicyConfig,
     PolicyError,
     QuietWindow,
-    make_policy,
 )
+from scaler.registry import make_planner, make_policy
 from scaler.runners.base import Runner
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,10 @@ class ScalerConfig:
     quiet_period_s: float
     pool: PoolRules
     job_fleet_max: int = 0  # 0: the job lane may use the whole fleet
+    boot_new_s: float = 40.0  # expected: a pending instance works this long after its launch
+    boot_start_s: float = 10.0  # ... or after its start from stopped
+    idle_delay_s: float = 2.0
+    batch_max: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScalerConfig:
@@ -55,7 +64,28 @@ class ScalerConfig:
             quiet_period_s=settings.quiet_period_s,
             pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s),
             job_fleet_max=settings.job_fleet_max,
+            boot_new_s=settings.expected_boot_new_s,
+            boot_start_s=settings.expected_boot_start_s,
+            idle_delay_s=settings.idle_delay_s,
+            batch_max=settings.batch_max,
         )
+
+    def policy_config(self) -> PolicyConfig:
+        return PolicyConfig(
+            limits=self.limits,
+            latency_target_s=self.latency_target_s,
+            boot_new_s=self.boot_new_s,
+            boot_start_s=self.boot_start_s,
+            idle_delay_s=self.idle_delay_s,
+            batch_max=self.batch_max,
+        )
+
+    def ready_in_s(self, instance: Instance, now: float) -> float:
+        """Seconds until a pending or running instance works, from its state and (re)start."""
+        if instance.state == "running":
+            return 0.0
+        boot = self.boot_start_s if instance.restarted else self.boot_new_s
+        return max(0.0, instance.launched_at + boot - now)
 
 
 class Scaler:
@@ -66,22 +96,26 @@ class Scaler:
         fleet: Fleet,
         queue: QueueGauge,
         throughput: ThroughputGauge,
+        arrivals: ArrivalGauge | None = None,
         runner: Runner | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
-        self._policy: Policy = make_policy(config.policy, config.limits, config.latency_target_s)
+        self._policy: Policy = make_policy(config.policy, config.policy_config())
+        self._plan = make_planner(config.policy, config.pool)
         self._window = QuietWindow(config.quiet_period_s)
+        self._idle = IdleClock()
+        self._arrivals = arrivals
         self._fleet = fleet
         self._queue = queue
         self._throughput = throughput
         self._runner = runner
         self._clock = clock
         self._lock = threading.Lock()
-        self._decisions: deque[str] = deque(maxlen=DECISIONS_KEPT)
+        self._decisions: deque[dict] = deque(maxlen=DECISIONS_KEPT)
         self._last_key: tuple | None = None
         self._depth = QueueDepth(0, 0, 0)
-        self._fleet_counts = count_states([])
+        self._fleet_counts = self._counts([])
         self._img_s = 0.0
 
     def tick(self) -> None:
@@ -93,7 +127,10 @@ class Scaler:
             line = f"tick failed ({describe(error)}); fleet stays as it is"
             log.error("decision %s", line, exc_info=error)
             self._last_key = ("tick-error",)
-            self._remember(line)
+            record = decision_record(self._clock(), self.config.policy, None, None, None)
+            self._remember(
+                {**record, "ok": False, "code": "tick-error", "reason": line, "text": line}
+            )
 
     def _tick(self) -> None:
         now = self._clock()
@@ -118,12 +155,19 @@ class Scaler:
         except PolicyError as error:
             self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
             return
+        arrivals = self._arrivals.read() if self._arrivals else Arrivals(0.0, 0.0, False)
+        live = [i for i in instances if i.state in CAPACITY_STATES]
         obs = Observation(
             visible=depth.visible + jobs,
             in_flight=depth.in_flight,
             capacity=capacity(instances),
             throughput_img_s=throughput.img_s,
             window_peak=self._window.peak(now),
+            arrival_rate_img_s=arrivals.rate_img_s,
+            steady_rate_img_s=arrivals.steady_img_s,
+            ready_in_s=tuple(self.config.ready_in_s(i, now) for i in live),
+            warm=sum(1 for i in instances if i.state == "stopped"),
+            idle_s=self._idle.observe(now, depth.visible),
         )
         try:
             decision = self._policy(obs)
@@ -131,23 +175,26 @@ class Scaler:
             self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
             return
         self._window.observe(now, decision.raw)
-        actions = plan(decision.desired, instances, now, self.config.pool)
+        actions = self._plan(decision.desired, instances, now)
         with self._lock:
             self._depth, self._img_s = depth, throughput.img_s
         line = (
             f"policy={self.config.policy} visible={depth.visible} in_flight={obs.in_flight} "
             f"jobs={depth.job_load}(counted {jobs}) "
-            f"capacity={obs.capacity} throughput={obs.throughput_img_s:.1f}"
+            f"capacity={obs.capacity} warm={obs.warm} arrivals={obs.arrival_rate_img_s:g}/s "
+            f"steady={obs.steady_rate_img_s:g}/s idle={obs.idle_s:.1f}s "
+            f"throughput={obs.throughput_img_s:.1f}"
             f"{'' if throughput.measured else '(default)'} peak={obs.window_peak} "
             f"raw={decision.raw} desired={decision.desired} {actions.describe()} "
-            f"reason={decision.reason!r}"
+            f"rule={decision.code} reason={decision.reason!r}"
         )
+        record = decision_record(now, self.config.policy, obs, decision, actions)
         try:
             self._fleet.apply(actions)
         except _AWS_ERRORS as error:
-            self._failed("apply", f"{line} FAILED ({describe(error)})")
+            self._failed("apply", f"{line} FAILED ({describe(error)})", record)
             return
-        self._record((decision.desired, bool(actions)), line, bool(actions))
+        self._record((decision.desired, bool(actions)), {**record, "text": line}, bool(actions))
         if actions:
             # Local instances change state at once: their workers (and /status) follow this tick.
             try:
@@ -159,26 +206,32 @@ class Scaler:
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
-            self._fleet_counts = count_states(instances)
+            self._fleet_counts = self._counts(instances)
         if self._runner is not None:
             self._runner.reconcile([view(i) for i in instances])
 
-    def _record(self, key: tuple, line: str, acted: bool, level: int = logging.INFO) -> None:
+    @staticmethod
+    def _counts(instances: list[Instance]) -> dict[str, int]:
+        # "starting" is part of "running": instances whose worker still loads the model.
+        return {**count_states(instances), "starting": starting(instances)}
+
+    def _record(self, key: tuple, record: dict, acted: bool, level: int = logging.INFO) -> None:
         # Log a tick that acted, failed or changed its mind; identical quiet ticks only at debug.
         if not acted and key == self._last_key:
-            log.debug("decision %s", line)
+            log.debug("decision %s", record["text"])
             return
         self._last_key = key
-        log.log(level, "decision %s", line)
-        self._remember(line)
+        log.log(level, "decision %s", record["text"])
+        self._remember(record)
 
-    def _remember(self, line: str) -> None:
-        stamped = f"{time.strftime('%H:%M:%S', time.localtime(self._clock()))} {line}"
+    def _remember(self, record: dict) -> None:
         with self._lock:
-            self._decisions.append(stamped)
+            self._decisions.append(record)
 
-    def _failed(self, what: str, line: str) -> None:
-        self._record((f"{what}-error",), line, acted=True, level=logging.WARNING)
+    def _failed(self, what: str, line: str, record: dict | None = None) -> None:
+        failed = record or decision_record(self._clock(), self.config.policy, None, None, None)
+        failed = {**failed, "ok": False, "code": f"{what}-error", "reason": line, "text": line}
+        self._record((f"{what}-error",), failed, acted=True, level=logging.WARNING)
 
     def status(self) -> dict:
         with self._lock:
@@ -192,6 +245,7 @@ class Scaler:
                 },
                 "fleet": dict(self._fleet_counts),
                 "policy": self.config.policy,
+                "limits": {"min": self.config.limits.min, "max": self.config.limits.max},
                 "decisions": list(self._decisions),
                 "throughput_img_s": self._img_s,
             }
@@ -210,5 +264,6 @@ def build_scaler(
         throughput=ThroughputGauge(
             cloudwatch, settings.fleet_name, settings.default_throughput_img_s
         ),
+        arrivals=ArrivalGauge(cloudwatch, settings.fleet_name, settings.arrival_window_s),
         runner=runner,
     )

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real moto server over HTTP, and the embedded stack's real processes."""
+"""Shared fixtures: a real moto server over HTTP, and the embedded stack's real processes; moto
+in this process for unit tests of one module's logic."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto import mock_aws
 
 from embedded.provision import provision
 from embedded.stack import Stack, aws_env, default_env, python_module, wait_http
@@ -53,6 +55,21 @@ def aws_client(moto_endpoint):
         return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
 
     return make
+
+
+@pytest.fixture(scope="module")
+def in_process_aws():
+    """moto inside the test process (mock_aws): the same AWS behaviour without a server or HTTP,
+    for tests of one module's logic. End-to-end tests keep `aws_client` and real processes.
+    One per test module, as the server is one per session: tests isolate by resource names."""
+    with pytest.MonkeyPatch.context() as patch, mock_aws():
+        # An endpoint set by the session's moto server would send the calls past the mock.
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+        def make(service: str):
+            return boto3.client(service, region_name="us-east-1")
+
+        yield make
 
 
 class Service:

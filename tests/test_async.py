@@ -7,6 +7,7 @@ import time
 import boto3
 import requests
 
+from embedded.provision import UPLOADS_EXPIRE_DAYS
 from runtime.keys import result_key, started_key
 from tests.http_client import photos, upload
 
@@ -79,12 +80,18 @@ def test_unknown_async_id_is_404(running_service):
 def test_results_uploads_and_jobs_expire_by_lifecycle_rules(running_service):
     s3 = boto3.client("s3", endpoint_url=running_service.env["AWS_ENDPOINT_URL"])
     days = running_service.settings.result_expiry_days
-    for bucket in (running_service.settings.input_bucket, running_service.settings.output_bucket):
+    wanted = {
+        running_service.settings.input_bucket: {"uploads/": UPLOADS_EXPIRE_DAYS, "jobs/": days},
+        running_service.settings.output_bucket: {
+            p: days for p in ("results/", "started/", "jobs/")
+        },
+    }
+    for bucket in wanted:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         expiring = {
             rule["Filter"]["Prefix"]: rule["Expiration"]["Days"]
             for rule in rules
             if rule["Status"] == "Enabled"
         }
-        assert expiring == {p: days for p in ("uploads/", "results/", "started/", "jobs/")}
+        assert expiring == wanted[bucket]
         assert "cache/" not in expiring  # the content cache outlives any one request

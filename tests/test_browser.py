@@ -1,9 +1,11 @@
 """The page in a real browser: headless Debian chromium, driven by Selenium over chromedriver.
 
 The service behind it is real too: moto over HTTP, a web process, and the scaler starting worker
-processes (RUNNER=process) from an empty fleet. The browser uploads a real photo and reads its
-label, then watches the dashboard while a burst of uploads makes the scaler grow the fleet.
-Screenshots land in test-artifacts/ (gitignored).
+processes (RUNNER=process) from an empty fleet, with the result cache off. The browser uploads a
+real photo and reads its label, then watches the dashboard through a burst: the workers show as
+starting while their model loads, the scale-out decision reads as a sentence, stopped instances
+are drawn apart from running ones after scale-in, and a reload keeps the history. Screenshots of
+the dashboard at desktop and phone width are saved in docs/ (the README's pictures).
 
 Needs: apt-get install -y chromium chromium-driver; pip install selenium. Without them the
 browser tests skip; the page's own tests (served, offline, POST / unchanged) always run.
@@ -38,6 +40,7 @@ except ImportError:  # the page's own tests below still run
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
+PICTURES = ROOT / "docs"
 FLEET_MAX = 2
 
 
@@ -62,8 +65,15 @@ def test_get_root_serves_the_page_under_a_strict_content_policy(page_client):
     policy = response.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     # Offline: every asset the page names is on this server.
-    assets = re.findall(r'(?:src|href)="([^"]+)"', response.text)
-    assert assets and all(a.startswith("/static/") for a in assets), assets
+    # Offline: every address the page names is on this server (links too), and every asset it
+    # loads, with the modules its script imports, is served.
+    addresses = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+    assert all(a.startswith(("/", "#")) and not a.startswith("//") for a in addresses), addresses
+    assets = [a for a in addresses if a.startswith("/static/")]
+    assert "/static/app.js" in assets
+    imported = re.findall(r'from "\./([\w.]+)"', page_client.simulate_get("/static/app.js").text)
+    assets += [f"/static/{module}" for module in imported]
+    assert len(imported) >= 2, imported
     for asset in assets:
         served = page_client.simulate_get(asset)
         assert served.status_code == 200, asset
@@ -143,10 +153,12 @@ def elastic(moto_endpoint, tmp_path_factory):
         SCALER_TICK_S="0.5",
         SCALER_STATUS_PORT=str(status_port),
         SCALER_STATUS_URL=f"http://127.0.0.1:{status_port}/status",
-        QUIET_PERIOD_S="120",  # no scale-in while the test watches
+        POLICY="target",  # the rule with a quiet period and a per-worker backlog target
+        QUIET_PERIOD_S="8",  # scale-in soon after the burst, so the test sees it
         DEFAULT_THROUGHPUT_IMG_S="1",
         LATENCY_TARGET_S="2",  # two queued images per worker: a small burst asks for the max
         TORCH_THREADS="1",  # two workers share two cores
+        RESULT_CACHE="false",  # every upload reaches a worker
     )
     service.provision()
     scaler = service.stack.start("scaler", python_module("scaler"))
@@ -160,15 +172,61 @@ def tile(browser, element_id: str) -> str:
     return browser.find_element(By.ID, element_id).text
 
 
-def running(browser) -> int | None:
-    text = tile(browser, "fleet-running")
+def number(browser, element_id: str) -> int | None:
+    text = tile(browser, element_id)
     return int(text) if text.isdigit() else None
 
 
-def test_upload_a_photo_and_see_its_label_and_top5(browser, elastic):
-    browser.get(elastic.webs[0])
+def decision_list(browser) -> list[dict]:
+    """The decisions as shown, read in one go (the list is redrawn as decisions arrive)."""
+    return browser.execute_script(
+        """return [...document.querySelectorAll("#decisions li")].map((li) => ({
+            acted: li.classList.contains("acted"),
+            sentence: li.querySelector(".sentence")?.textContent ?? li.textContent,
+            summary: li.querySelector("summary")?.textContent ?? "",
+            open: Boolean(li.querySelector("details")?.open),
+            raw: li.querySelector("details code")?.textContent ?? "",
+        }));"""
+    )
+
+
+def open_page(browser, url: str) -> None:
+    browser.get(url)
     wait_until(lambda: tile(browser, "connection") == "live", "the dashboard to go live", 30)
-    assert running(browser) == 0  # nothing runs before the first upload
+
+
+# Counts the fleet chart's pixels of each state's colour in a band of columns (CSS pixels from
+# the right edge): what a person sees there, read from the canvas itself.
+CHART_COLOURS = """
+const canvas = document.getElementById("fleet-chart");
+const [fromRight, toRight] = [arguments[0], arguments[1] ?? canvas.clientWidth];
+const ratio = canvas.width / canvas.clientWidth;
+const css = getComputedStyle(document.documentElement);
+const rgb = (name) => {
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = css.getPropertyValue(`--${name}`).trim();
+  const hex = probe.fillStyle.slice(1);
+  return [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16));
+};
+const names = ["ready", "starting", "pending", "stopping", "stopped"];
+const targets = names.map(rgb);
+const x0 = Math.round(canvas.width - toRight * ratio);
+const width = Math.round((toRight - fromRight) * ratio);
+const data = canvas.getContext("2d").getImageData(x0, 0, width, canvas.height).data;
+const counts = Object.fromEntries(names.map((n) => [n, 0]));
+for (let i = 0; i < data.length; i += 4) {
+  targets.forEach((t, k) => {
+    const distance = [0, 1, 2].reduce((sum, c) => sum + Math.abs(data[i + c] - t[c]), 0);
+    if (distance < 30) counts[names[k]] += 1;
+  });
+}
+return counts;
+"""
+
+
+def test_upload_a_photo_and_see_its_label_top5_and_where_it_came_from(browser, elastic):
+    open_page(browser, elastic.webs[0])
+    assert number(browser, "fleet-running") == 0  # nothing runs before the first upload
     name = "chelsea.jpg"
     browser.find_element(By.ID, "files").send_keys(str(IMAGES / name))
     card = wait_until(
@@ -183,45 +241,105 @@ def test_upload_a_photo_and_see_its_label_and_top5(browser, elastic):
     assert rows[0].find_element(By.CSS_SELECTOR, ".name").text == label
     scores = [float(r.find_element(By.CSS_SELECTOR, ".score").text.rstrip("%")) for r in rows]
     assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 100
+    # Where the answer came from: its time (a cold fleet: it waited for a worker start), the
+    # worker instance, the model, and a link to the stored result.
+    facts = card.find_element(By.CSS_SELECTOR, ".facts").text
+    assert re.match(r"^\d+(\.\d)? m?s · included a worker start · worker i-[0-9a-f]+ · ", facts)
+    assert "efficientnet_lite0" in facts
+    link = card.find_element(By.LINK_TEXT, "result JSON").get_attribute("href")
+    assert re.search(r"/results/[0-9a-f]{32}$", link)
+    assert tile(browser, "about-model") == "efficientnet_lite0 (ImageNet, 1000 classes)"
+
+    # A file that is no image: the server's reason, and no broken preview.
+    text_file = ARTIFACTS / "notes.txt"
+    text_file.write_text("not an image\n")
+    browser.find_element(By.ID, "files").send_keys(str(text_file))
+    rejected = wait_until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".card[data-state='error']"), "the refusal"
+    )[0]
+    assert rejected.find_element(By.CSS_SELECTOR, ".label").text.startswith("415: ")
+    assert not rejected.find_elements(By.CSS_SELECTOR, "img")
     browser.save_screenshot(str(ARTIFACTS / "upload.png"))
 
 
-def test_dashboard_shows_the_fleet_grow_during_a_burst(browser, elastic):
-    browser.get(elastic.webs[0])
-    wait_until(lambda: running(browser) is not None, "the fleet count")
-    before = running(browser)
-    assert before < FLEET_MAX
+def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser, elastic):
+    open_page(browser, elastic.webs[0])
+    wait_until(lambda: number(browser, "fleet-running") == 0, "the fleet to be idle", 180)
     images = variants(30)
-    seen_running, seen_queued = {before}, set()
+    seen = {"starting": 0, "capacity": 0, "waiting": 0}
     with ThreadPoolExecutor(max_workers=len(images)) as pool:
         answers = [pool.submit(upload, elastic.webs[0], data, name) for name, data in images]
 
         def grown() -> bool:
-            now_running = running(browser)
-            # The backlog: waiting plus taken by a worker (a running worker empties "waiting").
-            counts = [tile(browser, "queue-visible"), tile(browser, "queue-in-flight")]
-            seen_running.add(now_running)
-            seen_queued.add(
-                sum(int(c) for c in counts) if all(c.isdigit() for c in counts) else None
+            starting, ready = number(browser, "fleet-starting"), number(browser, "fleet-running")
+            waiting = number(browser, "queue-visible") or 0
+            seen["starting"] = max(seen["starting"], starting or 0)
+            seen["capacity"] = max(seen["capacity"], (starting or 0) + (ready or 0))
+            seen["waiting"] = max(
+                seen["waiting"], waiting + (number(browser, "queue-in-flight") or 0)
             )
-            return now_running == FLEET_MAX
+            return seen["starting"] > 0 and seen["capacity"] == FLEET_MAX
 
-        wait_until(grown, f"the dashboard to show {FLEET_MAX} running workers", 180, 0.25)
-        time.sleep(3)  # a few more samples on the chart before the picture
-        browser.save_screenshot(str(ARTIFACTS / "dashboard-burst.png"))
+        wait_until(grown, f"{FLEET_MAX} workers, shown as starting while they load", 180, 0.25)
+        time.sleep(2)  # a few more samples on the chart before the picture
+        browser.save_screenshot(str(PICTURES / "dashboard.png"))
         statuses = [answer.result().status_code for answer in answers]
     assert statuses == [200] * len(images)
-    assert FLEET_MAX in seen_running and before in seen_running
-    assert max(q for q in seen_queued if q is not None) > 0  # the backlog showed up too
-    decisions = browser.find_elements(By.CSS_SELECTOR, "#decisions li")
-    assert decisions and "desired=" in decisions[0].text  # the scaler's newest decision
+    assert seen["waiting"] > 0  # the backlog showed up too
+
+    # The scale-out, as a sentence; its raw inputs behind a disclosure.
+    # (Uploads arrive over a tick or two: the fleet may go 0 -> 1 -> 2 or straight to 2.)
+    scale_out = re.compile(rf"^Scaled out \d → {FLEET_MAX}( \(the maximum\))?: \d+ waiting")
+    shown = []
+
+    def to_the_maximum():
+        shown[:] = decision_list(browser)
+        return [d for d in shown if scale_out.match(d["sentence"])]
+
+    decision = wait_until(to_the_maximum, f"the scale-out decision among {shown}", 30)[0]
+    words = decision["sentence"]
+    assert decision["acted"], decision
+    # The cap is named exactly when the load asked for more than the maximum.
+    asked = int(re.search(r"raw=(\d+)", decision["raw"]).group(1))
+    assert words.endswith(f"capped at the maximum {FLEET_MAX}.") == (asked > FLEET_MAX), decision
+    assert decision["summary"] == "inputs" and not decision["open"]  # behind the disclosure
+    assert "launch=" in decision["raw"]
+
+    # Scale-in: nothing runs, the instances wait stopped, and the chart does not draw them as
+    # a block like running ones (only a dotted outline), since they cost nothing.
+    def scaled_in() -> bool:
+        idle = number(browser, "fleet-running") == 0 and number(browser, "fleet-starting") == 0
+        return idle and number(browser, "fleet-pending") == 0 and number(browser, "fleet-stopped")
+
+    wait_until(scaled_in, "scale-in to stopped instances", 180)
+    # The chart's right edge (its newest seconds) shows the same once those samples arrive.
+    edge = {}
+
+    def edge_stopped() -> bool:
+        edge.update(browser.execute_script(CHART_COLOURS, 8, 24))
+        return edge["stopped"] > 0 and edge["ready"] == edge["starting"] == edge["pending"] == 0
+
+    wait_until(edge_stopped, f"only stopped instances at the chart's right edge ({edge})", 60, 1)
+    decisions = [d["sentence"] for d in decision_list(browser)]
+    assert any(d.startswith(f"Scaled in {FLEET_MAX} → ") for d in decisions), decisions
+
+    # A reload keeps it all: the history comes from the server, not from the tab.
+    open_page(browser, elastic.webs[0])
+    decisions = wait_until(
+        lambda: [d["sentence"] for d in decision_list(browser) if d["acted"]], "history"
+    )
+    assert any(scale_out.match(d) for d in decisions), decisions
+    whole = browser.execute_script(CHART_COLOURS, 0, None)
+    assert whole["ready"] + whole["starting"] > 0, whole  # the burst's workers, from history
+    assert number(browser, "fleet-running") == 0
+    assert int(tile(browser, "instance-seconds").replace(",", "")) > 0
+    browser.save_screenshot(str(PICTURES / "dashboard-after.png"))
 
 
 def test_readable_at_phone_width_and_usable_by_keyboard(browser, elastic):
     browser.set_window_size(390, 844)
     try:
-        browser.get(elastic.webs[0])
-        wait_until(lambda: tile(browser, "connection") == "live", "the dashboard to go live", 30)
+        open_page(browser, elastic.webs[0])
         width = browser.execute_script(
             "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
@@ -229,10 +347,22 @@ def test_readable_at_phone_width_and_usable_by_keyboard(browser, elastic):
         for control in browser.find_elements(By.CSS_SELECTOR, "input"):
             control_id = control.get_attribute("id")
             assert browser.find_elements(By.CSS_SELECTOR, f"label[for='{control_id}']"), control_id
-        ActionChains(browser).send_keys(Keys.TAB).perform()
-        focused = browser.switch_to.active_element
-        assert focused.get_attribute("id") == "files"  # the first stop is the file picker
-        browser.save_screenshot(str(ARTIFACTS / "phone.png"))
+        # Charts keep a readable height at phone width (not squeezed to a strip by the width).
+        for chart in ("fleet-chart", "queue-chart"):
+            size = browser.find_element(By.ID, chart).size
+            assert size["width"] >= 300 and size["height"] >= 140, (chart, size)
+        # The first stops are the header's links, then the file picker.
+        stops = []
+        for _ in range(6):
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+            focused = browser.switch_to.active_element
+            stops.append(focused.get_attribute("id") or focused.text)
+            if stops[-1] == "files":
+                break
+        assert stops[0] == "API" and stops[-1] == "files", stops
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(390, height)
+        browser.save_screenshot(str(PICTURES / "dashboard-phone.png"))
     finally:
         browser.set_window_size(1400, 1000)
 

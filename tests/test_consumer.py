@@ -1,4 +1,4 @@
-"""The consume loop against a real moto server, with a stand-in classifier (fast, unit level)."""
+"""The consume loop against moto in this process, with a stand-in classifier (unit level)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def stub_decode(data: bytes) -> str:
 
 
 @pytest.fixture
-def env(aws_client, request):
+def env(in_process_aws, request):
     name = f"c{abs(hash(request.node.nodeid)) % 10**8}"
     settings = Settings(
         input_bucket=f"{name}-in",
@@ -47,22 +47,28 @@ def env(aws_client, request):
         reply_queue_prefix=f"{name}-reply-",
         max_receive_count=2,
     )
-    s3, sqs = aws_client("s3"), aws_client("sqs")
+    s3, sqs = in_process_aws("s3"), in_process_aws("sqs")
     urls = provision(settings, s3, sqs)
     reply_url = sqs.create_queue(QueueName=f"{name}-reply-1")["QueueUrl"]
     classifier = StubClassifier()
-    consumer = Consumer(
-        sqs=sqs,
-        s3=s3,
-        classifier=classifier,
-        decode=stub_decode,
-        queue_url=urls["request_queue_url"],
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        reply_prefix=settings.reply_queue_prefix,
-        wait_s=1,
-    )
+
+    def make_consumer(**extra) -> Consumer:
+        return Consumer(
+            sqs=sqs,
+            s3=s3,
+            classifier=classifier,
+            decode=stub_decode,
+            queue_url=urls["request_queue_url"],
+            input_bucket=settings.input_bucket,
+            output_bucket=settings.output_bucket,
+            reply_prefix=settings.reply_queue_prefix,
+            wait_s=1,
+            **extra,
+        )
+
+    consumer = make_consumer()
     return {
+        "make_consumer": make_consumer,
         "settings": settings,
         "s3": s3,
         "sqs": sqs,
@@ -126,6 +132,19 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
     assert depth(env, env["urls"]["request_queue_url"]) == 0
 
 
+def test_results_name_the_worker_and_say_when_a_request_waited_for_its_start(env):
+    early = send(env, 0, b"img0")  # queued while no worker was ready
+    time.sleep(0.05)  # SentTimestamp has millisecond resolution
+    consumer = env["make_consumer"](instance="i-0123456789abcdef0")  # model loaded: ready now
+    time.sleep(0.05)
+    late = send(env, 1, b"img1")
+    consumer.process(consumer._receive())
+    replies = {r.id: r for r in (Result.decode(m["Body"]) for m in receive(env, env["reply"]))}
+    assert {r.instance for r in replies.values()} == {"i-0123456789abcdef0"}
+    assert replies[early.id].timings_ms["worker_start"] == 1
+    assert "worker_start" not in replies[late.id].timings_ms
+
+
 def test_undecodable_image_gets_an_error_reply_and_is_not_retried(env):
     send(env, 1, b"BAD bytes")
     drain_once(env)
@@ -151,17 +170,29 @@ def test_unparseable_message_ends_in_the_dlq(env):
     assert depth(env, env["urls"]["dead_letter_queue_url"]) == 1
 
 
-def test_foreign_reply_queue_is_refused(env):
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
+        # Issue 11 finding 9: the right name prefix on another host or account is not ours.
+        "https://evil.example/123456789012/{prefix}x",
+        "{base}/999999999999/{prefix}x",
+    ],
+)
+def test_foreign_reply_queue_is_refused(env, reply_to):
     request_id = "e" * 32
+    base = env["urls"]["request_queue_url"].rsplit("/", 2)[0]
     body = Request.create(
         request_id,
         "x.jpg",
-        "https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
+        reply_to.format(prefix=env["settings"].reply_queue_prefix, base=base),
         time.time() + 60,
     ).encode()
+    bucket = env["settings"].input_bucket
+    env["s3"].put_object(Bucket=bucket, Key=f"uploads/{request_id}", Body=b"x")
     env["sqs"].send_message(QueueUrl=env["urls"]["request_queue_url"], MessageBody=body)
     drain_once(env)
-    assert env["classifier"].batches == []
+    assert env["classifier"].batches == []  # refused before any work, nothing sent anywhere
 
 
 def test_duplicate_delivery_stores_one_result(env):
@@ -236,3 +267,58 @@ def test_model_fault_leaves_the_batch_for_redelivery(env):
     drain_once(env)
     assert receive(env, env["reply"]) == []
     assert depth(env, env["urls"]["request_queue_url"]) == 1  # not deleted
+
+
+def _crafted_bodies(env) -> list[str]:
+    """Issue 11 finding 3: bodies whose parsing raised something other than MessageError."""
+    sound = json.loads(send_body(env, 90))
+    huge_deadline = json.dumps(sound).replace(
+        json.dumps(sound["deadline"]), "1" + "0" * 400
+    )  # 10**400: float() overflows
+    return [huge_deadline, "[" * 200_000 + "]" * 200_000, '{"v": 1, "deadline": NaN}']
+
+
+def send_body(env, index: int) -> str:
+    request_id = f"{index:032x}"
+    return Request(
+        id=request_id,
+        key=f"uploads/{request_id}",
+        filename=f"f{index}.jpg",
+        reply_to=env["reply"],
+        deadline=time.time() + 60,
+    ).encode()
+
+
+def test_crafted_messages_fail_alone_and_the_batch_is_classified(env):
+    queue_url = env["urls"]["request_queue_url"]
+    for body in _crafted_bodies(env):
+        env["sqs"].send_message(QueueUrl=queue_url, MessageBody=body)
+    good = [send(env, i, f"img{i}".encode()) for i in range(4)]
+    messages = []
+    while len(messages) < 7:
+        messages += env["consumer"]._receive()
+    env["consumer"].process(messages)  # one batch: 3 crafted + 4 sound
+    assert env["classifier"].batches == [4]
+    replies = {r.id: r for r in map(Result.decode, (m["Body"] for m in receive(env, env["reply"])))}
+    assert all(replies[request.id].ok for request in good)
+    # The overflowing deadline still names an id and a reply queue: its client hears why.
+    assert "out of range" in replies[f"{90:032x}"].error
+    stats = env["consumer"].stats
+    assert stats._in_hand == 0 and stats.busy_s > 0  # the busy clock stopped
+
+
+def test_the_worker_refuses_an_image_over_the_decoded_size_limit(env):
+    """Issue 11 finding 6: the worker decoded without the pixel limit; a request put on the
+    queue behind the web tier's back must not make it allocate a gigabyte."""
+    from tests.big_images import png16
+    from worker.budget import DecodeBudget
+    from worker.imaging import decode
+
+    consumer = env["consumer"]
+    consumer._decode = decode
+    consumer._budget = DecodeBudget(2**30, Settings().max_pixels)
+    send(env, 5, png16(6300, 6300))
+    drain_once(env)
+    (reply,) = [Result.decode(m["Body"]) for m in receive(env, env["reply"])]
+    assert "more than the 114 MiB allowed" in reply.error
+    assert env["classifier"].batches == []

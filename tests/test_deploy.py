@@ -24,6 +24,7 @@ import runtime.cloudwatch
 from deployment import iam, template
 from deployment.stack import Change, Stack
 from deployment.userdata import render
+from runtime.resources import READY_AT_TAG
 from runtime.settings import Settings
 from tests.conftest import ROOT
 
@@ -258,7 +259,16 @@ WORKER_WRITES = ("results", "started", "jobs")
 def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_client):
     settings = stack_settings(deployed)
     stmts = role_policy(deployed, aws_client, "WorkerRole")
-    assert not {a for a in actions_of(stmts) if a.startswith(("ec2:", "iam:", "sts:"))}
+    assert {a for a in actions_of(stmts) if a.startswith(("ec2:", "iam:", "sts:"))} == {
+        "ec2:CreateTags"
+    }
+    # Its one EC2 right: the readiness tag, and no other key, on fleet instances only.
+    (tag,) = [s for s in stmts if "ec2:CreateTags" in s["Action"]]
+    assert tag["Action"] == ["ec2:CreateTags"]
+    assert tag["Condition"] == {
+        "StringEquals": {f"aws:ResourceTag/{iam.FLEET_TAG}": settings.fleet_name},
+        "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG]},
+    }
     arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}"
     for s in stmts:
         for action in s["Action"]:
@@ -377,14 +387,15 @@ def test_no_policy_grants_everything(deployed, aws_client):
             assert not any("*" in action for action in s["Action"]), s
             if "*" in s["Resource"]:
                 assert set(s["Action"]) <= resourceless, s
-    put_metric = next(
-        s
-        for s in role_policy(deployed, aws_client, "WorkerRole")
-        if "cloudwatch:PutMetricData" in s["Action"]
-    )
-    assert put_metric["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
-    }
+    for role in ("WorkerRole", "WebRole"):  # throughput; accepted uploads per second
+        put_metric = next(
+            s
+            for s in role_policy(deployed, aws_client, role)
+            if "cloudwatch:PutMetricData" in s["Action"]
+        )
+        assert put_metric["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": runtime.cloudwatch.NAMESPACE}
+        }
 
 
 # --- teardown ---------------------------------------------------------------------------------

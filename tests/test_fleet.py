@@ -7,11 +7,20 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from runtime.readiness import announce_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template, view
-from scaler.plan import Actions, Instance, PoolRules, capacity, count_states, plan
+from scaler.plan import (
+    Actions,
+    Instance,
+    PoolRules,
+    capacity,
+    count_states,
+    plan,
+    plan_original,
+)
 
 RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
 NOW = 10_000.0
@@ -84,6 +93,36 @@ def test_zero_pool_terminates_every_stopped_instance():
     rules = PoolRules(warm_pool_max=0, stopped_max_age_s=3600.0)
     fleet = [inst("s1", "stopped", stopped_at=NOW), inst("r1", "running")]
     assert plan(0, fleet, NOW, rules) == Actions(stop=("r1",), terminate=("s1",))
+
+
+@pytest.mark.parametrize(
+    ("desired", "fleet", "actions"),
+    [
+        # Out: restart what is stopped, then launch.
+        (3, [inst("r1", "running"), inst("s1", "stopped")], Actions(start=("s1",), launch=1)),
+        # Never in while anything is visible (the policy never asks for less than the fleet).
+        (2, [inst("r1", "running"), inst("p1", "pending")], Actions()),
+        # Queue empty: stop every running instance; booting ones are left to come up.
+        (
+            0,
+            [inst("r1", "running"), inst("r2", "running"), inst("p1", "pending")],
+            Actions(stop=("r1", "r2")),
+        ),
+        # Next tick: what is stopped is terminated, no warm pool kept.
+        (
+            0,
+            [inst("s1", "stopped"), inst("s2", "stopped"), inst("x1", "stopping")],
+            Actions(terminate=("s1", "s2")),
+        ),
+        (
+            1,
+            [inst("s1", "stopped"), inst("s2", "stopped")],
+            Actions(start=("s1",), terminate=("s2",)),
+        ),
+    ],
+)
+def test_original_executor(desired, fleet, actions):
+    assert plan_original(desired, fleet) == actions
 
 
 def test_plan_rejects_negative_desired():
@@ -203,6 +242,23 @@ def test_stop_records_the_time_and_start_marks_a_restart(ec2, settings):
     assert started.restarted and started.launched_at == 9e9
     assert view(started).restarted
     assert float(tags_of(ec2, iid)[STARTED_AT_TAG]) == 9e9
+
+
+def test_a_worker_is_ready_only_once_it_tagged_this_run(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template, clock=lambda: 5e9)
+    fleet.apply(Actions(launch=1))
+    (launched,) = fleet.instances()
+    assert not launched.ready  # its worker is loading the model
+    iid = launched.instance_id
+    assert announce_ready(ec2, iid, now=launched.launched_at + 6)
+    assert fleet.instances()[0].ready
+    fleet.apply(Actions(stop=(iid,)))
+    fleet._clock = lambda: 9e9  # noqa: SLF001 - a start long after that tag
+    fleet.apply(Actions(start=(iid,)))
+    (restarted,) = fleet.instances()
+    assert not restarted.ready  # the old tag is from the previous run
+    assert not announce_ready(ec2, "", now=1.0)  # no instance id (a worker run by hand)
 
 
 def test_scale_out_starts_the_warm_pool_before_launching(ec2, fleet):

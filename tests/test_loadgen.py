@@ -21,7 +21,10 @@ from PIL import Image
 from waitress import wasyncore
 
 from loadgen.client import Reply, parse_label
+from loadgen.inputs import Image as InputImage
 from loadgen.inputs import InputError, accepted_labels, load_expected
+from loadgen.uploads import Uploads, marked
+from tests.conftest import IMAGES
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = {"test_0": "bathtub", "test_1": "cat", "test_2": "dog", "test_3": "zebra", "test_4": "fox"}
@@ -40,7 +43,9 @@ class FakeClassifier:
         self._field = field
         self._lock = threading.Lock()
         self.received: list[str] = []
+        self.bodies: list[bytes] = []
         self.client_ports: set[str] = set()
+        self.last_post = 0.0
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         filename, data = None, b""
@@ -49,11 +54,15 @@ class FakeClassifier:
                 filename, data = part.filename, part.stream.read()
                 break
             part.stream.read()
-        if filename is None or self._images.get(filename) != data:
-            raise falcon.HTTPBadRequest(description="unknown file or wrong bytes")
+        if filename is None or not same_picture(self._images.get(filename), data):
+            raise falcon.HTTPBadRequest(description="unknown file or a different picture")
         with self._lock:
             self.received.append(filename)
             self.client_ports.add(req.env["REMOTE_PORT"])
+            # Like the service's result cache: bytes seen before are a hit.
+            resp.set_header("X-Cache", "hit" if data in self.bodies else "miss")
+            self.bodies.append(data)
+            self.last_post = time.monotonic()
         time.sleep(0.005)  # keeps --duration runs to a modest number of requests
         stem = filename.rsplit(".", 1)[0]
         if stem == FAILING:
@@ -68,11 +77,24 @@ class FakeStatus:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         served = len(self._classifier.received)
+        # Like the scaler: the fleet stops (scales in) once uploads have been quiet a while.
+        last = self._classifier.last_post
+        idle = last > 0 and time.monotonic() - last > 1.0
+        running, pending = (0, 0) if idle else (1 + served // 4, 1)
         resp.media = {
             "queue": {"visible": 0, "in_flight": served % 3},
-            "fleet": {"pending": 1, "running": 1 + served // 4, "stopping": 0, "stopped": 0},
+            "fleet": {"pending": pending, "running": running, "stopping": 0, "stopped": 0},
             "web": {"id": "fake"},
         }
+
+
+def same_picture(known: bytes | None, data: bytes) -> bool:
+    if known is None:
+        return False
+    if known == data:
+        return True
+    with Image.open(io.BytesIO(known)) as a, Image.open(io.BytesIO(data)) as b:
+        return a.tobytes() == b.tobytes() and a.size == b.size
 
 
 def make_images(folder: Path) -> dict[str, bytes]:
@@ -203,8 +225,27 @@ def test_counts_errors_accuracy_results_and_report(server, folder, tmp_path):
             want = "false" if stem == "test_2" else "true"
             assert (row["status"], row["label"], row["correct"]) == ("200", LABELS[stem], want)
     assert_png(out / "report.png")
+    assert summary["cached"] == 4  # each answered image's second sending: bytes seen before
     fleet = list(csv.DictReader((out / "fleet.csv").open(newline="")))
-    assert fleet and all(int(row["pending"]) == 1 for row in fleet)
+    assert fleet and int(fleet[0]["pending"]) == 1
+    # Sampled on after the last answer until the fleet scaled in.
+    last_answer = max(float(r["start_time"]) + float(r["latency_ms"]) / 1000 for r in rows)
+    assert int(fleet[-1]["running"]) == 0 and int(fleet[-1]["pending"]) == 0
+    assert float(fleet[-1]["offset_s"]) > last_answer - float(rows[0]["start_time"])
+
+
+def test_unique_sends_distinct_bytes_of_the_same_pictures(server, folder):
+    args = ["--num_request", "15", "--url", server.url, "--image_folder", str(folder)]
+    proc = loadgen(*args, "--unique", "--watch_after", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "cache         0 answered from the cache" in proc.stdout.splitlines()
+    # Every body differs, and the server decoded each as one of the known pictures.
+    assert len(set(server.classifier.bodies)) == len(server.classifier.received) == 15
+    assert Counter(server.classifier.received) == {f"{stem}.png": 3 for stem in LABELS}
+    # A second run repeats none of the first run's bytes: the cache cannot answer it either.
+    again = loadgen(*args, "--unique", "--watch_after", "0")
+    assert "cache         0 answered from the cache" in again.stdout.splitlines()
+    assert len(set(server.classifier.bodies)) == 30
 
 
 def test_course_style_command_prints_each_reply_and_a_table(course_server, folder, tmp_path):
@@ -381,3 +422,28 @@ def test_expected_csv_row_without_label_is_an_input_error(tmp_path):
     path.write_text("Image,Results\ntest_0\n")
     with pytest.raises(InputError, match="row 1 needs two columns"):
         load_expected(path)
+
+
+# --- --unique's marks ------------------------------------------------------------------------
+
+
+def test_marks_change_the_bytes_and_keep_the_pixels():
+    photo = (IMAGES / "chelsea.jpg").read_bytes()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").resize((40, 30)).save(buffer, format="PNG")
+    for original in (photo, buffer.getvalue()):
+        copies = [marked(original, serial) for serial in ("a-0", "a-1", "b-0")]
+        assert len({original, *copies}) == 4
+        for copy in copies:
+            assert same_picture(original, copy)
+            with Image.open(io.BytesIO(copy)) as image:
+                image.verify()  # PNG: every chunk's CRC checked
+
+
+def test_unique_refuses_images_it_cannot_mark():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="GIF")
+    gif = InputImage("a.gif", buffer.getvalue())
+    assert Uploads("myfile", (gif,), unique=False)(3).filename == "a.gif"
+    with pytest.raises(InputError, match="JPEG and PNG images only, not a.gif"):
+        Uploads("myfile", (gif,), unique=True)

@@ -19,7 +19,8 @@ from runtime.messages import (
     salvage,
 )
 
-OWN = "http://127.0.0.1:4566/123456789012/svc-reply-abc"
+PREFIX = "http://127.0.0.1:4566/123456789012/svc-reply-"
+OWN = PREFIX + "abc"
 GOOD = {
     "v": 1,
     "id": "a" * 32,
@@ -31,8 +32,8 @@ GOOD = {
 
 
 def test_request_round_trip():
-    request = Request.decode(json.dumps(GOOD), reply_prefix="svc-reply-")
-    assert Request.decode(request.encode(), reply_prefix="svc-reply-") == request
+    request = Request.decode(json.dumps(GOOD), reply_prefix=PREFIX)
+    assert Request.decode(request.encode(), reply_prefix=PREFIX) == request
 
 
 @pytest.mark.parametrize(
@@ -46,13 +47,19 @@ def test_request_round_trip():
         ({"key": "../secret"}, "key"),
         ({"reply_to": "https://sqs.us-east-1.amazonaws.com/999/attacker"}, "reply_to"),
         ({"reply_to": "file:///etc/passwd#svc-reply-x"}, "reply_to"),
+        # Issue 11 finding 9: a matching name on another host, account or path is not ours.
+        ({"reply_to": "http://evil.example/123456789012/svc-reply-abc"}, "reply_to"),
+        ({"reply_to": "http://127.0.0.1:4566/999999999999/svc-reply-abc"}, "reply_to"),
+        ({"reply_to": OWN + "/../../other"}, "reply_to"),
+        ({"id": "a" * 32 + "\n", "key": "uploads/" + "a" * 32 + "\n"}, "id"),
+        ({"deadline": 10**400}, "deadline"),
         ({"deadline": "soon"}, "deadline"),
         ({"deadline": True}, "deadline"),
     ],
 )
 def test_request_refuses(change, reason):
     with pytest.raises(MessageError, match=reason):
-        Request.decode(json.dumps({**GOOD, **change}), reply_prefix="svc-reply-")
+        Request.decode(json.dumps({**GOOD, **change}), reply_prefix=PREFIX)
 
 
 @pytest.mark.parametrize("body", ["", "not json", "[]", "null", '"x"'])
@@ -101,12 +108,12 @@ def test_request_id_with_a_trailing_newline_is_refused_in_a_message():
 def test_create_keys_the_upload_by_its_id():
     request = Request.create("c" * 32, "cat.jpg", OWN, 1e9)
     assert request.key == upload_key("c" * 32)
-    assert Request.decode(request.encode(), reply_prefix="svc-reply-") == request
+    assert Request.decode(request.encode(), reply_prefix=PREFIX) == request
 
 
 def test_salvage_keeps_a_sound_id_and_own_reply_queue():
     body = json.dumps({**GOOD, "v": 99, "key": "../secret", "filename": "y" * 999})
-    salvaged = salvage(body, "svc-reply-")
+    salvaged = salvage(body, PREFIX)
     assert salvaged is not None
     assert (salvaged.id, salvaged.reply_to, salvaged.key) == (
         GOOD["id"],
@@ -128,7 +135,7 @@ def test_salvage_keeps_a_sound_id_and_own_reply_queue():
     ],
 )
 def test_salvage_gives_nothing_without_someone_safe_to_tell(body):
-    assert salvage(body, "svc-reply-") is None
+    assert salvage(body, PREFIX) is None
 
 
 def test_image_formats_are_known_without_torch():

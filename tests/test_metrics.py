@@ -26,7 +26,7 @@ from worker.metrics import ConsumerCollector, serve_metrics
 
 STATUS = {
     "queue": {"visible": 7, "in_flight": 3, "dlq": -1},
-    "fleet": {"pending": 1, "running": 2, "stopping": 0, "stopped": 1},
+    "fleet": {"pending": 1, "running": 2, "stopping": 0, "stopped": 1, "starting": 1},
     "policy": "target",
     "decisions": [],
     "scaler": "ok",
@@ -181,6 +181,8 @@ def test_metrics_carry_queue_and_fleet_from_the_status_source_and_skip_unknowns(
     assert "classifier_queue_dead_letter_messages" not in text  # -1: AWS did not answer
     assert value(text, "classifier_fleet_instances", state="running") == 2
     assert value(text, "classifier_fleet_instances", state="stopped") == 1
+    assert 'state="starting"' not in text  # a part of running, not a state to add up
+    assert value(text, "classifier_fleet_starting_instances") == 1
     assert value(text, "classifier_scaler_up") == 1
 
 
@@ -282,3 +284,24 @@ def test_worker_metrics_port_answers_and_counts_images(metered):
     assert value(text, "classifier_worker_batches_total") >= 1
     assert value(text, "classifier_worker_batch_size_count") >= 1
     assert value(text, "classifier_worker_busy_seconds_total") > 0
+
+
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")
+def test_random_methods_and_paths_share_one_label():
+    """Issue 11 finding 5: each random method made a new series; /metrics grew without bound."""
+    client = _client(OK)
+    for _ in range(300):
+        method = uuid.uuid4().hex[:12].upper()
+        client.simulate_request(method, f"/{uuid.uuid4().hex}")
+        client.simulate_request(method, "/upload")
+    text = client.simulate_get("/metrics").text
+    methods = {
+        labels["method"]
+        for (name, items) in samples(text)
+        for labels in [dict(items)]
+        if name == "classifier_http_requests_total"
+    }
+    assert methods == {"other"}  # the scrape itself is counted after it answers
+    other = {"method": "other", "route": "other", "status": "404"}
+    assert value(text, "classifier_http_requests_total", **other) == 300
+    assert len(text) < 20_000

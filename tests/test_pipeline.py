@@ -77,7 +77,8 @@ def test_status_and_health(running_service):
     assert requests.get(f"{url}/healthz", timeout=10).text == "ok"
     status = requests.get(f"{url}/status", timeout=10).json()
     assert set(status["queue"]) >= {"visible", "in_flight", "dlq"}
-    assert set(status["fleet"]) == {"pending", "running", "stopping", "stopped"}
+    assert set(status["fleet"]) == {"pending", "running", "stopping", "stopped", "starting"}
+    assert status["model"] == "efficientnet_lite0"
 
 
 def test_repeated_bytes_answer_from_the_result_cache(running_service):
@@ -97,7 +98,10 @@ def test_repeated_bytes_answer_from_the_result_cache(running_service):
             break
         time.sleep(0.05)
     again = upload(url, data, "renamed.jpg", accept="application/json").json()
-    assert "cache_hit" not in first["timings_ms"]
-    assert again["timings_ms"]["cache_hit"] == 1
+    assert "cache_hit" not in first["timings_ms"] and first["cached"] is False
+    assert again["timings_ms"]["cache_hit"] == 1 and again["cached"] is True
+    # The worker that classified it, named in the answer and in the cached copy of its result.
+    assert first["instance"] and again["instance"] == first["instance"]
+    assert upload(url, data, name).headers["X-Cache"] == "hit"  # plain-text clients learn it too
     assert again["label"] == first["label"] and again["top5"] == first["top5"]
     assert again["filename"] == "renamed.jpg"

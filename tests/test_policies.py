@@ -7,17 +7,19 @@ import math
 import pytest
 
 from scaler.policies import (
+    IdleClock,
     Limits,
     Observation,
+    PolicyConfig,
     PolicyError,
     QuietWindow,
     TargetParams,
     backlog_per_instance,
     is_active,
-    make_policy,
     seed,
     target,
 )
+from scaler.registry import make_policy
 
 LIMITS = Limits(0, 12)
 PARAMS = TargetParams(latency_target_s=5.0)  # with 10 img/s: 50 messages per instance
@@ -29,17 +31,20 @@ PARAMS = TargetParams(latency_target_s=5.0)  # with 10 img/s: 50 messages per in
         (0, 0, 0, LIMITS, 0),
         (1, 0, 0, LIMITS, 1),
         (4, 0, 0, LIMITS, 1),
-        (5, 0, 3, LIMITS, 2),
+        (5, 0, 3, LIMITS, 3),  # never scales in while anything is visible
+        (9, 0, 1, LIMITS, 3),
         (17, 0, 0, LIMITS, 5),
         (100, 0, 0, LIMITS, 12),  # ceil(100/4) = 25, capped at max
-        (0, 40, 5, LIMITS, 0),  # seed ignores in-flight work and scales in at once
+        (0, 40, 5, LIMITS, 0),  # seed ignores in-flight work: the queue is empty, stop all
         (0, 0, 0, Limits(2, 12), 2),
         (3, 0, 0, Limits(0, 0), 0),
     ],
 )
 def test_seed_table(visible, in_flight, capacity, limits, desired):
     obs = Observation(visible, in_flight, capacity, throughput_img_s=10.0)
-    assert seed(obs, limits).desired == desired
+    decision = seed(obs, limits)
+    assert decision.desired == desired
+    assert decision.code == ("empty" if visible == 0 else "per-4-visible")
 
 
 @pytest.mark.parametrize(
@@ -73,7 +78,7 @@ def test_target_table(visible, in_flight, capacity, throughput, peak, desired, r
     obs = Observation(visible, in_flight, capacity, throughput, window_peak=peak)
     decision = target(obs, LIMITS, PARAMS)
     assert (decision.desired, decision.raw) == (desired, raw)
-    assert decision.reason
+    assert decision.reason and decision.code  # words for people, a rule name for the dashboard
 
 
 @pytest.mark.parametrize(
@@ -135,14 +140,23 @@ def test_bad_limits_and_parameters_raise():
     with pytest.raises(PolicyError):
         is_active(-1)
     with pytest.raises(PolicyError):
-        make_policy("fastest", LIMITS, 5.0)
+        make_policy("fastest", PolicyConfig(LIMITS))
 
 
 def test_make_policy_binds_limits_and_parameters():
     obs = Observation(100, 0, 0, 10.0)
-    assert make_policy("seed", Limits(0, 5), 5.0)(obs).desired == 5
-    assert make_policy("target", Limits(0, 5), 5.0)(obs).desired == 2
-    assert make_policy("target", Limits(0, 5), 1.0)(obs).desired == 5
+    assert make_policy("seed", PolicyConfig(Limits(0, 5)))(obs).desired == 5
+    assert make_policy("target", PolicyConfig(Limits(0, 5), 5.0))(obs).desired == 2
+    assert make_policy("target", PolicyConfig(Limits(0, 5), 1.0))(obs).desired == 5
+
+
+def test_idle_clock_counts_from_the_last_busy_tick():
+    clock = IdleClock()
+    assert clock.observe(0.0, 0) == 0.0  # nothing watched yet: not idle
+    assert clock.observe(2.0, 0) == 2.0
+    assert clock.observe(4.0, 3) == 0.0
+    assert clock.observe(6.0, 0) == 2.0  # emptied between 4 and 6: counted from 4
+    assert clock.observe(9.0, 0) == 5.0
 
 
 def test_quiet_window_reports_nothing_until_watched_a_full_period():

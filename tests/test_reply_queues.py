@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
@@ -35,14 +37,67 @@ def test_duplicate_reply_completes_the_waiter_once(aws_client):
     url = create_reply_queue(sqs, "dup-reply-", "one")
     dispatcher = ReplyDispatcher(sqs, url, wait_s=1).start()
     try:
-        future = dispatcher.expect("f" * 32)
-        other = dispatcher.expect("e" * 32)
+        future = dispatcher.expect("f" * 32, "1" * 32)
+        other = dispatcher.expect("e" * 32, "2" * 32)
         for label in ("first", "second"):
-            reply = Result(id="f" * 32, filename="x", label=label)
+            reply = Result(id="f" * 32, filename="x", label=label, token="1" * 32)
             sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+        # A reply under the waiter's id but without its token is someone else's: dropped.
+        forged = Result(id="e" * 32, filename="x", label="forged", token="3" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody=forged.encode())
         assert future.result(timeout=10).label in ("first", "second")
         with pytest.raises(FutureTimeout):
             other.result(timeout=2)
         assert dispatcher.waiting == 1  # only the unanswered one is left
     finally:
         dispatcher.stop()
+
+
+def test_a_crafted_reply_does_not_stop_the_dispatcher(aws_client):
+    """Issue 11 finding 4: a reply nested 200k deep killed the thread; every upload then 504."""
+    sqs = aws_client("sqs")
+    url = create_reply_queue(sqs, "deep-reply-", "one")
+    dispatcher = ReplyDispatcher(sqs, url, wait_s=1).start()
+    try:
+        future = dispatcher.expect("d" * 32, "4" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody="[" * 200_000 + "]" * 200_000)
+        time.sleep(2)  # let the dispatcher take the crafted reply first
+        reply = Result(id="d" * 32, filename="x", label="real", token="4" * 32)
+        sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+        assert future.result(timeout=20).label == "real"
+    finally:
+        dispatcher.stop()
+
+
+class FlakyReceive:
+    """A real SQS client whose first receive fails the way a bug would (not an AWS error)."""
+
+    def __init__(self, sqs):
+        self._sqs, self.failures = sqs, 0
+
+    def receive_message(self, **kwargs):
+        if self.failures == 0:
+            self.failures += 1
+            raise KeyError("Messages")
+        return self._sqs.receive_message(**kwargs)
+
+    def delete_message_batch(self, **kwargs):
+        return self._sqs.delete_message_batch(**kwargs)
+
+
+def test_dispatcher_logs_an_unexpected_error_with_its_traceback_and_goes_on(aws_client, caplog):
+    sqs = aws_client("sqs")
+    url = create_reply_queue(sqs, "flaky-reply-", "one")
+    flaky = FlakyReceive(sqs)
+    with caplog.at_level(logging.WARNING, logger="web.dispatcher"):
+        dispatcher = ReplyDispatcher(flaky, url, wait_s=1).start()
+        try:
+            future = dispatcher.expect("a" * 32, "5" * 32)
+            reply = Result(id="a" * 32, filename="x", label="ok", token="5" * 32)
+            sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
+            assert future.result(timeout=20).label == "ok"
+        finally:
+            dispatcher.stop()
+    (record,) = [r for r in caplog.records if r.name == "web.dispatcher"]
+    assert "reply queue receive failed unexpectedly (KeyError: 'Messages')" in record.getMessage()
+    assert record.exc_info[0] is KeyError and flaky.failures == 1

@@ -40,6 +40,7 @@ def settings(aws_client):
         request_queue=f"{name}-requests",
         fleet_name=f"{name}-fleet",
         launch_template=f"{name}-lt",
+        policy="target",  # these tests pin target's rules; the drain tests set their own
         fleet_max=3,
         default_throughput_img_s=1.0,  # 5 s x 1 img/s: 5 messages per instance
         quiet_period_s=0.0,
@@ -103,10 +104,14 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
             "jobs_visible": 0,
             "jobs_in_flight": 0,
         }
-        assert status["fleet"] == {"pending": 0, "running": 3, "stopping": 0, "stopped": 0}
+        # The stand-in workers never tag themselves ready: all three are still "starting".
+        fleet = {"pending": 0, "running": 3, "stopping": 0, "stopped": 0, "starting": 3}
+        assert status["fleet"] == fleet
+        assert status["limits"] == {"min": 0, "max": settings.fleet_max}
         assert status["policy"] == "target"
         assert status["throughput_img_s"] == 1.0
-        assert any("launch=3" in line for line in status["decisions"])
+        assert any(d["actions"]["launch"] == 3 for d in status["decisions"])
+        assert any("launch=3" in d["text"] for d in status["decisions"])
 
         sqs.purge_queue(QueueUrl=url)
         scaler.tick()  # stops all three: their workers drain
@@ -117,7 +122,9 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
             wait_for(lambda iid=iid: marks(out, iid, "drained"), f"{iid} drained")
         status = get_json(status_url)
         assert status["fleet"]["stopped"] == 1 and status["fleet"]["running"] == 0
-        assert any("terminate=" in line and "stop=[]" in line for line in status["decisions"])
+        assert any(
+            d["actions"]["terminate"] and not d["actions"]["stop"] for d in status["decisions"]
+        )
 
         send(sqs, settings, 3)
         scaler.tick()  # the warm instance comes back before anything is launched
@@ -184,8 +191,9 @@ def test_unreadable_queue_leaves_the_fleet_as_it_is(settings, aws_client):
     assert fleet_states(ec2, settings) == ["running"] * 3
     status = blind.status()
     assert status["fleet"]["running"] == 3
-    assert "queue unreadable" in status["decisions"][-1]
-    assert "fleet stays as it is" in status["decisions"][-1]
+    last = status["decisions"][-1]
+    assert (last["ok"], last["code"]) == (False, "sqs-error")
+    assert "queue unreadable" in last["reason"] and "fleet stays as it is" in last["text"]
 
 
 class FlakyThroughput:
@@ -223,7 +231,9 @@ def test_scaler_survives_a_bad_metric_and_scales_on_the_next_tick(settings, aws_
     )
     garbled.tick()
     assert fleet_states(ec2, settings) == []
-    assert "queue unreadable (QueueAttributeError: " in garbled.status()["decisions"][-1]
+    garbled_last = garbled.status()["decisions"][-1]
+    assert (garbled_last["ok"], garbled_last["code"]) == (False, "sqs-error")
+    assert "queue unreadable (QueueAttributeError: " in garbled_last["text"]
 
     flaky = FlakyThroughput()
     scaler = Scaler(
@@ -236,7 +246,8 @@ def test_scaler_survives_a_bad_metric_and_scales_on_the_next_tick(settings, aws_
         scaler.tick()  # the ValueError is logged, not raised
     assert fleet_states(ec2, settings) == []
     last = scaler.status()["decisions"][-1]
-    assert "tick failed (ValueError: throughput is not a number)" in last
+    assert (last["ok"], last["code"]) == (False, "tick-error")
+    assert "tick failed (ValueError: throughput is not a number)" in last["text"]
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info[0] is ValueError  # the traceback, once
     scaler.tick()
@@ -282,6 +293,7 @@ def scaler_process(settings: Settings, port: int, **env: str):
             "LAUNCH_TEMPLATE": settings.launch_template,
             "SCALER_TICK_S": "0.2",
             "SCALER_STATUS_PORT": str(port),
+            "POLICY": settings.policy,
             **env,
         },
         stdout=subprocess.PIPE,

@@ -1,4 +1,8 @@
-"""`make up`'s stack for real (python -m embedded up): the fleet follows a burst 0 -> 2 -> 0."""
+"""`make up`'s stack for real (python -m embedded up): the fleet follows a burst 0 -> 2 -> 0.
+
+The default policy (drain) sees the web tier's upload counts through CloudWatch and takes the
+fleet to zero once nothing has waited for IDLE_DELAY_S.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,13 @@ import pytest
 import requests
 
 from embedded.stack import PLACEHOLDER_CREDENTIALS, wait_http
+from runtime.cloudwatch import read_arrivals
+from runtime.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
 
-QUIET_PERIOD_S = 6.0
+IDLE_DELAY_S = 2.0
+TICK_S = 0.5
 
 
 @pytest.fixture
@@ -29,8 +36,8 @@ def embedded(tmp_path):
         **os.environ,
         "PORT": str(web_port),
         "FLEET_MAX": "2",
-        "QUIET_PERIOD_S": str(QUIET_PERIOD_S),
-        "SCALER_TICK_S": "0.5",
+        "IDLE_DELAY_S": str(IDLE_DELAY_S),
+        "SCALER_TICK_S": str(TICK_S),
         "SCALER_STATUS_PORT": str(status_port),
         "RECEIVE_WAIT_S": "2",
         "WARM_POOL_MAX": "2",
@@ -56,21 +63,31 @@ def embedded(tmp_path):
     )
     url = f"http://127.0.0.1:{web_port}"
     wait_http(f"{url}/healthz", 90, process)
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=f"http://127.0.0.1:{aws_port}",
-        region_name="us-east-1",
-        aws_access_key_id=PLACEHOLDER_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=PLACEHOLDER_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    yield {"url": url, "process": process, "ports": (aws_port, web_port, status_port), "ec2": ec2}
+
+    def client(service: str):
+        return boto3.client(
+            service,
+            endpoint_url=f"http://127.0.0.1:{aws_port}",
+            region_name="us-east-1",
+            aws_access_key_id=PLACEHOLDER_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=PLACEHOLDER_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    yield {
+        "url": url,
+        "process": process,
+        "ports": (aws_port, web_port, status_port),
+        "ec2": client("ec2"),
+        "cloudwatch": client("cloudwatch"),
+    }
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
 
 
 def _fleet(url: str) -> dict:
-    return requests.get(f"{url}/status", timeout=5).json()
+    # Generous: on a loaded machine /status (SQS counts plus the scaler's) can take seconds.
+    return requests.get(f"{url}/status", timeout=30).json()
 
 
 class FleetWatch:
@@ -109,8 +126,8 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     for (name, _), response in zip(images, answers, strict=True):
         assert response.status_code == 200, response.text
         assert stem_and_label(response.text)[0] == stem(name)
-    # Back to zero running: the quiet period, a tick, and slack for a busy machine.
-    deadline = drained_at + QUIET_PERIOD_S + 2.0
+    # Back to zero running: the idle delay and a tick, with generous slack for a busy machine.
+    deadline = drained_at + IDLE_DELAY_S + 30.0
     while time.monotonic() < deadline and _fleet(url)["fleet"]["running"] > 0:
         time.sleep(0.2)
     idle = _fleet(url)
@@ -120,7 +137,25 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
         status["fleet"]["running"] + status["fleet"]["pending"] for _, status in watch.samples
     )
     assert peak == 2
-    assert idle["decisions"] and idle["policy"] == "target"
+    assert idle["policy"] == "drain"
+    decisions = idle["decisions"]
+    # In order: the fleet grew on a projection, and the last decision took it to zero because
+    # nothing had waited for the idle delay (measured by the scaler from its last busy tick).
+    grew = next(i for i, d in enumerate(decisions) if d["actions"] and d["actions"]["launch"])
+    assert decisions[grew]["code"] == "drain-projection" and decisions[grew]["desired"] == 2
+    # The decision that stopped the last workers: nothing waiting for the idle delay (the
+    # scaler counts from its last tick that saw work waiting), so at most a tick later.
+    stopped = [i for i, d in enumerate(decisions) if d["actions"] and d["actions"]["stop"]]
+    last = decisions[stopped[-1]]
+    assert stopped[-1] > grew
+    assert (last["code"], last["desired"], last["inputs"]["visible"]) == ("idle", 0, 0), last
+    assert IDLE_DELAY_S <= last["inputs"]["idle_s"] <= IDLE_DELAY_S + 10 * TICK_S, last
+    assert all(d["desired"] == 0 for d in decisions[stopped[-1] :])
+    # The web tier counted every accepted upload for the scaler's arrival rate.
+    counts = read_arrivals(embedded["cloudwatch"], Settings().fleet_name, 600)
+    assert sum(n for _, n in counts) == len(images)
+    # No decision between the growth and the stop shrank the fleet to zero while work waited.
+    assert all(d["desired"] > 0 for d in decisions[grew:] if d["inputs"]["visible"] > 0)
 
 
 def test_stopping_a_busy_instance_loses_no_request(embedded):

@@ -15,6 +15,7 @@ def test_defaults():
     assert settings.port == 3000 and settings.result_timeout_s == 60.0
     assert settings.max_receive_count == 3 and settings.web_threads >= 200
     assert settings.dead_letter_queue == "classifier-requests-dlq"
+    assert settings.policy == "drain" and settings.idle_delay_s == 2.0
 
 
 def test_environment_overrides_and_region_fallback():
@@ -33,7 +34,16 @@ def test_environment_overrides_and_region_fallback():
         ({"RESULT_TIMEOUT_S": "-1"}, "RESULT_TIMEOUT_S"),
         ({"PREPROCESS": "fancy"}, "PREPROCESS"),
         ({"FLEET_MIN": "5", "FLEET_MAX": "2"}, "FLEET_MIN"),
-        ({"POLICY": "fastest"}, "POLICY must be target|seed"),
+        ({"POLICY": "fastest"}, "POLICY must be drain|target|seed"),
+        ({"IDLE_DELAY_S": "-1"}, "IDLE_DELAY_S"),
+        ({"IDLE_DELAY_S": "soon"}, "IDLE_DELAY_S: expected float"),
+        ({"EXPECTED_BOOT_NEW_S": "-40"}, "EXPECTED_BOOT_NEW_S"),
+        ({"EXPECTED_BOOT_START_S": "-1"}, "EXPECTED_BOOT_START_S"),
+        ({"ARRIVAL_WINDOW_S": "0"}, "ARRIVAL_WINDOW_S"),
+        ({"QUIET_PERIOD_S": "-1"}, "QUIET_PERIOD_S"),
+        ({"LATENCY_TARGET_S": "0"}, "LATENCY_TARGET_S"),
+        ({"DEFAULT_THROUGHPUT_IMG_S": "0"}, "DEFAULT_THROUGHPUT_IMG_S"),
+        ({"WARM_POOL_MAX": "-1"}, "WARM_POOL_MAX"),
         ({"RUNNER": "k8s"}, "RUNNER must be none|process|docker"),
         ({"MODEL_OPTIMIZE": "onnx"}, "MODEL_OPTIMIZE must be jit|eager"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be text|json"),

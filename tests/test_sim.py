@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from scaler.policies import POLICIES, Limits
+from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
+from scaler.arrivals import PUBLISH_LAG_S, STEADY_WINDOW_S
+from scaler.policies import Limits
 from scaler.sim.model import SimConfig, simulate
-from scaler.sim.traces import Trace, burst, bursts, standard_traces
+from scaler.sim.traces import Trace, TraceError, burst, bursts, from_csv, standard_traces
 
 KEYS = {
     "trace",
@@ -20,40 +22,119 @@ KEYS = {
     "p95_s",
     "peak_instances",
     "instance_seconds",
+    "instance_seconds_min60",
+    "starts",
 }
 
 
-def run_cli(*args: str) -> str:
-    done = subprocess.run(
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "scaler.sim", *args],
         capture_output=True,
         text=True,
-        timeout=120,
-        check=True,
+        timeout=300,
+        check=check,
     )
-    return done.stdout
+
+
+def rows_of(*args: str) -> list[dict]:
+    return [json.loads(line) for line in run_cli("--json", *args).stdout.splitlines()]
 
 
 def test_json_has_every_trace_and_policy_with_the_keys():
-    out = run_cli("--json")
-    rows = [json.loads(line) for line in out.splitlines()]
+    rows = rows_of()
     names = [t.name for t in standard_traces()]
     assert {(r["trace"], r["policy"]) for r in rows} == {(t, p) for t in names for p in POLICIES}
     assert len(rows) == len(names) * len(POLICIES)
     for row in rows:
-        assert set(row) == KEYS
+        assert set(row) == KEYS | ({"default"} if row["policy"] == DEFAULT_POLICY else set())
+        assert row.get("default", False) is (row["policy"] == DEFAULT_POLICY)
         assert row["peak_instances"] >= 1 and row["instance_seconds"] > 0
+        # Every start is billed at least 60 s.
+        assert row["instance_seconds_min60"] >= max(row["instance_seconds"], 60 * row["starts"])
         assert 0 < row["p50_s"] <= row["p95_s"] <= row["completion_s"]
     # The trace set the issue asks for.
     assert {"burst-100", "burst-1000"} <= set(names)
     assert sum(n.startswith("poisson-") for n in names) >= 3
     assert any(n.startswith("step-") for n in names)
+    for shape in ("ramp-", "bursts-", "grader-", "sparse-"):
+        assert any(n.startswith(shape) for n in names), shape
 
 
 def test_cli_is_deterministic_and_prints_a_table():
-    assert run_cli("--json") == run_cli("--json")
-    table = run_cli("--trace", "burst-100", "--policy", "target", "--policy", "seed")
+    assert run_cli("--json").stdout == run_cli("--json").stdout
+    table = run_cli("--only", "burst-100", "--policy", "target", "--policy", "seed").stdout
     assert "burst-100" in table and "target" in table and "seed" in table
+    assert "inst_s_min60" in table
+
+
+def write_trace(tmp_path, text: str, name: str = "mine.csv") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_cli_replays_a_csv_trace_on_your_instance_type(tmp_path):
+    path = write_trace(tmp_path, "t\n" + "0\n" * 30 + "100.5\n")
+    rows = rows_of("--trace", path, "--policy", "seed")
+    assert [(r["trace"], r["policy"]) for r in rows] == [("mine", "seed")]
+    assert rows[0]["p95_s"] == pytest.approx(41.0)  # a 40 s boot plus one 1 s batch
+    fast = rows_of("--trace", path, "--policy", "seed", "--boot-new-s", "20", "--throughput", "20")
+    assert fast[0]["p95_s"] == pytest.approx(20.5)  # half the boot, half the batch time
+    ticks = rows_of("--trace", path, "--policy", "drain", "--tick-s", "5")
+    assert ticks[0]["default"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--trace", "/nonexistent/trace.csv"], "No such file"),
+        (["--boot-new-s", "-1"], "must be >= 0"),
+        (["--throughput", "0"], "must be > 0"),
+        (["--tick-s", "soon"], "not a number"),
+        (["--tick-s", "nan"], "not a finite number"),
+        (["--policy", "fastest"], "invalid choice"),
+        (["--fleet-min", "3", "--fleet-max", "2"], "--fleet-min"),
+    ],
+)
+def test_cli_bad_options_give_one_line_and_fail(args, says):
+    done = run_cli(*args, check=False)
+    assert done.returncode == 2
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr and not done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "header"),
+        ("time\n1\n", "header"),
+        ("t\n", "no arrival times"),
+        ("t\n1\nsoon\n", ":3: expected one number"),
+        ("t\n1,2\n", ":2: expected one number"),
+        ("t\n-4\n", ":2: arrival time must be"),
+        ("t\ninf\n", ":2: arrival time must be"),
+    ],
+)
+def test_bad_trace_files_are_refused_with_the_line(tmp_path, text, says):
+    path = write_trace(tmp_path, text)
+    with pytest.raises(TraceError, match=says):
+        from_csv(path)
+    done = run_cli("--trace", path, check=False)
+    assert done.returncode == 2 and says.split(":")[-1].strip() in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_binary_trace_file_is_refused(tmp_path):
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"\xff\xd8\xff\xe0" * 10)
+    with pytest.raises(TraceError):
+        from_csv(str(path))
+
+
+def test_csv_arrivals_are_sorted_and_blank_lines_skipped(tmp_path):
+    trace = from_csv(write_trace(tmp_path, "t\n5\n\n1.5\n3\n", "late.csv"))
+    assert trace == Trace("late", (1.5, 3.0, 5.0))
 
 
 def test_seeded_traces_repeat_and_differ_by_seed():
@@ -78,6 +159,26 @@ def test_a_cold_burst_waits_for_the_boot():
     assert result.peak_instances == 3
 
 
+def test_min60_billing_charges_each_start_a_minute():
+    result = simulate(Trace("one", (0.0,)), "seed")
+    assert result.starts == 1
+    assert result.instance_seconds == pytest.approx(41.0, abs=2.5)  # boot, one batch, a tick
+    assert result.instance_seconds_min60 == 60.0
+
+
+def test_faithful_seed_never_scales_in_under_load_and_keeps_no_pool():
+    result = simulate(bursts(100, 3, 120), "seed")
+    # Every burst starts cold: stopped instances are terminated, never restarted.
+    assert result.p50_s == pytest.approx(41.0)
+    assert result.starts == 36 and result.peak_instances == 12
+
+
+def test_drain_serves_later_bursts_from_the_warm_pool():
+    result = simulate(bursts(100, 3, 120), "drain")
+    assert result.peak_instances == 10  # one round of batches, not 12
+    assert result.p50_s < 20.0  # bursts two and three: restarts, not launches
+
+
 def test_warm_pool_restarts_are_faster_than_launches():
     config = SimConfig(boot_new_s=40.0, boot_start_s=10.0, quiet_period_s=0.0)
     second = simulate(bursts(4, 2, 200), "target", config)
@@ -91,3 +192,42 @@ def test_fleet_min_keeps_instances_and_max_caps_them():
     assert result.peak_instances == 1
     assert result.p95_s < 5.0  # the minimum instance is up when the request comes
     assert simulate(burst(1000), "seed", config).peak_instances == 3
+
+
+# Where the default does not beat the original design, and by how much at most (docs/scaling.md
+# says why): a lone request every couple of minutes costs the drain policy one 60 s minimum per
+# restart, where the original's 40 s launches catch a second request more often; and on the step
+# trace with fast (20 s) boots the original's thrashing happens to have instances booting when
+# the step comes.
+KNOWN_MISSES = {
+    ("sparse-1/120s", "instance_seconds_min60"): 1.5,
+    ("step-1-20-1/s", "p95_s"): 1.2,
+}
+
+
+@pytest.mark.parametrize(("boot_new_s", "boot_start_s"), [(40.0, 10.0), (20.0, 5.0), (60.0, 15.0)])
+def test_default_policy_beats_the_original_design(boot_new_s, boot_start_s):
+    config = SimConfig(boot_new_s=boot_new_s, boot_start_s=boot_start_s)
+    much_better = 0
+    for trace in standard_traces():
+        new, old = simulate(trace, DEFAULT_POLICY, config), simulate(trace, "seed", config)
+        for key in ("p95_s", "instance_seconds", "instance_seconds_min60"):
+            bound = KNOWN_MISSES.get((trace.name, key), 1.0)
+            assert getattr(new, key) <= getattr(old, key) * bound + 1e-6, (trace.name, key)
+        much_better += any(
+            getattr(new, key) <= 0.7 * getattr(old, key)
+            for key in ("p95_s", "instance_seconds", "instance_seconds_min60")
+        )
+    assert much_better >= 6
+
+
+def test_simulated_scaler_uses_the_deployments_defaults():
+    sim, live = SimConfig(), Settings()
+    assert (sim.idle_delay_s, sim.arrival_window_s) == (live.idle_delay_s, live.arrival_window_s)
+    assert (sim.boot_new_s, sim.boot_start_s) == (
+        live.expected_boot_new_s,
+        live.expected_boot_start_s,
+    )
+    assert sim.arrival_lag_s == pytest.approx(PUBLISH_LAG_S, abs=0.25)
+    assert (sim.tick_s, sim.pool.warm_pool_max) == (live.scaler_tick_s, live.warm_pool_max)
+    assert sim.steady_window_s == STEADY_WINDOW_S

@@ -186,3 +186,31 @@ def test_backlog_limit_zero_is_off():
     sqs = CountingSqs(depth=10**6)
     Backlog(sqs, "url", limit=0).check()
     assert sqs.calls == 0
+
+
+# ---- issue 11 finding 9 -----------------------------------------------------------------------
+
+
+class RecordingGateway(FakeGateway):
+    def result(self, request_id):
+        self.seen.append(request_id)
+        return None
+
+
+def test_a_result_id_with_a_trailing_newline_is_not_looked_up():
+    gateway = RecordingGateway(None)
+    app = create_app(Settings(), gateway=gateway, ready=lambda: None, status=lambda: {})
+    client = falcon.testing.TestClient(app)
+    assert client.simulate_get("/results/" + "a" * 32 + "%0A").status_code == 404
+    assert gateway.seen == []  # `^...$` let "<hex>\n" through to an S3 key
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics"])
+def test_status_and_metrics_need_the_key_when_one_is_set(path):
+    client, _ = _client(None, api_key="s3cret")
+    assert client.simulate_get(path).status_code == 401
+    assert client.simulate_get(path, headers={"X-Api-Key": "wrong"}).status_code == 401
+    assert client.simulate_get(path, headers={"X-Api-Key": "s3cret"}).status_code == 200
+    bearer = {"Authorization": "Bearer s3cret"}  # how Prometheus sends it
+    assert client.simulate_get(path, headers=bearer).status_code == 200
+    assert client.simulate_get("/healthz").status_code == 200  # load balancers stay keyless

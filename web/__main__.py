@@ -13,6 +13,7 @@ from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
 from web.service import build_web
+from web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("web")
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             background_sqs=lambda: make_client("sqs", settings, pool_size=2),
             # Jobs get clients of their own: no upload waits on them, so the default timeout.
             job_clients=lambda service: make_client(service, settings),
+            cloudwatch=make_client("cloudwatch", settings),
         )
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)
@@ -62,10 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.web_threads,
         connection_limit=settings.web_connection_limit,
         backlog=2048,
-        # A backstop for bodies without a length; the app answers oversize uploads itself.
-        max_request_body_size=max(settings.max_upload_bytes * 4, settings.job_max_bytes)
-        + 1024 * 1024,
-        channel_timeout=int(settings.result_timeout_s) + 30,
+        # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
+        # the upload limit is refused while the headers are read (Waitress's own 413), not
+        # after buffering it; up to that margin the app answers with its one-line reason.
+        # A batch job's archive is the exception: it may be up to JOB_MAX_BYTES.
+        max_request_body_size=max(
+            settings.max_upload_bytes + MULTIPART_OVERHEAD, settings.job_max_bytes
+        )
+        + 2**20,
+        # Closes only connections with no request in the app, so a stalled body (slowloris)
+        # is dropped while an upload that waits for its worker is kept.
+        channel_timeout=settings.web_idle_timeout_s,
+        cleanup_interval=max(1, settings.web_idle_timeout_s // 2),
         ident="classifier",
     )
     signal.signal(signal.SIGTERM, _raise_shutdown)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from web.archives import ArchiveError, TooManyImages
+from web.dispatcher import RequestIdInUse
 from web.gateway import ClassificationFailed, ResultTimeout
 from web.guards import Overloaded
 from web.jobs import JobRefused
@@ -21,6 +22,10 @@ def _failed(req, resp, error: ClassificationFailed, params) -> None:
 
 def _unavailable(req, resp, error: Unavailable, params) -> None:
     raise falcon.HTTPServiceUnavailable(description=str(error), retry_after=2) from None
+
+
+def _in_use(req, resp, error: RequestIdInUse, params) -> None:
+    raise falcon.HTTPConflict(description=str(error)) from None
 
 
 def _overloaded(req, resp, error: Overloaded, params) -> None:
@@ -52,4 +57,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Unavailable, _unavailable)
     app.add_error_handler(Overloaded, _overloaded)
     app.add_error_handler((ArchiveError, JobRefused), _bad_job)
+    app.add_error_handler(RequestIdInUse, _in_use)
     app.set_error_serializer(serialize_error)

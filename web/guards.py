@@ -71,3 +71,38 @@ class Backlog:
                 except Exception as error:  # noqa: BLE001 - unknown depth: let the enqueue decide
                     log_failure(log, "read the backlog", error, "keeping the last depth")
             return self._depth
+
+
+class UploadMemory:
+    """Bytes of upload bodies the app holds at once, at most `limit_bytes`.
+
+    Waitress spools bodies to disk; the app reads each into memory to check and store it and
+    keeps it while the client waits for its label. Without a bound 200 uploads of 10 MB took
+    the process to 1.6 GB. An upload reserves its Content-Length before its body is read and
+    gives it back when answered (this is also Falcon middleware); one that cannot get it
+    within `wait_s` is told the service is too busy. One upload larger than the whole limit
+    proceeds alone.
+    """
+
+    def __init__(self, limit_bytes: int, wait_s: float):
+        self.limit_bytes, self._wait_s = limit_bytes, wait_s
+        self._held = 0
+        self._free = threading.Condition()
+
+    def take(self, req: falcon.Request, size: int) -> None:
+        with self._free:
+            if not self._free.wait_for(lambda: self._fits(size), timeout=self._wait_s):
+                raise Overloaded(f"{self._held // 2**20} MiB of uploads in hand")
+            self._held += size
+        req.context.held_bytes = size
+
+    def _fits(self, size: int) -> bool:
+        return self._held == 0 or self._held + size <= self.limit_bytes
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        size = req.context.get("held_bytes", 0)
+        if size:
+            req.context.held_bytes = 0
+            with self._free:
+                self._held -= size
+                self._free.notify_all()

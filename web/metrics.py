@@ -25,6 +25,8 @@ from runtime.stats import percentile
 log = logging.getLogger(__name__)
 
 UPLOAD_ROUTES = ("/upload", "/")
+# Labels come from a fixed set: a client choosing the method or path must not create series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 OUTCOMES = ("ok", "error", "timeout")
 # Uploads wait for a worker: seconds to a minute, and a cold fleet's first answer takes longer.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -91,9 +93,19 @@ class StatusCollector:
         fleet = GaugeMetricFamily(
             "classifier_fleet_instances", "fleet instances by state", labels=["state"]
         )
-        for state, count in sorted(status.get("fleet", {}).items()):
+        counts = dict(status.get("fleet", {}))
+        # "starting" is a part of "running", not a state of its own: a sum over states must not
+        # count those instances twice, so it is a gauge of its own.
+        starting = counts.pop("starting", None)
+        for state, count in sorted(counts.items()):
             fleet.add_metric([state], count)
         yield fleet
+        if isinstance(starting, int):
+            yield GaugeMetricFamily(
+                "classifier_fleet_starting_instances",
+                "running instances whose worker is still loading its model",
+                value=starting,
+            )
         yield GaugeMetricFamily(
             "classifier_scaler_up",
             "1 if the scaler's status answered",
@@ -150,8 +162,9 @@ class WebMetrics:
         elapsed_s = time.perf_counter() - req.context.get("started", time.perf_counter())
         route = req.uri_template or ("/static" if req.path.startswith("/static/") else "other")
         status = resp.status_code
-        self.requests.labels(req.method, route, str(status)).inc()
-        self.latency.labels(req.method, route).observe(elapsed_s)
+        method = req.method if req.method in METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(elapsed_s)
         if req.method != "POST" or route not in UPLOAD_ROUTES:
             return
         request_id = current_request_id.get() or req.get_header("X-Request-Id") or "-"
@@ -167,9 +180,15 @@ def _outcome(status: int) -> str:
     return "timeout" if status == 504 else "error"
 
 
-class MetricsResource:
-    def __init__(self, metrics: WebMetrics):
-        self._metrics = metrics
+def _check_api_key(req, resp, resource, params) -> None:
+    resource.check_api_key(req, resp, resource, params)
 
+
+class MetricsResource:
+    def __init__(self, metrics: WebMetrics, check_api_key):
+        self._metrics = metrics
+        self.check_api_key = check_api_key  # Prometheus sends it as `authorization: Bearer`
+
+    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data, resp.content_type = self._metrics.exposition(req.get_header("Accept"))

@@ -57,6 +57,9 @@ class UploadResource:
             self._accept(upload, client_request_id(req), resp)
             return
         result, timings = self._gateway.classify(upload, client_request_id(req))
+        cached = bool(timings.get("cache_hit"))
+        # Plain-text clients (loadgen) learn the same from a header.
+        resp.set_header("X-Cache", "hit" if cached else "miss")
         if prefers_json(req):
             resp.media = {
                 "id": result.id,
@@ -64,7 +67,10 @@ class UploadResource:
                 "label": result.label,
                 "top5": result.top5,
                 "model": result.model,
-                "timings_ms": {**result.timings_ms, **timings},
+                "cached": cached,
+                "instance": result.instance,
+                # A cached answer's own time; the original request's stages stay in the result.
+                "timings_ms": timings if cached else {**result.timings_ms, **timings},
             }
         else:
             resp.content_type = falcon.MEDIA_TEXT
@@ -116,8 +122,10 @@ class HealthResource:
 
 
 class StatusResource:
-    def __init__(self, snapshot):
+    def __init__(self, snapshot, check_api_key):
         self._snapshot = snapshot
+        self.check_api_key = check_api_key  # queue depth and fleet size are the operator's
 
+    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._snapshot()

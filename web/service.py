@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import falcon
 
 from runtime.failures import log_failure
+from runtime.periodic import Every
 from runtime.settings import Settings
 from web.app import create_app
+from web.arrivals import ArrivalCounter
 from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
+from web.history import StatusHistory
 from web.jobs import JobLimits, JobStore
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
@@ -33,11 +36,16 @@ class WebService:
     _sqs: object
     _dispatcher: ReplyDispatcher
     _janitor: ReplyQueueJanitor
+    _sampler: Every
+    _arrivals: ArrivalCounter | None = None
 
     def close(self) -> None:
         """Stop the threads and delete this process's reply queue."""
+        self._sampler.stop()
         self._janitor.stop()
         self._dispatcher.stop()
+        if self._arrivals is not None:
+            self._arrivals.stop()
         try:
             self._sqs.delete_queue(QueueUrl=self.reply_queue_url)
         except Exception as error:  # noqa: BLE001 - the janitor of another process sweeps it
@@ -50,14 +58,16 @@ def build_web(
     s3,
     sqs,
     background_sqs: Callable[[], object],
+    cloudwatch=None,
     instance: str = "",
     job_clients: Callable[[str], object] | None = None,
 ) -> WebService:
     """Raises what boto3 raises when the queues cannot be reached; nothing is started then.
 
     background_sqs makes one client for each background thread (dispatcher, janitor), so their
-    long polls never wait for a connection of the upload threads' pool; job_clients("s3" or
-    "sqs") makes the batch jobs' clients (default: the uploads' own).
+    long polls never wait for a connection of the upload threads' pool. With a cloudwatch
+    client, accepted uploads are counted per second for the scaler's arrival rate. Batch jobs
+    get clients of their own from job_clients("s3" or "sqs") (default: the uploads' own).
     """
     request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
@@ -82,6 +92,16 @@ def build_web(
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
         async_deadline_s=settings.result_expiry_days * 86400.0,
     )
+    arrivals = (
+        ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
+    )
+    status = StatusSource(
+        sqs, request_queue_url, dlq_url, settings.scaler_status_url, model=settings.model
+    )
+    # The charts' history: sampled here, whether or not a page is open.
+    history = StatusHistory()
+    history.record(status.snapshot())
+    sampler = Every(history.interval_s, lambda: history.record(status.snapshot()), "history")
     status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     job_s3, job_sqs = (job_clients("s3"), job_clients("sqs")) if job_clients else (s3, sqs)
     app = create_app(
@@ -91,12 +111,14 @@ def build_web(
             dispatcher,
             settings.result_timeout_s,
             Backlog(sqs, request_queue_url, settings.max_backlog),
+            arrivals,
         ),
         ready=store.ready,
         status=status.snapshot,
+        history=history,
         jobs=_job_store(settings, job_s3, job_sqs),
     )
-    return WebService(app, reply_queue_url, sqs, dispatcher, janitor)
+    return WebService(app, reply_queue_url, sqs, dispatcher, janitor, sampler.start(), arrivals)
 
 
 def _job_store(settings: Settings, s3, sqs) -> JobStore | None:

@@ -4,29 +4,61 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import urllib.request
+from collections.abc import Callable
 
 from runtime import sqs
 from runtime.failures import log_failure
 
 log = logging.getLogger(__name__)
 
-_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0}
+_EMPTY_FLEET = {"pending": 0, "running": 0, "stopping": 0, "stopped": 0, "starting": 0}
+LABEL_SET = "ImageNet, 1000 classes"  # every model in the worker's registry answers in these
 
 
 class StatusSource:
-    def __init__(self, sqs, request_queue_url: str, dlq_url: str, scaler_url: str):
+    """Each snapshot costs three AWS calls and one to the scaler: it is kept for `ttl_s`, so
+    any number of dashboards, scrapers and pollers cost that once per `ttl_s` per process."""
+
+    def __init__(
+        self,
+        sqs,
+        request_queue_url: str,
+        dlq_url: str,
+        scaler_url: str,
+        model: str = "",
+        *,
+        ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._sqs = sqs
+        self._model = model
         self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
         self._scaler_url = scaler_url
+        self._ttl_s, self._clock = ttl_s, clock
+        self._lock = threading.Lock()  # callers during a read wait for it, not call AWS too
+        self._kept: tuple[float, dict] | None = None
 
     def snapshot(self) -> dict:
+        with self._lock:
+            now = self._clock()
+            if self._kept is None or now - self._kept[0] >= self._ttl_s:
+                self._kept = (now, self._read())
+            return self._kept[1]
+
+    def _read(self) -> dict:
         scaler = self._scaler()
         return {
+            "time": round(time.time(), 3),  # the page's charts use the server's clock
+            "model": self._model,
+            "labels": LABEL_SET,
             "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
+            "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to
             "scaler": "ok" if scaler else "unreachable",
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -11,9 +12,16 @@ from botocore.exceptions import ClientError
 
 from runtime.failures import is_not_found, log_failure
 from runtime.keys import cache_key, result_key, started_key, upload_key
-from runtime.messages import MessageError, Request, Result
+from runtime.messages import MessageError, Request, Result, new_token
+from web.dispatcher import RequestIdInUse
 
 log = logging.getLogger(__name__)
+
+# Cache entries belong to no request: whoever hits one gets it under its own id and filename.
+_ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
+# S3's answers to a conditional write whose key exists (412), or that lost a race (409).
+_CLOCK_SKEW_S = 10.0  # between this host and S3's LastModified
+_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 class Unavailable(RuntimeError):
@@ -50,27 +58,55 @@ class UploadStore:
     ) -> Request:
         """A request answered on this process's reply queue, or (reply=False) only stored."""
         request_id = request_id or self._uuidgen().hex
-        if reply:
-            deadline = self._clock() + self._timeout_s
-            return Request.create(request_id, filename, self._reply_queue_url, deadline)
-        return Request.create(request_id, filename, "", self._clock() + self._async_deadline_s)
+        if not reply:  # asynchronous: nobody waits on a reply queue, so no token either
+            deadline = self._clock() + self._async_deadline_s
+            return Request.create(request_id, filename, "", deadline)
+        return Request.create(
+            request_id,
+            filename,
+            self._reply_queue_url,
+            self._clock() + self._timeout_s,
+            token=new_token(),
+        )
 
     def submit(self, request: Request, data: bytes) -> None:
-        """Store the bytes, then queue the request; on failure leave nothing half-written."""
+        """Store the bytes, then queue the request; on failure leave nothing half-written.
+
+        The upload is written only if its key is new, so a client-chosen id can never replace
+        the bytes of another submission that a worker is about to read.
+        """
         try:
-            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data)
+            self._put_upload(request, data)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _TAKEN:
+                raise RequestIdInUse(request.id) from None
+            raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
+        except RequestIdInUse:
+            raise
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
             log_failure(log, f"store upload {request.key}", error)
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         try:
             self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
         except Exception as error:  # noqa: BLE001
-            log_failure(log, f"queue request {request.id}", error)
             self._discard(request.key)
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error
 
-    def result(self, request_id: str) -> Result | None:
-        return self._read(result_key(request_id))
+    def _put_upload(self, request: Request, data: bytes) -> None:
+        """Write the bytes only if the key is new, or if it belongs to a submission whose
+        deadline passed long ago (nobody waits for it and a worker skips its message), so a
+        client may retry under its own id after a 504. The replacement is conditional on the
+        old object's ETag: of two retries racing for it, one wins, the other gets a 409."""
+        try:
+            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*")
+            return
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in _TAKEN:
+                raise
+        head = self._s3.head_object(Bucket=self._input, Key=request.key)
+        if self._clock() - head["LastModified"].timestamp() < self._timeout_s + _CLOCK_SKEW_S:
+            raise RequestIdInUse(request.id)
+        self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfMatch=head["ETag"])
 
     def state(self, request_id: str) -> str | None:
         """Before its result exists: `in progress` once a worker took it, `queued` while its
@@ -90,28 +126,49 @@ class UploadStore:
             raise
         return True
 
-    def cached(self, sha256: str) -> Result | None:
-        """The stored result for the same bytes and model, if the cache is on and has one."""
+    def result(self, request_id: str) -> Result | None:
+        try:
+            return self._read(result_key(request_id))
+        except Exception as error:  # noqa: BLE001 - AWS away: a 503 to retry, never a 500
+            raise Unavailable(f"could not read results: {type(error).__name__}") from error
+
+    def cached(self, sha256: str, request: Request) -> Result | None:
+        """The cached result for the same bytes and model, as the answer to `request`: its own
+        id and filename, nothing of whoever uploaded the bytes first."""
         if self._cache_namespace is None:
             return None
         try:
-            return self._read(cache_key(*self._cache_namespace, sha256))
+            hit = self._read(cache_key(*self._cache_namespace, sha256))
         except Exception as error:  # noqa: BLE001 - a cache that cannot be read is a miss
             log_failure(log, "read the result cache", error)
             return None
+        if hit is None or not hit.ok:
+            return None
+        return dataclasses.replace(hit, id=request.id, filename=request.filename, token="")
 
-    def remember(self, sha256: str, result: Result) -> None:
-        """Fill the cache from a fresh result (the web tier has both the hash and the reply)."""
-        if self._cache_namespace is None or not result.ok:
+    def remember(self, result: Result) -> None:
+        """Fill the cache from a fresh result, under the hash of the bytes the worker says it
+        classified (a result without one is not cached)."""
+        if self._cache_namespace is None or not result.ok or not result.sha256:
             return
+        self._write(
+            cache_key(*self._cache_namespace, result.sha256),
+            dataclasses.replace(result, **_ANONYMOUS),
+        )
+
+    def record(self, result: Result) -> None:
+        """Store a cache hit's answer under its own id, so GET /results/<id> finds it; never
+        over a result that is already there."""
+        self._write(result_key(result.id), result, only_new=True)
+
+    def _write(self, key: str, result: Result, *, only_new: bool = False) -> None:
+        condition = {"IfNoneMatch": "*"} if only_new else {}
         try:
             self._s3.put_object(
-                Bucket=self._output,
-                Key=cache_key(*self._cache_namespace, sha256),
-                Body=result.encode().encode(),
+                Bucket=self._output, Key=key, Body=result.encode().encode(), **condition
             )
-        except Exception as error:  # noqa: BLE001 - a later miss is the only cost
-            log_failure(log, "fill the result cache", error)
+        except Exception:  # noqa: BLE001, S110 - a later miss or 404 is the only cost
+            pass
 
     def _read(self, key: str) -> Result | None:
         try:

@@ -16,9 +16,10 @@ import falcon
 from PIL import Image, UnidentifiedImageError
 
 from runtime.messages import IMAGE_FORMATS
+from runtime.pixels import footprint, limit_bytes
 
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
-_MULTIPART_OVERHEAD = 64 * 1024
+MULTIPART_OVERHEAD = 64 * 1024
 _MAX_NAME = 128
 
 
@@ -42,11 +43,12 @@ def clean_filename(raw: str | None) -> str:
     return name or "upload"
 
 
-def make_validator(max_upload_bytes: int, max_pixels: int):
-    """The `falcon.before` hook that parses and checks one multipart upload."""
+def make_validator(max_upload_bytes: int, max_pixels: int, memory=None):
+    """The `falcon.before` hook that parses and checks one multipart upload; with `memory`
+    (guards.UploadMemory) the body is read only once its size fits the app's budget."""
 
     def validate_upload(req: falcon.Request, resp, resource, params) -> None:
-        if req.content_length and req.content_length > max_upload_bytes + _MULTIPART_OVERHEAD:
+        if req.content_length and req.content_length > max_upload_bytes + MULTIPART_OVERHEAD:
             raise falcon.HTTPContentTooLarge(
                 description=f"upload is larger than the {max_upload_bytes}-byte limit"
             )
@@ -54,6 +56,13 @@ def make_validator(max_upload_bytes: int, max_pixels: int):
             raise falcon.HTTPBadRequest(
                 description="expected multipart/form-data with an image in field 'myfile'"
             )
+        if req.content_length is None:
+            # Waitress reads a body without a length (and without chunking) as empty.
+            raise falcon.HTTPLengthRequired(
+                description="send Content-Length (or chunked transfer encoding) with the upload"
+            )
+        if memory is not None:
+            memory.take(req, req.content_length)
         part = _find_file_part(req)
         data = part.stream.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
@@ -115,5 +124,12 @@ def _sniff_image(data: bytes, max_pixels: int) -> str:
     if width * height > max_pixels:
         raise falcon.HTTPContentTooLarge(
             description=f"image is {width}x{height}, more than the {max_pixels}-pixel limit"
+        )
+    # Bytes per pixel count too: a 16-bit or 4-channel image takes 2-4x the memory decoded.
+    size = footprint(data)
+    if size.decoded_bytes > limit_bytes(max_pixels):
+        raise falcon.HTTPContentTooLarge(
+            description=f"image is {size.describe()}: more than the {max_pixels} 8-bit RGB "
+            "pixels' worth of memory allowed"
         )
     return fmt

@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 
-from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
+from runtime.readiness import announce_ready
 from runtime.settings import ConfigError, Settings, describe
 
 EXIT_OK = 0
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    # Imported here so that --help and bad settings answer without loading torch.
+    # Imported here so that --help and bad settings answer without loading torch, and so that
+    # the signal handlers are in place before the slow imports (boto3, torch) begin.
+    from runtime.clients import make_client
     from worker.models import ModelError, load_classifier
     from worker.service import build_worker
 
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
     clients = {name: make_client(name, settings) for name in ("sqs", "s3", "cloudwatch")}
+    instance = os.environ.get("INSTANCE_ID", "")
     # One line per request id received and replied: follow it from the web.
     trace_sqs(clients["sqs"], log)
     try:
-        worker = build_worker(settings, classifier=classifier, **clients)
+        worker = build_worker(settings, classifier=classifier, instance=instance, **clients)
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
         print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -82,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     if stop.is_set():
         log.info("stopped before it started")
         return EXIT_OK
-    log.info("worker %s ready: model %s", os.environ.get("INSTANCE_ID", "-"), classifier.name)
+    log.info("worker %s ready: model %s", instance or "-", classifier.name)
+    # The scaler shows this instance as "starting" until this tag says the model is loaded.
+    # In the background: the queue must not wait on an EC2 call (slow or failing, it is only shown).
+    threading.Thread(
+        target=lambda: announce_ready(make_client("ec2", settings, pool_size=1), instance),
+        name="announce-ready",
+        daemon=True,
+    ).start()
     worker.run()
     log.info("worker stopped after %d images", worker.consumer.stats.images)
     return EXIT_OK

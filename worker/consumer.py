@@ -12,6 +12,7 @@ turn.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field
 from runtime import sqs
 from runtime.failures import describe, is_not_found, log_failure
 from runtime.keys import started_key
-from runtime.messages import MessageError, Request, Result, salvage, stored_key
+from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage, stored_key
 from runtime.retry import Backoff, Streak
 from worker import jobitems
+from worker.budget import DecodeBudget
 from worker.lanes import Lanes
 from worker.visibility import VisibilityKeeper
 
@@ -40,8 +42,10 @@ class Job:
     receipt: str
     request: Request | None = None
     data: bytes = b""
+    sha256: str = ""  # of `data`: the web tier caches the result under this hash only
     tensor: object = None
     result: Result | None = None
+    sent_at: float = 0.0  # epoch seconds SQS received the request
     retry: bool = False  # a transient failure: leave the message for redelivery
     expired: bool = False  # nobody waits any more: delete without work or reply
     claimed: bool = False  # a job image this worker holds (see worker.jobitems)
@@ -63,6 +67,11 @@ class Stats:
     _since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def _leave(self) -> None:
+        self._in_hand -= 1
+        if self._in_hand == 0:
+            self.busy_s += time.perf_counter() - self._since
+
     @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
@@ -73,11 +82,14 @@ class Stats:
                 self._since = time.perf_counter()
             self._in_hand += 1
 
+    def abandon(self) -> None:
+        """A batch given back before it finished: it no longer counts as in hand."""
+        with self._lock:
+            self._leave()
+
     def end(self, images: int, errors: int, size: int) -> None:
         with self._lock:
-            self._in_hand -= 1
-            if self._in_hand == 0:
-                self.busy_s += time.perf_counter() - self._since
+            self._leave()
             self.images += images
             self.errors += errors
             self.batches += 1
@@ -121,16 +133,22 @@ class Consumer:
         visibility_timeout_s: int = 30,
         job_queue_url: str | None = None,
         job_batch_max: int | None = None,
+        budget: DecodeBudget | None = None,
+        instance: str = "",
         clock: Callable[[], float] = time.time,
     ):
         self._sqs, self._s3 = sqs, s3
+        self._instance = instance
+        self._ready_at = clock()  # built once the model is loaded: the worker is ready
         self._classifier, self._decode = classifier, decode
         self._queue_url = queue_url
         self._input, self._output = input_bucket, output_bucket
-        self._reply_prefix = reply_prefix
+        self._reply_prefix = reply_url_prefix(queue_url, reply_prefix)
         self._batch_max, self._wait_s = batch_max, wait_s
         self._job_batch_max = job_batch_max or batch_max
         self._clock = clock
+        # Unbounded only in unit tests with stand-in decoders; main() always passes one.
+        self._budget = budget or DecodeBudget(2**62, 2**60)
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._lanes = Lanes(sqs, queue_url, job_queue_url, wait_s=wait_s)
         self._keepers = {
@@ -213,15 +231,18 @@ class Consumer:
     def _take(self, messages: list[dict], queue_url: str) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
         self.stats.begin()
-        batch = Batch(jobs=[self._parse(message, queue_url) for message in messages])
-        batch.queue_url = queue_url
-        self._keepers[queue_url].track(batch.receipts)
-        # A job image delivered twice is classified once: skip what is already stored.
-        jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool, self._claims)
+        batch = None
         try:
+            batch = Batch(jobs=[self._parse(message, queue_url) for message in messages])
+            batch.queue_url = queue_url
+            self._keepers[queue_url].track(batch.receipts)
+            # A job image delivered twice is classified once: skip what is already stored.
+            jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool, self._claims)
             list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
         except BaseException:
-            self._claims.release(batch.jobs)  # given back: a redelivery must not be skipped
+            self.stats.abandon()  # else the busy clock never stops and throughput goes unreported
+            if batch is not None:
+                self._claims.release(batch.jobs)  # given back: a redelivery must not be skipped
             raise
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
         return batch
@@ -242,13 +263,17 @@ class Consumer:
         self.stats.model_s += model_s
         timings = {**batch.timings_ms, "model": round(model_s * 1e3, 2), "batch": len(jobs)}
         for job, top5 in zip(jobs, predictions, strict=True):
+            waited = {"worker_start": 1} if 0 < job.sent_at < self._ready_at else {}
             job.result = Result(
                 id=job.request.id,
                 filename=job.request.filename,
                 model=self._classifier.name,
                 label=top5[0][0],
                 top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
-                timings_ms=timings,
+                token=job.request.token,
+                sha256=job.sha256,
+                timings_ms={**timings, **waited},
+                instance=self._instance,
             )
 
     def _finish(self, batch: Batch) -> None:
@@ -278,6 +303,8 @@ class Consumer:
 
     def _parse(self, message: dict, queue_url: str) -> Job:
         job = Job(receipt=message["ReceiptHandle"])
+        sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
+        job.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
         try:
             job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
         except MessageError as error:
@@ -301,6 +328,7 @@ class Consumer:
             self._mark_started(job.request)
         try:
             job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
+            job.sha256 = hashlib.sha256(job.data).hexdigest()
         except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
             if is_not_found(error):
                 job.result = self._error(job, "the uploaded image is gone")
@@ -309,13 +337,20 @@ class Consumer:
                 job.retry = True
             return
         try:
-            job.tensor = self._classifier.prepare(self._decode(job.data))
+            with self._budget.reserve(job.data):  # refuses what is over the pixel limit
+                job.tensor = self._classifier.prepare(self._decode(job.data))
         except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
             job.result = self._error(job, f"cannot decode the image: {error}")
 
     def _error(self, job: Job, reason: str) -> Result:
         log.info("request %s failed: %s", job.request.id, reason)
-        return Result(id=job.request.id, filename=job.request.filename, error=reason)
+        return Result(
+            id=job.request.id,
+            filename=job.request.filename,
+            error=reason,
+            token=job.request.token,
+            sha256=job.sha256,
+        )
 
     def _mark_started(self, request: Request) -> None:
         """An asynchronous upload's state becomes `in progress` (GET /results/<id> says so)."""

@@ -11,6 +11,7 @@ whichever path decodes it.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 
 import numpy as np
@@ -94,8 +95,12 @@ def _decode_torchvision(data: bytes, fmt: str) -> torch.Tensor:
     except RuntimeError as exc:
         raise ImageError(f"{fmt} is truncated or corrupt: {_reason(exc)}") from None
     if image.dtype == torch.uint16:
-        # 16-bit PNGs keep their depth; the models want 8 bits like every other input.
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+        # 16-bit PNGs keep their depth; the models want 8 bits like every other input. The
+        # high byte of each sample, read in place: widening to int32 to shift (no uint16
+        # shift on CPU) cost 30 bytes a pixel at peak, this costs 9.
+        high = 1 if sys.byteorder == "little" else 0
+        pixels = image.permute(1, 2, 0)  # the decoder's own (H, W, 3) layout: no copy
+        image = pixels.view(torch.uint8)[..., high::2].contiguous().permute(2, 0, 1)
     return image
 
 

@@ -42,6 +42,8 @@ class Lanes:
             QueueUrl=url,
             MaxNumberOfMessages=batch_max,
             WaitTimeSeconds=wait_s,
-            AttributeNames=["ApproximateReceiveCount"],  # logged: redeliveries stand out
+            # ReceiveCount is logged (redeliveries stand out); SentTimestamp tells a request that
+            # was queued before this worker was ready, i.e. one that waited for a worker start.
+            AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
         return response.get("Messages", [])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
 from runtime.settings import Settings
+from worker.budget import DecodeBudget
 from worker.consumer import Consumer
 from worker.imaging import decode
 from worker.metrics import serve_metrics
@@ -33,7 +34,9 @@ class WorkerService:
             self.reporter.stop()
 
 
-def build_worker(settings: Settings, *, sqs, s3, cloudwatch, classifier) -> WorkerService:
+def build_worker(
+    settings: Settings, *, sqs, s3, cloudwatch, classifier, instance: str = ""
+) -> WorkerService:
     """Raises what boto3 raises when the request queue cannot be found; nothing is started."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     try:
@@ -56,6 +59,8 @@ def build_worker(settings: Settings, *, sqs, s3, cloudwatch, classifier) -> Work
         visibility_timeout_s=settings.visibility_timeout_s,
         job_queue_url=job_queue_url,
         job_batch_max=settings.job_batch_max,
+        budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
+        instance=instance,  # named in each result: the page says which worker answered
     )
     reporter = ThroughputReporter(
         consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)

@@ -8,13 +8,16 @@ No call here waits for a worker: a tick must never stall on a slow drain.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from scaler.runners.base import InstanceView
 
@@ -23,6 +26,25 @@ log = logging.getLogger(__name__)
 WORKER_COMMAND = (sys.executable, "-m", "worker")
 DRAIN_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 5.0  # a worker that dies on its own is restarted, but not in a tight loop
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM it when the scaler dies, even by SIGKILL.
+
+    Why: a scaler killed -9 cannot drain its workers; a restarted scaler starts new ones for
+    the same instances, and the old ones would run on as orphans. With this they drain (warm
+    stop: the batch in hand is finished) the moment their scaler is gone. Linux only.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the scaler died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -104,6 +126,7 @@ class ProcessRunner:
                 stdin=subprocess.DEVNULL,
                 # Own session: a Ctrl-C at the terminal reaches the scaler, which drains in order.
                 start_new_session=True,
+                preexec_fn=partial(_term_with_parent, os.getpid()),
             )
         except OSError as error:
             log.error("cannot start worker for %s: %s", iid, error)

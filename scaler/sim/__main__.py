@@ -1,5 +1,7 @@
-"""`python -m scaler.sim`: replay the standard traces through each policy and compare.
+"""`python -m scaler.sim`: replay arrival traces through each policy and compare.
 
+The standard traces, or your own (--trace FILE: a CSV of arrival times in seconds under the header
+`t`), on your instance type (--boot-new-s, --boot-start-s, --throughput) and tick (--tick-s).
 Deterministic: the traces come from one seeded RNG and the model has no other randomness.
 """
 
@@ -8,71 +10,115 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
-from runtime.settings import Settings
+from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
-from scaler.policies import POLICIES, Limits
+from scaler.policies import Limits
 from scaler.sim.model import Result, SimConfig, simulate
-from scaler.sim.traces import standard_traces
+from scaler.sim.traces import TraceError, from_csv, standard_traces
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Policy defaults are the deployment's defaults (never the environment: runs must repeat).
     d = Settings()
     sim = SimConfig()
-    parser = argparse.ArgumentParser(prog="python -m scaler.sim", description=__doc__)
+    parser = _Parser(prog="python -m scaler.sim", description=__doc__)
     add = parser.add_argument
-    add(
-        "--json", action="store_true", help="one JSON object per (trace, policy) instead of a table"
-    )
-    add("--seed", type=int, default=7, help="RNG seed of the Poisson traces")
+    add("--json", action="store_true", help="one JSON object per (trace, policy), not a table")
+    add("--seed", type=int, default=7, help="RNG seed of the standard random traces")
     add("--policy", action="append", choices=POLICIES, help="only this policy (repeatable)")
-    add("--trace", action="append", help="only traces whose name starts with this (repeatable)")
-    add("--boot-new-s", type=float, default=sim.boot_new_s, help="boot time of a new instance")
-    add("--boot-start-s", type=float, default=sim.boot_start_s, help="boot time from stopped")
-    add("--service-s", type=float, default=sim.service_s, help="per-image time in a batch")
-    add("--batch-overhead-s", type=float, default=sim.batch_overhead_s, help="per-batch time")
-    add("--tick-s", type=float, default=d.scaler_tick_s, help="scaler tick")
+    add("--trace", action="append", metavar="FILE", help="replay this CSV instead (repeatable)")
+    add("--only", action="append", metavar="NAME", help="standard traces starting with NAME")
+    add("--boot-new-s", type=_non_negative, default=sim.boot_new_s, help="new instance boot")
+    add("--boot-start-s", type=_non_negative, default=sim.boot_start_s, help="boot from stopped")
+    add("--throughput", type=_positive, default=sim.throughput_img_s, help="img/s per instance")
+    add("--tick-s", type=_positive, default=d.scaler_tick_s, help="scaler tick")
     add("--fleet-min", type=int, default=d.fleet_min)
     add("--fleet-max", type=int, default=d.fleet_max)
-    add("--quiet-period-s", type=float, default=d.quiet_period_s)
-    add("--latency-target-s", type=float, default=d.latency_target_s)
+    add("--idle-delay-s", type=_non_negative, default=d.idle_delay_s)
+    add("--quiet-period-s", type=_non_negative, default=d.quiet_period_s)
+    add("--latency-target-s", type=_positive, default=d.latency_target_s)
     add("--warm-pool-max", type=int, default=d.warm_pool_max)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.fleet_min <= args.fleet_max or args.fleet_max < 1:
+        parser.error("need 0 <= --fleet-min <= --fleet-max and --fleet-max >= 1")
+    if args.warm_pool_max < 0:
+        parser.error("--warm-pool-max must be >= 0")
+    return args
 
 
 def config_from(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(
+    base = SimConfig()
+    # A different throughput scales the whole batch time, overhead included.
+    factor = base.throughput_img_s / args.throughput
+    return replace(
+        base,
         boot_new_s=args.boot_new_s,
         boot_start_s=args.boot_start_s,
-        service_s=args.service_s,
-        batch_overhead_s=args.batch_overhead_s,
+        service_s=base.service_s * factor,
+        batch_overhead_s=base.batch_overhead_s * factor,
         tick_s=args.tick_s,
         limits=Limits(args.fleet_min, args.fleet_max),
         latency_target_s=args.latency_target_s,
         quiet_period_s=args.quiet_period_s,
+        idle_delay_s=args.idle_delay_s,
         pool=PoolRules(args.warm_pool_max, Settings().stopped_max_age_s),
     )
 
 
+COLUMNS = (
+    f"{'trace':<20} {'policy':<7} {'requests':>8} {'p50_s':>7} {'p95_s':>7} {'peak':>5} "
+    f"{'starts':>6} {'inst_s':>7} {'inst_s_min60':>12} {'p95 vs seed':>11} {'inst_s':>7} "
+    f"{'min60':>6}"
+)
+
+
 def table(results: list[Result]) -> str:
-    header = (
-        f"{'trace':<20} {'policy':<7} {'requests':>8} {'completion_s':>12} {'p50_s':>7} "
-        f"{'p95_s':>7} {'peak':>5} {'instance_s':>10} {'p95 vs seed':>11} {'inst_s vs seed':>14}"
-    )
     seed = {r.trace: r for r in results if r.policy == "seed"}
-    lines = [header, "-" * len(header)]
+    lines = [COLUMNS, "-" * len(COLUMNS)]
     for r in results:
         base = seed.get(r.trace)
+        versus = ("", "", "")
         if base is not None and r.policy != "seed":
-            p95 = f"{_change(r.p95_s, base.p95_s):>11}"
-            cost = f"{_change(r.instance_seconds, base.instance_seconds):>14}"
-        else:
-            p95, cost = f"{'':>11}", f"{'':>14}"
+            versus = (
+                _change(r.p95_s, base.p95_s),
+                _change(r.instance_seconds, base.instance_seconds),
+                _change(r.instance_seconds_min60, base.instance_seconds_min60),
+            )
         lines.append(
-            f"{r.trace:<20} {r.policy:<7} {r.requests:>8} {r.completion_s:>12.1f} "
-            f"{r.p50_s:>7.2f} {r.p95_s:>7.2f} {r.peak_instances:>5} "
-            f"{r.instance_seconds:>10.0f} {p95} {cost}"
+            f"{r.trace:<20} {r.policy:<7} {r.requests:>8} {r.p50_s:>7.2f} {r.p95_s:>7.2f} "
+            f"{r.peak_instances:>5} {r.starts:>6} {r.instance_seconds:>7.0f} "
+            f"{r.instance_seconds_min60:>12.0f} {versus[0]:>11} {versus[1]:>7} {versus[2]:>6}"
         )
     return "\n".join(lines)
 
@@ -81,28 +127,42 @@ def _change(value: float, base: float) -> str:
     return f"{(value - base) / base:+.0%}" if base else "n/a"
 
 
+def describe(config: SimConfig) -> str:
+    return (
+        f"model: boot {config.boot_new_s:g}s new / {config.boot_start_s:g}s from stopped, "
+        f"{config.throughput_img_s:g} img/s per instance (batches of {config.batch_max}), "
+        f"tick {config.tick_s:g}s, fleet {config.limits.min}-{config.limits.max}, "
+        f"warm pool {config.pool.warm_pool_max}, idle delay {config.idle_delay_s:g}s, "
+        f"quiet period {config.quiet_period_s:g}s, latency target {config.latency_target_s:g}s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from(args)
-    traces = [
-        t
-        for t in standard_traces(args.seed)
-        if not args.trace or t.name.startswith(tuple(args.trace))
-    ]
+    if args.trace:
+        try:
+            traces = [from_csv(path) for path in args.trace]
+        except TraceError as error:
+            print(f"python -m scaler.sim: error: {error}", file=sys.stderr)
+            return 2
+    else:
+        traces = [
+            t
+            for t in standard_traces(args.seed)
+            if not args.only or t.name.startswith(tuple(args.only))
+        ]
     policies = args.policy or list(POLICIES)
     results = [simulate(trace, policy, config) for trace in traces for policy in policies]
     if args.json:
         for result in results:
-            print(json.dumps(result.as_dict()))
+            row = result.as_dict()
+            if result.policy == DEFAULT_POLICY:
+                row["default"] = True
+            print(json.dumps(row))
     else:
         print(table(results))
-        print(
-            f"\nmodel: boot {config.boot_new_s:g}s new / {config.boot_start_s:g}s from stopped, "
-            f"{config.throughput_img_s:g} img/s per instance (batches of {config.batch_max}), "
-            f"tick {config.tick_s:g}s, fleet {config.limits.min}-{config.limits.max}, "
-            f"warm pool {config.pool.warm_pool_max}, quiet period {config.quiet_period_s:g}s, "
-            f"latency target {config.latency_target_s:g}s"
-        )
+        print(f"\n{describe(config)}")
     return 0
 
 

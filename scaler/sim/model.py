@@ -5,19 +5,23 @@ exactly as the real scaler does, and scaler.plan turns its answer into starts, l
 terminations. A new instance works boot_new_s after launch, a stopped one boot_start_s after its
 start. An idle running worker takes up to batch_max waiting messages at once and holds them for
 batch_overhead_s + n * service_s. A stopped instance finishes its batch first (the drain).
-Instance-seconds count from launch or start until stopped. Not modelled: SQS receive sampling,
-visibility timeouts, failures.
+Instance-seconds count from launch or start until stopped, under two billing models: per second,
+and per second with EC2's minimum of 60 s for each start. The drain policy sees the arrival rate
+as the live scaler measures it (the lesser of two windows' rates) and each instance's expected
+ready time. Not modelled: SQS receive sampling, visibility timeouts, failures.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
 from runtime.stats import percentile
-from scaler.plan import Instance, PoolRules, capacity, plan
-from scaler.policies import Limits, Observation, QuietWindow, make_policy
+from scaler.plan import Instance, PoolRules, capacity
+from scaler.policies import IdleClock, Limits, Observation, PolicyConfig, QuietWindow
+from scaler.registry import make_planner, make_policy
 from scaler.sim.traces import Trace
 
 
@@ -33,12 +37,29 @@ class SimConfig:
     latency_target_s: float = 5.0
     quiet_period_s: float = 30.0
     pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
+    idle_delay_s: float = 2.0
+    arrival_window_s: float = 1.0
+    steady_window_s: float = 30.0
+    # The live gauge's windows end where the web tier has surely published: a second back.
+    arrival_lag_s: float = 1.0
+    min_billed_s: float = 60.0  # EC2's minimum charge for each start
     horizon_s: float = 3600.0  # after the last arrival, give up (a policy that never drains)
 
     @property
     def throughput_img_s(self) -> float:
         """What one worker does when busy: the number workers would report."""
         return self.batch_max / (self.batch_overhead_s + self.batch_max * self.service_s)
+
+    def policy_config(self) -> PolicyConfig:
+        # The policy expects the boot times the model uses: the live scaler's settings say them.
+        return PolicyConfig(
+            limits=self.limits,
+            latency_target_s=self.latency_target_s,
+            boot_new_s=self.boot_new_s,
+            boot_start_s=self.boot_start_s,
+            idle_delay_s=self.idle_delay_s,
+            batch_max=self.batch_max,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,8 @@ class Result:
     p95_s: float
     peak_instances: int
     instance_seconds: float
+    instance_seconds_min60: float  # each start billed at least min_billed_s
+    starts: int  # launches and starts from stopped
     completed: int
     requests: int
 
@@ -62,6 +85,8 @@ class Result:
             "p95_s": round(self.p95_s, 2),
             "peak_instances": self.peak_instances,
             "instance_seconds": round(self.instance_seconds, 1),
+            "instance_seconds_min60": round(self.instance_seconds_min60, 1),
+            "starts": self.starts,
         }
 
 
@@ -74,6 +99,7 @@ class _Machine:
     stopped_at: float | None = None
     batch: list[float] = field(default_factory=list)  # arrival times of the messages it holds
     billed_from: float = 0.0
+    ready_at: float = 0.0
 
     def view(self) -> Instance:
         return Instance(
@@ -84,8 +110,13 @@ class _Machine:
 class _Run:
     def __init__(self, trace: Trace, policy_name: str, config: SimConfig):
         self.config = config
-        self.policy = make_policy(policy_name, config.limits, config.latency_target_s)
+        self.policy = make_policy(policy_name, config.policy_config())
+        self.planner = make_planner(policy_name, config.pool)
         self.window = QuietWindow(config.quiet_period_s)
+        self.idle = IdleClock()
+        self.arrived: list[float] = []
+        self.billed_min = 0.0
+        self.starts = 0
         self.events: list[tuple[float, int, int, str, str]] = []
         self.seq = 0
         self.queue: deque[float] = deque()
@@ -114,6 +145,7 @@ class _Run:
                 break
             if kind == "arrive":
                 self.queue.append(now)
+                self.arrived.append(now)
                 self.pending_arrivals -= 1
             elif kind == "ready":
                 self._ready(iid)
@@ -124,8 +156,14 @@ class _Run:
             self._dispatch(now)
         for machine in self.machines.values():
             if machine.state in ("pending", "running", "stopping"):
-                self.instance_seconds += now - machine.billed_from
+                self._bill(machine, now)
         return now
+
+    def _bill(self, machine: _Machine, now: float) -> None:
+        """One run of an instance ends: per second, and per second with the per-start minimum."""
+        seconds = now - machine.billed_from
+        self.instance_seconds += seconds
+        self.billed_min += max(seconds, self.config.min_billed_s)
 
     def _dispatch(self, now: float) -> None:
         for machine in self.machines.values():
@@ -153,26 +191,32 @@ class _Run:
     def _stopped(self, machine: _Machine, now: float) -> None:
         machine.state = "stopped"
         machine.stopped_at = now
-        self.instance_seconds += now - machine.billed_from
+        self._bill(machine, now)
 
     def _tick(self, now: float) -> bool:
         """One scaler round; False once all work is done and the fleet has settled."""
         views = [m.view() for m in self.machines.values() if m.state != "terminated"]
         in_flight = sum(len(m.batch) for m in self.machines.values())
+        live = [m for m in self.machines.values() if m.state in ("pending", "running")]
         obs = Observation(
             visible=len(self.queue),
             in_flight=in_flight,
             capacity=capacity(views),
             throughput_img_s=self.config.throughput_img_s,
             window_peak=self.window.peak(now),
+            arrival_rate_img_s=self._arrival_rate(now, self.config.arrival_window_s),
+            steady_rate_img_s=self._arrival_rate(now, self.config.steady_window_s),
+            ready_in_s=tuple(max(0.0, m.ready_at - now) for m in live),
+            warm=sum(1 for m in self.machines.values() if m.state == "stopped"),
+            idle_s=self.idle.observe(now, len(self.queue)),
         )
         decision = self.policy(obs)
         self.window.observe(now, decision.raw)
-        actions = plan(decision.desired, views, now, self.config.pool)
+        actions = self.planner(decision.desired, views, now)
         for iid in actions.terminate:
             machine = self.machines[iid]
             if machine.state == "pending":  # a cancelled launch was billed while it booted
-                self.instance_seconds += now - machine.billed_from
+                self._bill(machine, now)
             machine.state = "terminated"
         for iid in actions.start:
             self._boot(self.machines[iid], now, restarted=True)
@@ -195,12 +239,26 @@ class _Run:
         self._push(now + self.config.tick_s, "tick", "")
         return True
 
+    def _arrival_rate(self, now: float, w: float) -> float:
+        """The lesser of the last two windows' rates, as the live gauge reads it: 0 for a burst.
+
+        The windows end arrival_lag_s back, where the live gauge's complete seconds end.
+        """
+        now -= self.config.arrival_lag_s
+        counts = [
+            bisect.bisect_right(self.arrived, hi) - bisect.bisect_right(self.arrived, lo)
+            for lo, hi in ((now - w, now), (now - 2 * w, now - w))
+        ]
+        return min(counts) / w
+
     def _boot(self, machine: _Machine, now: float, restarted: bool) -> None:
         machine.state = "pending"
         machine.restarted = restarted
         machine.launched_at = now
         machine.billed_from = now
+        self.starts += 1
         delay = self.config.boot_start_s if restarted else self.config.boot_new_s
+        machine.ready_at = now + delay
         self._push(now + delay, "ready", machine.instance_id)
 
 
@@ -217,6 +275,8 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
         p95_s=percentile(latencies, 95) or 0.0,
         peak_instances=run.peak,
         instance_seconds=run.instance_seconds,
+        instance_seconds_min60=run.billed_min,
+        starts=run.starts,
         completed=len(latencies),
         requests=len(trace.arrivals),
     )

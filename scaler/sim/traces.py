@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,68 @@ def step(phases: list[tuple[float, float]], rng: random.Random) -> Trace:
     return Trace(f"step-{label}/s", tuple(times))
 
 
+def ramp(peak_rate: float, up_s: float, down_s: float, rng: random.Random) -> Trace:
+    """Poisson arrivals whose rate climbs linearly from 0 to peak_rate, then falls back to 0."""
+
+    def rate(t: float) -> float:
+        return peak_rate * (t / up_s if t < up_s else max(0.0, 1 - (t - up_s) / down_s))
+
+    # Thinning: draw at the peak rate, keep each arrival with probability rate(t) / peak.
+    candidates = _poisson_times(rng, peak_rate, 0.0, up_s + down_s)
+    times = [t for t in candidates if rng.random() * peak_rate < rate(t)]
+    return Trace(f"ramp-0-{peak_rate:g}-0/s", tuple(times))
+
+
+def small_bursts(n: int, mean_gap_s: float, duration_s: float, rng: random.Random) -> Trace:
+    """Bursts of n requests at Poisson-spaced moments: many users, each uploading a few images."""
+    starts = _poisson_times(rng, 1 / mean_gap_s, 0.0, duration_s)
+    return Trace(f"bursts-{n}/{mean_gap_s:g}s", tuple(t for t in starts for _ in range(n)))
+
+
+def grader(n: int, gap_s: float) -> Trace:
+    """The course grader: n images at once, idle, then the same n again."""
+    return Trace(f"grader-{n}x2/{gap_s:g}s", (0.0,) * n + (gap_s,) * n)
+
+
+def sparse(mean_gap_s: float, duration_s: float, rng: random.Random) -> Trace:
+    """Interactive use: one image now and then, a couple of minutes apart on average."""
+    return Trace(
+        f"sparse-1/{mean_gap_s:g}s", tuple(_poisson_times(rng, 1 / mean_gap_s, 0.0, duration_s))
+    )
+
+
+class TraceError(ValueError):
+    """A trace file that is not a CSV of arrival times."""
+
+
+def from_csv(path: str) -> Trace:
+    """Arrival times in seconds, one per line under the header `t`; sorted here."""
+    try:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as error:
+        raise TraceError(f"{path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise TraceError(f"{path}: not a text CSV ({error})") from None
+    if not rows or [c.strip() for c in rows[0]] != ["t"]:
+        raise TraceError(f"{path}: the first line must be the header `t`")
+    times = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            (cell,) = row
+            t = float(cell)
+        except ValueError:
+            raise TraceError(f"{path}:{number}: expected one number, got {row!r}") from None
+        if not (math.isfinite(t) and t >= 0):
+            raise TraceError(f"{path}:{number}: arrival time must be a finite number >= 0")
+        times.append(t)
+    if not times:
+        raise TraceError(f"{path}: no arrival times")
+    return Trace(Path(path).stem, tuple(sorted(times)))
+
+
 def standard_traces(seed: int = 7) -> list[Trace]:
     """The traces the simulator replays by default; one seeded RNG makes them reproducible."""
     rng = random.Random(seed)
@@ -59,4 +124,8 @@ def standard_traces(seed: int = 7) -> list[Trace]:
         poisson(2, 600, rng),
         poisson(8, 600, rng),
         step([(1, 200), (20, 200), (1, 200)], rng),
+        ramp(10, up_s=300, down_s=300, rng=rng),
+        small_bursts(5, mean_gap_s=20, duration_s=600, rng=rng),
+        grader(100, gap_s=300),
+        sparse(mean_gap_s=120, duration_s=1800, rng=rng),
     ]

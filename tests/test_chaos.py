@@ -1,0 +1,105 @@
+"""Chaos with the scaler running (issue 11 item 3): lost 0, duplicated 0, wrong labels 0.
+
+`make test` runs a short version (CHAOS_S, 75 s of faults); `make soak` runs it for 10 minutes.
+Expected labels come from the same model run in this process on the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from runtime.settings import Settings
+from tests.chaos import FAULTS, ChaosStack, Tally, ask
+from tests.http_client import variants
+
+CHAOS_S = float(os.environ.get("CHAOS_S", "75"))
+SEED = int(os.environ.get("CHAOS_SEED", "11"))
+
+
+def _reference_labels(images: list[tuple[str, bytes]]) -> dict[bytes, str]:
+    from worker.imaging import decode
+    from worker.models import load_classifier
+
+    settings = Settings()
+    classifier = load_classifier(
+        settings.model, settings.preprocess, 1, optimize=settings.model_optimize
+    )
+    tensors = [classifier.prepare(decode(data)) for _, data in images]
+    return {
+        data: top5[0][0]
+        for (_, data), top5 in zip(images, classifier.classify(tensors), strict=True)
+    }
+
+
+def _wait(condition, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+def test_chaos_with_the_scaler_running_loses_nothing(moto_endpoint, tmp_path):
+    rng = random.Random(SEED)
+    images = variants(30)
+    expected = _reference_labels(images)
+    stack = ChaosStack(moto_endpoint, tmp_path)
+    tally, stop = Tally(), threading.Event()
+
+    def chaos():
+        order = []
+        while not stop.wait(rng.uniform(4.0, 8.0)):
+            if not order:
+                order = list(FAULTS)
+                rng.shuffle(order)
+            stack.one_fault(rng, order.pop())
+
+    try:
+        stack.start()
+        started = time.monotonic()
+        until = started + CHAOS_S + 300  # every request has this long to get its answer
+        chaos_thread = threading.Thread(target=chaos, name="chaos", daemon=True)
+        chaos_thread.start()
+        with ThreadPoolExecutor(max_workers=96) as pool:
+            futures = []
+            while time.monotonic() - started < CHAOS_S:
+                for _ in range(rng.randint(6, 18)):  # a burst; some bytes repeat (cache hits)
+                    request_id = os.urandom(16).hex()
+                    name, data = rng.choice(images)
+                    tally.sent[request_id] = (name, data)
+                    futures.append(
+                        pool.submit(ask, stack.urls, request_id, name, data, tally, until)
+                    )
+                time.sleep(rng.uniform(2.0, 8.0))  # idle
+            stop.set()
+            chaos_thread.join()
+            for future in futures:
+                future.result()
+        counts = tally.counts(expected)
+        # Idle again: the scaler takes the fleet to 0 running, and every worker drains.
+        fleet_idle = _wait(lambda: not stack.instances("pending", "running"), 180)
+        no_workers = _wait(lambda: not stack.worker_pids(), 90)
+        report = {
+            **counts,
+            "faults": dict(stack.events),
+            "statuses": {str(k): v for k, v in tally.statuses.items()},
+            "fleet_idle": fleet_idle,
+            "orphan_workers": len(stack.worker_pids()),
+            "chaos_s": CHAOS_S,
+        }
+        print("chaos report:", json.dumps(report, sort_keys=True))
+        (tmp_path / "chaos-report.json").write_text(json.dumps(report, indent=2))
+    finally:
+        stop.set()
+        stack.stop()
+    assert counts["lost"] == 0, report
+    assert counts["duplicated"] == 0 and counts["misdirected"] == 0, report
+    assert counts["wrong_labels"] == 0, report
+    assert fleet_idle and no_workers, report
+    assert set(stack.events) == set(FAULTS), report  # every kind of fault happened

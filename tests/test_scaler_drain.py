@@ -1,0 +1,154 @@
+"""The drain policy's live inputs and one live 0 -> N -> 0, against moto over HTTP.
+
+The web tier's per-second upload counts go through CloudWatch to the scaler's arrival rates;
+instances' states and start times give their ready times; the stopped ones are the warm pool.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from embedded.provision import provision
+from runtime.cloudwatch import publish_arrivals
+from runtime.settings import Settings
+from scaler.arrivals import ArrivalGauge, lesser_window_rate
+from scaler.fleet import Fleet, ensure_local_launch_template
+from scaler.gauges import QueueGauge, ThroughputGauge
+from scaler.plan import Instance
+from scaler.service import Scaler, ScalerConfig
+from tests.test_runners import Clock
+from tests.test_scaler_service import fleet_states, send
+from web.arrivals import ArrivalCounter
+
+
+@pytest.fixture
+def settings(aws_client):
+    name = f"d{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        input_bucket=f"{name}-in",
+        output_bucket=f"{name}-out",
+        request_queue=f"{name}-requests",
+        fleet_name=f"{name}-fleet",
+        launch_template=f"{name}-lt",
+        policy="drain",
+        fleet_max=4,
+        warm_pool_max=2,
+        idle_delay_s=2.0,
+    )
+    provision(settings, aws_client("s3"), aws_client("sqs"))
+    ensure_local_launch_template(aws_client("ec2"), settings)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("counts", "end", "window", "rate"),
+    [
+        ([(9.0, 5), (10.0, 5)], 10.0, 1.0, 5.0),
+        ([(10.0, 100)], 10.0, 1.0, 0.0),  # a burst fills one window only
+        ([(9.0, 2), (10.0, 8)], 10.0, 1.0, 2.0),  # the lesser window
+        ([(11.0, 50), (9.0, 4), (10.0, 4)], 10.0, 1.0, 4.0),  # later than end: not counted
+        ([(float(t), 1) for t in range(60)], 59.0, 30.0, 1.0),
+        ([], 10.0, 1.0, 0.0),
+    ],
+)
+def test_lesser_window_rate(counts, end, window, rate):
+    assert lesser_window_rate(counts, end, window) == pytest.approx(rate)
+
+
+def test_web_counts_reach_the_scaler_as_rates(settings, aws_client):
+    cloudwatch = aws_client("cloudwatch")
+    now = float(int(time.time()))
+    clock = Clock(now - 70)
+    counter = ArrivalCounter(cloudwatch, settings.fleet_name, clock=clock)
+    # 5 uploads a second for 70 seconds, counted as the web tier counts them.
+    while clock.now < now:
+        counter.add(5)
+        clock.now += 1.0
+        counter.flush()
+    gauge = ArrivalGauge(cloudwatch, settings.fleet_name, 1.0, clock=lambda: now + 0.5)
+    reading = gauge.read()
+    assert reading.measured
+    assert (reading.rate_img_s, reading.steady_img_s) == (pytest.approx(5.0), pytest.approx(5.0))
+    # Another fleet's counts are not ours.
+    other = ArrivalGauge(cloudwatch, f"{settings.fleet_name}-x", 1.0, clock=lambda: now + 0.5)
+    assert other.read().rate_img_s == 0.0
+
+
+def test_a_burst_reads_as_no_rate(settings, aws_client):
+    cloudwatch = aws_client("cloudwatch")
+    now = float(int(time.time()))
+    publish_arrivals(cloudwatch, settings.fleet_name, {int(now) - 1: 100})
+    gauge = ArrivalGauge(cloudwatch, settings.fleet_name, 1.0, clock=lambda: now + 0.5)
+    assert gauge.read().rate_img_s == 0.0
+
+
+def test_the_counter_keeps_the_current_second_and_failed_publishes():
+    class Failing:
+        calls = 0
+
+        def put_metric_data(self, **_):
+            self.calls += 1
+            raise ConnectionError("down")
+
+    clock, cloudwatch = Clock(100.2), Failing()
+    counter = ArrivalCounter(cloudwatch, "fleet", clock=clock)
+    counter.add()
+    counter.flush()
+    assert cloudwatch.calls == 0  # second 100 is still being counted
+    clock.now = 101.0
+    with pytest.raises(ConnectionError):
+        counter.flush()
+    with pytest.raises(ConnectionError):
+        counter.flush()  # kept, tried again
+    assert cloudwatch.calls == 2
+
+
+def test_ready_times_come_from_state_and_start():
+    config = ScalerConfig.from_settings(Settings(expected_boot_new_s=40, expected_boot_start_s=10))
+    assert config.ready_in_s(Instance("a", "running", 0.0), 100.0) == 0.0
+    assert config.ready_in_s(Instance("b", "pending", 90.0), 100.0) == 30.0
+    assert config.ready_in_s(Instance("c", "pending", 95.0, restarted=True), 100.0) == 5.0
+    assert config.ready_in_s(Instance("d", "pending", 0.0), 100.0) == 0.0  # late: any moment
+
+
+def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
+    settings, aws_client
+):
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    clock = Clock(1_000.0)
+    scaler = Scaler(
+        ScalerConfig.from_settings(settings),
+        fleet=Fleet(ec2, settings.fleet_name, settings.launch_template, clock=clock),
+        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        throughput=ThroughputGauge(aws_client("cloudwatch"), settings.fleet_name, 10.0),
+        arrivals=ArrivalGauge(aws_client("cloudwatch"), settings.fleet_name, 1.0, clock=clock),
+        clock=clock,
+    )
+    url = send(sqs, settings, 40)  # four batches: four instances clear it in one round
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["running"] * 4
+    grow = scaler.status()["decisions"][-1]
+    assert (grow["code"], grow["desired"], grow["ok"]) == ("drain-projection", 4, True)
+    assert grow["inputs"]["visible"] == 40 and grow["inputs"]["capacity"] == 0
+    assert grow["actions"]["launch"] == 4 and grow["facts"]["launches"] == 4
+
+    sqs.purge_queue(QueueUrl=url)  # the workers took everything
+    clock.now += 1.0
+    scaler.tick()  # nothing waits: one stays for the idle delay
+    assert fleet_states(ec2, settings) == ["running"] + ["stopped"] * 3
+    clock.now += 1.0
+    scaler.tick()  # nothing waited for the delay and nothing arrives: to zero
+    assert fleet_states(ec2, settings) == ["stopped"] * 2  # the warm pool; the rest terminated
+    codes = [d["code"] for d in scaler.status()["decisions"]]
+    assert codes[-2:] == ["keep-up", "idle"]
+    assert scaler.status()["fleet"]["running"] == 0
+
+    send(sqs, settings, 5)
+    clock.now += 2.0
+    scaler.tick()  # a small burst: one restart from the warm pool, no launch
+    last = scaler.status()["decisions"][-1]
+    assert last["inputs"]["warm"] >= 2
+    assert len(last["actions"]["start"]) == 1 and last["actions"]["launch"] == 0
