@@ -102,7 +102,6 @@ def build_web(
     history = StatusHistory()
     history.record(status.snapshot())
     sampler = Every(history.interval_s, lambda: history.record(status.snapshot()), "history")
-    status = StatusSource(sqs, request_queue_url, dlq_url, settings.scaler_status_url)
     job_s3, job_sqs = (job_clients("s3"), job_clients("sqs")) if job_clients else (s3, sqs)
     app = create_app(
         settings,
