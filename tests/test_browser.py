@@ -5,7 +5,8 @@ processes (RUNNER=process) from an empty fleet, with the result cache off. The b
 real photo and reads its label, then watches the dashboard through a burst: the workers show as
 starting while their model loads, the scale-out decision reads as a sentence, stopped instances
 are drawn apart from running ones after scale-in, and a reload keeps the history. Screenshots of
-the dashboard at desktop and phone width are saved in docs/ (the README's pictures).
+the dashboard at desktop and phone width go to test-artifacts/, or to docs/ (the README's
+pictures) with UPDATE_SCREENSHOTS=1, so an ordinary test run leaves the tree clean.
 
 Needs: apt-get install -y chromium chromium-driver; pip install selenium. Without them the
 browser tests skip; the page's own tests (served, offline, POST / unchanged) always run.
@@ -13,6 +14,7 @@ browser tests skip; the page's own tests (served, offline, POST / unchanged) alw
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -40,7 +42,7 @@ except ImportError:  # the page's own tests below still run
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
-PICTURES = ROOT / "docs"
+PICTURES = ROOT / "docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else ARTIFACTS
 FLEET_MAX = 2
 
 
