@@ -53,6 +53,7 @@ FULL = Plan(
         phone_e2e=60,
         phone_concurrency=20,
         probes=30,
+        job=1000,
     ),
     overrides={},
 )
@@ -75,6 +76,7 @@ QUICK = Plan(
         phone_e2e=3,
         phone_concurrency=3,
         probes=2,
+        job=20,
     ),
     overrides={"RECEIVE_WAIT_S": "1"},
 )

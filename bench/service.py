@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import lanes
 from bench.client import Batch, Uploader
 from bench.machine import CpuMeter, CpuWindow
 from bench.phones import PhonePhotos
@@ -32,6 +33,7 @@ class Sizes:
     phone_e2e: int  # 12 MP phone photos uploaded at phone_concurrency after the e2e run
     phone_concurrency: int
     probes: int  # timed calls of each kind to the AWS emulator
+    job: int = 0  # images of the batch job that runs under the `seq`-sized lane uploads
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ServiceRun:
     phone_e2e: Batch
     phone_cpu: CpuWindow
     aws_calls: dict[str, dict]  # cost of each kind of AWS call, alone
+    lane: lanes.LaneRun | None = None  # sequential uploads while a batch job runs
 
 
 def run(
@@ -106,6 +109,9 @@ def run(
         meter = CpuMeter(pids).start()
         phone_e2e = uploader.concurrent(phone_photos, sizes.phone_concurrency)
         phone_cpu = meter.stop()
+        lane = None
+        if sizes.job:
+            lane = lanes.run(uploader, photos, f"http://{HOST}:{port}", sizes.job, sizes.seq)
         if dead := stack.dead():
             raise StackError(f"{', '.join(dead)} exited during the run; see {log_dir}/")
     finally:
@@ -123,4 +129,5 @@ def run(
         phone_e2e=phone_e2e,
         phone_cpu=phone_cpu,
         aws_calls={"probe_photo_kb": round(len(probe_photo.data) / 1024), **aws_calls},
+        lane=lane,
     )

@@ -44,6 +44,8 @@ KEYS = {
     "service_cpu_ms_per_img",
     "stage_cpu_ms",
     "decode_cpu_ms_per_img_phone",
+    "lane_ratio",
+    "lane_p50_ms",
 }
 
 
@@ -112,6 +114,7 @@ def test_quick_run_prints_a_table_and_every_key(tmp_path):
     assert set(result["stage_cpu_ms"]) == {*STAGES, "other"}
     assert result["stage_cpu_ms"]["model"] > 0 and result["stage_cpu_ms_phone"]["decode"] > 0
     assert result["burst_errors"] == 0
+    assert result["lane_errors"] == 0 and result["lane_job_images"] == 20
     assert str(result["model_best_batch"]) in result["model_img_s_by_batch"]
     assert {p.name for p in (tmp_path / "service").glob("*.log")} >= {"moto.log", "web.log"}
 

@@ -224,7 +224,7 @@ def test_long_batch_keeps_its_messages_hidden(env):
     consumer = env["consumer"]
     consumer._classifier = SlowClassifier()
     queue_url = env["urls"]["request_queue_url"]
-    consumer._keeper = VisibilityKeeper(env["sqs"], queue_url, timeout_s=2).start()
+    consumer._keepers[queue_url] = VisibilityKeeper(env["sqs"], queue_url, timeout_s=2).start()
     env["sqs"].set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "2"})
     send(env, 7, b"img7")
     messages = consumer._receive()
