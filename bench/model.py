@@ -29,6 +29,9 @@ class ModelTiming:
     cpu_ms: dict[int, float]  # batch size -> median CPU milliseconds per image (all threads)
     bs1_ms: float  # median latency of one batch-1 call
     decode_cpu_ms: float  # median CPU milliseconds to decode and preprocess one sample photo
+    # The same for 12 MP phone photos, as the worker decodes them and decoding every pixel
+    # (empty when the run was given no phone photos).
+    phone_decode_cpu_ms: dict[str, float]
 
     @property
     def best_batch(self) -> int:
@@ -40,10 +43,16 @@ class ModelTiming:
 
 
 def measure(
-    cpus: tuple[int, ...], threads: int, batches: tuple[int, ...], reps: int, min_s: float
+    cpus: tuple[int, ...],
+    threads: int,
+    batches: tuple[int, ...],
+    reps: int,
+    min_s: float,
+    phones: Path | None = None,
 ) -> ModelTiming:
-    """Time the model in a fresh process on `cpus` with `threads` intra-op threads."""
-    (timing,) = measure_side_by_side([cpus], threads, batches, reps, min_s)
+    """Time the model in a fresh process on `cpus` with `threads` intra-op threads; with
+    `phones` (a directory of phone photos) time their decoding too."""
+    (timing,) = measure_side_by_side([cpus], threads, batches, reps, min_s, phones)
     return timing
 
 
@@ -53,6 +62,7 @@ def measure_side_by_side(
     batches: tuple[int, ...],
     reps: int,
     min_s: float,
+    phones: Path | None = None,
 ) -> list[ModelTiming]:
     """One model process per placement, all timing at once (they start behind a barrier)."""
     with tempfile.TemporaryDirectory(prefix="bench-barrier-") as barrier:
@@ -69,6 +79,7 @@ def measure_side_by_side(
                     f"--min-s={min_s}",
                     f"--barrier={barrier}",
                     f"--peers={len(placements)}",
+                    *([f"--phones={phones}"] if phones else []),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
@@ -99,6 +110,7 @@ def measure_side_by_side(
             cpu_ms={int(b): ms for b, ms in out["cpu_ms"].items()},
             bs1_ms=out["bs1_ms"],
             decode_cpu_ms=out["decode_cpu_ms"],
+            phone_decode_cpu_ms=out.get("phone_decode_cpu_ms", {}),
         )
         for cpus, out in zip(placements, outputs, strict=True)
     ]
@@ -116,18 +128,20 @@ def prepared_tensors(classifier, photos: list[bytes]) -> list:
     """The real photos, decoded and preprocessed exactly as the worker does it."""
     from worker.imaging import decode
 
-    return [classifier.prepare(decode(data)) for data in photos]
+    return [classifier.prepare(decode(data, min_side=classifier.min_side)) for data in photos]
 
 
-def time_decode(classifier, photos: list[bytes], reps: int) -> float:
-    """Median CPU milliseconds per photo of the worker's decode + preprocess (outside the model)."""
+def time_decode(classifier, photos: list[bytes], reps: int, full: bool = False) -> float:
+    """Median CPU milliseconds per photo of the worker's decode + preprocess (outside the model);
+    `full`: decoding every pixel, as the worker did before it decoded at the model's size."""
     from worker.imaging import decode
 
+    min_side = None if full else classifier.min_side
     per_photo = []
     for _ in range(max(reps, 3)):
         started = time.process_time()
         for data in photos:
-            classifier.prepare(decode(data))
+            classifier.prepare(decode(data, min_side=min_side))
         per_photo.append((time.process_time() - started) * 1e3 / len(photos))
     return statistics.median(per_photo)
 
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-s", type=float, default=0.5, help="least seconds per timing")
     parser.add_argument("--barrier", help="directory where side-by-side runs meet before timing")
     parser.add_argument("--peers", type=int, default=1, help="processes meeting at the barrier")
+    parser.add_argument("--phones", help="directory of phone photos whose decoding is timed too")
     args = parser.parse_args(argv)
 
     from runtime.settings import Settings
@@ -208,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     tensors = prepared_tensors(classifier, photos)
     result = time_batches(classifier, tensors, batches, args.reps, args.min_s, ready)
     result["decode_cpu_ms"] = time_decode(classifier, photos, args.reps)
+    if args.phones:
+        # Three photos (the JPEG work does not vary much between them); 3 reps, as for the rest.
+        phones = [path.read_bytes() for path in sorted(Path(args.phones).glob("*.jpg"))[:3]]
+        result["phone_decode_cpu_ms"] = {
+            "scaled": time_decode(classifier, phones, 3),
+            "full": time_decode(classifier, phones, 3, full=True),
+        }
     print(json.dumps(result))
     return 0
 

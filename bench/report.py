@@ -8,6 +8,7 @@ from bench.client import Batch
 from bench.model import ModelTiming
 from bench.service import ServiceRun
 from bench.worker import Drain, WorkerRun
+from worker.consumer import STAGES
 
 # (key, goal, "min" if the value must reach the goal, "max" if it must stay under it)
 GOALS = (
@@ -15,6 +16,11 @@ GOALS = (
     ("e2e_efficiency", 0.50, "min"),
     ("overhead_p50_ms", 30.0, "max"),
     ("burst100_s", 3.0, "max"),
+    ("worker_cpu_efficiency", 0.85, "min"),
+    ("worker_cpu_efficiency_phone", 0.50, "min"),
+    ("worker_overhead_cpu_ms", 4.0, "max"),
+    ("service_to_model_cpu", 1.3, "max"),
+    ("lane_ratio", 2.0, "max"),
 )
 
 
@@ -45,6 +51,23 @@ def _worker_cpu_ms(drain: Drain) -> float:
     return drain.cpu.cpu_s["worker"] * 1e3 / drain.images
 
 
+def _stage_ms(drain: Drain) -> dict[str, float]:
+    """The worker's CPU ms per image by stage, in pipeline order, and `other`: the rest of its
+    process CPU (thread switches, logging, the visibility keeper, garbage collection)."""
+    stages = {name: drain.stage_cpu_s.get(name, 0.0) for name in STAGES}
+    per_image = {name: round(seconds * 1e3 / drain.images, 2) for name, seconds in stages.items()}
+    other_s = drain.cpu.cpu_s["worker"] - sum(stages.values())
+    per_image["other"] = round(other_s * 1e3 / drain.images, 2)
+    return per_image
+
+
+def _service_cpu_ms(cpu_s: dict[str, float], images: int) -> float:
+    """Web and workers, per image: what the service itself spends (not the emulator, not the
+    client)."""
+    ours = sum(seconds for name, seconds in cpu_s.items() if name not in ("moto", "client"))
+    return round(ours * 1e3 / images, 1)
+
+
 def _drain(drain: Drain) -> dict:
     return {
         "img_s": round(drain.img_s, 2),
@@ -55,6 +78,7 @@ def _drain(drain: Drain) -> dict:
         "model_share": round(drain.model_s / drain.wall_s, 3),
         "cpu_ms_per_img": _per_image_ms(drain.cpu.cpu_s, drain.images),
         "window": drain.cpu.as_dict(),
+        "stage_cpu_ms": _stage_ms(drain),
     }
 
 
@@ -71,6 +95,8 @@ def summarise(
     pair_best = max(pair_img_s, key=pair_img_s.get)
     seq_p50 = p50_ms(service.seq)
     model_cpu_ms = one.cpu_ms[one.best_batch]
+    phone_e2e_img_s = len(service.phone_e2e.outcomes) / service.phone_e2e.wall_s
+    service_cpu_ms = _service_cpu_ms(service.cpu.cpu_s, len(service.e2e.outcomes))
     out = {
         "machine": machine,
         "model_img_s": round(one.best_img_s, 2),
@@ -79,6 +105,8 @@ def summarise(
         "model_cpu_ms_per_img": round(model_cpu_ms, 1),
         "model_bs1_ms": round(one.bs1_ms, 1),
         "decode_cpu_ms_per_img": round(one.decode_cpu_ms, 1),
+        "decode_cpu_ms_per_img_phone": round(one.phone_decode_cpu_ms.get("scaled", 0.0), 1),
+        "decode_full_cpu_ms_per_img_phone": round(one.phone_decode_cpu_ms.get("full", 0.0), 1),
         "model_2t_img_s": round(two.best_img_s, 2),
         "model_2t_best_batch": two.best_batch,
         "model_2t_img_s_by_batch": {b: round(r, 2) for b, r in two.img_s.items()},
@@ -92,8 +120,18 @@ def summarise(
         "worker_fed_efficiency": round(worker.fed.img_s / one.best_img_s, 3),
         "worker_fed_depth": worker.fed_depth,
         "worker_cpu_efficiency": round(model_cpu_ms / _worker_cpu_ms(worker.fed), 3),
+        "worker_overhead_cpu_ms": round(_worker_cpu_ms(worker.fed) - model_cpu_ms, 1),
+        "stage_cpu_ms": _stage_ms(worker.fed),
+        "worker_img_s_phone": round(worker.phone_full.img_s, 2),
+        "worker_efficiency_phone": round(worker.phone_full.img_s / one.best_img_s, 3),
+        "worker_fed_img_s_phone": round(worker.phone_fed.img_s, 2),
+        "worker_cpu_efficiency_phone": round(model_cpu_ms / _worker_cpu_ms(worker.phone_fed), 3),
+        "worker_overhead_cpu_ms_phone": round(_worker_cpu_ms(worker.phone_fed) - model_cpu_ms, 1),
+        "stage_cpu_ms_phone": _stage_ms(worker.phone_fed),
         "worker_full": _drain(worker.full),
         "worker_fed": _drain(worker.fed),
+        "worker_phone_full": _drain(worker.phone_full),
+        "worker_phone_fed": _drain(worker.phone_fed),
         "cold_start_s": round(worker.cold_start_s, 2),
         "e2e_img_s": round(e2e_img_s, 2),
         "e2e_efficiency": round(e2e_img_s / two.best_img_s, 3),
@@ -106,6 +144,19 @@ def summarise(
         "e2e_p50_ms": p50_ms(service.e2e),
         "e2e_cpu_ms_per_img": _per_image_ms(service.cpu.cpu_s, len(service.e2e.outcomes)),
         "e2e_window": service.cpu.as_dict(),
+        "service_cpu_ms_per_img": service_cpu_ms,
+        "service_to_model_cpu": round(service_cpu_ms / model_cpu_ms, 2),
+        "e2e_img_s_phone": round(phone_e2e_img_s, 2),
+        "e2e_uploads_phone": len(service.phone_e2e.outcomes),
+        "e2e_errors_phone": service.phone_e2e.failed,
+        "e2e_p50_ms_phone": p50_ms(service.phone_e2e),
+        "e2e_cpu_ms_per_img_phone": _per_image_ms(
+            service.phone_cpu.cpu_s, len(service.phone_e2e.outcomes)
+        ),
+        "service_cpu_ms_per_img_phone": _service_cpu_ms(
+            service.phone_cpu.cpu_s, len(service.phone_e2e.outcomes)
+        ),
+        "e2e_window_phone": service.phone_cpu.as_dict(),
         "seq_p50_ms": seq_p50,
         "seq_submit_p50_ms": _timing_p50(service.seq, "submit"),
         "seq_model_p50_ms": _timing_p50(service.seq, "model"),
@@ -120,9 +171,12 @@ def summarise(
             1 for o in service.cache.outcomes if o.body.get("timings_ms", {}).get("cache_hit")
         ),
         "cache_repeats": len(service.cache.outcomes),
+        **_lane(service, seq_p50),
     }
     out["goals_met"] = {
-        key: (out[key] >= goal if kind == "min" else out[key] <= goal) for key, goal, kind in GOALS
+        key: (out[key] >= goal if kind == "min" else out[key] <= goal)
+        for key, goal, kind in GOALS
+        if out[key] is not None
     }
     return out
 
@@ -137,6 +191,11 @@ def table(r: dict) -> str:
         ("  by batch (img/s)", _by_batch(r["model_img_s_by_batch"]), ""),
         ("bare model, batch 1", f"{r['model_bs1_ms']} ms", "1 thread"),
         ("decode + preprocess", f"{r['decode_cpu_ms_per_img']} CPU ms/img", "the sample photos"),
+        (
+            "  12 MP phone photo",
+            f"{r['decode_cpu_ms_per_img_phone']} CPU ms/img",
+            f"decoding every pixel: {r['decode_full_cpu_ms_per_img_phone']} CPU ms/img",
+        ),
         ("bare model, 2 threads", f"{r['model_2t_img_s']} img/s", _best(r, "model_2t")),
         ("bare model, 2 x 1 thread", f"{r['model_2x1t_img_s']} img/s", _pair_note(r)),
         ("worker, 1 core", f"{r['worker_img_s']} img/s", _drain_note(r["worker_full"], "full")),
@@ -144,14 +203,27 @@ def table(r: dict) -> str:
         ("worker, queue kept short", f"{r['worker_fed_img_s']} img/s", _fed_note(r)),
         ("worker_fed_efficiency", f"{r['worker_fed_efficiency']}", "fed worker / bare model"),
         ("worker_cpu_efficiency", f"{r['worker_cpu_efficiency']}", _worker_cpu_note(r)),
+        ("worker_overhead_cpu_ms", f"{r['worker_overhead_cpu_ms']}", "fed worker - bare model"),
+        ("worker, phone photos", f"{r['worker_img_s_phone']} img/s", _phone_note(r)),
+        ("  queue kept short", f"{r['worker_fed_img_s_phone']} img/s", "phone photos"),
+        ("worker_cpu_efficiency_phone", f"{r['worker_cpu_efficiency_phone']}", "phone photos"),
+        (
+            "worker_overhead_cpu_ms_phone",
+            f"{r['worker_overhead_cpu_ms_phone']}",
+            "fed worker on phone photos - bare model",
+        ),
         ("cold start", f"{r['cold_start_s']} s", "process start to first result"),
         ("end to end", f"{r['e2e_img_s']} img/s", _e2e_note(r)),
         ("e2e_efficiency", f"{r['e2e_efficiency']}", "vs bare model on 2 threads"),
         ("e2e_efficiency_2x1t", f"{r['e2e_efficiency_2x1t']}", "vs 2 bare models x 1 thread"),
+        ("end to end, phone photos", f"{r['e2e_img_s_phone']} img/s", _phone_e2e_note(r)),
+        ("service CPU per image", f"{r['service_cpu_ms_per_img']} ms", "web + workers, e2e run"),
+        ("service_to_model_cpu", f"{r['service_to_model_cpu']}", "service CPU / bare model CPU"),
         ("sequential p50", f"{r['seq_p50_ms']} ms", _seq_note(r)),
         ("overhead_p50_ms", f"{r['overhead_p50_ms']} ms", "sequential p50 - bare batch 1"),
         ("burst100_s", f"{r['burst100_s']} s", f"{r['burst_uploads']} at once, 2 fixed workers"),
         ("cache_hit_p50_ms", f"{r['cache_hit_p50_ms']} ms", _cache_note(r)),
+        ("lane_ratio", f"{r['lane_ratio']}", _lane_note(r)),
     ]
     lines = [f"{'metric':<26} {'value':<26} {'goal':<10} note", "-" * 100]
     for name, value, note in rows:
@@ -168,11 +240,39 @@ def table(r: dict) -> str:
         "p50 ms / moto CPU ms / boto3 CPU ms per call"
     )
     lines.append("  " + _aws(calls))
-    for name in ("full", "fed"):
+    for name in ("full", "fed", "phone_full", "phone_fed"):
         drain = r[f"worker_{name}"]
         lines.append(_window(f"worker drain ({name})", drain["window"], drain["cpu_ms_per_img"]))
     lines.append(_window("end to end", r["e2e_window"], r["e2e_cpu_ms_per_img"]))
+    lines.append(_window("phone e2e", r["e2e_window_phone"], r["e2e_cpu_ms_per_img_phone"]))
+    for key, what in (("stage_cpu_ms", "sample photos"), ("stage_cpu_ms_phone", "phone photos")):
+        stages = ", ".join(f"{k} {v:g}" for k, v in r[key].items())
+        lines.append(f"worker CPU ms per image by stage ({what}, queue kept short): {stages}")
     return "\n".join(lines)
+
+
+def _lane(service: ServiceRun, seq_p50: float) -> dict:
+    """Sequential uploads under a running batch job against the same on an idle fleet."""
+    if service.lane is None:
+        return {"lane_p50_ms": None, "lane_ratio": None, "lane_job_images": 0, "lane_job_left": 0}
+    under = p50_ms(service.lane.under_job)
+    return {
+        "lane_p50_ms": under,
+        "lane_ratio": round(under / seq_p50, 2),
+        # The worker's model time for the upload, under the job: CPU shared with the job's work.
+        "lane_model_p50_ms": _timing_p50(service.lane.under_job, "model"),
+        "lane_job_images": service.lane.job_images,
+        "lane_job_left": service.lane.job_left,
+        "lane_errors": service.lane.under_job.failed,
+    }
+
+
+def _lane_note(r: dict) -> str:
+    return (
+        f"sequential p50 {r['lane_p50_ms']} ms under a {r['lane_job_images']}-image job "
+        f"({r['lane_job_left']} left at the end) / idle p50; model p50 "
+        f"{r['lane_model_p50_ms']} ms under the job, {r['seq_model_p50_ms']} ms idle"
+    )
 
 
 def _by_batch(rates: dict) -> str:
@@ -195,6 +295,17 @@ def _drain_note(d: dict, how: str) -> str:
     return (
         f"{d['images']} {how}, {d['errors']} errors, mean batch {d['batch_mean']}, "
         f"model {d['model_share']:.0%} of the wall time"
+    )
+
+
+def _phone_note(r: dict) -> str:
+    return _drain_note(r["worker_phone_full"], "12 MP queued")
+
+
+def _phone_e2e_note(r: dict) -> str:
+    return (
+        f"{r['e2e_uploads_phone']} uploads of 12 MP, {r['e2e_errors_phone']} errors, "
+        f"p50 {r['e2e_p50_ms_phone']} ms"
     )
 
 

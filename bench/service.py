@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import lanes
 from bench.client import Batch, Uploader
 from bench.machine import CpuMeter, CpuWindow
+from bench.phones import PhonePhotos
 from bench.photos import Photos
 from bench.probe import aws_call_costs
 from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
@@ -28,7 +30,10 @@ class Sizes:
     burst: int
     e2e: int
     concurrency: int
+    phone_e2e: int  # 12 MP phone photos uploaded at phone_concurrency after the e2e run
+    phone_concurrency: int
     probes: int  # timed calls of each kind to the AWS emulator
+    job: int = 0  # images of the batch job that runs under the `seq`-sized lane uploads
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,20 @@ class ServiceRun:
     burst: Batch
     e2e: Batch
     cpu: CpuWindow  # where the CPU went during the e2e run
+    phone_e2e: Batch
+    phone_cpu: CpuWindow
     aws_calls: dict[str, dict]  # cost of each kind of AWS call, alone
+    lane: lanes.LaneRun | None = None  # sequential uploads while a batch job runs
 
 
-def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: dict) -> ServiceRun:
+def run(
+    photos: Photos,
+    phones: PhonePhotos,
+    sizes: Sizes,
+    workers: int,
+    log_dir: Path,
+    overrides: dict,
+) -> ServiceRun:
     moto_stack, endpoint = start_moto(log_dir, None)
     port = free_port()
     name = f"bench{os.getpid()}s"
@@ -90,6 +105,13 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         meter = CpuMeter(pids).start()
         e2e = uploader.concurrent(e2e_photos, sizes.concurrency)
         cpu = meter.stop()
+        phone_photos = phones.take(sizes.phone_e2e)
+        meter = CpuMeter(pids).start()
+        phone_e2e = uploader.concurrent(phone_photos, sizes.phone_concurrency)
+        phone_cpu = meter.stop()
+        lane = None
+        if sizes.job:
+            lane = lanes.run(uploader, photos, f"http://{HOST}:{port}", sizes.job, sizes.seq)
         if dead := stack.dead():
             raise StackError(f"{', '.join(dead)} exited during the run; see {log_dir}/")
     finally:
@@ -104,5 +126,8 @@ def run(photos: Photos, sizes: Sizes, workers: int, log_dir: Path, overrides: di
         burst=burst,
         e2e=e2e,
         cpu=cpu,
+        phone_e2e=phone_e2e,
+        phone_cpu=phone_cpu,
         aws_calls={"probe_photo_kb": round(len(probe_photo.data) / 1024), **aws_calls},
+        lane=lane,
     )

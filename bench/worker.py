@@ -10,14 +10,16 @@ import os
 import signal
 import statistics
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.machine import CpuMeter, CpuWindow
 from bench.model import taskset
+from bench.phones import PhonePhotos
 from bench.photos import Photo, Photos
-from bench.stacks import clients, stack_env, start_moto, stop_workers
+from bench.stacks import HOST, clients, free_port, stack_env, start_moto, stop_workers
 from embedded.provision import provision
 from embedded.stack import Stack, StackError, python_module
 from runtime import sqs
@@ -33,6 +35,7 @@ class Drain:
     batch_mean: float  # images per forward pass, from the worker's reported timings (0: none)
     model_s: float  # seconds of forward passes the worker reported (0: none)
     cpu: CpuWindow  # where the CPU went meanwhile
+    stage_cpu_s: dict[str, float]  # the worker's own CPU seconds per stage (its /metrics)
 
     @property
     def img_s(self) -> float:
@@ -45,6 +48,8 @@ class WorkerRun:
     full: Drain  # every request queued before the worker may start
     fed: Drain  # the queue kept a few batches deep: what the worker does in steady state
     fed_depth: int
+    phone_full: Drain  # the same two drains with 12 MP phone photos
+    phone_fed: Drain
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,28 @@ class Reply:
     result: Result
 
 
-def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict) -> WorkerRun:
+def run(
+    photos: Photos,
+    phones: PhonePhotos,
+    count: int,
+    phone_count: int,
+    warmup: int,
+    log_dir: Path,
+    overrides: dict,
+) -> WorkerRun:
     cpus = sorted(os.sched_getaffinity(0))
     aws_cpus, worker_cpus = (cpus[0],), (cpus[-1],)
     saved = os.sched_getaffinity(0)
     # The harness's own AWS calls run on moto's core, never on the worker's.
     os.sched_setaffinity(0, aws_cpus)
     moto_stack, endpoint = start_moto(log_dir, aws_cpus)
-    env = stack_env(endpoint, f"bench{os.getpid()}w", {"TORCH_THREADS": "1", **overrides})
+    # The worker's /metrics says where its CPU goes, stage by stage.
+    metrics_port = free_port()
+    env = stack_env(
+        endpoint,
+        f"bench{os.getpid()}w",
+        {"TORCH_THREADS": "1", "WORKER_METRICS_PORT": str(metrics_port), **overrides},
+    )
     settings = Settings.from_env(env)
     # moto's receive costs CPU in proportion to the queue's depth; a few batches ahead keep
     # the worker busy without that cost.
@@ -71,8 +90,11 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         s3, sqs = clients(endpoint, settings)
         queue_url = provision(settings, s3, sqs)["request_queue_url"]
         reply_url = sqs.create_queue(QueueName=f"{settings.reply_queue_prefix}bench")["QueueUrl"]
-        queued = Queued(s3, sqs, settings, queue_url, reply_url, moto_stack.processes[0][1].pid)
+        queued = Queued(
+            s3, sqs, settings, queue_url, reply_url, moto_stack.processes[0][1].pid, metrics_port
+        )
         cold, warm, full, fed = (queued.put(photos.full(n)) for n in (1, warmup, count, count))
+        phone_full, phone_fed = (queued.put(phones.take(phone_count)) for _ in range(2))
 
         queued.send(cold)
         started = time.perf_counter()
@@ -85,6 +107,8 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         queued.await_replies(warm, worker, timeout_s=120)
         full_drain = queued.drain(worker, full, depth=None)
         fed_drain = queued.drain(worker, fed, depth=fed_depth)
+        phone_full_drain = queued.drain(worker, phone_full, depth=None)
+        phone_fed_drain = queued.drain(worker, phone_fed, depth=fed_depth)
     finally:
         stop_workers([worker] if worker else [])
         if queued is not None:
@@ -92,7 +116,24 @@ def run(photos: Photos, count: int, warmup: int, log_dir: Path, overrides: dict)
         stack.stop()
         moto_stack.stop()
         os.sched_setaffinity(0, saved)
-    return WorkerRun(cold_start_s, full_drain, fed_drain, fed_depth)
+    return WorkerRun(
+        cold_start_s, full_drain, fed_drain, fed_depth, phone_full_drain, phone_fed_drain
+    )
+
+
+def stage_cpu_seconds(port: int) -> dict[str, float]:
+    """The worker's CPU seconds so far per stage, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "classifier_worker_stage_cpu_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
 
 
 def _reported(results) -> tuple[float, float]:
@@ -111,10 +152,19 @@ def _reported(results) -> tuple[float, float]:
 class Queued:
     """Requests as the web tier makes them: bytes in the input bucket, a message on the queue."""
 
-    def __init__(self, s3, sqs, settings: Settings, queue_url: str, reply_url: str, moto_pid: int):
+    def __init__(
+        self,
+        s3,
+        sqs,
+        settings: Settings,
+        queue_url: str,
+        reply_url: str,
+        moto_pid: int,
+        metrics_port: int,
+    ):
         self._s3, self._sqs, self._settings = s3, sqs, settings
         self._queue_url, self._reply_url = queue_url, reply_url
-        self._moto_pid = moto_pid
+        self._moto_pid, self._metrics_port = moto_pid, metrics_port
         self._pool = ThreadPoolExecutor(max_workers=8)
 
     def close(self) -> None:
@@ -133,7 +183,9 @@ class Queued:
         send one more request for every reply until all are answered."""
         first, rest = (requests, []) if depth is None else (requests[:depth], requests[depth:])
         # Paused while the queue fills, the worker's clock starts when it may take its first
-        # message. (stop_workers resumes it if anything here fails.)
+        # message. (stop_workers resumes it if anything here fails.) Its /metrics are read
+        # first: a paused worker cannot answer them.
+        stages_before = stage_cpu_seconds(self._metrics_port)
         os.kill(worker.pid, signal.SIGSTOP)
         self.send(first)
         meter = CpuMeter({"moto": self._moto_pid, "worker": worker.pid, "harness": None}).start()
@@ -143,7 +195,11 @@ class Queued:
             requests, worker, timeout_s=120 + 2.0 * len(requests), refill=rest
         )
         wall_s = max(r.arrived for r in replies.values()) - started
+        # The last batch is still being stored and deleted after its replies: let it finish, so
+        # both meters see all of its work (an idle worker costs next to no CPU meanwhile).
+        time.sleep(0.5)
         cpu = meter.stop()
+        stages = stage_cpu_seconds(self._metrics_port)
         batch_mean, model_s = _reported(r.result for r in replies.values())
         return Drain(
             images=len(replies),
@@ -152,6 +208,7 @@ class Queued:
             batch_mean=batch_mean,
             model_s=model_s,
             cpu=cpu,
+            stage_cpu_s={k: v - stages_before.get(k, 0.0) for k, v in stages.items()},
         )
 
     def await_replies(

@@ -25,6 +25,7 @@ from runtime.resources import FLEET_TAG, READY_AT_TAG, SCALER_TAG_KEYS
 
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
+JOB_QUEUE = f"{REQUEST_QUEUE}-jobs"  # Settings.job_queue: the batch-job lane
 REPLY_QUEUE_PREFIX = "${AWS::StackName}-reply-"
 FLEET_NAME = "${AWS::StackName}-workers"
 LAUNCH_TEMPLATE = "${AWS::StackName}-worker"
@@ -97,17 +98,22 @@ def worker_policy() -> dict:
                 "sqs:GetQueueUrl",
                 "sqs:ReceiveMessage",
             ],
-            queue_arn(REQUEST_QUEUE),
+            [queue_arn(REQUEST_QUEUE), queue_arn(JOB_QUEUE)],
         ),
         _statement(
             "ReplyToWebProcesses",
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
             queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        _statement("ReadUploads", ["s3:GetObject"], bucket_arn("InputBucket", f"{keys.UPLOADS}*")),
+        # A batch job may name any prefix of the input bucket (its images are classified in place).
+        _statement("ReadInputs", ["s3:GetObject"], bucket_arn("InputBucket", "*")),
         _statement(
-            "WriteResults", ["s3:PutObject"], bucket_arn("OutputBucket", f"{keys.RESULTS}*")
+            "WriteResults",
+            ["s3:PutObject"],
+            [bucket_arn("OutputBucket", f"{p}*") for p in (keys.RESULTS, keys.STARTED, keys.JOBS)],
         ),
+        # A job image's stored result means a second delivery is skipped.
+        _statement("ReadJobResults", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.JOBS}*")),
         _statement(
             "PublishThroughput",
             ["cloudwatch:PutMetricData"],
@@ -204,7 +210,7 @@ def scaler_policy() -> dict:
         _statement(
             "ReadQueueDepth",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-            [queue_arn(REQUEST_QUEUE), queue_arn(f"{REQUEST_QUEUE}-dlq")],
+            [queue_arn(REQUEST_QUEUE), queue_arn(f"{REQUEST_QUEUE}-dlq"), queue_arn(JOB_QUEUE)],
         ),
         # Metric reads have no resource type.
         _statement("ReadThroughput", ["cloudwatch:GetMetricStatistics"], "*"),
@@ -218,7 +224,10 @@ def web_policy() -> dict:
             # GetObject: HeadObject, to see whether a client's retry may reclaim its own id.
             "StoreUploads",
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
+            [
+                bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
+                bucket_arn("InputBucket", f"{keys.JOBS}*"),
+            ],
         ),
         _statement(
             # PutObject: a cache hit's answer stored under its own id (conditionally, never
@@ -226,6 +235,14 @@ def web_policy() -> dict:
             "ReadResults",
             ["s3:GetObject", "s3:PutObject"],
             bucket_arn("OutputBucket", f"{keys.RESULTS}*"),
+        ),
+        # An asynchronous upload a worker has taken is `in progress` (HEAD needs GetObject).
+        _statement("ReadStarted", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.STARTED}*")),
+        _statement(
+            # A batch job's manifest and results: written by the web tier (refused images) too.
+            "JobResults",
+            ["s3:GetObject", "s3:PutObject"],
+            bucket_arn("OutputBucket", f"{keys.JOBS}*"),
         ),
         _statement(
             # The result cache by content hash: the web tier reads it and fills it from replies.
@@ -242,7 +259,7 @@ def web_policy() -> dict:
         _statement(
             "QueueRequests",
             ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
-            queue_arn(REQUEST_QUEUE),
+            [queue_arn(REQUEST_QUEUE), queue_arn(JOB_QUEUE)],
         ),
         _statement(
             "ReadDeadLetterDepth",

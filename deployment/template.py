@@ -184,17 +184,23 @@ def _queues(settings: Settings) -> dict:
                 "MessageRetentionPeriod": DLQ_RETENTION_S,
             },
         },
-        "RequestQueue": {
-            "Type": "AWS::SQS::Queue",
-            "Metadata": sse,
-            "Properties": {
-                "QueueName": iam.sub(iam.REQUEST_QUEUE),
-                QUEUE_SSE_ATTRIBUTE: True,
-                "VisibilityTimeout": settings.visibility_timeout_s,
-                "RedrivePolicy": {
-                    "deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
-                    "maxReceiveCount": settings.max_receive_count,
-                },
+        "RequestQueue": _work_queue(settings, iam.REQUEST_QUEUE, sse),
+        # Batch-job images: a lane of their own, served when no interactive request waits.
+        "JobQueue": _work_queue(settings, iam.JOB_QUEUE, sse),
+    }
+
+
+def _work_queue(settings: Settings, name: str, metadata: dict) -> dict:
+    return {
+        "Type": "AWS::SQS::Queue",
+        "Metadata": metadata,
+        "Properties": {
+            "QueueName": iam.sub(name),
+            QUEUE_SSE_ATTRIBUTE: True,
+            "VisibilityTimeout": settings.visibility_timeout_s,
+            "RedrivePolicy": {
+                "deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
+                "maxReceiveCount": settings.max_receive_count,
             },
         },
     }
@@ -389,10 +395,15 @@ def template() -> dict:
     settings = Settings()
     user_data = _user_data()
     resources = {
-        "InputBucket": _bucket([(keys.UPLOADS, "UploadRetentionDays")]),
+        "InputBucket": _bucket(
+            [(keys.UPLOADS, "UploadRetentionDays"), (keys.JOBS, "ResultRetentionDays")]
+        ),
         "InputBucketPolicy": _tls_only("InputBucket"),
         "OutputBucket": _bucket(
-            [(keys.RESULTS, "ResultRetentionDays"), (keys.CACHE, "ResultRetentionDays")]
+            [
+                (prefix, "ResultRetentionDays")
+                for prefix in (keys.RESULTS, keys.STARTED, keys.JOBS, keys.CACHE)
+            ]
         ),
         "OutputBucketPolicy": _tls_only("OutputBucket"),
         **_queues(settings),

@@ -7,6 +7,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from runtime import keys
 from runtime.resources import BUCKET_ENCRYPTION, DLQ_RETENTION_S, QUEUE_ENCRYPTION
 from runtime.settings import Settings
 
@@ -20,7 +21,11 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     tags = tags or {}
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
-    expire_uploads(s3, settings.input_bucket)
+    days = settings.result_expiry_days
+    ensure_expiry(s3, settings.input_bucket, {keys.UPLOADS: UPLOADS_EXPIRE_DAYS, keys.JOBS: days})
+    ensure_expiry(
+        s3, settings.output_bucket, {keys.RESULTS: days, keys.STARTED: days, keys.JOBS: days}
+    )
     dlq_url = ensure_queue(
         sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
@@ -28,16 +33,40 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
         "QueueArn"
     ]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
-    request_url = ensure_queue(
-        sqs,
-        settings.request_queue,
+    work = {
+        "VisibilityTimeout": str(settings.visibility_timeout_s),
+        "RedrivePolicy": json.dumps(redrive),
+    }
+    request_url = ensure_queue(sqs, settings.request_queue, work, tags)
+    # Batch-job images: their own lane (workers serve it only when no upload waits).
+    job_url = ensure_queue(sqs, settings.job_queue, work, tags)
+    return {
+        "request_queue_url": request_url,
+        "job_queue_url": job_url,
+        "dead_letter_queue_url": dlq_url,
+    }
+
+
+# What this service writes expires; the cache and anything else a user put in the buckets (the
+# prefixes batch jobs read) stay. Uploads are read once by a worker; the web tier deletes only
+# those it failed to queue, so a lifecycle rule is what removes the rest (and what a
+# client-chosen id is unique against: `uploads/<id>` is written only if absent).
+UPLOADS_EXPIRE_DAYS = 1
+
+
+def ensure_expiry(s3, bucket: str, days_by_prefix: dict[str, int]) -> None:
+    """Lifecycle rules (they replace the bucket's): each prefix expires after its days."""
+    rules = [
         {
-            "VisibilityTimeout": str(settings.visibility_timeout_s),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-        tags,
-    )
-    return {"request_queue_url": request_url, "dead_letter_queue_url": dlq_url}
+            "ID": f"expire-{prefix.rstrip('/')}",
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for prefix, days in days_by_prefix.items()
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
 
 
 def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> None:
@@ -67,29 +96,6 @@ def ensure_private_bucket(s3, name: str, region: str, tags: dict[str, str]) -> N
         s3.put_bucket_tagging(
             Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]}
         )
-
-
-UPLOADS_EXPIRE_DAYS = 1
-
-
-def expire_uploads(s3, bucket: str) -> None:
-    """Uploads are read once by a worker; the web tier deletes only those it failed to queue,
-    so a lifecycle rule is what removes the rest (and what a client-chosen id is unique
-    against: `uploads/<id>` is written only if absent)."""
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {
-                    "ID": "expire-uploads",
-                    "Filter": {"Prefix": "uploads/"},
-                    "Status": "Enabled",
-                    "Expiration": {"Days": UPLOADS_EXPIRE_DAYS},
-                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                }
-            ]
-        },
-    )
 
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:

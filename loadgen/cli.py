@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Send images to an image-classification server and measure what users see.",
-        epilog="Without --num_request or --duration, each image is sent once.",
+        epilog="Without --num_request or --duration, each image is sent once. "
+        "`python -m loadgen classify DIR` submits a whole folder as one batch job instead.",
     )
     bound = p.add_mutually_exclusive_group()
     bound.add_argument(
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="socket timeout per request (default 90)",
     )
+    p.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="asynchronous mode: each request is submitted (202) then its result polled; "
+        "the latency is submit to result",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument(
         "--print_replies",
@@ -191,7 +199,7 @@ def _run(job: Job, args: argparse.Namespace):
     stop = threading.Event()
     t0, wall0 = time.monotonic(), time.time()
     poller = StatusPoller(job.target, t0).start() if status_doc is not None else None
-    client = Client(job.target, args.timeout)
+    client = Client(job.target, args.timeout, asynchronous=args.asynchronous)
     interrupted = False
     with tqdm(
         total=job.plan.num_request,
@@ -241,6 +249,11 @@ def _watch_scale_in(poller: StatusPoller, limit_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["classify"]:
+        from loadgen.classify import main as classify
+
+        return classify(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         job = prepare(args)

@@ -13,7 +13,7 @@ import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from runtime.keys import upload_key
+from runtime.keys import job_item_key, result_key, upload_key
 
 VERSION = 1
 # fullmatch, not ^...$: "$" also matches before a trailing newline.
@@ -119,17 +119,28 @@ def _check_id(value: str) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """Web -> worker: classify the object `key` of the input bucket and reply to `reply_to`."""
+    """Web -> worker: classify the object `key` of the input bucket and reply to `reply_to`.
+
+    Three kinds share the one schema: an interactive upload (a reply queue waits), an
+    asynchronous upload (`reply_to` empty: the stored result is the answer) and one image of a
+    batch job (`job` set: the result goes under the job's prefix, never replied).
+    """
 
     id: str
     key: str
     filename: str
     reply_to: str
     deadline: float  # epoch seconds; past it nobody waits for the answer
+    job: str = ""  # the batch job's id, for a job image
+    index: int = 0  # the image's place in its job
     # A per-submission secret the worker echoes in its Result: the web tier hands a reply only
     # to the submission that carries the same token, never to another one that reused the id.
     token: str = ""
     v: int = VERSION
+
+    @property
+    def is_async(self) -> bool:
+        return not self.reply_to and not self.job
 
     @classmethod
     def create(
@@ -159,12 +170,33 @@ class Request:
             reply_to=_require(obj, "reply_to", str),
             deadline=_finite(_require(obj, "deadline", (int, float)), "deadline"),
             token=_optional_hex(obj, "token"),
+            job=obj.get("job") or "",
+            index=obj.get("index", 0),
         )
-        if request.key != upload_key(request.id):
+        if request.job:
+            _check_job_item(request)
+        elif request.key != upload_key(request.id):
             raise MessageError("key does not belong to the request id")
-        if reply_prefix is not None and not _is_own_queue(request.reply_to, reply_prefix):
-            raise MessageError("reply_to is not one of this deployment's reply queues")
+        if request.reply_to and reply_prefix is not None:
+            if not _is_own_queue(request.reply_to, reply_prefix):
+                raise MessageError("reply_to is not one of this deployment's reply queues")
         return request
+
+
+def _check_job_item(request: Request) -> None:
+    if not isinstance(request.job, str) or not is_request_id(request.job):
+        raise MessageError("job is not a 32-digit hex job id")
+    if not isinstance(request.index, int) or isinstance(request.index, bool) or request.index < 0:
+        raise MessageError("index is not a non-negative integer")
+    if request.reply_to:
+        raise MessageError("a job image has no reply_to")
+    if not request.key or request.key.startswith(("/", "uploads/")) or ".." in request.key:
+        raise MessageError("key is not an input object of a job")
+
+
+def stored_key(request: Request, ok: bool) -> str:
+    """Where the worker stores a request's result: by job and index, or by request id."""
+    return job_item_key(request.job, request.index, ok) if request.job else result_key(request.id)
 
 
 def salvage(body: str, reply_prefix: str) -> Request | None:

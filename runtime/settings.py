@@ -45,6 +45,9 @@ class Settings:
     input_bucket: str = _setting("classifier-input", "S3 bucket for uploaded images")
     output_bucket: str = _setting("classifier-output", "S3 bucket for results (JSON by id)")
     request_queue: str = _setting("classifier-requests", "SQS queue of classification requests")
+    result_expiry_days: int = _setting(
+        7, "days before stored results, uploads and jobs expire (S3 lifecycle rules)"
+    )
     reply_queue_prefix: str = _setting("classifier-reply-", "name prefix of per-web reply queues")
     max_receive_count: int = _setting(3, "deliveries before a request goes to the DLQ")
     log_format: str = _setting(
@@ -72,6 +75,10 @@ class Settings:
     )
     api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
     max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
+    job_max_images: int = _setting(10_000, "most images in one batch job", "web")
+    job_max_bytes: int = _setting(
+        2 * 1024**3, "largest batch-job archive (spooled to disk, never held in memory)", "web"
+    )
     reply_queue_max_age_s: float = _setting(
         300.0, "a reply queue without a heartbeat this long is an orphan and deleted", "web"
     )
@@ -98,6 +105,9 @@ class Settings:
     )
     batch_max: int = _setting(10, "most messages taken and classified together (1-10)", "worker")
     # The scaler's local runners give a stopping worker this long to finish its batch.
+    job_batch_max: int = _setting(
+        4, "most job images taken at once (smaller: uploads wait less behind a job)", "worker"
+    )
     visibility_timeout_s: int = _setting(
         30, "SQS visibility timeout for requests", ("worker", "scaler")
     )
@@ -127,6 +137,9 @@ class Settings:
     )
     fleet_min: int = _setting(0, "fewest running workers", "scaler")
     fleet_max: int = _setting(12, "most running workers (embedded: the core count)", "scaler")
+    job_fleet_max: int = _setting(
+        0, "most workers started for batch-job images alone (0 = FLEET_MAX)", "scaler"
+    )
     scaler_tick_s: float = _setting(2.0, "seconds between scaler decisions", "scaler")
     quiet_period_s: float = _setting(30.0, "idle seconds before scaling in", "scaler")
     latency_target_s: float = _setting(5.0, "queueing latency the target policy aims for", "scaler")
@@ -194,7 +207,12 @@ class Settings:
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
             (self.max_upload_bytes > 0, "MAX_UPLOAD_BYTES must be > 0"),
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
+            (self.result_expiry_days >= 1, "RESULT_EXPIRY_DAYS must be >= 1"),
+            (self.job_max_images >= 1, "JOB_MAX_IMAGES must be >= 1"),
+            (self.job_max_bytes > 0, "JOB_MAX_BYTES must be > 0"),
+            (self.job_fleet_max >= 0, "JOB_FLEET_MAX must be >= 0"),
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
+            (1 <= self.job_batch_max <= 10, "JOB_BATCH_MAX must be 1-10"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
             (self.worker_decode_budget_mb >= 1, "WORKER_DECODE_BUDGET_MB must be >= 1"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
@@ -223,6 +241,11 @@ class Settings:
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.request_queue}-dlq"
+
+    @property
+    def job_queue(self) -> str:
+        """Batch-job images: a lane of their own, served when no interactive request waits."""
+        return f"{self.request_queue}-jobs"
 
 
 def _choose(f: dataclasses.Field) -> str:

@@ -22,6 +22,12 @@ class QueueDepth:
     visible: int
     in_flight: int
     dlq: int
+    job_visible: int = 0  # the batch-job lane (see scaler.lanes)
+    job_in_flight: int = 0
+
+    @property
+    def job_load(self) -> int:
+        return self.job_visible + self.job_in_flight
 
 
 class QueueGauge:
@@ -32,6 +38,7 @@ class QueueGauge:
         sqs,
         request_queue: str,
         dead_letter_queue: str,
+        job_queue: str | None = None,
         *,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen
         sleep: Callable[[float], None] = time.sleep,
@@ -39,6 +46,7 @@ class QueueGauge:
         self._sqs = sqs
         self._names = (request_queue, dead_letter_queue)
         self._urls: tuple[str, str] | None = None
+        self._jobs = JobLaneGauge(sqs, job_queue) if job_queue else None
         self._backoff = backoff
         self._sleep = sleep
 
@@ -52,12 +60,35 @@ class QueueGauge:
                 self._urls = (request, dlq)
             request = sqs.read_depth(self._sqs, self._urls[0])
             dlq = sqs.read_depth(self._sqs, self._urls[1])
-            return QueueDepth(request.visible, request.in_flight, dlq.total)
+            jobs = self._jobs.read() if self._jobs else sqs.Depth(0, 0)
+            return QueueDepth(
+                request.visible, request.in_flight, dlq.total, jobs.visible, jobs.in_flight
+            )
 
         try:
             return retry(read_once, "read queue depth", self._backoff, self._sleep)
         except ClientError:
             self._urls = None  # a queue deleted and made again has a new URL
+            raise
+
+
+class JobLaneGauge:
+    """The job queue's depth; a deployment provisioned without one reads as empty."""
+
+    def __init__(self, sqs_client, name: str):
+        self._sqs, self._name = sqs_client, name
+        self._url: str | None = None
+
+    def read(self) -> sqs.Depth:
+        if self._url is None:
+            try:
+                self._url = self._sqs.get_queue_url(QueueName=self._name)["QueueUrl"]
+            except ClientError:
+                return sqs.Depth(0, 0)
+        try:
+            return sqs.read_depth(self._sqs, self._url)
+        except ClientError:
+            self._url = None  # deleted and made again: look it up next time
             raise
 
 

@@ -22,6 +22,7 @@ from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
+from scaler.lanes import job_share, per_instance
 from scaler.plan import CAPACITY_STATES, Instance, PoolRules, capacity, count_states, starting
 from scaler.policies import (
     IdleClock,
@@ -48,6 +49,7 @@ class ScalerConfig:
     latency_target_s: float
     quiet_period_s: float
     pool: PoolRules
+    job_fleet_max: int = 0  # 0: the job lane may use the whole fleet
     boot_new_s: float = 40.0  # expected: a pending instance works this long after its launch
     boot_start_s: float = 10.0  # ... or after its start from stopped
     idle_delay_s: float = 2.0
@@ -61,6 +63,7 @@ class ScalerConfig:
             latency_target_s=settings.latency_target_s,
             quiet_period_s=settings.quiet_period_s,
             pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s),
+            job_fleet_max=settings.job_fleet_max,
             boot_new_s=settings.expected_boot_new_s,
             boot_start_s=settings.expected_boot_start_s,
             idle_delay_s=settings.idle_delay_s,
@@ -143,10 +146,19 @@ class Scaler:
             self._failed("sqs", f"queue unreadable ({describe(error)}); fleet stays as it is")
             return
         throughput = self._throughput.read()
+        try:
+            jobs = job_share(
+                depth.job_load,
+                self.config.job_fleet_max,
+                per_instance(self.config.policy, self.config.latency_target_s, throughput.img_s),
+            )
+        except PolicyError as error:
+            self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
+            return
         arrivals = self._arrivals.read() if self._arrivals else Arrivals(0.0, 0.0, False)
         live = [i for i in instances if i.state in CAPACITY_STATES]
         obs = Observation(
-            visible=depth.visible,
+            visible=depth.visible + jobs,
             in_flight=depth.in_flight,
             capacity=capacity(instances),
             throughput_img_s=throughput.img_s,
@@ -167,7 +179,8 @@ class Scaler:
         with self._lock:
             self._depth, self._img_s = depth, throughput.img_s
         line = (
-            f"policy={self.config.policy} visible={obs.visible} in_flight={obs.in_flight} "
+            f"policy={self.config.policy} visible={depth.visible} in_flight={obs.in_flight} "
+            f"jobs={depth.job_load}(counted {jobs}) "
             f"capacity={obs.capacity} warm={obs.warm} arrivals={obs.arrival_rate_img_s:g}/s "
             f"steady={obs.steady_rate_img_s:g}/s idle={obs.idle_s:.1f}s "
             f"throughput={obs.throughput_img_s:.1f}"
@@ -227,6 +240,8 @@ class Scaler:
                     "visible": self._depth.visible,
                     "in_flight": self._depth.in_flight,
                     "dlq": self._depth.dlq,
+                    "jobs_visible": self._depth.job_visible,
+                    "jobs_in_flight": self._depth.job_in_flight,
                 },
                 "fleet": dict(self._fleet_counts),
                 "policy": self.config.policy,
@@ -243,7 +258,9 @@ def build_scaler(
     return Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet(ec2, settings.fleet_name, settings.launch_template),
-        queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
+        queue=QueueGauge(
+            sqs, settings.request_queue, settings.dead_letter_queue, settings.job_queue
+        ),
         throughput=ThroughputGauge(
             cloudwatch, settings.fleet_name, settings.default_throughput_img_s
         ),

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.phones import PhonePhotos, with_comment
 from bench.photos import Photos
 from tests.conftest import ROOT
+from worker.consumer import STAGES
 
 KEYS = {
     "machine",
@@ -34,6 +36,16 @@ KEYS = {
     "burst100_s",
     "cache_hit_p50_ms",
     "cold_start_s",
+    "worker_overhead_cpu_ms",
+    "worker_overhead_cpu_ms_phone",
+    "worker_img_s_phone",
+    "worker_cpu_efficiency_phone",
+    "e2e_img_s_phone",
+    "service_cpu_ms_per_img",
+    "stage_cpu_ms",
+    "decode_cpu_ms_per_img_phone",
+    "lane_ratio",
+    "lane_p50_ms",
 }
 
 
@@ -44,15 +56,44 @@ def test_photos_are_distinct_and_the_small_ones_are_64_pixels():
     assert Image.open(io.BytesIO(batch[13].data)).size == (64, 64)  # mixed: every second one
 
 
+def test_phone_photos_are_12_megapixel_jpegs_each_upload_distinct(tmp_path):
+    phones = PhonePhotos(2, tmp_path)
+    batch = phones.take(5)  # more uploads than distinct photos: they cycle
+    assert len({p.sha256 for p in batch}) == 5
+    for photo in batch:
+        with Image.open(io.BytesIO(photo.data)) as image:
+            assert image.format == "JPEG" and image.width * image.height >= 12_000_000
+    # The cache is reused: a second set made from it has the same photos.
+    again = PhonePhotos(2, tmp_path).take(1)[0]
+    assert again.data == batch[0].data
+
+
+def test_a_jpeg_comment_changes_the_bytes_not_the_pixels():
+    data = (ROOT / "images" / "chelsea.jpg").read_bytes()
+    tagged = with_comment(data, "upload 7")
+    assert tagged != data
+    with Image.open(io.BytesIO(data)) as a, Image.open(io.BytesIO(tagged)) as b:
+        assert a.tobytes() == b.tobytes()
+
+
 def test_quick_run_prints_a_table_and_every_key(tmp_path):
     bench = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--quick", "--log-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--log-dir",
+            str(tmp_path),
+            "--phone-cache",
+            str(tmp_path / "phones"),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = bench.communicate(timeout=300)
+    stdout, stderr = bench.communicate(timeout=900)  # a busy shared machine is slow
     assert bench.returncode == 0, stderr[-2000:]
     # No web or worker process of the run outlives it (their buckets carry the bench's pid).
     for phase in ("w", "s"):
@@ -66,7 +107,14 @@ def test_quick_run_prints_a_table_and_every_key(tmp_path):
     assert result["worker_images"] == 6 and result["worker_errors"] == 0
     assert result["worker_fed"]["images"] == 6 and result["worker_fed"]["errors"] == 0
     assert result["e2e_uploads"] == 6 and result["e2e_errors"] == 0
+    for drain in ("worker_phone_full", "worker_phone_fed"):
+        assert result[drain]["images"] == 3 and result[drain]["errors"] == 0
+    assert result["e2e_uploads_phone"] == 3 and result["e2e_errors_phone"] == 0
+    # The worker reported CPU time for every stage a message goes through.
+    assert set(result["stage_cpu_ms"]) == {*STAGES, "other"}
+    assert result["stage_cpu_ms"]["model"] > 0 and result["stage_cpu_ms_phone"]["decode"] > 0
     assert result["burst_errors"] == 0
+    assert result["lane_errors"] == 0 and result["lane_job_images"] == 20
     assert str(result["model_best_batch"]) in result["model_img_s_by_batch"]
     assert {p.name for p in (tmp_path / "service").glob("*.log")} >= {"moto.log", "web.log"}
 

@@ -367,3 +367,30 @@ def test_readable_at_phone_width_and_usable_by_keyboard(browser, elastic):
         browser.save_screenshot(str(PICTURES / "dashboard-phone.png"))
     finally:
         browser.set_window_size(1400, 1000)
+
+
+def test_a_folder_goes_as_one_job_and_its_progress_shows(browser, elastic, tmp_path):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name in photo_labels():
+        shutil.copy(IMAGES / name, folder / name)
+    (folder / "readme.txt").write_text("not an image: the page leaves it out")
+    browser.get(elastic.webs[0])
+    wait_until(lambda: tile(browser, "connection") == "live", "the dashboard to go live", 30)
+    browser.find_element(By.ID, "folder").send_keys(str(folder))
+    status = browser.find_element(By.ID, "job-status")
+    wait_until(lambda: status.text.startswith("Done"), "the job to finish", 300)
+    assert status.text == f"Done: {len(photo_labels())} classified, 0 failed."
+    progress = browser.find_element(By.ID, "job-progress")
+    assert (
+        progress.get_attribute("value") == progress.get_attribute("max") == str(len(photo_labels()))
+    )
+    link = wait_until(
+        lambda: (
+            browser.find_element(By.ID, "job-csv").is_displayed()
+            and browser.find_element(By.ID, "job-csv")
+        ),
+        "the CSV link",
+    )
+    assert link.get_attribute("href").startswith("blob:")
+    browser.save_screenshot(str(ARTIFACTS / "job.png"))

@@ -13,6 +13,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from runtime.settings import Settings
 from tests.chaos import FAULTS, ChaosStack, Tally, ask
 from tests.http_client import variants
@@ -45,6 +47,8 @@ def _wait(condition, limit_s: float) -> bool:
     return condition()
 
 
+# The faults, then up to 300 s for the last answers and 270 s for the fleet to drain.
+@pytest.mark.timeout(int(CHAOS_S) + 900)
 def test_chaos_with_the_scaler_running_loses_nothing(moto_endpoint, tmp_path):
     rng = random.Random(SEED)
     images = variants(30)

@@ -13,7 +13,7 @@ from runtime import keys
 from runtime.keys import result_key
 from runtime.messages import Request, Result
 from runtime.settings import Settings
-from worker.consumer import Consumer
+from worker.consumer import STAGES, Consumer
 from worker.visibility import VisibilityKeeper
 
 
@@ -132,6 +132,14 @@ def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(env):
     assert depth(env, env["urls"]["request_queue_url"]) == 0
 
 
+def test_every_stage_of_a_batch_counts_its_cpu_time(env):
+    for i in range(3):
+        send(env, i, f"img{i}".encode())
+    drain_once(env)
+    assert set(env["consumer"].stats.stage_cpu_s) == set(STAGES)
+    assert all(seconds >= 0 for seconds in env["consumer"].stats.stage_cpu_s.values())
+
+
 def test_results_name_the_worker_and_say_when_a_request_waited_for_its_start(env):
     early = send(env, 0, b"img0")  # queued while no worker was ready
     time.sleep(0.05)  # SentTimestamp has millisecond resolution
@@ -216,7 +224,7 @@ def test_long_batch_keeps_its_messages_hidden(env):
     consumer = env["consumer"]
     consumer._classifier = SlowClassifier()
     queue_url = env["urls"]["request_queue_url"]
-    consumer._keeper = VisibilityKeeper(env["sqs"], queue_url, timeout_s=2).start()
+    consumer._keepers[queue_url] = VisibilityKeeper(env["sqs"], queue_url, timeout_s=2).start()
     env["sqs"].set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "2"})
     send(env, 7, b"img7")
     messages = consumer._receive()

@@ -253,6 +253,9 @@ def launch_data_by_id(stack: Stack, template_id: str) -> dict:
 # --- least privilege, read back from IAM -------------------------------------------------------
 
 
+WORKER_WRITES = ("results", "started", "jobs")
+
+
 def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_client):
     settings = stack_settings(deployed)
     stmts = role_policy(deployed, aws_client, "WorkerRole")
@@ -271,18 +274,23 @@ def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_cl
         for action in s["Action"]:
             if action.startswith("sqs:"):
                 assert s["Resource"] in (
-                    [f"{arn}:{settings.request_queue}"],
+                    [f"{arn}:{settings.request_queue}", f"{arn}:{settings.job_queue}"],
                     [f"{arn}:{settings.reply_queue_prefix}*"],
                 )
             if action.startswith("s3:"):
+                # Inputs anywhere in the input bucket (a batch job names its prefix).
                 assert s["Resource"] in (
-                    [f"arn:aws:s3:::{settings.input_bucket}/uploads/*"],
-                    [f"arn:aws:s3:::{settings.output_bucket}/results/*"],
+                    [f"arn:aws:s3:::{settings.input_bucket}/*"],
+                    [f"arn:aws:s3:::{settings.output_bucket}/{p}/*" for p in WORKER_WRITES],
+                    [f"arn:aws:s3:::{settings.output_bucket}/jobs/*"],
                 )
     reply = next(s for s in stmts if s["Resource"] == [f"{arn}:{settings.reply_queue_prefix}*"])
     assert set(reply["Action"]) == {"sqs:SendMessage", "sqs:GetQueueUrl"}
     put = next(s for s in stmts if "s3:PutObject" in s["Action"])
-    assert put["Resource"] == [f"arn:aws:s3:::{settings.output_bucket}/results/*"]
+    assert put["Resource"] == [
+        f"arn:aws:s3:::{settings.output_bucket}/{p}/*" for p in WORKER_WRITES
+    ]
+    assert put["Action"] == ["s3:PutObject"]
     pull = next(s for s in stmts if "ecr:BatchGetImage" in s["Action"])
     assert pull["Resource"] == [
         f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/elastic-classifier-worker"

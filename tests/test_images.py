@@ -196,3 +196,65 @@ def test_max_pixels_refuses_large_images_before_decoding(gradient):
     assert decode(data, max_pixels=64 * 48).shape == (3, 48, 64)
     with pytest.raises(ImageError, match="64x48 pixels is more than the 3071 allowed"):
         decode(data, max_pixels=64 * 48 - 1)
+
+
+# Decoding at the size the model needs ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def large_photo() -> Image.Image:
+    """A real photo at 2048x1366: JPEG can decode it at 1/2, 1/4 and 1/8 of its size."""
+    with Image.open(IMAGES / "rocket.jpg") as image:
+        return image.convert("RGB").resize((2048, 1366), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize(
+    ("min_side", "shape"),
+    [(160, (3, 171, 256)), (256, (3, 342, 512)), (600, (3, 683, 1024)), (700, (3, 1366, 2048))],
+)
+def test_jpeg_decodes_at_the_smallest_scale_still_covering_min_side(large_photo, min_side, shape):
+    assert tuple(decode(encode(large_photo, "jpeg", quality=90), min_side=min_side).shape) == shape
+
+
+def test_scaled_jpeg_is_close_to_the_full_decode_reduced(large_photo):
+    data = encode(large_photo, "jpeg", quality=90)
+    scaled = decode(data, min_side=256)
+    with Image.open(io.BytesIO(data)) as image:
+        reduced = torch.from_numpy(np.array(image.convert("RGB").reduce(4))).permute(2, 0, 1)
+    assert scaled.shape == reduced.shape
+    assert (scaled.int() - reduced.int()).abs().float().mean() < 2
+
+
+def test_scaled_jpeg_honours_exif_orientation(large_photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 2048x1366 landscape, shown 1366x2048 portrait
+    data = encode(large_photo, "jpeg", quality=90, exif=exif.tobytes())
+    upright = decode(data, min_side=256)
+    assert tuple(upright.shape) == (3, 512, 342)
+    # Pixel for pixel the upright image is the stored one turned 90 degrees clockwise.
+    stored = decode(encode(large_photo, "jpeg", quality=90), min_side=256)
+    assert torch.equal(upright, torch.rot90(stored, k=-1, dims=(1, 2)))
+
+
+def test_scaled_grayscale_jpeg_becomes_three_equal_channels(large_photo):
+    image = decode(encode(large_photo.convert("L"), "jpeg", quality=90), min_side=256)
+    assert tuple(image.shape) == (3, 342, 512)
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+
+
+def test_jpeg_too_small_to_scale_decodes_in_full_as_before():
+    data = (IMAGES / "chelsea.jpg").read_bytes()  # 451x300: half would be under 256
+    assert torch.equal(decode(data, min_side=256), decode(data))
+
+
+@pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS - {"jpeg"}))
+def test_other_formats_ignore_min_side(fmt, large_photo):
+    source = large_photo.resize((640, 427))
+    data = encode(source.quantize(256) if fmt == "gif" else source, fmt)
+    assert torch.equal(decode(data, min_side=256), decode(data))
+
+
+def test_truncated_large_jpeg_raises_image_error_on_the_scaled_path(large_photo):
+    data = encode(large_photo, "jpeg", quality=90)
+    with pytest.raises(ImageError, match="jpeg is truncated or corrupt"):
+        decode(data[: len(data) // 2], min_side=256)

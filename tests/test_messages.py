@@ -143,3 +143,32 @@ def test_image_formats_are_known_without_torch():
     code = "import sys, runtime.messages; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert IMAGE_FORMATS >= {"jpeg", "png"}
+
+
+JOB_ITEM = {**GOOD, "reply_to": "", "job": "f" * 32, "index": 3, "key": "photos/cat.jpg"}
+
+
+def test_async_and_job_requests_round_trip():
+    asynchronous = Request.decode(json.dumps({**GOOD, "reply_to": ""}), reply_prefix="svc-reply-")
+    assert asynchronous.is_async and not asynchronous.reply_to
+    item = Request.decode(json.dumps(JOB_ITEM), reply_prefix="svc-reply-")
+    assert (item.job, item.index, item.is_async) == ("f" * 32, 3, False)
+    assert Request.decode(item.encode()) == item
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"job": "../x"}, "job"),
+        ({"job": 7}, "job"),
+        ({"index": -1}, "index"),
+        ({"index": "2"}, "index"),
+        ({"reply_to": OWN}, "reply_to"),
+        ({"key": "uploads/" + "a" * 32}, "key"),
+        ({"key": "a/../../etc"}, "key"),
+        ({"key": ""}, "key"),
+    ],
+)
+def test_job_item_refuses(change, reason):
+    with pytest.raises(MessageError, match=reason):
+        Request.decode(json.dumps({**JOB_ITEM, **change}), reply_prefix="svc-reply-")

@@ -6,6 +6,7 @@ tests scrape a real web and a real worker over HTTP before and after a real uplo
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 
@@ -234,6 +235,25 @@ def test_consumer_collector_reads_stats_at_scrape_time():
     stats.images += 1  # the consume loop moves on; the next scrape sees it
     families = {f.name: f for f in ConsumerCollector(stats).collect()}
     assert families["classifier_worker_images"].samples[0].value == 13
+
+
+def test_stage_cpu_seconds_are_served_by_stage():
+    stats = Stats(stage_cpu_s=Counter({"decode": 1.5, "model": 4.0}))
+    families = {f.name: f for f in ConsumerCollector(stats).collect()}
+    samples = families["classifier_worker_stage_cpu_seconds"].samples
+    assert {s.labels["stage"]: s.value for s in samples} == {"decode": 1.5, "model": 4.0}
+
+
+def test_a_stage_counts_the_cpu_time_of_its_thread_not_its_waits():
+    stats = Stats()
+    with stats.stage("decode"):
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:  # busy: 50 ms of CPU
+            pass
+    with stats.stage("fetch"):
+        time.sleep(0.2)  # waiting costs no CPU
+    assert stats.stage_cpu_s["decode"] >= 0.05
+    assert stats.stage_cpu_s["fetch"] < stats.stage_cpu_s["decode"]
 
 
 def test_a_taken_metrics_port_costs_the_metrics_not_the_worker():

@@ -181,3 +181,49 @@ def test_jit_model_agrees_with_eager():
     for a, b in zip(eager.classify(tensors), traced.classify(tensors), strict=True):
         assert a[0][0] == b[0][0]
         assert abs(a[0][1] - b[0][1]) < 1e-3
+
+
+# Decoding at the size the model needs gives the model's answers of a full decode ---------------
+
+# "A few points": the largest difference allowed between a top-5 score from the scaled decode and
+# the same label's score from the full decode. Measured: at most 0.06 (ascent.jpg, 512 px decoded
+# straight to 256, where libjpeg's scaling replaces the bicubic resize), 0.055 on the phone set,
+# under 0.03 on the rest.
+SCORE_POINTS = 0.07
+
+
+@pytest.fixture(scope="module")
+def phone_photos(tmp_path_factory) -> dict[str, bytes]:
+    """One 12 MP phone-size JPEG per sample photo, as the benchmark makes them."""
+    from bench.phones import ensure_cached
+
+    paths = ensure_cached(len(LABELS), tmp_path_factory.mktemp("phones"))
+    return {path.name: path.read_bytes() for path in paths}
+
+
+def _agree(classifier, photos: dict[str, bytes]) -> None:
+    names = list(photos)
+    full = classifier.classify([classifier.prepare(decode(photos[n])) for n in names])
+    scaled = classifier.classify(
+        [classifier.prepare(decode(photos[n], min_side=classifier.min_side)) for n in names]
+    )
+    for name, a, b in zip(names, full, scaled, strict=True):
+        assert a[0][0] == b[0][0], name
+        full_scores = dict(a)
+        for label, score in b:
+            assert abs(score - full_scores.get(label, 0.0)) <= SCORE_POINTS, (name, label)
+
+
+def test_default_model_resizes_to_256_and_decodes_at_that_size(classifier, reference):
+    assert classifier.min_side == 256
+    assert reference.min_side is None  # the reference preprocessing takes every pixel
+
+
+def test_scaled_decode_agrees_with_the_full_decode_on_the_sample_photos(classifier):
+    _agree(classifier, {name: (IMAGES / name).read_bytes() for name in sorted(LABELS)})
+
+
+def test_scaled_decode_agrees_with_the_full_decode_on_phone_photos(classifier, phone_photos):
+    for data in phone_photos.values():
+        assert tuple(decode(data, min_side=256).shape[1:]) in {(378, 504), (504, 378)}
+    _agree(classifier, phone_photos)

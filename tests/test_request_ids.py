@@ -45,7 +45,10 @@ def _wait_taken(sqs, queue_url: str, limit_s: float = 300) -> None:
 def two_webs(moto_endpoint, tmp_path_factory):
     from tests.conftest import Service
 
-    service = Service(moto_endpoint, tmp_path_factory.mktemp("ids"), "ids11")
+    # Generous: on a loaded machine the first answer waits for the model to load.
+    service = Service(
+        moto_endpoint, tmp_path_factory.mktemp("ids"), "ids11", RESULT_TIMEOUT_S="300"
+    )
     urls = service.provision()
     service.start_worker()
     first, second = service.start_web(), service.start_web()

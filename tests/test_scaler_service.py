@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -96,7 +97,13 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
         assert runner.workers() == workers  # no second herd, no second worker per instance
 
         status = get_json(status_url)
-        assert status["queue"] == {"visible": 30, "in_flight": 0, "dlq": 0}
+        assert status["queue"] == {
+            "visible": 30,
+            "in_flight": 0,
+            "dlq": 0,
+            "jobs_visible": 0,
+            "jobs_in_flight": 0,
+        }
         # The stand-in workers never tag themselves ready: all three are still "starting".
         fleet = {"pending": 0, "running": 3, "stopping": 0, "stopped": 0, "starting": 3}
         assert status["fleet"] == fleet
@@ -358,3 +365,28 @@ def test_python_m_scaler_with_a_local_runner_makes_the_launch_template(settings,
         found = aws_client("ec2").describe_launch_templates(LaunchTemplateNames=[template])
         assert len(found["LaunchTemplates"]) == 1
         stop(process)
+
+
+def _send(sqs, queue: str, count: int) -> None:
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    for start in range(0, count, 10):
+        entries = [{"Id": str(k), "MessageBody": "{}"} for k in range(min(10, count - start))]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+
+def _running(ec2, settings: Settings) -> int:
+    return sum(1 for s in fleet_states(ec2, settings) if s in ("pending", "running"))
+
+
+def test_scaler_sizes_the_fleet_from_both_lanes(settings, aws_client):
+    """A big job grows the fleet to the job lane's maximum; interactive work on top grows it on."""
+    settings = dataclasses.replace(settings, fleet_max=6, job_fleet_max=2)
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    scaler = build_scaler(settings, ec2=ec2, sqs=sqs, cloudwatch=aws_client("cloudwatch"))
+    _send(sqs, settings.job_queue, 200)  # 200 / 5 per instance = 40, capped at the lane's 2
+    scaler.tick()
+    assert _running(ec2, settings) == 2
+    assert scaler.status()["queue"]["jobs_visible"] == 200
+    _send(sqs, settings.request_queue, 10)  # 10 interactive = 2 more instances
+    scaler.tick()
+    assert _running(ec2, settings) == 4

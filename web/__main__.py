@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             s3=s3,
             sqs=sqs,
             background_sqs=lambda: make_client("sqs", settings, pool_size=2),
+            # Jobs get clients of their own: no upload waits on them, so the default timeout.
+            job_clients=lambda service: make_client(service, settings),
             cloudwatch=make_client("cloudwatch", settings),
         )
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
@@ -65,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
         # the upload limit is refused while the headers are read (Waitress's own 413), not
         # after buffering it; up to that margin the app answers with its one-line reason.
-        max_request_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD + 2**20,
+        # A batch job's archive is the exception: it may be up to JOB_MAX_BYTES.
+        max_request_body_size=max(
+            settings.max_upload_bytes + MULTIPART_OVERHEAD, settings.job_max_bytes
+        )
+        + 2**20,
         # Closes only connections with no request in the app, so a stalled body (slowloris)
         # is dropped while an upload that waits for its worker is kept.
         channel_timeout=settings.web_idle_timeout_s,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import falcon
 
+from web.archives import ArchiveError, TooManyImages
 from web.dispatcher import RequestIdInUse
 from web.gateway import ClassificationFailed, ResultTimeout
 from web.guards import Overloaded
+from web.jobs import JobRefused
 from web.store import Unavailable
 
 
@@ -32,6 +34,12 @@ def _overloaded(req, resp, error: Overloaded, params) -> None:
     ) from None
 
 
+def _bad_job(req, resp, error: ArchiveError | JobRefused, params) -> None:
+    if isinstance(error, TooManyImages):
+        raise falcon.HTTPContentTooLarge(description=str(error)) from None
+    raise falcon.HTTPBadRequest(description=str(error)) from None
+
+
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     """JSON for clients that ask for it, else the one-line reason as plain text."""
     reason = error.description or error.title
@@ -48,5 +56,6 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ClassificationFailed, _failed)
     app.add_error_handler(Unavailable, _unavailable)
     app.add_error_handler(Overloaded, _overloaded)
+    app.add_error_handler((ArchiveError, JobRefused), _bad_job)
     app.add_error_handler(RequestIdInUse, _in_use)
     app.set_error_serializer(serialize_error)

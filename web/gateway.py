@@ -77,6 +77,19 @@ class Gateway:
         self._background.submit(self._store.remember, result)
         return self._checked(result), timings
 
+    def submit(self, upload: Upload, request_id: str | None = None) -> str:
+        """Queue one upload without waiting (Prefer: respond-async); its id finds the result."""
+        if request_id and self._store.result(request_id) is not None:
+            return request_id  # a retried submission whose first attempt already finished
+        if self._backlog is not None:
+            self._backlog.check()
+        request = self._store.new_request(upload.filename, request_id, reply=False)
+        self._store.submit(request, upload.data)
+        return request.id
+
+    def state(self, request_id: str) -> str | None:
+        return self._store.state(request_id)
+
     @staticmethod
     def _checked(result: Result) -> Result:
         if not result.ok:

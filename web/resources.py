@@ -26,6 +26,13 @@ def _check_api_key(req, resp, resource, params) -> None:
     resource.check_api_key(req, resp, resource, params)
 
 
+def wants_async(req: falcon.Request) -> bool:
+    """RFC 7240: `Prefer: respond-async` asks for 202 now and the result later."""
+    prefer = req.get_header("Prefer") or ""
+    tokens = (part.split(";")[0].split("=")[0].strip().lower() for part in prefer.split(","))
+    return "respond-async" in tokens
+
+
 def client_request_id(req: falcon.Request) -> str | None:
     """An optional X-Request-Id lets a client find its result again if the answer is lost."""
     value = req.get_header("X-Request-Id")
@@ -46,6 +53,9 @@ class UploadResource:
     @falcon.before(_validate_upload)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload: Upload = req.context.upload
+        if wants_async(req):
+            self._accept(upload, client_request_id(req), resp)
+            return
         result, timings = self._gateway.classify(upload, client_request_id(req))
         cached = bool(timings.get("cache_hit"))
         # Plain-text clients (loadgen) learn the same from a header.
@@ -66,6 +76,13 @@ class UploadResource:
             resp.content_type = falcon.MEDIA_TEXT
             resp.text = f"{upload.stem}:{result.label}"
 
+    def _accept(self, upload: Upload, request_id: str | None, resp: falcon.Response) -> None:
+        request_id = self._gateway.submit(upload, request_id)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/results/{request_id}"
+        resp.set_header("Preference-Applied", "respond-async")
+        resp.media = {"id": request_id, "state": "queued", "location": resp.location}
+
 
 class ResultResource:
     def __init__(self, gateway: Gateway, check_api_key):
@@ -74,10 +91,17 @@ class ResultResource:
 
     @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
-        result = self._gateway.result(request_id) if is_request_id(request_id) else None
-        if result is None:
+        known = is_request_id(request_id)
+        result = self._gateway.result(request_id) if known else None
+        if result is not None:
+            resp.media = result.__dict__
+            return
+        state = self._gateway.state(request_id) if known else None
+        if state is None:
             raise falcon.HTTPNotFound(description=f"no result for {request_id[:64]!r}")
-        resp.media = result.__dict__
+        resp.status = falcon.HTTP_202
+        resp.set_header("Retry-After", "1")
+        resp.media = {"id": request_id, "state": state}
 
 
 class HealthResource:

@@ -20,9 +20,11 @@ from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
 from web.history import StatusHistory
+from web.jobs import JobLimits, JobStore
 from web.reply_queues import ReplyQueueJanitor, create_reply_queue
 from web.status import StatusSource
 from web.store import UploadStore
+from web.uploads import image_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,14 @@ def build_web(
     background_sqs: Callable[[], object],
     cloudwatch=None,
     instance: str = "",
+    job_clients: Callable[[str], object] | None = None,
 ) -> WebService:
     """Raises what boto3 raises when the queues cannot be reached; nothing is started then.
 
     background_sqs makes one client for each background thread (dispatcher, janitor), so their
     long polls never wait for a connection of the upload threads' pool. With a cloudwatch
-    client, accepted uploads are counted per second for the scaler's arrival rate.
+    client, accepted uploads are counted per second for the scaler's arrival rate. Batch jobs
+    get clients of their own from job_clients("s3" or "sqs") (default: the uploads' own).
     """
     request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
@@ -86,6 +90,7 @@ def build_web(
         reply_queue_url=reply_queue_url,
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
+        async_deadline_s=settings.result_expiry_days * 86400.0,
     )
     arrivals = (
         ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
@@ -97,6 +102,7 @@ def build_web(
     history = StatusHistory()
     history.record(status.snapshot())
     sampler = Every(history.interval_s, lambda: history.record(status.snapshot()), "history")
+    job_s3, job_sqs = (job_clients("s3"), job_clients("sqs")) if job_clients else (s3, sqs)
     app = create_app(
         settings,
         gateway=Gateway(
@@ -109,5 +115,24 @@ def build_web(
         ready=store.ready,
         status=status.snapshot,
         history=history,
+        jobs=_job_store(settings, job_s3, job_sqs),
     )
     return WebService(app, reply_queue_url, sqs, dispatcher, janitor, sampler.start(), arrivals)
+
+
+def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: POST /jobs answers 503
+        log.warning("no job queue %r: batch jobs are off", settings.job_queue)
+        return None
+    return JobStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        job_queue_url=job_queue_url,
+        limits=JobLimits(settings.job_max_images, settings.max_upload_bytes),
+        check_image=lambda data: image_problem(data, settings.max_pixels),
+        deadline_s=settings.result_expiry_days * 86400.0,
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from botocore.exceptions import ClientError
 
 from runtime.failures import is_not_found, log_failure
-from runtime.keys import cache_key, result_key
+from runtime.keys import cache_key, result_key, started_key, upload_key
 from runtime.messages import MessageError, Request, Result, new_token
 from web.dispatcher import RequestIdInUse
 
@@ -40,6 +40,7 @@ class UploadStore:
         reply_queue_url: str,
         result_timeout_s: float,
         cache_namespace: tuple[str, str] | None = None,
+        async_deadline_s: float = 7 * 86400.0,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
     ):
@@ -48,11 +49,18 @@ class UploadStore:
         self._request_queue_url = request_queue_url
         self._reply_queue_url = reply_queue_url
         self._timeout_s = result_timeout_s
+        self._async_deadline_s = async_deadline_s  # until the stored result would expire
         self._uuidgen, self._clock = uuidgen, clock
         self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
 
-    def new_request(self, filename: str, request_id: str | None = None) -> Request:
+    def new_request(
+        self, filename: str, request_id: str | None = None, *, reply: bool = True
+    ) -> Request:
+        """A request answered on this process's reply queue, or (reply=False) only stored."""
         request_id = request_id or self._uuidgen().hex
+        if not reply:  # asynchronous: nobody waits on a reply queue, so no token either
+            deadline = self._clock() + self._async_deadline_s
+            return Request.create(request_id, filename, "", deadline)
         return Request.create(
             request_id,
             filename,
@@ -99,6 +107,24 @@ class UploadStore:
         if self._clock() - head["LastModified"].timestamp() < self._timeout_s + _CLOCK_SKEW_S:
             raise RequestIdInUse(request.id)
         self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfMatch=head["ETag"])
+
+    def state(self, request_id: str) -> str | None:
+        """Before its result exists: `in progress` once a worker took it, `queued` while its
+        upload waits, None for an id this deployment does not know (or whose upload expired)."""
+        if self._exists(self._output, started_key(request_id)):
+            return "in progress"
+        if self._exists(self._input, upload_key(request_id)):
+            return "queued"
+        return None
+
+    def _exists(self, bucket: str, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            if is_not_found(error):
+                return False
+            raise
+        return True
 
     def result(self, request_id: str) -> Result | None:
         try:

@@ -82,6 +82,17 @@ def make_validator(max_upload_bytes: int, max_pixels: int, memory=None):
     return validate_upload
 
 
+def image_problem(data: bytes, max_pixels: int) -> str:
+    """Why `data` would be refused as an upload ('' if it would not): the same checks."""
+    if not data:
+        return "the file is empty"
+    try:
+        _sniff_image(data, max_pixels)
+    except falcon.HTTPError as error:
+        return error.description or error.title
+    return ""
+
+
 def _find_file_part(req: falcon.Request):
     try:
         for part in req.get_media():

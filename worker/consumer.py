@@ -8,6 +8,10 @@ second reply.
 decoded (the intake thread) and batch k-1 is stored and replied to (the finisher), so the model
 waits on S3 and SQS as little as possible. `process()` runs one batch through every stage in
 turn.
+
+Every stage counts the CPU time of the thread that runs it (`Stats.stage_cpu_s`, served on the
+worker's /metrics and read by `make bench`): on a CPU the worker's threads share its cores, so
+work moved to another thread is not free, and CPU seconds say what each stage really costs.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from runtime import sqs
 from runtime.failures import describe, is_not_found, log_failure
-from runtime.keys import result_key
-from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage
+from runtime.keys import started_key
+from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage, stored_key
 from runtime.retry import Backoff, Streak
+from worker import jobitems
 from worker.budget import DecodeBudget
+from worker.lanes import Lanes
 from worker.visibility import VisibilityKeeper
 
 log = logging.getLogger(__name__)
@@ -46,10 +53,15 @@ class Job:
     sent_at: float = 0.0  # epoch seconds SQS received the request
     retry: bool = False  # a transient failure: leave the message for redelivery
     expired: bool = False  # nobody waits any more: delete without work or reply
+    claimed: bool = False  # a job image this worker holds (see worker.jobitems)
 
     @property
     def runnable(self) -> bool:
         return self.request is not None and not (self.result or self.retry or self.expired)
+
+
+# The stages whose CPU time is counted, in the order a message meets them.
+STAGES = ("receive", "fetch", "decode", "preprocess", "model", "store", "reply", "delete")
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Stats:
     busy_s: float = 0.0  # wall time with at least one batch in hand
     model_s: float = 0.0
     batch_sizes: Counter = field(default_factory=Counter)  # batch size -> batches
+    stage_cpu_s: Counter = field(default_factory=Counter)  # stage -> CPU seconds of its threads
     _in_hand: int = 0
     _since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -72,6 +85,17 @@ class Stats:
     @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Count the CPU time this thread spends in the block as stage `name`'s."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            spent = time.thread_time() - started
+            with self._lock:
+                self.stage_cpu_s[name] += spent
 
     def begin(self) -> None:
         with self._lock:
@@ -96,6 +120,7 @@ class Stats:
 @dataclass
 class Batch:
     jobs: list[Job]
+    queue_url: str = ""  # the lane every message of the batch came from
     started: float = field(default_factory=time.perf_counter)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -106,6 +131,9 @@ class Batch:
 
 _STOP = object()
 _RECEIVE_BACKOFF = Backoff(base_s=0.5, max_s=10.0)
+# While the model has a batch waiting, how often the interactive lane is looked at (the job lane
+# not at all): an upload's extra wait, against a short poll per interval while a job runs.
+_GATED_POLL_S = 0.05
 
 
 class Consumer:
@@ -124,6 +152,8 @@ class Consumer:
         wait_s: int = 10,
         fetch_concurrency: int = 10,
         visibility_timeout_s: int = 30,
+        job_queue_url: str | None = None,
+        job_batch_max: int | None = None,
         budget: DecodeBudget | None = None,
         instance: str = "",
         clock: Callable[[], float] = time.time,
@@ -136,11 +166,17 @@ class Consumer:
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_url_prefix(queue_url, reply_prefix)
         self._batch_max, self._wait_s = batch_max, wait_s
+        self._job_batch_max = job_batch_max or batch_max
         self._clock = clock
         # Unbounded only in unit tests with stand-in decoders; main() always passes one.
         self._budget = budget or DecodeBudget(2**62, 2**60)
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
-        self._keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout_s)
+        self._lanes = Lanes(sqs, queue_url, job_queue_url, wait_s=wait_s)
+        self._keepers = {
+            url: VisibilityKeeper(sqs, url, visibility_timeout_s)
+            for url in filter(None, (queue_url, job_queue_url))
+        }
+        self._claims = jobitems.Claims()
         self._stopping = threading.Event()
         self.stats = Stats()
 
@@ -160,7 +196,8 @@ class Consumer:
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         finishing = threading.BoundedSemaphore(2)
         intake = threading.Thread(target=self._intake, args=(ready,), name="intake", daemon=True)
-        self._keeper.start()
+        for keeper in self._keepers.values():
+            keeper.start()
         intake.start()
         while (batch := ready.get()) is not _STOP:
             self._compute(batch)
@@ -169,13 +206,19 @@ class Consumer:
         intake.join()
         finisher.shutdown(wait=True)
         self._pool.shutdown(wait=True)
-        self._keeper.stop()
+        for keeper in self._keepers.values():
+            keeper.stop()
 
     def _intake(self, ready: queue.Queue) -> None:
         streak = Streak(_RECEIVE_BACKOFF)
         while not self._stopping.is_set():
             try:
-                messages = self._receive()
+                with self.stats.stage("receive"):
+                    # A job batch is taken only when none waits for the model (see worker.lanes).
+                    jobs_ok = ready.empty()
+                    queue_url, messages = self._lanes.receive(
+                        self._batch_max, self._job_batch_max, jobs_ok
+                    )
                 streak.succeeded()
             except Exception as error:  # noqa: BLE001 - AWS may be briefly away; keep trying
                 delay_s = streak.failed()
@@ -183,44 +226,46 @@ class Consumer:
                 self._stopping.wait(delay_s)
                 continue
             if self._stopping.is_set():
-                self._release(messages)  # unstarted: visible to other workers at once
+                self._release(messages, queue_url)  # unstarted: visible to others at once
                 break
+            if not messages and not jobs_ok:
+                self._stopping.wait(_GATED_POLL_S)  # the model is busy: look again shortly
             if messages:
                 try:
-                    ready.put(self._take(messages))
+                    ready.put(self._take(messages, queue_url))
                 except Exception:  # noqa: BLE001 - never leave the model loop waiting forever
                     log.exception("intake failed; giving %d messages back", len(messages))
-                    self._release(messages)
+                    self._release(messages, queue_url)
         ready.put(_STOP)
 
-    def process(self, messages: list[dict]) -> None:
+    def process(self, messages: list[dict], queue_url: str | None = None) -> None:
         """One batch through every stage, in this thread."""
-        batch = self._take(messages)
+        batch = self._take(messages, queue_url or self._queue_url)
         self._compute(batch)
         self._finish(batch)
 
     # The stages --------------------------------------------------------------------------
 
     def _receive(self) -> list[dict]:
-        response = self._sqs.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=self._batch_max,
-            WaitTimeSeconds=self._wait_s,
-            # ReceiveCount is logged (redeliveries stand out); SentTimestamp tells a request that
-            # was queued before this worker was ready, i.e. one that waited for a worker start.
-            AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-        )
-        return response.get("Messages", [])
+        """One long poll of the interactive lane alone."""
+        return self._lanes.poll(self._queue_url, self._wait_s, self._batch_max)
 
-    def _take(self, messages: list[dict]) -> Batch:
+    def _take(self, messages: list[dict], queue_url: str) -> Batch:
         """Parse, fetch and decode: everything before the model, the I/O in parallel."""
         self.stats.begin()
+        batch = None
         try:
-            batch = Batch(jobs=[self._parse(message) for message in messages])
-            self._keeper.track(batch.receipts)
+            with self.stats.stage("receive"):
+                batch = Batch(jobs=[self._parse(message, queue_url) for message in messages])
+            batch.queue_url = queue_url
+            self._keepers[queue_url].track(batch.receipts)
+            # A job image delivered twice is classified once: skip what is already stored.
+            jobitems.skip_done(self._s3, self._output, batch.jobs, self._pool, self._claims)
             list(self._pool.map(self._load, [job for job in batch.jobs if job.runnable]))
         except BaseException:
             self.stats.abandon()  # else the busy clock never stops and throughput goes unreported
+            if batch is not None:
+                self._claims.release(batch.jobs)  # given back: a redelivery must not be skipped
             raise
         batch.timings_ms["intake"] = (time.perf_counter() - batch.started) * 1e3
         return batch
@@ -231,7 +276,8 @@ class Consumer:
             return
         started = time.perf_counter()
         try:
-            predictions = self._classifier.classify([job.tensor for job in jobs])
+            with self.stats.stage("model"):
+                predictions = self._classifier.classify([job.tensor for job in jobs])
         except Exception:  # noqa: BLE001 - a model fault: redeliver, and the DLQ ends any loop
             log.exception("the model failed on a batch of %d; leaving it for redelivery", len(jobs))
             for job in jobs:
@@ -261,11 +307,16 @@ class Consumer:
         # S3. A result that fails to store keeps its message, and a second reply after the
         # redelivery is dropped by the web tier as a duplicate.
         stored = [self._pool.submit(self._store, job) for job in done]
-        self._reply(done)
+        with self.stats.stage("reply"):
+            self._reply(done)
         for future in stored:
             future.result()
-        self._delete([job for job in batch.jobs if job.request and not job.retry])
-        self._keeper.untrack(batch.receipts)
+        with self.stats.stage("delete"):
+            self._delete(
+                [job for job in batch.jobs if job.request and not job.retry], batch.queue_url
+            )
+        self._keepers[batch.queue_url].untrack(batch.receipts)
+        self._claims.release(batch.jobs)  # after the store: a later copy finds the result
         images = sum(1 for job in done if job.result.ok)
         self.stats.end(images, len(done) - images, len(batch.jobs))
         log.info(
@@ -278,7 +329,7 @@ class Consumer:
 
     # One job -----------------------------------------------------------------------------
 
-    def _parse(self, message: dict) -> Job:
+    def _parse(self, message: dict, queue_url: str) -> Job:
         job = Job(receipt=message["ReceiptHandle"])
         sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
         job.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
@@ -289,7 +340,7 @@ class Consumer:
             if salvaged is None:
                 # Nobody to tell: let it fall to the DLQ after maxReceiveCount deliveries.
                 log.warning("unparseable message left for the DLQ: %s", error)
-                self._release([message])
+                self._release([message], queue_url)
                 job.retry = True
                 return job
             job.request = salvaged
@@ -301,9 +352,13 @@ class Consumer:
         return job
 
     def _load(self, job: Job) -> None:
+        if job.request.is_async:
+            self._mark_started(job.request)
         try:
-            job.data = self._s3.get_object(Bucket=self._input, Key=job.request.key)["Body"].read()
-            job.sha256 = hashlib.sha256(job.data).hexdigest()
+            with self.stats.stage("fetch"):
+                response = self._s3.get_object(Bucket=self._input, Key=job.request.key)
+                job.data = response["Body"].read()
+                job.sha256 = hashlib.sha256(job.data).hexdigest()
         except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
             if is_not_found(error):
                 job.result = self._error(job, "the uploaded image is gone")
@@ -313,7 +368,10 @@ class Consumer:
             return
         try:
             with self._budget.reserve(job.data):  # refuses what is over the pixel limit
-                job.tensor = self._classifier.prepare(self._decode(job.data))
+                with self.stats.stage("decode"):
+                    image = self._decode(job.data)
+                with self.stats.stage("preprocess"):
+                    job.tensor = self._classifier.prepare(image)
         except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
             job.result = self._error(job, f"cannot decode the image: {error}")
 
@@ -327,11 +385,22 @@ class Consumer:
             sha256=job.sha256,
         )
 
+    def _mark_started(self, request: Request) -> None:
+        """An asynchronous upload's state becomes `in progress` (GET /results/<id> says so)."""
+        try:
+            self._s3.put_object(Bucket=self._output, Key=started_key(request.id), Body=b"{}")
+        except Exception as error:  # noqa: BLE001 - only the reported state is less precise
+            log_failure(log, f"mark {request.id} started", error, "it reads `queued` until done")
+
     def _store(self, job: Job) -> None:
+        with self.stats.stage("store"):
+            self._store_result(job)
+
+    def _store_result(self, job: Job) -> None:
         try:
             self._s3.put_object(
                 Bucket=self._output,
-                Key=result_key(job.request.id),
+                Key=stored_key(job.request, job.result.ok),
                 Body=job.result.encode().encode(),
                 ContentType="application/json",
             )
@@ -343,18 +412,19 @@ class Consumer:
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
-            by_queue[job.request.reply_to].append(job)
+            if job.request.reply_to:  # asynchronous uploads and job images have no reply queue
+                by_queue[job.request.reply_to].append(job)
         for queue_url, group in by_queue.items():
             # Not sent: the result is stored, and the client can GET /results/{id}.
             bodies = [job.result.encode() for job in group]
             sqs.send_batch(self._sqs, queue_url, bodies, f"reply to {queue_url}")
 
-    def _delete(self, jobs: list[Job]) -> None:
+    def _delete(self, jobs: list[Job], queue_url: str) -> None:
         # Not deleted: redelivered later, and results are idempotent.
         receipts = [job.receipt for job in jobs]
-        sqs.delete_batch(self._sqs, self._queue_url, receipts, "delete requests")
+        sqs.delete_batch(self._sqs, queue_url, receipts, "delete requests")
 
-    def _release(self, messages: list[dict]) -> None:
+    def _release(self, messages: list[dict], queue_url: str) -> None:
         # Not released: they come back after the visibility timeout anyway.
         receipts = [m["ReceiptHandle"] for m in messages]
-        sqs.change_visibility_batch(self._sqs, self._queue_url, receipts, 0, "release requests")
+        sqs.change_visibility_batch(self._sqs, queue_url, receipts, 0, "release requests")

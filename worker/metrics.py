@@ -53,6 +53,14 @@ class ConsumerCollector:
             value=stats.images_per_busy_s,
         )
         yield _batch_sizes(dict(stats.batch_sizes))  # a copy: the consume loop counts on
+        stages = CounterMetricFamily(
+            "classifier_worker_stage_cpu_seconds",
+            "CPU seconds of the threads running each stage (receive, fetch, decode, ...)",
+            labels=["stage"],
+        )
+        for stage, seconds in sorted(dict(stats.stage_cpu_s).items()):
+            stages.add_metric([stage], seconds)
+        yield stages
 
 
 def _batch_sizes(counts: dict[int, int]) -> HistogramMetricFamily:

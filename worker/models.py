@@ -48,6 +48,9 @@ class Classifier:
     # Most images per forward pass: on CPU a larger pass is slower per image once activations
     # outgrow the caches (figures: docs/performance.md). load_classifier sets 2 per thread.
     forward_batch: int = 4
+    # The short side the transform resizes to (256 for the default model): decode() need not
+    # give it more pixels than that. None: the model takes the image at full size.
+    min_side: int | None = None
 
     def prepare(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
         """A decoded (3, H, W) uint8 RGB image -> the (3, h, w) float tensor the model takes."""
@@ -111,8 +114,9 @@ def load_classifier(
         except (OSError, RuntimeError) as exc:
             raise ModelError(f"weights for {name} cannot be loaded: {_one_line(exc)}") from None
         transform, categories = weights.transforms(), weights.meta["categories"]
+    min_side = _resize_side(transform)
     if preprocess == "reference":
-        transform = _reference_transform()
+        transform, min_side = _reference_transform(), None
     model.eval()
     # NHWC lets oneDNN pick faster convolutions on CPU (docs/performance.md).
     model = model.to(memory_format=torch.channels_last)
@@ -125,7 +129,25 @@ def load_classifier(
         transform=transform,
         categories=tuple(categories),
         forward_batch=forward_batch,
+        min_side=min_side,
     )
+
+
+def _resize_side(transform) -> int | None:
+    """The short side a preprocessing resizes to first: v2.Resize(256) in a Compose, or
+    torchvision's ImageClassification preset (resize_size=[256]); None if it has no resize."""
+    steps = getattr(transform, "transforms", [transform])
+    for step in steps:
+        size = getattr(step, "resize_size", None) or (
+            step.size if isinstance(step, v2.Resize) else None
+        )
+        if isinstance(size, int):
+            return size
+        if isinstance(size, list | tuple) and len(size) == 1:
+            return int(size[0])
+        if size is not None:
+            return None  # a fixed (h, w): the aspect ratio changes; decode every pixel
+    return None
 
 
 def _jit(model: torch.nn.Module, transform, batch: int) -> torch.nn.Module:

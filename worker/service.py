@@ -3,6 +3,7 @@ scaler's build_scaler). `python -m worker` only adds the environment, signals an
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -39,11 +40,17 @@ def build_worker(
 ) -> WorkerService:
     """Raises what boto3 raises when the request queue cannot be found; nothing is started."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
+    try:
+        job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
+    except Exception:  # noqa: BLE001 - provisioned without a job lane: interactive work only
+        log.warning("no job queue %r: serving interactive requests only", settings.job_queue)
+        job_queue_url = None
     consumer = Consumer(
         sqs=sqs,
         s3=s3,
         classifier=classifier,
-        decode=decode,
+        # JPEGs decode at the size the model resizes to, not at every pixel they carry.
+        decode=functools.partial(decode, min_side=classifier.min_side),
         queue_url=queue_url,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
@@ -52,6 +59,8 @@ def build_worker(
         wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
         visibility_timeout_s=settings.visibility_timeout_s,
+        job_queue_url=job_queue_url,
+        job_batch_max=settings.job_batch_max,
         budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
         instance=instance,  # named in each result: the page says which worker answered
     )

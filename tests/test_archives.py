@@ -1,0 +1,79 @@
+"""Archive members one at a time, each bounded (unit level: archives built in memory)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from tests.job_client import tar_of, zip_of
+from web.archives import ArchiveError, TooManyImages, display_name, entries, kind
+
+LIMIT = 1000
+
+
+def _entries(data: bytes, max_images: int = 10) -> list:
+    return list(entries(io.BytesIO(data), max_images=max_images, max_bytes=LIMIT))
+
+
+@pytest.mark.parametrize(
+    ("raw", "unsafe"),
+    [
+        ("cats/tabby.jpg", False),
+        ("../etc/passwd", True),
+        ("a/../../b.jpg", True),
+        ("/etc/passwd", True),
+        ("C:/Windows/x.jpg", True),
+        ("..\\..\\x.jpg", True),
+        ("name\x00with\x1fcontrols.jpg", False),
+    ],
+)
+def test_display_name(raw, unsafe):
+    name, reason = display_name(raw)
+    assert bool(reason) is unsafe
+    assert "\x00" not in name and "\x1f" not in name
+
+
+def test_kind_from_the_first_bytes():
+    assert kind(zip_of([("a", b"x")])[:512]) == "zip"
+    assert kind(tar_of([("a", b"x")])[:512]) == "tar"  # gzip
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        archive.addfile(tarfile.TarInfo("a"), io.BytesIO(b""))
+    assert kind(plain.getvalue()[:512]) == "tar"
+    assert kind(b"GIF89a....") is None
+
+
+@pytest.mark.parametrize("build", [zip_of, tar_of])
+def test_bad_members_fail_alone_and_good_ones_pass(build):
+    members = [
+        ("ok.jpg", b"a" * 10),
+        ("../up.jpg", b"b"),
+        ("big.jpg", b"\0" * (LIMIT + 1)),
+        ("dir/ok2.jpg", b"c" * LIMIT),
+    ]
+    found = {e.name: e for e in _entries(build(members))}
+    assert found["ok.jpg"].data == b"a" * 10 and not found["ok.jpg"].error
+    assert found["dir/ok2.jpg"].data == b"c" * LIMIT
+    assert "unsafe path" in found["../up.jpg"].error and not found["../up.jpg"].data
+    assert "byte limit" in found["big.jpg"].error and not found["big.jpg"].data
+
+
+@pytest.mark.parametrize("build", [zip_of, tar_of])
+def test_too_many_members_refuse_the_archive(build):
+    members = [(f"{i}.jpg", b"x") for i in range(4)]
+    assert len(_entries(build(members), max_images=4)) == 4
+    with pytest.raises(TooManyImages):
+        _entries(build(members), max_images=3)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", b"PK\x03\x04garbage", b"\x1f\x8bnot gzip"])
+def test_not_an_archive_is_one_typed_error(data):
+    with pytest.raises(ArchiveError):
+        _entries(data)
+
+
+def test_a_symlink_in_a_tar_is_not_followed():
+    (link,) = _entries(tar_of([], links=("passwd.jpg",)))
+    assert "not a regular file" in link.error and not link.data

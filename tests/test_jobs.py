@@ -1,0 +1,199 @@
+"""Batch jobs end to end: real moto over HTTP, real web and worker processes, the real model."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import requests
+
+from tests.http_client import photos, upload, variants
+from tests.job_client import (
+    clients,
+    post_archive,
+    queue_depth,
+    results,
+    tar_of,
+    wait_done,
+    zip_of,
+)
+
+BOMB = b"\0" * (30 * 1024 * 1024)  # deflates to ~30 KB; three times the one-image limit
+
+
+def _labels() -> dict[str, list[str]]:
+    return {name: accepted for name, _, accepted in photos()}
+
+
+def test_jobs_from_archives_and_a_prefix(service_factory):
+    service = service_factory()
+    url = service.start_web()
+    service.start_worker()
+    good = [(f"folder/{name}", data) for name, data, _ in photos()]
+    bad = {
+        "../../escape.jpg": "unsafe path",
+        "/abs/olute.jpg": "unsafe path",
+        "notes.txt": "not an image",
+        "bomb.jpg": "byte limit",
+        "empty.jpg": "empty",
+    }
+    members = (
+        good[:4]
+        + [
+            ("../../escape.jpg", good[0][1]),
+            ("/abs/olute.jpg", good[0][1]),
+            ("notes.txt", b"hello, not a photo"),
+            ("bomb.jpg", BOMB),
+            ("empty.jpg", b""),
+        ]
+        + good[4:]
+    )
+
+    accepted = post_archive(url, zip_of(members))
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert accepted.headers["Location"] == f"/jobs/{job['id']}"
+    assert (job["total"], job["rejected"]) == (len(members), len(bad))
+
+    progress = wait_done(url, job["id"])
+    assert (progress["done"], progress["failed"]) == (len(good), len(bad))
+    assert progress["eta_s"] == 0.0 and progress["rate_per_s"] >= 0
+    rows = results(url, job["id"])
+    assert [row["filename"] for row in rows] == [name for name, _ in members]
+    labels = _labels()
+    for row in rows:
+        if row["filename"] in bad:
+            assert bad[row["filename"]] in row["error"] and not row["label"], row
+        else:
+            assert row["label"] in labels[row["filename"].split("/")[-1]], row
+            assert 0 < float(row["score"]) <= 1 and not row["error"]
+
+    # The same images as a gzipped tar, with a symlink that must not be followed.
+    accepted = post_archive(url, tar_of(good, links=("link.jpg",)), "application/x-tar")
+    assert accepted.status_code == 202, accepted.text
+    progress = wait_done(url, accepted.json()["id"])
+    assert (progress["done"], progress["failed"]) == (len(good), 1)
+    (link,) = [r for r in results(url, accepted.json()["id"]) if r["filename"] == "link.jpg"]
+    assert "not a regular file" in link["error"]
+
+    # A prefix of the input bucket: nothing copied, names relative to the prefix.
+    s3, _ = clients(service)
+    for name, data, _ in photos():
+        s3.put_object(Bucket=service.settings.input_bucket, Key=f"albums/2024/{name}", Body=data)
+    accepted = requests.post(f"{url}/jobs", json={"prefix": "albums/"}, timeout=60)
+    assert accepted.status_code == 202, accepted.text
+    progress = wait_done(url, accepted.json()["id"])
+    assert (progress["done"], progress["failed"]) == (len(good), 0)
+    rows = results(url, accepted.json()["id"])
+    assert all(r["label"] in labels[r["filename"].removeprefix("2024/")] for r in rows)
+
+
+def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
+    service = service_factory()
+    url = service.start_web(JOB_MAX_IMAGES="3")  # no worker: nothing may be queued
+    images = [(name, data) for name, data in variants(4)]
+    s3, sqs = clients(service)
+    cases = [
+        (post_archive(url, zip_of(images)), 413, "4"),
+        (post_archive(url, tar_of(images), "application/gzip"), 413, "image limit"),
+        (post_archive(url, b"PK\x03\x04 but not really a zip"), 400, "zip"),
+        (post_archive(url, b"just some text"), 400, "not a zip or tar"),
+        (post_archive(url, b""), 400, "empty body"),
+        (requests.post(f"{url}/jobs", json={"prefix": "uploads/"}, timeout=10), 400, "prefix"),
+        (requests.post(f"{url}/jobs", json={"prefix": "nothing-here/"}, timeout=10), 400, "no"),
+        (requests.post(f"{url}/jobs", json=["x"], timeout=10), 400, "prefix"),
+        (requests.get(f"{url}/jobs/{'d' * 32}", timeout=10), 404, "no job"),
+        (requests.get(f"{url}/jobs/{'d' * 32}/results.csv", timeout=10), 404, "no job"),
+        (requests.get(f"{url}/jobs/..%2F..%2Fetc", timeout=10), 404, ""),
+    ]
+    for response, status, reason in cases:
+        assert response.status_code == status, (response.status_code, response.text)
+        assert reason in response.text and "Traceback" not in response.text
+        assert len(response.text.strip().splitlines()) == 1
+    assert queue_depth(sqs, service.settings.job_queue) == 0
+    listing = s3.list_objects_v2(Bucket=service.settings.input_bucket, Prefix="jobs/")
+    assert listing.get("KeyCount", 0) == 0
+
+
+def test_duplicate_delivery_classifies_each_image_once(service_factory):
+    service = service_factory()
+    url = service.start_web()
+    images = variants(6)
+    job = post_archive(url, zip_of(images)).json()
+    # Every message delivered twice: each copy sent again before any worker runs.
+    _, sqs = clients(service)
+    queue_url = sqs.get_queue_url(QueueName=service.settings.job_queue)["QueueUrl"]
+    bodies = []
+    while messages := sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", []):
+        bodies += [m["Body"] for m in messages]
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert len(bodies) == len(images)
+    for body in bodies + bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+
+    service.start_worker(BATCH_MAX="4")  # copies land in one batch and across batches
+    progress = wait_done(url, job["id"])
+    assert (progress["done"], progress["failed"]) == (len(images), 0)
+    rows = results(url, job["id"])
+    assert sorted(r["filename"] for r in rows) == sorted(name for name, _ in images)
+    _wait_empty(sqs, service.settings.job_queue)
+    log = service.log("worker-0")
+    classified = sum(int(n) for n in re.findall(r"batch of \d+: (\d+) classified", log))
+    assert classified == len(images), log[-3000:]
+    assert "already classified" in log or "while the first is in hand" in log
+
+
+def test_job_survives_a_worker_killed_with_sigkill(service_factory):
+    service = service_factory(VISIBILITY_TIMEOUT_S="5", BATCH_MAX="4")
+    url = service.start_web()
+    first = service.start_worker()
+    images = variants(40)
+    job = post_archive(url, zip_of(images)).json()
+    _wait_progress(url, job["id"], at_least=1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    service.start_worker()
+    progress = wait_done(url, job["id"], limit_s=400)
+    assert (progress["done"], progress["failed"]) == (len(images), 0)
+    rows = results(url, job["id"])
+    assert [r["filename"] for r in rows] == [name for name, _ in images]
+    assert all(r["label"] and not r["error"] for r in rows)
+
+
+def _wait_progress(url: str, job_id: str, at_least: int, limit_s: float = 240) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        progress = requests.get(f"{url}/jobs/{job_id}", timeout=10).json()
+        if progress["done"] >= at_least:
+            assert progress["done"] < progress["total"], "the job finished before the kill"
+            return
+        time.sleep(0.05)
+    raise AssertionError("no image of the job was classified")
+
+
+def _wait_empty(sqs, queue: str, limit_s: float = 60) -> None:
+    deadline = time.monotonic() + limit_s
+    while queue_depth(sqs, queue) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert queue_depth(sqs, queue) == 0
+
+
+def test_interactive_uploads_go_before_a_running_job(service_factory):
+    """Lane priority: with a long job queued on one worker, each upload is answered while the
+    job is still far from done (one queue, first come first served, would answer it last)."""
+    service = service_factory()
+    url = service.start_web()
+    images = [(f"{copy}-{name}", data) for copy in range(3) for name, data in variants(100)]
+    service.start_worker()
+    job = post_archive(url, zip_of(images)).json()
+    _wait_progress(url, job["id"], at_least=1)
+    for name, data, accepted in photos()[:5]:
+        response = upload(url, data, name)
+        assert response.status_code == 200, response.text
+        assert response.text.split(":", 1)[1] in accepted
+        progress = requests.get(f"{url}/jobs/{job['id']}", timeout=10).json()
+        assert progress["total"] - progress["done"] >= 50, progress

@@ -1,0 +1,276 @@
+"""Batch jobs: many images staged in S3, one message each on the job lane, results by index.
+
+A job lives under `jobs/<id>/` in both buckets: the staged images (`in/<index>`) in the input
+bucket; the manifest (`job.json`) and one result per image (`done/<index>.json` or
+`failed/<index>.json`) in the output bucket. Progress is two listings, and an image delivered twice
+rewrites the same key, so nothing here needs a database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from runtime import keys
+from runtime.keys import job_item_key, job_prefix
+from runtime.messages import MessageError, Request, Result
+from web.archives import Entry, TooManyImages
+from web.store import Unavailable
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job's age)
+_IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
+_CSV_CHUNK = 64
+_SERVICE_PREFIXES = (keys.UPLOADS, keys.JOBS, keys.RESULTS, keys.STARTED, keys.CACHE)
+
+
+class JobRefused(ValueError):
+    """A job request that cannot be taken as given (bad prefix, nothing to classify)."""
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    max_images: int
+    max_image_bytes: int
+
+
+class JobStore:
+    def __init__(
+        self,
+        *,
+        s3,
+        sqs,
+        input_bucket: str,
+        output_bucket: str,
+        job_queue_url: str,
+        limits: JobLimits,
+        check_image: Callable[[bytes], str],
+        deadline_s: float,
+        uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._s3, self._sqs = s3, sqs
+        self._input, self._output = input_bucket, output_bucket
+        self._queue_url = job_queue_url
+        self.limits = limits
+        self._check_image = check_image  # the upload checks: '' or why the bytes are refused
+        self._deadline_s = deadline_s
+        self._uuidgen, self._clock = uuidgen, clock
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="jobs")
+
+    # Creating a job ------------------------------------------------------------------------
+
+    def from_entries(self, entries: Iterable[Entry], source: str) -> dict:
+        """Stage every good entry in the input bucket, then queue them all (or none)."""
+        job_id = self._uuidgen().hex
+        items, rejected, staged = [], [], deque()
+        try:
+            for index, entry in enumerate(entries):
+                error = entry.error or self._check_image(entry.data)
+                if error:
+                    rejected.append(self._failure(index, entry.name, error))
+                    continue
+                key = f"{job_prefix(job_id)}in/{index:07d}"
+                items.append(self._item(job_id, index, key, entry.name))
+                staged.append(self._pool.submit(self._put, self._input, key, entry.data))
+                while len(staged) > _IN_FLIGHT_PUTS:
+                    staged.popleft().result()
+            for future in staged:
+                future.result()
+        except Exception:  # refused or failed part way: nothing of it stays
+            for future in staged:  # let the puts in flight land, so that they are discarded too
+                future.exception()
+            self._discard(job_id)
+            raise
+        return self._start(job_id, source, items, rejected)
+
+    def from_prefix(self, prefix: object) -> dict:
+        """Every object under `prefix` in the input bucket; nothing is copied."""
+        if not isinstance(prefix, str) or not 0 < len(prefix) <= 1024:
+            raise JobRefused("'prefix' must be a non-empty string of at most 1024 characters")
+        if prefix.startswith(_SERVICE_PREFIXES) or ".." in prefix:
+            raise JobRefused(f"prefix {prefix[:64]!r} is not one this service reads jobs from")
+        objects = self._list(self._input, prefix, self.limits.max_images)
+        if not objects:
+            raise JobRefused(f"no objects under {prefix[:64]!r} in the input bucket")
+        job_id = self._uuidgen().hex
+        items, rejected = [], []
+        for index, (key, size, _) in enumerate(objects):
+            name = key[len(prefix) :].lstrip("/") or key
+            if ".." in key or key.startswith("/"):
+                rejected.append(self._failure(index, name, "unsafe object key (with '..')"))
+            elif size > self.limits.max_image_bytes:
+                limit = self.limits.max_image_bytes
+                rejected.append(self._failure(index, name, f"larger than the {limit}-byte limit"))
+            else:
+                items.append(self._item(job_id, index, key, name))
+        return self._start(job_id, f"s3:{prefix}", items, rejected)
+
+    def _item(self, job_id: str, index: int, key: str, name: str) -> Request:
+        return Request(
+            id=self._uuidgen().hex,
+            key=key,
+            filename=name,
+            reply_to="",
+            deadline=self._clock() + self._deadline_s,
+            job=job_id,
+            index=index,
+        )
+
+    def _failure(self, index: int, name: str, error: str) -> tuple[int, Result]:
+        return index, Result(id=self._uuidgen().hex, filename=name, error=error)
+
+    def _start(self, job_id: str, source: str, items: list, rejected: list) -> dict:
+        total = len(items) + len(rejected)
+        if total == 0:
+            raise JobRefused("the job holds no files")
+        manifest = {
+            "id": job_id,
+            "created": self._clock(),
+            "source": source,
+            "total": total,
+            "rejected": len(rejected),
+        }
+        self._put(self._output, f"{job_prefix(job_id)}job.json", json.dumps(manifest).encode())
+        writes = [
+            self._pool.submit(
+                self._put, self._output, job_item_key(job_id, i, False), r.encode().encode()
+            )
+            for i, r in rejected
+        ]
+        writes += [
+            self._pool.submit(self._send, items[start : start + 10])
+            for start in range(0, len(items), 10)
+        ]
+        for future in writes:
+            future.result()
+        log.info(
+            "job %s: %d images queued, %d refused (%s)", job_id, len(items), len(rejected), source
+        )
+        return manifest
+
+    def _put(self, bucket: str, key: str, body: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=body)
+        except Exception as error:  # noqa: BLE001 - any AWS failure: the client may retry
+            raise Unavailable(f"could not store the job: {type(error).__name__}") from error
+
+    def _send(self, batch: list[Request]) -> None:
+        entries = [{"Id": str(i), "MessageBody": r.encode()} for i, r in enumerate(batch)]
+        try:
+            response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        except Exception as error:  # noqa: BLE001
+            raise Unavailable(f"could not queue the job: {type(error).__name__}") from error
+        if response.get("Failed"):
+            raise Unavailable(f"could not queue {len(response['Failed'])} of the job's images")
+
+    def _discard(self, job_id: str) -> None:
+        """Best effort: the lifecycle rule removes whatever is left."""
+        try:
+            keys = [key for key, _, _ in self._list(self._input, job_prefix(job_id), None)]
+            for start in range(0, len(keys), 1000):
+                objects = [{"Key": key} for key in keys[start : start + 1000]]
+                self._s3.delete_objects(Bucket=self._input, Delete={"Objects": objects})
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not discard job %s (%s)", job_id, type(error).__name__)
+
+    # Reading a job -------------------------------------------------------------------------
+
+    def progress(self, job_id: str) -> dict | None:
+        manifest = self._manifest(job_id)
+        if manifest is None:
+            return None
+        finished = {
+            o: self._list(self._output, f"{job_prefix(job_id)}{o}/") for o in ("done", "failed")
+        }
+        done, failed = len(finished["done"]), len(finished["failed"])
+        now = self._clock()
+        window = min(RATE_WINDOW_S, max(now - manifest["created"], 1.0))
+        recent = sum(
+            1 for listing in finished.values() for _, _, at in listing if at >= now - window
+        )
+        rate = recent / window
+        left = manifest["total"] - done - failed
+        return {
+            **manifest,
+            "state": "done" if left <= 0 else ("running" if done + failed else "queued"),
+            "done": done,
+            "failed": failed,
+            "rate_per_s": round(rate, 3),
+            "eta_s": 0.0 if left <= 0 else (round(left / rate, 1) if rate else None),
+        }
+
+    def rows(self, job_id: str) -> Iterator[bytes] | None:
+        """The CSV, header first, then one row per finished image in the job's order."""
+        if self._manifest(job_id) is None:
+            return None
+        keys = [
+            key
+            for outcome in ("done", "failed")
+            for key, _, _ in self._list(self._output, f"{job_prefix(job_id)}{outcome}/")
+        ]
+        keys.sort(key=lambda key: key.rsplit("/", 1)[-1])
+        return self._csv(keys)
+
+    def _csv(self, keys: list[str]) -> Iterator[bytes]:
+        yield _csv_line(["filename", "label", "score", "error"])
+        for start in range(0, len(keys), _CSV_CHUNK):
+            for result in self._pool.map(self._result, keys[start : start + _CSV_CHUNK]):
+                if result is not None:
+                    score = result.top5[0].get("score", "") if result.top5 else ""
+                    yield _csv_line([result.filename, result.label, score, result.error])
+
+    def _result(self, key: str) -> Result | None:
+        try:
+            body = self._s3.get_object(Bucket=self._output, Key=key)["Body"].read()
+            return Result.decode(body.decode())
+        except (ClientError, MessageError, UnicodeDecodeError) as error:
+            log.warning("skipped job result %s (%s)", key, type(error).__name__)
+            return None
+
+    def _manifest(self, job_id: str) -> dict | None:
+        try:
+            body = self._s3.get_object(Bucket=self._output, Key=f"{job_prefix(job_id)}job.json")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return json.loads(body["Body"].read())
+
+    def _list(self, bucket: str, prefix: str, limit: int | None = None) -> list[tuple]:
+        """(key, size, last-modified epoch s) of the objects under prefix; over `limit`: refused."""
+        found = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue  # a console "folder" marker
+                found.append((obj["Key"], obj["Size"], obj["LastModified"].timestamp()))
+                if limit is not None and len(found) > limit:
+                    raise TooManyImages(f"more than the {limit}-image limit of a job")
+        return found
+
+
+def _csv_line(fields: list) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([_neutral(field) for field in fields])
+    return buffer.getvalue().encode()
+
+
+def _neutral(value: object) -> object:
+    """A filename that starts like a formula must not run as one in a spreadsheet."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

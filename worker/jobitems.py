@@ -1,0 +1,69 @@
+"""Job images are classified once, even when SQS delivers a message twice.
+
+A job image's result key is fixed by its job and index, so a stored result means the work is
+done: a second delivery is deleted without work. A copy that arrives while the first is still in
+this worker's hands (the pipeline holds up to three batches) is caught by the worker's claims,
+which are dropped only once the first copy's result is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from runtime.failures import is_not_found
+from runtime.keys import job_item_key
+
+log = logging.getLogger(__name__)
+
+
+class Claims:
+    """The job images this worker holds, by (job, index)."""
+
+    def __init__(self):
+        self._held: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    def take(self, place: tuple[str, int]) -> bool:
+        with self._lock:
+            if place in self._held:
+                return False
+            self._held.add(place)
+            return True
+
+    def release(self, jobs: list) -> None:
+        with self._lock:
+            for job in jobs:
+                if job.claimed:
+                    self._held.discard((job.request.job, job.request.index))
+
+
+def skip_done(s3, output_bucket: str, jobs: list, pool, claims: Claims) -> None:
+    """Mark the job images of a batch already classified (or in hand) as nothing to do."""
+    candidates = []
+    for job in jobs:
+        if not (job.runnable and job.request.job):
+            continue
+        place = (job.request.job, job.request.index)
+        if not claims.take(place):
+            job.expired = True
+            log.info("job %s image %d: a second copy while the first is in hand", *place)
+            continue
+        job.claimed = True
+        candidates.append(job)
+    stored = pool.map(lambda j: _stored(s3, output_bucket, j), candidates)
+    for job, done in zip(candidates, stored, strict=True):
+        if done:
+            job.expired = True
+            log.info("job %s image %d: already classified", job.request.job, job.request.index)
+
+
+def _stored(s3, bucket: str, job) -> bool:
+    for ok in (True, False):
+        try:
+            s3.head_object(Bucket=bucket, Key=job_item_key(job.request.job, job.request.index, ok))
+            return True
+        except Exception as error:  # noqa: BLE001 - unknown: classify; the result is the same
+            if not is_not_found(error):
+                return False
+    return False
