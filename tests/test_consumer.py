@@ -161,10 +161,14 @@ def test_undecodable_image_gets_an_error_reply_and_is_not_retried(env):
     assert depth(env, env["urls"]["request_queue_url"]) == 0
 
 
-def test_expired_request_is_skipped_without_work(env):
-    send(env, 2, b"img", deadline=time.time() - 1)
+def test_request_past_its_deadline_is_stored_for_results_but_not_replied(env):
+    # Its client got a 504 saying "GET /results/<id> later": the result must be there.
+    request = send(env, 2, b"img2", deadline=time.time() - 1)
     drain_once(env)
-    assert env["classifier"].batches == [] and receive(env, env["reply"]) == []
+    assert env["classifier"].batches == [1] and receive(env, env["reply"]) == []
+    key = result_key(request.id)
+    body = env["s3"].get_object(Bucket=env["settings"].output_bucket, Key=key)["Body"].read()
+    assert json.loads(body)["label"] == "label-img2"
     assert depth(env, env["urls"]["request_queue_url"]) == 0
 
 

@@ -94,7 +94,7 @@ class UploadStore:
 
     def _put_upload(self, request: Request, data: bytes) -> None:
         """Write the bytes only if the key is new, or if it belongs to a submission whose
-        deadline passed long ago (nobody waits for it and a worker skips its message), so a
+        deadline passed long ago (nobody waits for its reply any more), so a
         client may retry under its own id after a 504. The replacement is conditional on the
         old object's ETag: of two retries racing for it, one wins, the other gets a 409."""
         try:

@@ -52,7 +52,8 @@ class Job:
     result: Result | None = None
     sent_at: float = 0.0  # epoch seconds SQS received the request
     retry: bool = False  # a transient failure: leave the message for redelivery
-    expired: bool = False  # nobody waits any more: delete without work or reply
+    expired: bool = False  # nothing to do (a job image already classified): delete, no work
+    late: bool = False  # its waiter gave up (504): classify and store for GET /results, no reply
     claimed: bool = False  # a job image this worker holds (see worker.jobitems)
 
     @property
@@ -347,8 +348,9 @@ class Consumer:
             job.result = self._error(job, f"bad request: {error}")
             return job
         if job.request.deadline < self._clock():
-            log.info("request %s skipped: its deadline passed", job.request.id)
-            job.expired = True
+            # The client got a 504 that told it to GET /results/<id> later: keep that promise.
+            log.info("request %s past its deadline: stored for /results, no reply", job.request.id)
+            job.late = True
         return job
 
     def _load(self, job: Job) -> None:
@@ -412,7 +414,8 @@ class Consumer:
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
-            if job.request.reply_to:  # asynchronous uploads and job images have no reply queue
+            # Asynchronous uploads and job images have no reply queue; a late one has no waiter.
+            if job.request.reply_to and not job.late:
                 by_queue[job.request.reply_to].append(job)
         for queue_url, group in by_queue.items():
             # Not sent: the result is stored, and the client can GET /results/{id}.
