@@ -6,10 +6,12 @@ that a reply-to address belongs to this deployment before a tier acts on it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import secrets
+import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -178,8 +180,10 @@ class Request:
         elif request.key != upload_key(request.id):
             raise MessageError("key does not belong to the request id")
         if request.reply_to and reply_prefix is not None:
-            if not _is_own_queue(request.reply_to, reply_prefix):
+            own = own_reply_queue(request.reply_to, reply_prefix)
+            if own is None:
                 raise MessageError("reply_to is not one of this deployment's reply queues")
+            request = dataclasses.replace(request, reply_to=own)
         return request
 
 
@@ -225,14 +229,24 @@ def reply_url_prefix(request_queue_url: str, name_prefix: str) -> str:
 _QUEUE_NAME_TAIL = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
-def _is_own_queue(url: str, url_prefix: str) -> bool:
-    # Exactly <this endpoint>/<this account>/<prefix><name chars>: another host, account,
-    # path or scheme that merely ends in a matching name is someone else's queue.
-    return (
-        url_prefix.startswith(("http://", "https://"))
-        and url.startswith(url_prefix)
-        and _QUEUE_NAME_TAIL.fullmatch(url[len(url_prefix) :]) is not None
-    )
+def own_reply_queue(url: str, url_prefix: str) -> str | None:
+    """The reply queue `url` names, as a URL on this worker's own endpoint; None if it is not
+    one of this deployment's: exactly /<this account>/<prefix><name chars> over http(s).
+
+    The host is not trusted but replaced: a reply only ever goes to this endpoint, whatever
+    host the message names (a web tier may reach the same SQS by another address, as a
+    container on another network does), so no message can send a result anywhere else."""
+    own_base, _, own_prefix = url_prefix.rpartition("/")
+    own_path = urllib.parse.urlsplit(own_base).path  # /<account>
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.query or parts.fragment or not own_path:
+        return None
+    account_path, _, name = parts.path.rpartition("/")
+    if account_path != own_path or not name.startswith(own_prefix):
+        return None
+    if _QUEUE_NAME_TAIL.fullmatch(name[len(own_prefix) :]) is None:
+        return None
+    return f"{own_base}/{name}"
 
 
 @dataclass(frozen=True)

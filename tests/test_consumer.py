@@ -186,8 +186,8 @@ def test_unparseable_message_ends_in_the_dlq(env):
     "reply_to",
     [
         "https://sqs.us-east-1.amazonaws.com/999999999999/attacker",
-        # Issue 11 finding 9: the right name prefix on another host or account is not ours.
-        "https://evil.example/123456789012/{prefix}x",
+        # Issue 11 finding 9: the right name prefix in another account is not ours (another
+        # host is not trusted either: the reply would go to this endpoint; test_messages).
         "{base}/999999999999/{prefix}x",
     ],
 )

@@ -47,10 +47,11 @@ def test_request_round_trip():
         ({"key": "../secret"}, "key"),
         ({"reply_to": "https://sqs.us-east-1.amazonaws.com/999/attacker"}, "reply_to"),
         ({"reply_to": "file:///etc/passwd#svc-reply-x"}, "reply_to"),
-        # Issue 11 finding 9: a matching name on another host, account or path is not ours.
-        ({"reply_to": "http://evil.example/123456789012/svc-reply-abc"}, "reply_to"),
+        # Issue 11 finding 9: a matching name in another account or on another path is not ours.
         ({"reply_to": "http://127.0.0.1:4566/999999999999/svc-reply-abc"}, "reply_to"),
         ({"reply_to": OWN + "/../../other"}, "reply_to"),
+        ({"reply_to": OWN + "?Action=DeleteQueue"}, "reply_to"),
+        ({"reply_to": "http://127.0.0.1:4566/123456789012/other-abc"}, "reply_to"),
         ({"id": "a" * 32 + "\n", "key": "uploads/" + "a" * 32 + "\n"}, "id"),
         ({"deadline": 10**400}, "deadline"),
         ({"deadline": "soon"}, "deadline"),
@@ -60,6 +61,19 @@ def test_request_round_trip():
 def test_request_refuses(change, reason):
     with pytest.raises(MessageError, match=reason):
         Request.decode(json.dumps({**GOOD, **change}), reply_prefix=PREFIX)
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "http://evil.example/123456789012/svc-reply-abc",  # another host: never sent there
+        "https://aws:4566/123456789012/svc-reply-abc",  # the same SQS by another address
+    ],
+)
+def test_reply_goes_to_this_endpoint_whatever_host_the_message_names(named):
+    # Issue 11 finding 9: a reply only ever leaves for this worker's own endpoint and account.
+    request = Request.decode(json.dumps({**GOOD, "reply_to": named}), reply_prefix=PREFIX)
+    assert request.reply_to == OWN
 
 
 @pytest.mark.parametrize("body", ["", "not json", "[]", "null", '"x"'])

@@ -1,7 +1,8 @@
 """Issue 11 finding 7, over real sockets against a real web process (Waitress) and moto.
 
 A multipart POST without Content-Length is a clear 411, not a 500; Waitress refuses a body much
-larger than the upload limit before buffering it; a request that declares a body and never
+larger than the largest any route takes (an upload, or a batch job's archive: here both 1 MiB)
+before buffering it; a request that declares a body and never
 sends it is dropped after WEB_IDLE_TIMEOUT_S, so a handful of them cannot lock out /healthz.
 """
 
@@ -27,6 +28,7 @@ def web(moto_endpoint, tmp_path_factory):
         WEB_THREADS="4",
         WEB_CONNECTION_LIMIT="8",
         MAX_UPLOAD_BYTES=str(LIMIT),
+        JOB_MAX_BYTES=str(LIMIT),  # the server-wide body limit is the larger of the two
         WEB_IDLE_TIMEOUT_S=str(IDLE_S),
     )
     yield url
