@@ -68,3 +68,16 @@ class OutageProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+def wait_in_flight(sqs, queue_url: str, limit_s: float = 30) -> None:
+    """Until a worker holds a message of the queue (one is in flight), at most `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        if int(attributes["ApproximateNumberOfMessagesNotVisible"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no worker took a message")

@@ -11,25 +11,13 @@ import boto3
 import requests
 
 from runtime import keys
-from tests.faults import OutageProxy
+from tests.faults import OutageProxy, wait_in_flight
 from tests.http_client import upload, variants
 
 
 def _clients(service):
     kwargs = {"endpoint_url": service.env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}
     return boto3.client("s3", **kwargs), boto3.client("sqs", **kwargs)
-
-
-def _wait_in_flight(sqs, queue_url: str, limit_s: float = 30) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
-        )["Attributes"]
-        if int(attributes["ApproximateNumberOfMessagesNotVisible"]):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no worker took a message")
 
 
 def _stored(s3, bucket: str) -> dict[str, dict]:
@@ -66,7 +54,7 @@ def test_worker_killed_mid_batch_loses_nothing(service_factory):
     images = variants(24)
     with ThreadPoolExecutor(max_workers=24) as pool:
         futures = [pool.submit(upload, url, d, n, accept="application/json") for n, d in images]
-        _wait_in_flight(sqs, urls["request_queue_url"])
+        wait_in_flight(sqs, urls["request_queue_url"])
         victim.send_signal(signal.SIGKILL)
         service.start_worker()
         answers = [future.result() for future in futures]

@@ -16,6 +16,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import IMAGES, photo_labels
+from tests.faults import wait_in_flight
 from tests.http_client import upload
 
 SLOW_ID = "a1" * 16
@@ -27,18 +28,6 @@ def _big_jpeg(name: str, side: int = 5000) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def _wait_taken(sqs, queue_url: str, limit_s: float = 300) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
-        )["Attributes"]
-        if int(attributes["ApproximateNumberOfMessagesNotVisible"]):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no worker took the slow request")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +55,7 @@ def test_a_reused_request_id_never_takes_over_a_waiting_request(two_webs):
         first = pool.submit(
             upload, web, slow, "rocket.jpg", accept="application/json", request_id=SLOW_ID
         )
-        _wait_taken(sqs, queue_url)
+        wait_in_flight(sqs, queue_url, limit_s=300)
         # The attack: the same id with other bytes, on the same web process and on another.
         same_web = upload(web, target, "chelsea.jpg", accept="application/json", request_id=SLOW_ID)
         across = upload(
