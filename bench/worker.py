@@ -253,7 +253,13 @@ class Queued:
             self._sqs.delete_message_batch(QueueUrl=self._reply_url, Entries=entries)
 
     def _request(self, photo: Photo) -> Request:
-        return Request.create(new_request_id(), photo.filename, self._reply_url, time.time() + 3600)
+        request = Request.create(
+            new_request_id(), photo.filename, self._reply_url, time.time() + 3600
+        )
+        # As web.store does: a small upload rides in its message as well as in the bucket.
+        if len(photo.data) <= self._settings.inline_max_bytes:
+            request = request.with_inline(photo.data)
+        return request
 
     def _put_object(self, request: Request, photo: Photo) -> None:
         self._s3.put_object(Bucket=self._settings.input_bucket, Key=request.key, Body=photo.data)

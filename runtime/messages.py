@@ -6,6 +6,7 @@ that a reply-to address belongs to this deployment before a tier acts on it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -46,7 +47,9 @@ def _require(obj: dict, name: str, kind: type | tuple[type, ...]):
     return value
 
 
-# SQS bodies are at most 256 KiB; our messages are a few hundred bytes and four levels deep.
+# SQS bodies are at most 256 KiB here (1 MiB on AWS since 2025); our messages are a few hundred
+# bytes and four levels deep, a request with its upload inline at most INLINE_MAX_BYTES * 4/3
+# more (runtime.settings caps that at 150 KiB, 200 KiB of base64).
 MAX_BODY_CHARS = 256 * 1024
 MAX_DEPTH = 8
 
@@ -113,6 +116,18 @@ def _optional_hex(obj: dict, name: str, digits: int = 32) -> str:
     return value
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _optional_base64(obj: dict, name: str) -> str:
+    # Checked here, so that a bad field fails the message (answered "bad request"), never the
+    # worker's fetch; the size is already bounded by MAX_BODY_CHARS.
+    value = obj.get(name, "")
+    if not isinstance(value, str) or len(value) % 4 or not _BASE64.fullmatch(value):
+        raise MessageError(f"field {name!r} is not base64")
+    return value
+
+
 def _check_id(value: str) -> str:
     if not is_request_id(value):
         raise MessageError("id is not a 32-digit hex request id")
@@ -138,6 +153,9 @@ class Request:
     # A per-submission secret the worker echoes in its Result: the web tier hands a reply only
     # to the submission that carries the same token, never to another one that reused the id.
     token: str = ""
+    # A small upload's own bytes, base64 (see INLINE_MAX_BYTES): the worker classifies them
+    # without a GET. The object under `key` is stored all the same; "" for every other request.
+    inline: str = ""
     v: int = VERSION
 
     @property
@@ -158,8 +176,19 @@ class Request:
             token=token,
         )
 
+    def with_inline(self, data: bytes) -> Request:
+        """This request carrying `data`, the bytes already stored under its key."""
+        return dataclasses.replace(self, inline=base64.b64encode(data).decode("ascii"))
+
+    def inline_bytes(self) -> bytes | None:
+        """The bytes carried inline, or None when the worker must GET `key`."""
+        return base64.b64decode(self.inline, validate=True) if self.inline else None
+
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        fields = asdict(self)
+        if not self.inline:
+            del fields["inline"]  # the common case stays as short as it was
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def decode(cls, body: str, reply_prefix: str | None = None) -> Request:
@@ -174,6 +203,7 @@ class Request:
             token=_optional_hex(obj, "token"),
             job=obj.get("job") or "",
             index=obj.get("index", 0),
+            inline=_optional_base64(obj, "inline"),
         )
         if request.job:
             _check_job_item(request)

@@ -25,6 +25,12 @@ RUNNERS = ("none", "process", "docker")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
 PREPROCESSES = ("default", "reference")
 LOG_FORMATS = ("text", "json")
+# An upload carried inline costs base64's 4/3 in its request message. SQS bills a message per
+# 64 KiB; up to 45 KiB of image (60 KiB of base64, beside at most ~1 KiB of other fields) the
+# message stays one billed unit, so the GET it saves is free. The limit keeps the message well
+# under SQS's 256 KiB.
+INLINE_ONE_UNIT_BYTES = 45 * 1024
+INLINE_LIMIT_BYTES = 150 * 1024
 
 
 def _setting(default, help: str, tiers: str | tuple[str, ...] = "all", choices: tuple = ()):
@@ -67,6 +73,12 @@ class Settings:
     result_timeout_s: float = _setting(60.0, "seconds an upload waits before 504", "web")
     max_upload_bytes: int = _setting(10 * 1024 * 1024, "largest accepted upload", "web")
     max_pixels: int = _setting(40_000_000, "largest accepted width x height", "web")
+    inline_max_bytes: int = _setting(
+        INLINE_ONE_UNIT_BYTES,
+        "uploads up to this size also ride in their request message, sparing the worker a GET"
+        " (0 = never; every upload is still stored; docs/performance.md)",
+        "web",
+    )
     web_upload_memory_mb: int = _setting(
         512, "upload bodies the web process holds at once; more wait (503 after the timeout)", "web"
     )
@@ -206,6 +218,10 @@ class Settings:
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
             (self.max_upload_bytes > 0, "MAX_UPLOAD_BYTES must be > 0"),
+            (
+                0 <= self.inline_max_bytes <= INLINE_LIMIT_BYTES,
+                f"INLINE_MAX_BYTES must be 0-{INLINE_LIMIT_BYTES} (a message's limit, as base64)",
+            ),
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
             (self.result_expiry_days >= 1, "RESULT_EXPIRY_DAYS must be >= 1"),
             (self.job_max_images >= 1, "JOB_MAX_IMAGES must be >= 1"),

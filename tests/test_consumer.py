@@ -334,3 +334,31 @@ def test_the_worker_refuses_an_image_over_the_decoded_size_limit(env):
     (reply,) = [Result.decode(m["Body"]) for m in receive(env, env["reply"])]
     assert "more than the 114 MiB allowed" in reply.error
     assert env["classifier"].batches == []
+
+
+def test_an_upload_carried_inline_is_classified_without_a_get(env):
+    """Issue 13: a small upload rides in its message; the worker classifies those bytes and
+    reports their hash, and fetches only what is not inline."""
+    import hashlib
+
+    carried = Request.create(f"{7:032x}", "f7.jpg", env["reply"], time.time() + 60)
+    env["s3"].put_object(Bucket=env["settings"].input_bucket, Key=carried.key, Body=b"stored-copy")
+    env["sqs"].send_message(
+        QueueUrl=env["urls"]["request_queue_url"],
+        MessageBody=carried.with_inline(b"inline-copy").encode(),
+    )
+    plain = send(env, 8, b"fetched")
+    gets = []
+    env["s3"].meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"])
+    )
+    messages = []
+    while len(messages) < 2:
+        messages += env["consumer"]._receive()
+    env["consumer"].process(messages)
+    replies = {r.id: r for r in map(Result.decode, (m["Body"] for m in receive(env, env["reply"])))}
+    # The stand-in decoder returns the bytes as text: the label says which copy was classified.
+    assert replies[carried.id].label == "label-inline-copy"
+    assert replies[carried.id].sha256 == hashlib.sha256(b"inline-copy").hexdigest()
+    assert replies[plain.id].label == "label-fetched"
+    assert len(gets) == 1 and gets[0].endswith(plain.key)

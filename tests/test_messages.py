@@ -36,6 +36,16 @@ def test_request_round_trip():
     assert Request.decode(request.encode(), reply_prefix=PREFIX) == request
 
 
+def test_a_request_carries_small_upload_bytes_inline_and_others_stay_as_they_were():
+    plain = Request.decode(json.dumps(GOOD), reply_prefix=PREFIX)
+    assert plain.inline_bytes() is None
+    assert "inline" not in json.loads(plain.encode())  # a plain request is as short as before
+    data = bytes(range(256)) * 3 + b"\xff\xd8"
+    carrying = Request.decode(plain.with_inline(data).encode(), reply_prefix=PREFIX)
+    assert carrying.inline_bytes() == data
+    assert carrying.key == plain.key  # the stored upload is still named
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -56,6 +66,9 @@ def test_request_round_trip():
         ({"deadline": 10**400}, "deadline"),
         ({"deadline": "soon"}, "deadline"),
         ({"deadline": True}, "deadline"),
+        ({"inline": "not base64!"}, "inline"),
+        ({"inline": "abc"}, "inline"),  # not a whole number of 4-character groups
+        ({"inline": 5}, "inline"),
     ],
 )
 def test_request_refuses(change, reason):

@@ -31,6 +31,8 @@ def test_environment_overrides_and_region_fallback():
         ({"PORT": "abc"}, "PORT: expected int"),
         ({"PORT": "70000"}, "PORT"),
         ({"BATCH_MAX": "11"}, "BATCH_MAX"),
+        ({"INLINE_MAX_BYTES": "153601"}, "INLINE_MAX_BYTES"),
+        ({"INLINE_MAX_BYTES": "-1"}, "INLINE_MAX_BYTES"),
         ({"RESULT_TIMEOUT_S": "-1"}, "RESULT_TIMEOUT_S"),
         ({"PREPROCESS": "fancy"}, "PREPROCESS"),
         ({"FLEET_MIN": "5", "FLEET_MAX": "2"}, "FLEET_MIN"),

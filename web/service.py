@@ -91,6 +91,7 @@ def build_web(
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
         async_deadline_s=settings.result_expiry_days * 86400.0,
+        inline_max_bytes=settings.inline_max_bytes,
     )
     arrivals = (
         ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None

@@ -41,6 +41,7 @@ class UploadStore:
         result_timeout_s: float,
         cache_namespace: tuple[str, str] | None = None,
         async_deadline_s: float = 7 * 86400.0,
+        inline_max_bytes: int = 0,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
     ):
@@ -52,6 +53,7 @@ class UploadStore:
         self._async_deadline_s = async_deadline_s  # until the stored result would expire
         self._uuidgen, self._clock = uuidgen, clock
         self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
+        self._inline_max_bytes = inline_max_bytes
 
     def new_request(
         self, filename: str, request_id: str | None = None, *, reply: bool = True
@@ -86,8 +88,11 @@ class UploadStore:
         except Exception as error:  # noqa: BLE001 - any AWS failure means "try again later"
             log_failure(log, f"store upload {request.key}", error)
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
+        # Stored first all the same: the input bucket keeps every upload, whatever the message
+        # carries.
+        message = request.with_inline(data) if len(data) <= self._inline_max_bytes else request
         try:
-            self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=request.encode())
+            self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=message.encode())
         except Exception as error:  # noqa: BLE001
             self._discard(request.key)
             raise Unavailable(f"could not queue the request: {type(error).__name__}") from error

@@ -358,8 +358,12 @@ class Consumer:
             self._mark_started(job.request)
         try:
             with self.stats.stage("fetch"):
-                response = self._s3.get_object(Bucket=self._input, Key=job.request.key)
-                job.data = response["Body"].read()
+                # A small upload rides in its message (Request.inline); the rest is fetched.
+                data = job.request.inline_bytes()
+                if data is None:
+                    response = self._s3.get_object(Bucket=self._input, Key=job.request.key)
+                    data = response["Body"].read()
+                job.data = data
                 job.sha256 = hashlib.sha256(job.data).hexdigest()
         except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
             if is_not_found(error):
