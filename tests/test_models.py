@@ -14,7 +14,7 @@ from torchvision import models as tv_models
 from torchvision import transforms
 
 from worker.imaging import decode
-from worker.models import DEFAULT_MODEL, TOP_K, ModelError, load_classifier
+from worker.models import DEFAULT_MODEL, TOP_K, ModelError, fastest_pass, load_classifier
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 # worker.imaging silences torchvision's codec deprecation notice, but pytest resets warning
@@ -70,6 +70,35 @@ def test_passes_smaller_than_the_batch_give_the_same_answers(classifier, photos,
     names = list(photos)
     results = small.classify([small.prepare(photos[name]) for name in names])
     assert [top5[0][0] for top5 in results] == [batch_results[name][0][0] for name in names]
+
+
+@pytest.mark.parametrize(
+    ("pass_seconds", "best"),
+    [
+        ({1: 0.016, 2: 0.038, 4: 0.080}, 1),  # this VM on one thread: one image a pass
+        ({1: 0.030, 2: 0.040, 4: 0.100}, 2),
+        ({1: 0.030, 2: 0.050, 4: 0.060}, 4),
+    ],
+)
+def test_the_pass_size_with_the_least_time_per_image_is_kept(pass_seconds, best):
+    calls = []
+
+    def seconds_for(size: int) -> float:
+        calls.append(size)
+        return pass_seconds[size]
+
+    assert fastest_pass(seconds_for, (1, 2, 4), repeats=2, warmups=1) == best
+    assert calls == [1, 1, 1, 2, 2, 2, 4, 4, 4]  # one untimed pass, then the timed ones
+
+
+def test_one_slow_timing_does_not_decide_the_pass_size():
+    timings = {1: iter([0.5, 0.5, 0.016]), 2: iter([0.038, 0.038, 0.038])}
+    assert fastest_pass(lambda size: next(timings[size]), (1, 2), repeats=2, warmups=1) == 1
+
+
+def test_the_loaded_model_runs_in_passes_of_one_of_the_measured_sizes(classifier):
+    threads = torch.get_num_threads()
+    assert classifier.forward_batch in (threads, 2 * threads, 4 * threads)
 
 
 def test_default_preprocessing_is_a_normalised_224_crop(classifier, photos):

@@ -9,9 +9,11 @@ torch hub cache or downloaded into it once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -24,6 +26,8 @@ from torchvision import models as tv_models
 from torchvision.transforms import v2
 
 from runtime.settings import PREPROCESSES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TOP_K = 5
@@ -46,7 +50,8 @@ class Classifier:
     categories: Sequence[str]
     channels_last: bool = True
     # Most images per forward pass: on CPU a larger pass is slower per image once activations
-    # outgrow the caches (figures: docs/performance.md). load_classifier sets 2 per thread.
+    # outgrow the caches, and which size is fastest depends on the CPU and its load (figures:
+    # docs/performance.md). load_classifier measures 1, 2 and 4 per thread and keeps the best.
     forward_batch: int = 4
     # The short side the transform resizes to (256 for the default model): decode() need not
     # give it more pixels than that. None: the model takes the image at full size.
@@ -120,9 +125,14 @@ def load_classifier(
     model.eval()
     # NHWC lets oneDNN pick faster convolutions on CPU (docs/performance.md).
     model = model.to(memory_format=torch.channels_last)
-    forward_batch = 2 * torch.get_num_threads()
+    threads = torch.get_num_threads()
+    forward_batch = 2 * threads
     if optimize == "jit" and preprocess != "reference":
         model = _jit(model, transform, forward_batch)
+    if preprocess != "reference":  # reference inputs differ in size: one pass per shape anyway
+        forward_batch = fastest_pass(
+            _timed_pass(model, transform), (threads, 2 * threads, 4 * threads)
+        )
     return Classifier(
         name=name,
         model=model,
@@ -171,6 +181,41 @@ def _jit(model: torch.nn.Module, transform, batch: int) -> torch.nn.Module:
     except (RuntimeError, TypeError) as error:
         warnings.warn(f"model stays eager: tracing failed ({error})", stacklevel=2)
         return model
+
+
+def fastest_pass(
+    seconds_for: Callable[[int], float], sizes: Sequence[int], repeats: int = 3, warmups: int = 2
+) -> int:
+    """Of `sizes`, the pass size with the least time per image: the best of `repeats` timings
+    each, after `warmups` untimed passes in which torch.jit specialises for the size. Measured
+    in the process that will use it: which size wins differs from one process to the next on
+    the same machine (docs/performance.md)."""
+    per_image = {}
+    for size in sizes:
+        for _ in range(warmups):
+            seconds_for(size)
+        per_image[size] = min(seconds_for(size) for _ in range(repeats)) / size
+    best = min(per_image, key=per_image.get)
+    log.info(
+        "forward passes of %d: ms per image by pass size %s",
+        best,
+        ", ".join(f"{size}: {s * 1e3:.1f}" for size, s in per_image.items()),
+    )
+    return best
+
+
+def _timed_pass(model: torch.nn.Module, transform) -> Callable[[int], float]:
+    """A function that runs one forward pass of `size` blank images and returns its seconds."""
+    image = transform(torch.zeros(3, 256, 256, dtype=torch.uint8))
+
+    def seconds_for(size: int) -> float:
+        batch = image.expand(size, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            started = time.perf_counter()
+            model(batch)
+            return time.perf_counter() - started
+
+    return seconds_for
 
 
 def _imagenet_categories() -> list[str]:
