@@ -256,10 +256,8 @@ class Queued:
         request = Request.create(
             new_request_id(), photo.filename, self._reply_url, time.time() + 3600
         )
-        # As web.store does: a small upload rides in its message as well as in the bucket.
-        if len(photo.data) <= self._settings.inline_max_bytes:
-            request = request.with_inline(photo.data)
-        return request
+        # As web.store sends it: a small upload rides in its message as well as in the bucket.
+        return request.with_inline(photo.data, self._settings.inline_max_bytes)
 
     def _put_object(self, request: Request, photo: Photo) -> None:
         self._s3.put_object(Bucket=self._settings.input_bucket, Key=request.key, Body=photo.data)

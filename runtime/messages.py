@@ -116,15 +116,16 @@ def _optional_hex(obj: dict, name: str, digits: int = 32) -> str:
     return value
 
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
 def _optional_base64(obj: dict, name: str) -> str:
     # Checked here, so that a bad field fails the message (answered "bad request"), never the
     # worker's fetch; the size is already bounded by MAX_BODY_CHARS.
     value = obj.get(name, "")
-    if not isinstance(value, str) or len(value) % 4 or not _BASE64.fullmatch(value):
-        raise MessageError(f"field {name!r} is not base64")
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        raise MessageError(f"field {name!r} is not base64") from None
     return value
 
 
@@ -176,8 +177,11 @@ class Request:
             token=token,
         )
 
-    def with_inline(self, data: bytes) -> Request:
-        """This request carrying `data`, the bytes already stored under its key."""
+    def with_inline(self, data: bytes, max_bytes: int) -> Request:
+        """This request as sent for `data`, the bytes already stored under its key: carrying
+        them inline when they are at most `max_bytes` (INLINE_MAX_BYTES), else unchanged."""
+        if len(data) > max_bytes:
+            return self
         return dataclasses.replace(self, inline=base64.b64encode(data).decode("ascii"))
 
     def inline_bytes(self) -> bytes | None:

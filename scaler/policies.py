@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 SEED_IMAGES_PER_INSTANCE = 4
 
@@ -67,6 +67,13 @@ class PolicyConfig:
     boot_start_s: float = 10.0  # drain: the same from a start out of the warm pool
     idle_delay_s: float = 2.0  # drain: idle seconds before the fleet goes to zero
     batch_max: int = 10  # drain: one batch is the finest step a projection can tell apart
+
+    @classmethod
+    def of(cls, rules) -> PolicyConfig:
+        """The fields `rules` has by these names (the live scaler's config, the simulator's);
+        the ones it lacks keep their defaults."""
+        names = (f.name for f in fields(cls))
+        return cls(**{name: getattr(rules, name) for name in names if hasattr(rules, name)})
 
 
 @dataclass(frozen=True)

@@ -70,16 +70,6 @@ class ScalerConfig:
             batch_max=settings.batch_max,
         )
 
-    def policy_config(self) -> PolicyConfig:
-        return PolicyConfig(
-            limits=self.limits,
-            latency_target_s=self.latency_target_s,
-            boot_new_s=self.boot_new_s,
-            boot_start_s=self.boot_start_s,
-            idle_delay_s=self.idle_delay_s,
-            batch_max=self.batch_max,
-        )
-
     def ready_in_s(self, instance: Instance, now: float) -> float:
         """Seconds until a pending or running instance works, from its state and (re)start."""
         if instance.state == "running":
@@ -101,7 +91,7 @@ class Scaler:
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
-        self._policy: Policy = make_policy(config.policy, config.policy_config())
+        self._policy: Policy = make_policy(config.policy, PolicyConfig.of(config))
         self._plan = make_planner(config.policy, config.pool)
         self._window = QuietWindow(config.quiet_period_s)
         self._idle = IdleClock()

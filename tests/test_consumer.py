@@ -345,7 +345,7 @@ def test_an_upload_carried_inline_is_classified_without_a_get(env):
     env["s3"].put_object(Bucket=env["settings"].input_bucket, Key=carried.key, Body=b"stored-copy")
     env["sqs"].send_message(
         QueueUrl=env["urls"]["request_queue_url"],
-        MessageBody=carried.with_inline(b"inline-copy").encode(),
+        MessageBody=carried.with_inline(b"inline-copy", max_bytes=1024).encode(),
     )
     plain = send(env, 8, b"fetched")
     gets = []

@@ -159,13 +159,13 @@ def course_server(folder):
     srv.close()
 
 
-def loadgen(*args: str) -> subprocess.CompletedProcess:
+def loadgen(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "loadgen", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout_s,
     )
 
 

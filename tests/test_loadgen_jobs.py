@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
-import subprocess
-import sys
 
 import boto3
 
-from tests.conftest import IMAGES, ROOT, photo_labels
+from tests.conftest import IMAGES, photo_labels
+from tests.test_loadgen import loadgen
 
-
-def _loadgen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "loadgen", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+# A job of every sample photo, end to end, takes minutes on a busy machine.
+_loadgen = functools.partial(loadgen, timeout_s=400)
 
 
 def test_loadgen_async_submits_then_polls(running_service):

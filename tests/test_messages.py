@@ -41,9 +41,10 @@ def test_a_request_carries_small_upload_bytes_inline_and_others_stay_as_they_wer
     assert plain.inline_bytes() is None
     assert "inline" not in json.loads(plain.encode())  # a plain request is as short as before
     data = bytes(range(256)) * 3 + b"\xff\xd8"
-    carrying = Request.decode(plain.with_inline(data).encode(), reply_prefix=PREFIX)
+    carrying = Request.decode(plain.with_inline(data, len(data)).encode(), reply_prefix=PREFIX)
     assert carrying.inline_bytes() == data
     assert carrying.key == plain.key  # the stored upload is still named
+    assert plain.with_inline(data, len(data) - 1) == plain  # over the limit: fetched instead
 
 
 @pytest.mark.parametrize(

@@ -7,40 +7,26 @@ instances' states and start times give their ready times; the stopped ones are t
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
-from embedded.provision import provision
 from runtime.cloudwatch import publish_arrivals
 from runtime.settings import Settings
 from scaler.arrivals import ArrivalGauge, lesser_window_rate
-from scaler.fleet import Fleet, ensure_local_launch_template
+from scaler.fleet import Fleet
 from scaler.gauges import QueueGauge, ThroughputGauge
 from scaler.plan import Instance
 from scaler.service import Scaler, ScalerConfig
 from tests.test_runners import Clock
-from tests.test_scaler_service import fleet_states, send
+from tests.test_scaler_service import fleet_states, provisioned, send
 from web.arrivals import ArrivalCounter
 
 
 @pytest.fixture
 def settings(aws_client):
-    name = f"d{uuid.uuid4().hex[:10]}"
-    settings = Settings(
-        input_bucket=f"{name}-in",
-        output_bucket=f"{name}-out",
-        request_queue=f"{name}-requests",
-        fleet_name=f"{name}-fleet",
-        launch_template=f"{name}-lt",
-        policy="drain",
-        fleet_max=4,
-        warm_pool_max=2,
-        idle_delay_s=2.0,
+    return provisioned(
+        aws_client, "d", policy="drain", fleet_max=4, warm_pool_max=2, idle_delay_s=2.0
     )
-    provision(settings, aws_client("s3"), aws_client("sqs"))
-    ensure_local_launch_template(aws_client("ec2"), settings)
-    return settings
 
 
 @pytest.mark.parametrize(

@@ -31,24 +31,33 @@ from tests.conftest import free_port
 from tests.test_runners import STAND_IN, Clock, marks, wait_for
 
 
-@pytest.fixture
-def settings(aws_client):
-    name = f"s{uuid.uuid4().hex[:10]}"
+def provisioned(aws_client, prefix: str, **rules) -> Settings:
+    """Settings with resources of their own (buckets, queues, fleet tag, launch template)."""
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     settings = Settings(
         input_bucket=f"{name}-in",
         output_bucket=f"{name}-out",
         request_queue=f"{name}-requests",
         fleet_name=f"{name}-fleet",
         launch_template=f"{name}-lt",
+        **rules,
+    )
+    provision(settings, aws_client("s3"), aws_client("sqs"))
+    ensure_local_launch_template(aws_client("ec2"), settings)
+    return settings
+
+
+@pytest.fixture
+def settings(aws_client):
+    return provisioned(
+        aws_client,
+        "s",
         policy="target",  # these tests pin target's rules; the drain tests set their own
         fleet_max=3,
         default_throughput_img_s=1.0,  # 5 s x 1 img/s: 5 messages per instance
         quiet_period_s=0.0,
         warm_pool_max=1,
     )
-    provision(settings, aws_client("s3"), aws_client("sqs"))
-    ensure_local_launch_template(aws_client("ec2"), settings)
-    return settings
 
 
 def send(sqs, settings: Settings, count: int) -> str:

@@ -90,7 +90,7 @@ class UploadStore:
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         # Stored first all the same: the input bucket keeps every upload, whatever the message
         # carries.
-        message = request.with_inline(data) if len(data) <= self._inline_max_bytes else request
+        message = request.with_inline(data, self._inline_max_bytes)
         try:
             self._sqs.send_message(QueueUrl=self._request_queue_url, MessageBody=message.encode())
         except Exception as error:  # noqa: BLE001

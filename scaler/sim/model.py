@@ -50,17 +50,6 @@ class SimConfig:
         """What one worker does when busy: the number workers would report."""
         return self.batch_max / (self.batch_overhead_s + self.batch_max * self.service_s)
 
-    def policy_config(self) -> PolicyConfig:
-        # The policy expects the boot times the model uses: the live scaler's settings say them.
-        return PolicyConfig(
-            limits=self.limits,
-            latency_target_s=self.latency_target_s,
-            boot_new_s=self.boot_new_s,
-            boot_start_s=self.boot_start_s,
-            idle_delay_s=self.idle_delay_s,
-            batch_max=self.batch_max,
-        )
-
 
 @dataclass(frozen=True)
 class Result:
@@ -110,7 +99,8 @@ class _Machine:
 class _Run:
     def __init__(self, trace: Trace, policy_name: str, config: SimConfig):
         self.config = config
-        self.policy = make_policy(policy_name, config.policy_config())
+        # The policy expects the boot times the model uses, as the live scaler's settings say them.
+        self.policy = make_policy(policy_name, PolicyConfig.of(config))
         self.planner = make_planner(policy_name, config.pool)
         self.window = QuietWindow(config.quiet_period_s)
         self.idle = IdleClock()
