@@ -45,15 +45,19 @@ def cmd_up(args, settings: Settings) -> int:
         stack.start_moto("127.0.0.1", args.aws_port)
         os.environ.update(aws_env(endpoint, settings.aws_region))
         provision(settings, make_client("s3", settings), make_client("sqs", settings))
-        web = stack.start("web", python_module("web"))
-        wait_http(f"http://127.0.0.1:{settings.port}/healthz", 60, web)
+        health_url = f"http://127.0.0.1:{settings.port}/healthz"
+        wait_http(health_url, 60, stack.start("web", python_module("web")))
         if args.workers is None:
             stack.start("scaler", python_module("scaler"))
         for i in range(args.workers or 0):
             stack.start(f"worker-{i}", python_module("worker"), {"INSTANCE_ID": f"local-{i}"})
         print(f"serving on http://127.0.0.1:{settings.port}  (Ctrl-C stops everything)", flush=True)
+        restarts = Restarts()
         while not stopping:
-            if dead := stack.dead():
+            dead = stack.dead()
+            if dead == ["web"] and restarts.allow(time.monotonic()):
+                _restart_web(stack, health_url, args.log_dir)
+            elif dead:
                 raise StackError(f"{', '.join(dead)} exited; see {args.log_dir}/")
             time.sleep(0.5)
         return 0
@@ -63,6 +67,32 @@ def cmd_up(args, settings: Settings) -> int:
     finally:
         print("stopping ...", flush=True)
         stack.stop()
+
+
+class Restarts:
+    """At most MAX_RESTARTS of the web process in WINDOW_S: past that it is not a crash that a
+    restart mends (a bad setting, a port taken), and the stack stops with the reason."""
+
+    MAX_RESTARTS = 5
+    WINDOW_S = 60.0
+
+    def __init__(self):
+        self._times: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        self._times = [t for t in self._times if now - t < self.WINDOW_S] + [now]
+        return len(self._times) <= self.MAX_RESTARTS
+
+
+def _restart_web(stack: Stack, health_url: str, log_dir: str) -> None:
+    # What the dead process had stored and queued is still answered: workers store every
+    # result by request id (GET /results/<id>), and its reply queue outlives it until the
+    # new process's janitor finds it orphaned (REPLY_QUEUE_MAX_AGE_S).
+    code = dict(stack.processes)["web"].returncode
+    print(f"web exited with code {code}; restarting it (see {log_dir}/web.log)", flush=True)
+    log.warning("web exited with code %s; restarting it", code)
+    wait_http(health_url, 60, stack.restart("web"))
+    print("web restarted", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,11 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    # How each process was started, so that restart() starts it again the same way.
+    _specs: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None):
+        self._specs[name] = (args, extra_env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
@@ -80,6 +83,11 @@ class Stack:
         )
         wait_http(f"http://{host}:{port}/moto-api/", 30, process)
         return process
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Start `name` again as it was started (its log continues); it replaces the dead one."""
+        self.processes = [(n, p) for n, p in self.processes if n != name]
+        return self.start(name, *self._specs[name])
 
     def dead(self) -> list[str]:
         return [name for name, process in self.processes if process.poll() is not None]

@@ -66,7 +66,14 @@ class Settings:
     web_threads: int = _setting(
         256, "Waitress worker threads: each waiting upload holds one, so >= peak uploads", "web"
     )
-    web_connection_limit: int = _setting(1024, "Waitress open-connection limit", "web")
+    web_connection_limit: int = _setting(
+        1024, "open client connections; at the limit the longest-idle close first", "web"
+    )
+    web_connections_per_client: int = _setting(
+        256,
+        "open connections one client address may hold; past it its longest-idle close first",
+        "web",
+    )
     web_idle_timeout_s: int = _setting(
         20, "a connection that sends nothing this long (a stalled body) is closed", "web"
     )
@@ -212,6 +219,10 @@ class Settings:
             (0 < self.port < 65536, "PORT must be 1-65535"),
             (self.web_threads >= 1, "WEB_THREADS must be >= 1"),
             (self.web_connection_limit >= self.web_threads, "WEB_CONNECTION_LIMIT < WEB_THREADS"),
+            (
+                1 <= self.web_connections_per_client <= self.web_connection_limit,
+                "WEB_CONNECTIONS_PER_CLIENT must be 1-WEB_CONNECTION_LIMIT",
+            ),
             (self.web_upload_memory_mb >= 1, "WEB_UPLOAD_MEMORY_MB must be >= 1"),
             (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),

@@ -116,6 +116,10 @@ class Service:
         self.workers.append(process)
         return process
 
+    def process(self, name: str):
+        """The running process called `name` (web-0, worker-1, ...)."""
+        return dict(self.stack.processes)[name]
+
     def log(self, name: str) -> str:
         return (self.stack.log_dir / f"{name}.log").read_text(errors="replace")
 

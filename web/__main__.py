@@ -7,11 +7,10 @@ import logging
 import signal
 import sys
 
-import waitress
-
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import ConfigError, Settings, describe
+from web.server import DescriptorError, create_server
 from web.service import build_web
 from web.uploads import MULTIPART_OVERHEAD
 
@@ -57,27 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)
         return 1
-    server = waitress.create_server(
-        web.app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.web_threads,
-        connection_limit=settings.web_connection_limit,
-        backlog=2048,
-        # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
-        # the upload limit is refused while the headers are read (Waitress's own 413), not
-        # after buffering it; up to that margin the app answers with its one-line reason.
-        # A batch job's archive is the exception: it may be up to JOB_MAX_BYTES.
-        max_request_body_size=max(
-            settings.max_upload_bytes + MULTIPART_OVERHEAD, settings.job_max_bytes
+    try:
+        server = create_server(
+            web.app,
+            settings,
+            # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
+            # the upload limit is refused while the headers are read (Waitress's own 413), not
+            # after buffering it; up to that margin the app answers with its one-line reason.
+            # A batch job's archive is the exception: it may be up to JOB_MAX_BYTES.
+            max_request_body_size=max(
+                settings.max_upload_bytes + MULTIPART_OVERHEAD, settings.job_max_bytes
+            )
+            + 2**20,
         )
-        + 2**20,
-        # Closes only connections with no request in the app, so a stalled body (slowloris)
-        # is dropped while an upload that waits for its worker is kept.
-        channel_timeout=settings.web_idle_timeout_s,
-        cleanup_interval=max(1, settings.web_idle_timeout_s // 2),
-        ident="classifier",
-    )
+    except (DescriptorError, OSError) as error:
+        web.close()
+        print(f"web: {error}", file=sys.stderr)
+        return 1
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
     log.info(

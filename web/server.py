@@ -1,0 +1,151 @@
+"""The web tier's HTTP server: Waitress, made safe against clients that open and hold sockets.
+
+Three things keep one client from taking the process down or locking others out:
+
+- Waitress polls with poll(), not select(): select() cannot watch a descriptor numbered 1,024 or
+  more and raises `ValueError` out of the server loop, which killed the process (issue 27).
+- At WEB_CONNECTION_LIMIT open connections the longest-idle ones (no request in the app) close
+  first; only when none is idle does Waitress stop accepting (the kernel's backlog queues the
+  rest). Waitress alone stops accepting at the limit, so idle keep-alive sockets held by one
+  client would lock every other client out until WEB_IDLE_TIMEOUT_S.
+- One client address holds at most WEB_CONNECTIONS_PER_CLIENT: past it, that client's own
+  longest-idle connection closes; when all of its connections have a request in the app, the
+  new one is closed at once.
+
+A connection with a request in the app (an upload waiting for its worker) is never closed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Descriptors the process needs besides client connections: two boto3 pools of WEB_THREADS
+# sockets (uploads' S3 and SQS), background clients, logs, the trigger pipe, the listener.
+SPARE_DESCRIPTORS = 128
+# At the limit, shed idle connections down to this fraction of it, so that a client that keeps
+# opening sockets costs one sweep per eighth of the limit rather than one per connection.
+SHED_TO = 7 / 8
+
+
+class DescriptorError(RuntimeError):
+    """The process may not open as many descriptors as its connection limit needs."""
+
+
+def descriptors_needed(settings: Settings) -> int:
+    return settings.web_connection_limit + 2 * settings.web_threads + SPARE_DESCRIPTORS
+
+
+def raise_descriptor_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to `needed` (never lower it); return the limit.
+    Raises DescriptorError when the hard limit is below `needed`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed or soft == resource.RLIM_INFINITY:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise DescriptorError(
+            f"the open-files limit is {hard} and WEB_CONNECTION_LIMIT needs {needed}:"
+            " lower WEB_CONNECTION_LIMIT or WEB_THREADS, or raise `ulimit -Hn`"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
+
+
+def idle(channel: HTTPChannel) -> bool:
+    """Nothing of this connection is in the app and it is not closing already."""
+    return not (channel.requests or channel.will_close or channel.close_when_flushed)
+
+
+def shed(channels, count: int) -> int:
+    """Close the `count` longest-idle of `channels`; return how many were marked."""
+    victims = sorted((c for c in channels if idle(c)), key=lambda c: c.last_activity)[:count]
+    for channel in victims:
+        channel.will_close = True  # Waitress closes it in this loop pass (writable -> close)
+    return len(victims)
+
+
+def peer(channel: HTTPChannel) -> str:
+    return channel.addr[0] if isinstance(channel.addr, tuple) else str(channel.addr)
+
+
+class _Channel(HTTPChannel):
+    def __init__(self, server, sock, addr, adj, map=None):
+        super().__init__(server, sock, addr, adj, map)
+        server.admit(self)
+
+
+class SheddingServer(TcpWSGIServer):
+    """Waitress's TCP server with idle connections shed at the limits (module docstring)."""
+
+    channel_class = _Channel
+    per_client = 0  # set by create_server
+    refused = 0
+
+    def readable(self):
+        # _map also holds this listener and the trigger: the same count Waitress checks.
+        if self.accepting and len(self._map) >= self.adj.connection_limit:
+            target = int(self.adj.connection_limit * SHED_TO)
+            excess = len(self._map) - target
+            if shed(self.active_channels.values(), excess):
+                log.warning(
+                    "%d open connections, the limit: closed the longest-idle %d",
+                    len(self._map),
+                    excess,
+                )
+        return super().readable()
+
+    def admit(self, channel: HTTPChannel) -> None:
+        address = peer(channel)
+        same = [c for c in self.active_channels.values() if c is not channel and peer(c) == address]
+        if len(same) < self.per_client:
+            return
+        if not shed(same, len(same) + 1 - self.per_client):
+            channel.will_close = True
+            self.refused += 1
+            if self.refused % 100 == 1:  # one line per hundred, not one per socket of a flood
+                log.warning(
+                    "client %s holds %d busy connections: refused %d in all",
+                    address,
+                    len(same),
+                    self.refused,
+                )
+
+
+def create_server(app, settings: Settings, *, max_request_body_size: int):
+    """The Waitress server for `app` on settings.host:settings.port (not yet running)."""
+    raise_descriptor_limit(descriptors_needed(settings))
+    adj = Adjustments(
+        host=settings.host,
+        port=settings.port,
+        threads=settings.web_threads,
+        connection_limit=settings.web_connection_limit,
+        backlog=2048,
+        max_request_body_size=max_request_body_size,
+        # Closes only connections with no request in the app, so a stalled body (slowloris)
+        # is dropped while an upload that waits for its worker is kept.
+        channel_timeout=settings.web_idle_timeout_s,
+        cleanup_interval=max(1, settings.web_idle_timeout_s // 2),
+        asyncore_use_poll=True,
+        ident="classifier",
+    )
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    socket_map: dict = {}
+    servers = []
+    for sockinfo in adj.listen:
+        server = SheddingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        server.per_client = settings.web_connections_per_client
+        servers.append(server)
+    if len(servers) == 1:
+        return servers[0]
+    listening = [(s.effective_host, s.effective_port) for s in servers]
+    return MultiSocketServer(socket_map, adj, listening, dispatcher)
