@@ -8,7 +8,8 @@ import tarfile
 import pytest
 
 from tests.job_client import tar_of, zip_of
-from web.archives import ArchiveError, TooManyImages, display_name, entries, kind
+from web.archives import display_name, entries, kind
+from web.errors import ArchiveError, TooManyImages
 
 LIMIT = 1000
 

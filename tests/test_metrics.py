@@ -20,7 +20,7 @@ from runtime.settings import Settings
 from tests.conftest import Service, free_port
 from tests.http_client import photos, upload
 from web.app import create_app
-from web.gateway import ClassificationFailed, ResultTimeout
+from web.errors import ClassificationFailed, ResultTimeout
 from web.metrics import RecentRequests
 from worker.consumer import Stats
 from worker.metrics import ConsumerCollector, serve_metrics

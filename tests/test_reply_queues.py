@@ -9,8 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import pytest
 
 from runtime.messages import Result
-from web.dispatcher import ReplyDispatcher
-from web.reply_queues import ReplyQueueJanitor, create_reply_queue
+from web.replies import ReplyDispatcher, ReplyQueueJanitor, create_reply_queue
 
 
 def test_orphans_are_swept_and_live_queues_kept(aws_client):
@@ -89,7 +88,7 @@ def test_dispatcher_logs_an_unexpected_error_with_its_traceback_and_goes_on(aws_
     sqs = aws_client("sqs")
     url = create_reply_queue(sqs, "flaky-reply-", "one")
     flaky = FlakyReceive(sqs)
-    with caplog.at_level(logging.WARNING, logger="web.dispatcher"):
+    with caplog.at_level(logging.WARNING, logger="web.replies"):
         dispatcher = ReplyDispatcher(flaky, url, wait_s=1).start()
         try:
             future = dispatcher.expect("a" * 32, "5" * 32)
@@ -98,6 +97,6 @@ def test_dispatcher_logs_an_unexpected_error_with_its_traceback_and_goes_on(aws_
             assert future.result(timeout=20).label == "ok"
         finally:
             dispatcher.stop()
-    (record,) = [r for r in caplog.records if r.name == "web.dispatcher"]
+    (record,) = [r for r in caplog.records if r.name == "web.replies"]
     assert "reply queue receive failed unexpectedly (KeyError: 'Messages')" in record.getMessage()
     assert record.exc_info[0] is KeyError and flaky.failures == 1

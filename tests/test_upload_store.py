@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from embedded.provision import provision
-from runtime.messages import Request
+from runtime.messages import Request, new_request_id
 from runtime.settings import Settings
 from web.store import UploadStore
 
@@ -27,14 +27,13 @@ def aws(in_process_aws):
 
 
 def make_store(aws, inline_max_bytes: int) -> UploadStore:
-    settings, s3, sqs, request_url, reply_url = aws
+    settings, s3, sqs, request_url, _ = aws
     return UploadStore(
         s3=s3,
         sqs=sqs,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
         request_queue_url=request_url,
-        reply_queue_url=reply_url,
         result_timeout_s=60,
         inline_max_bytes=inline_max_bytes,
     )
@@ -52,7 +51,7 @@ def test_uploads_up_to_the_inline_limit_ride_in_their_message_and_all_are_stored
 ):
     settings, s3, *_ = aws
     store = make_store(aws, inline_max_bytes)
-    small, large = store.new_request("small.jpg"), store.new_request("large.jpg")
+    small, large = (Request.create(new_request_id(), name, "", 0) for name in ("s.jpg", "l.jpg"))
     store.submit(small, SMALL)
     store.submit(large, LARGE)
     messages = queued(aws)

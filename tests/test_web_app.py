@@ -11,9 +11,8 @@ from PIL import Image
 from runtime.messages import Result
 from runtime.settings import Settings
 from web.app import create_app
-from web.gateway import ClassificationFailed, ResultTimeout
-from web.guards import Backlog, Overloaded
-from web.store import Unavailable
+from web.errors import ClassificationFailed, Overloaded, ResultTimeout, Unavailable
+from web.guards import Backlog
 from web.uploads import clean_filename
 
 

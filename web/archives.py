@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from web.errors import ArchiveError, TooManyImages
+
 _MAX_NAME = 255
 _MAX_SKIPPED_IMAGES = 20  # oversized tar members skipped, in units of the one-image limit
-
-
-class ArchiveError(ValueError):
-    """Not an archive this service reads, or one that breaks a whole-archive limit."""
-
-
-class TooManyImages(ArchiveError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,53 @@
-"""Domain errors mapped to HTTP in one place; every error is one line, never a stack trace."""
+"""Every domain error of the web tier, and the one map from them to HTTP: each is one line for
+the client, never a stack trace. Modules raise these; only this module knows their status codes."""
 
 from __future__ import annotations
 
 import falcon
 
-from web.archives import ArchiveError, TooManyImages
-from web.dispatcher import RequestIdInUse
-from web.gateway import ClassificationFailed, ResultTimeout
-from web.guards import Overloaded
-from web.jobs import JobRefused
-from web.store import Unavailable
+from runtime.messages import Result
+
+
+class Unavailable(RuntimeError):
+    """AWS could not take the request; the client may retry later."""
+
+
+class Overloaded(Exception):
+    """The queue holds more than the configured backlog; the client should come back later."""
+
+
+class RequestIdInUse(Exception):
+    """A client-chosen request id that another submission holds: never taken over."""
+
+    def __init__(self, request_id: str):
+        super().__init__(f"request id {request_id} is already in use; GET /results/{request_id}")
+        self.request_id = request_id
+
+
+class ResultTimeout(Exception):
+    def __init__(self, request_id: str, timeout_s: float):
+        super().__init__(f"no result within {timeout_s:g} s; GET /results/{request_id} later")
+        self.request_id = request_id
+
+
+class ClassificationFailed(Exception):
+    """The worker answered with an error (undecodable image, ...): the client's input is bad."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.error)
+        self.result = result
+
+
+class ArchiveError(ValueError):
+    """Not an archive this service reads, or one that breaks a whole-archive limit."""
+
+
+class TooManyImages(ArchiveError):
+    pass
+
+
+class JobRefused(ValueError):
+    """A job request that cannot be taken as given (bad prefix, nothing to classify)."""
 
 
 def _timeout(req, resp, error: ResultTimeout, params) -> None:

@@ -12,12 +12,9 @@ import falcon
 
 from runtime import sqs
 from runtime.failures import log_failure
+from web.errors import Overloaded
 
 log = logging.getLogger(__name__)
-
-
-class Overloaded(Exception):
-    """The queue holds more than the configured backlog; the client should come back later."""
 
 
 def make_api_key_check(api_key: str):

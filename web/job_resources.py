@@ -16,6 +16,7 @@ import falcon
 
 from web import archives
 from web.archives import Entry
+from web.errors import TooManyImages
 from web.jobs import JobStore
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -121,7 +122,7 @@ def _form_entries(req: falcon.Request, limits) -> Iterator[Entry]:
                 continue
             count += 1
             if count > limits.max_images:
-                raise archives.TooManyImages(
+                raise TooManyImages(
                     f"the form holds more than the {limits.max_images}-image limit of a job"
                 )
             name, unsafe = archives.display_name(part.filename)

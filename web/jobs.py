@@ -24,8 +24,8 @@ from botocore.exceptions import ClientError
 from runtime import keys
 from runtime.keys import job_item_key, job_prefix
 from runtime.messages import MessageError, Request, Result
-from web.archives import Entry, TooManyImages
-from web.store import Unavailable
+from web.archives import Entry
+from web.errors import JobRefused, TooManyImages, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job'
 _IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
 _CSV_CHUNK = 64
 _SERVICE_PREFIXES = (keys.UPLOADS, keys.JOBS, keys.RESULTS, keys.STARTED, keys.CACHE)
-
-
-class JobRefused(ValueError):
-    """A job request that cannot be taken as given (bad prefix, nothing to classify)."""
 
 
 @dataclass(frozen=True)

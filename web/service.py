@@ -1,6 +1,6 @@
 """The web tier for one process, wired from its settings and AWS clients (beside the scaler's
-build_scaler): the app, its reply queue, the dispatcher that reads it and the janitor that sweeps
-orphaned ones. `python -m web` only adds the environment, signals and Waitress."""
+build_scaler): the app and the reply conversation behind it (web.replies). `python -m web` only
+adds the environment, signals and Waitress."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ from dataclasses import dataclass
 
 import falcon
 
-from runtime.failures import log_failure
 from runtime.periodic import Every
 from runtime.settings import Settings
 from web.app import create_app
 from web.arrivals import ArrivalCounter
-from web.dispatcher import ReplyDispatcher
 from web.gateway import Gateway
 from web.guards import Backlog
 from web.history import StatusHistory
 from web.jobs import JobLimits, JobStore
-from web.reply_queues import ReplyQueueJanitor, create_reply_queue
+from web.replies import Replies
 from web.status import StatusSource
 from web.store import UploadStore
 from web.uploads import image_problem
@@ -32,24 +30,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class WebService:
     app: falcon.App
-    reply_queue_url: str
-    _sqs: object
-    _dispatcher: ReplyDispatcher
-    _janitor: ReplyQueueJanitor
+    replies: Replies
     _sampler: Every
     _arrivals: ArrivalCounter | None = None
+
+    @property
+    def reply_queue_url(self) -> str:
+        return self.replies.queue_url
 
     def close(self) -> None:
         """Stop the threads and delete this process's reply queue."""
         self._sampler.stop()
-        self._janitor.stop()
-        self._dispatcher.stop()
         if self._arrivals is not None:
             self._arrivals.stop()
-        try:
-            self._sqs.delete_queue(QueueUrl=self.reply_queue_url)
-        except Exception as error:  # noqa: BLE001 - the janitor of another process sweeps it
-            log_failure(log, f"delete reply queue {self.reply_queue_url}", error)
+        self.replies.close()
 
 
 def build_web(
@@ -71,26 +65,22 @@ def build_web(
     """
     request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
-    reply_queue_url = create_reply_queue(
-        sqs, settings.reply_queue_prefix, instance or uuid.uuid4().hex[:16]
+    replies = Replies.open(
+        sqs,
+        background_sqs=background_sqs,
+        prefix=settings.reply_queue_prefix,
+        instance=instance or uuid.uuid4().hex[:16],
+        max_age_s=settings.reply_queue_max_age_s,
+        timeout_s=settings.result_timeout_s,
     )
-    janitor = ReplyQueueJanitor(
-        background_sqs(),
-        settings.reply_queue_prefix,
-        reply_queue_url,
-        settings.reply_queue_max_age_s,
-    ).start()
-    dispatcher = ReplyDispatcher(background_sqs(), reply_queue_url).start()
     store = UploadStore(
         s3=s3,
         sqs=sqs,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
         request_queue_url=request_queue_url,
-        reply_queue_url=reply_queue_url,
         result_timeout_s=settings.result_timeout_s,
         cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
-        async_deadline_s=settings.result_expiry_days * 86400.0,
         inline_max_bytes=settings.inline_max_bytes,
     )
     arrivals = (
@@ -108,17 +98,17 @@ def build_web(
         settings,
         gateway=Gateway(
             store,
-            dispatcher,
-            settings.result_timeout_s,
-            Backlog(sqs, request_queue_url, settings.max_backlog),
-            arrivals,
+            replies,
+            async_deadline_s=settings.result_expiry_days * 86400.0,
+            backlog=Backlog(sqs, request_queue_url, settings.max_backlog),
+            arrivals=arrivals,
         ),
         ready=store.ready,
         status=status.snapshot,
         history=history,
         jobs=_job_store(settings, job_s3, job_sqs),
     )
-    return WebService(app, reply_queue_url, sqs, dispatcher, janitor, sampler.start(), arrivals)
+    return WebService(app, replies, sampler.start(), arrivals)
 
 
 def _job_store(settings: Settings, s3, sqs) -> JobStore | None:

@@ -1,19 +1,19 @@
-"""Where an upload goes: the input bucket, then a request on the queue; results come back by id."""
+"""Where an upload goes: the input bucket, then a request on the queue; results are read back by
+id, and the result cache by image hash. Replies are web.replies' conversation, not this one."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
 from runtime.failures import is_not_found, log_failure
 from runtime.keys import cache_key, result_key, started_key, upload_key
-from runtime.messages import MessageError, Request, Result, new_token
-from web.dispatcher import RequestIdInUse
+from runtime.messages import MessageError, Request, Result
+from web.errors import RequestIdInUse, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,6 @@ _ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
 # S3's answers to a conditional write whose key exists (412), or that lost a race (409).
 _CLOCK_SKEW_S = 10.0  # between this host and S3's LastModified
 _TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
-
-
-class Unavailable(RuntimeError):
-    """AWS could not take the request; the client may retry later."""
 
 
 class UploadStore:
@@ -37,39 +33,18 @@ class UploadStore:
         input_bucket: str,
         output_bucket: str,
         request_queue_url: str,
-        reply_queue_url: str,
         result_timeout_s: float,
         cache_namespace: tuple[str, str] | None = None,
-        async_deadline_s: float = 7 * 86400.0,
         inline_max_bytes: int = 0,
-        uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
     ):
         self._s3, self._sqs = s3, sqs
         self._input, self._output = input_bucket, output_bucket
         self._request_queue_url = request_queue_url
-        self._reply_queue_url = reply_queue_url
-        self._timeout_s = result_timeout_s
-        self._async_deadline_s = async_deadline_s  # until the stored result would expire
-        self._uuidgen, self._clock = uuidgen, clock
+        self._timeout_s = result_timeout_s  # how long a stored upload may still be waited for
+        self._clock = clock
         self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
         self._inline_max_bytes = inline_max_bytes
-
-    def new_request(
-        self, filename: str, request_id: str | None = None, *, reply: bool = True
-    ) -> Request:
-        """A request answered on this process's reply queue, or (reply=False) only stored."""
-        request_id = request_id or self._uuidgen().hex
-        if not reply:  # asynchronous: nobody waits on a reply queue, so no token either
-            deadline = self._clock() + self._async_deadline_s
-            return Request.create(request_id, filename, "", deadline)
-        return Request.create(
-            request_id,
-            filename,
-            self._reply_queue_url,
-            self._clock() + self._timeout_s,
-            token=new_token(),
-        )
 
     def submit(self, request: Request, data: bytes) -> None:
         """Store the bytes, then queue the request; on failure leave nothing half-written.
