@@ -22,7 +22,9 @@ BATCH_MAX = 10  # SQS takes at most ten entries per batch call
 VISIBLE = "ApproximateNumberOfMessages"
 IN_FLIGHT = "ApproximateNumberOfMessagesNotVisible"
 DEPTH_ATTRIBUTES = (VISIBLE, IN_FLIGHT)
-MAX_COUNT = 2**31 - 1  # SQS counts fit an int32, as KEDA parses them; more is a bad reading
+# SQS counts fit an int32; more is a bad reading. (KEDA has parsed them as int64 since November
+# 2024; a queue of two billion messages is a broken reading here, not a backlog to scale for.)
+MAX_COUNT = 2**31 - 1
 _DIGITS = re.compile(r"[0-9]{1,12}")
 
 

@@ -14,10 +14,6 @@ def decision_record(
     obs: Observation | None,
     decision: Decision | None,
     actions: Actions | None,
-    *,
-    code: str = "",
-    reason: str = "",
-    ok: bool = True,
 ) -> dict:
     """One /status decision: what was seen, the rule that decided and why, what was done.
 
@@ -33,9 +29,9 @@ def decision_record(
         "at": round(at, 3),
         "time": time.strftime("%H:%M:%S", time.localtime(at)),
         "policy": policy,
-        "ok": ok,
-        "code": decision.code if decision else code,
-        "reason": decision.reason if decision else reason,
+        "ok": True,  # a failed tick or action says so over this record (scaler.service)
+        "code": decision.code if decision else "",
+        "reason": decision.reason if decision else "",
         "desired": decision.desired if decision else None,
         "raw": decision.raw if decision else None,  # what the load alone asked for
         "inputs": None,

@@ -38,18 +38,18 @@ def test_samples_cover_the_window_and_age_out():
     assert (doc["window_s"], doc["interval_s"]) == (10, 2)
 
 
-def test_each_decision_is_kept_once_in_either_shape():
+def test_each_decision_is_kept_once_and_ages_out_with_the_window():
     clock = Clock()
     history = StatusHistory(window_s=10, interval_s=2, clock=clock)
-    record = {"at": 1_000.5, "line": "desired=2", "desired": 2}
-    old_style = "10:00:01 policy=target desired=2"
+    record = {"at": clock.now + 0.5, "text": "desired=2", "desired": 2}
+    later = {"at": clock.now + 11, "text": "desired=3", "desired": 3}
     for _ in range(3):  # the scaler repeats its recent decisions in every snapshot
-        history.record(status(5, 1, [record, old_style]))
+        history.record(status(5, 1, [record, later]))
         clock.now += 2
-    assert history.document()["decisions"] == [record, old_style]
+    assert history.document()["decisions"] == [record, later]
     clock.now += 10
     history.record(status(0, 0))
-    assert history.document()["decisions"] == [old_style]  # the record aged out with the window
+    assert history.document()["decisions"] == [later]  # the first aged out with the window
 
 
 def test_served_at_status_history():

@@ -61,19 +61,17 @@ class StatusHistory:
     def _forget_before(self, cutoff: float) -> None:
         while self._samples and self._samples[0]["t"] < cutoff:
             self._samples.popleft()
-        # Decisions with a time (records) age out with the samples; old-style lines by count.
+        # Decisions age out with the samples, and never outnumber them.
         for key in [k for k, d in self._decisions.items() if _at(d) < cutoff]:
             del self._decisions[key]
         while len(self._decisions) > self._samples.maxlen:
             del self._decisions[next(iter(self._decisions))]
 
 
-def _identity(decision: dict | str) -> str:
-    if isinstance(decision, dict):
-        return f"{decision.get('at')}|{decision.get('line') or decision.get('text', '')}"
-    return str(decision)
+def _identity(decision: dict) -> str:
+    return f"{decision.get('at')}|{decision.get('text', '')}"
 
 
-def _at(decision: dict | str) -> float:
-    at = decision.get("at") if isinstance(decision, dict) else None
+def _at(decision: dict) -> float:
+    at = decision.get("at")
     return at if isinstance(at, int | float) else float("inf")

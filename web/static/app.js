@@ -71,7 +71,7 @@ function renderDecisions() {
   const records = [...history.decisions.values()];
   const entries = collapse(records).slice(0, SHOWN_DECISIONS);
   // Redraw only when the list changed, and keep open disclosures open: a reader may be in one.
-  const shown = entries.map((e) => `${identity(e.record.line || e.record)}#${e.count}`).join("\n");
+  const shown = entries.map((e) => `${identity(e.record)}#${e.count}`).join("\n");
   if (shown === shownDecisions) return;
   shownDecisions = shown;
   const open = new Set([...$("decisions").querySelectorAll("details[open]")].map((d) => d.dataset.key));

@@ -1,20 +1,7 @@
-// Scaler decisions in words. /status serves records ({at, visible, desired, launch, ...}); older
-// scalers served one "key=value ..." line each: both are read into the same fields here.
+// Scaler decisions in words. /status serves records ({at, inputs, actions, ok, code, text, ...}),
+// from the scaler of the same image as this page.
 
 const LIST_FIELDS = ["start", "stop", "terminate"];
-
-// An old-style line: "HH:MM:SS policy=target visible=120 ... start=[] launch=2 reason='...'".
-export function parseLine(line) {
-  const record = { line, time: line.split(" ", 1)[0] };
-  for (const [, key, raw] of line.matchAll(/(\w+)=('(?:[^'\\]|\\.)*'|\[[^\]]*\]|\S+)/g)) {
-    if (raw.startsWith("'")) record[key] = raw.slice(1, -1);
-    else if (raw.startsWith("[")) record[key] = raw.slice(1, -1).split(",").map((s) => s.trim().replace(/'/g, "")).filter(Boolean);
-    else if (/^-?\d+(\.\d+)?/.test(raw)) record[key] = parseFloat(raw);
-    else record[key] = raw === "None" ? null : raw;
-  }
-  if (/ FAILED |unreadable|bad metrics/.test(line)) record.error = "failed";
-  return record;
-}
 
 // Records come flat ({visible, capacity, launch, ...}) or nested ({inputs: {...}, actions:
 // {...}, ok, code, text}); both are read into the flat fields the sentences use.
@@ -30,7 +17,7 @@ function flatten(record) {
 }
 
 export function normalise(decision, limits = {}) {
-  const record = typeof decision === "string" ? parseLine(decision) : flatten({ ...decision });
+  const record = flatten({ ...decision });
   if (record.max === undefined && typeof limits.max === "number") record.max = limits.max;
   for (const key of LIST_FIELDS) if (!Array.isArray(record[key])) record[key] = [];
   record.launch = Number(record.launch) || 0;
@@ -97,5 +84,5 @@ export function collapse(records) {
 }
 
 export function identity(decision) {
-  return typeof decision === "string" ? decision : `${decision.at}|${decision.line || decision.text || ""}`;
+  return `${decision.at}|${decision.text || ""}`;
 }
