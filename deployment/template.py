@@ -19,7 +19,7 @@ import yaml
 from deployment import iam, userdata
 from runtime import keys
 from runtime.resources import BUCKET_SSE_ALGORITHM, DLQ_RETENTION_S, QUEUE_SSE_ATTRIBUTE
-from runtime.settings import Settings
+from runtime.settings import DEAD_LETTER_SUFFIX, DEFAULT_POLICY, POLICIES, Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
 DEPLOYMENT_TAG = "elastic-classifier:deployment"
@@ -89,8 +89,8 @@ def parameters() -> dict:
         "Policy": {
             "Type": "String",
             "Description": "scaling policy (POLICY)",
-            "Default": "target",
-            "AllowedValues": ["target", "seed"],
+            "Default": DEFAULT_POLICY,
+            "AllowedValues": list(POLICIES),
         },
         "Model": text("classifier the workers run (MODEL)", Settings.model),
         "ImageId": {
@@ -179,7 +179,7 @@ def _queues(settings: Settings) -> dict:
             "Type": "AWS::SQS::Queue",
             "Metadata": sse,
             "Properties": {
-                "QueueName": iam.sub(f"{iam.REQUEST_QUEUE}-dlq"),
+                "QueueName": iam.sub(f"{iam.REQUEST_QUEUE}{DEAD_LETTER_SUFFIX}"),
                 QUEUE_SSE_ATTRIBUTE: True,
                 "MessageRetentionPeriod": DLQ_RETENTION_S,
             },

@@ -20,6 +20,9 @@ TIERS = ("web", "worker", "scaler")
 # The choices of each setting that takes one of a few words; Settings.validate checks them and
 # the tiers that act on them import them from here (scaler.registry builds one per POLICY).
 POLICIES = ("drain", "target", "seed")
+# The queues named after REQUEST_QUEUE: here and in the deployed stack's template.
+DEAD_LETTER_SUFFIX = "-dlq"
+JOB_LANE_SUFFIX = "-jobs"
 DEFAULT_POLICY = "drain"  # projects drain times: docs/scaling.md
 RUNNERS = ("none", "process", "docker")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
@@ -267,12 +270,12 @@ class Settings:
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.request_queue}-dlq"
+        return f"{self.request_queue}{DEAD_LETTER_SUFFIX}"
 
     @property
     def job_queue(self) -> str:
         """Batch-job images: a lane of their own, served when no interactive request waits."""
-        return f"{self.request_queue}-jobs"
+        return f"{self.request_queue}{JOB_LANE_SUFFIX}"
 
 
 def _choose(f: dataclasses.Field) -> str:

@@ -25,7 +25,7 @@ from deployment import iam, template
 from deployment.stack import Change, Stack
 from deployment.userdata import render
 from runtime.resources import READY_AT_TAG
-from runtime.settings import Settings
+from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from tests.conftest import ROOT
 
 ACCOUNT = "123456789012"  # moto's
@@ -150,6 +150,12 @@ def test_update_modifies_in_place(deployed):
 
 
 # --- what the stack made, read back -------------------------------------------------------
+
+
+def test_the_stack_offers_every_policy_the_service_has_and_its_default():
+    policy = yaml.safe_load(template.PATH.read_text())["Parameters"]["Policy"]
+    assert policy["AllowedValues"] == list(POLICIES)
+    assert policy["Default"] == DEFAULT_POLICY == Settings().policy
 
 
 def test_data_stores_are_encrypted_and_requests_redrive_to_the_dead_letters(deployed):
