@@ -14,7 +14,7 @@ from embedded.provision import provision
 from embedded.stack import Stack, StackError, aws_env, default_env, python_module, wait_http
 from runtime.clients import make_client
 from runtime.logs import setup_logging
-from runtime.settings import ConfigError, Settings
+from runtime.settings import Settings, load_or_exit
 
 log = logging.getLogger("embedded")
 
@@ -112,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "provision", help="create the buckets and queues (idempotent)"
     ).set_defaults(run=cmd_provision)
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"embedded: {error}", file=sys.stderr)
-        return 2
+    settings = load_or_exit("embedded")
     setup_logging(settings.log_format, tier="embedded")
     return args.run(args, settings)
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
     """A setting from the environment is missing or malformed."""
+
+
+# The exit code of every entry point that stops on a bad setting.
+EXIT_CONFIG = 2
 
 
 TIERS = ("web", "worker", "scaler")
@@ -293,6 +298,16 @@ def _parse(name: str, raw: str, kind: type):
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def load_or_exit(prog: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of entry point `prog` (web, worker, scaler, embedded); on a bad value, one
+    line `<prog>: bad setting: <reason>` on stderr and exit EXIT_CONFIG, the same for each."""
+    try:
+        return Settings.from_env(env)
+    except ConfigError as error:
+        print(f"{prog}: bad setting: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def describe(tiers: tuple[str, ...] = TIERS) -> str:

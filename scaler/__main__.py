@@ -19,7 +19,7 @@ import threading
 from runtime.clients import make_client
 from runtime.logs import setup_logging
 from runtime.retry import retry
-from runtime.settings import ConfigError, Settings, describe
+from runtime.settings import describe, load_or_exit
 from scaler.fleet import ensure_local_launch_template
 from scaler.runners import make_runner
 from scaler.service import build_scaler
@@ -43,11 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"scaler: bad configuration: {error}", file=sys.stderr)
-        return 2
+    settings = load_or_exit("scaler")
     setup_logging(settings.log_format, tier="scaler")
     ec2 = make_client("ec2", settings)
     if settings.runner != "none":

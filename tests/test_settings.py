@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from runtime.settings import ConfigError, Settings, describe, tier_fields
+from runtime.settings import EXIT_CONFIG, ConfigError, Settings, describe, tier_fields
 
 
 def test_defaults():
@@ -73,17 +73,20 @@ def test_a_setting_read_by_two_tiers_is_declared_for_both():
     assert "FLEET_NAME" in describe(("worker",)) and "POLICY" not in describe(("worker",))
 
 
-@pytest.mark.parametrize("module", ["web", "worker"])
-def test_tier_cli_rejects_bad_setting_in_one_line(module):
+@pytest.mark.parametrize(
+    "command", [["web"], ["worker"], ["scaler"], ["embedded", "provision"]], ids=lambda c: c[0]
+)
+def test_every_entry_point_rejects_a_bad_setting_in_the_same_one_line(command):
     result = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", *command],
         env={"PORT": "nope", "BATCH_MAX": "99", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == EXIT_CONFIG == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"{command[0]}: bad setting: "), result.stderr
 
 
 @pytest.mark.parametrize("module", ["web", "worker"])

@@ -9,7 +9,7 @@ import sys
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
-from runtime.settings import ConfigError, Settings, describe
+from runtime.settings import describe, load_or_exit
 from web.server import DescriptorError, create_server
 from web.service import build_web
 from web.uploads import MULTIPART_OVERHEAD
@@ -32,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=describe(("web",)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"web: {error}", file=sys.stderr)
-        return 2
+    settings = load_or_exit("web")
     setup_logging(settings.log_format, tier="web")
 
     # Short read timeouts: an upload must fail over to a 503 well before RESULT_TIMEOUT_S.

@@ -16,10 +16,9 @@ import threading
 
 from runtime.logs import setup_logging, trace_sqs
 from runtime.readiness import announce_ready
-from runtime.settings import ConfigError, Settings, describe
+from runtime.settings import EXIT_CONFIG, describe, load_or_exit
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
 EXIT_COLD = 3
 
 log = logging.getLogger("worker")
@@ -32,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=describe(("worker",)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"worker: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = load_or_exit("worker")
     setup_logging(
         settings.log_format, tier="worker", fields={"instance": os.environ.get("INSTANCE_ID", "-")}
     )
