@@ -8,7 +8,6 @@ python -m loadgen --rate 20 --duration 120 --expected images/labels.json --json 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import threading
 import time
@@ -24,48 +23,19 @@ from loadgen.recorder import Recorder
 from loadgen.status import StatusPoller, read_status
 from loadgen.summary import Outcome, format_table, summarize
 from loadgen.uploads import Uploads
+from runtime.cli import OneLineParser, non_negative, positive
 
 PROG = "loadgen"
 DEFAULT_URL = "http://127.0.0.1:3000/upload"
 MAX_THREADS = 256  # the default cap; the web tier's default WEB_THREADS is the same
 DURATION_THREADS = 16
 CHECK_TIMEOUT_S = 5.0
-EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_INPUT, EXIT_INTERRUPTED = 1, 130
 WATCH_AFTER_S = 120.0  # the default quiet period (30 s) and a stop, with room to spare
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # One line instead of argparse's usage block, like every other bad-input message.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Send images to an image-classification server and measure what users see.",
         epilog="Without --num_request or --duration, each image is sent once. "
@@ -76,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_request",
         "--num-request",
         "-n",
-        type=_positive(int),
+        type=positive(int),
         metavar="N",
         help="send N requests, cycling through the images",
     )
     bound.add_argument(
         "--duration",
-        type=_positive(float),
+        type=positive(float),
         metavar="SECONDS",
         help="start requests until SECONDS have passed, then wait for those in flight",
     )
@@ -97,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         "-c",
-        type=_positive(int),
+        type=positive(int),
         metavar="N",
         help="closed loop: parallel clients (default: one per request like the course's client, "
         f"at most {MAX_THREADS}; {DURATION_THREADS} with --duration); "
@@ -105,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rate",
-        type=_positive(float),
+        type=positive(float),
         metavar="PER_S",
         help="open loop: Poisson arrivals at PER_S requests per second",
     )
@@ -126,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--watch_after",
         "--watch-after",
-        type=_non_negative,
+        type=non_negative(),
         default=WATCH_AFTER_S,
         metavar="SECONDS",
         help="after the last answer, keep sampling /status until no worker runs, for at most "
@@ -134,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=positive(float),
         default=90.0,
         metavar="SECONDS",
         help="socket timeout per request (default 90)",

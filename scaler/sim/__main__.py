@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import replace
 
+from runtime.cli import OneLineParser, non_negative, positive
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
 from scaler.policies import Limits
@@ -19,55 +20,26 @@ from scaler.sim.model import Result, SimConfig, simulate
 from scaler.sim.traces import TraceError, from_csv, standard_traces
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _number(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Policy defaults are the deployment's defaults (never the environment: runs must repeat).
     d = Settings()
     sim = SimConfig()
-    parser = _Parser(prog="python -m scaler.sim", description=__doc__)
+    parser = OneLineParser(prog="python -m scaler.sim", description=__doc__)
     add = parser.add_argument
     add("--json", action="store_true", help="one JSON object per (trace, policy), not a table")
     add("--seed", type=int, default=7, help="RNG seed of the standard random traces")
     add("--policy", action="append", choices=POLICIES, help="only this policy (repeatable)")
     add("--trace", action="append", metavar="FILE", help="replay this CSV instead (repeatable)")
     add("--only", action="append", metavar="NAME", help="standard traces starting with NAME")
-    add("--boot-new-s", type=_non_negative, default=sim.boot_new_s, help="new instance boot")
-    add("--boot-start-s", type=_non_negative, default=sim.boot_start_s, help="boot from stopped")
-    add("--throughput", type=_positive, default=sim.throughput_img_s, help="img/s per instance")
-    add("--tick-s", type=_positive, default=d.scaler_tick_s, help="scaler tick")
+    add("--boot-new-s", type=non_negative(), default=sim.boot_new_s, help="new instance boot")
+    add("--boot-start-s", type=non_negative(), default=sim.boot_start_s, help="boot from stopped")
+    add("--throughput", type=positive(), default=sim.throughput_img_s, help="img/s per instance")
+    add("--tick-s", type=positive(), default=d.scaler_tick_s, help="scaler tick")
     add("--fleet-min", type=int, default=d.fleet_min)
     add("--fleet-max", type=int, default=d.fleet_max)
-    add("--idle-delay-s", type=_non_negative, default=d.idle_delay_s)
-    add("--quiet-period-s", type=_non_negative, default=d.quiet_period_s)
-    add("--latency-target-s", type=_positive, default=d.latency_target_s)
+    add("--idle-delay-s", type=non_negative(), default=d.idle_delay_s)
+    add("--quiet-period-s", type=non_negative(), default=d.quiet_period_s)
+    add("--latency-target-s", type=positive(), default=d.latency_target_s)
     add("--warm-pool-max", type=int, default=d.warm_pool_max)
     args = parser.parse_args(argv)
     if not 0 <= args.fleet_min <= args.fleet_max or args.fleet_max < 1:
