@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from runtime.sqs import BATCH_MAX
 from scaler.policies import Decision, Limits, Observation, PolicyError, check_observation, clamp
 
 NEVER = math.inf
@@ -37,7 +38,7 @@ class DrainParams:
     boot_new_s: float  # expected seconds from launch until a new instance's worker works
     boot_start_s: float  # the same from a start out of the warm pool
     idle_delay_s: float  # idle seconds before scaling to the minimum
-    batch_max: int = 10  # messages a worker takes at once: work finishes in whole batches
+    batch_max: int = BATCH_MAX  # messages a worker takes at once: work finishes in whole batches
     utilization: float = 0.75  # the busiest the fleet runs under a sustained rate (headroom)
 
     def __post_init__(self):

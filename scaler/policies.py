@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from runtime.sqs import BATCH_MAX
+
 SEED_IMAGES_PER_INSTANCE = 4
 
 
@@ -66,7 +68,7 @@ class PolicyConfig:
     boot_new_s: float = 40.0  # drain: expected seconds from launch until a new worker works
     boot_start_s: float = 10.0  # drain: the same from a start out of the warm pool
     idle_delay_s: float = 2.0  # drain: idle seconds before the fleet goes to zero
-    batch_max: int = 10  # drain: one batch is the finest step a projection can tell apart
+    batch_max: int = BATCH_MAX  # drain: one batch is the finest step a projection can tell apart
 
     @classmethod
     def of(cls, rules) -> PolicyConfig:

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.failures import describe
 from runtime.settings import Settings
-from runtime.sqs import QueueAttributeError
+from runtime.sqs import BATCH_MAX, QueueAttributeError
 from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
@@ -53,7 +53,7 @@ class ScalerConfig:
     boot_new_s: float = 40.0  # expected: a pending instance works this long after its launch
     boot_start_s: float = 10.0  # ... or after its start from stopped
     idle_delay_s: float = 2.0
-    batch_max: int = 10
+    batch_max: int = BATCH_MAX
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScalerConfig:

@@ -18,6 +18,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
+from runtime.sqs import BATCH_MAX
 from runtime.stats import percentile
 from scaler.plan import Instance, PoolRules, capacity
 from scaler.policies import IdleClock, Limits, Observation, PolicyConfig, QuietWindow
@@ -31,7 +32,7 @@ class SimConfig:
     boot_start_s: float = 10.0
     service_s: float = 0.08  # per image in a batch
     batch_overhead_s: float = 0.2  # per batch: receive, fetch, write results, delete
-    batch_max: int = 10
+    batch_max: int = BATCH_MAX
     tick_s: float = 2.0
     limits: Limits = Limits(0, 12)
     latency_target_s: float = 5.0
