@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import falcon.testing
 import pytest
+from falcon.inspect import inspect_routes
 from PIL import Image
 
 from runtime.messages import Result
@@ -213,3 +215,35 @@ def test_status_and_metrics_need_the_key_when_one_is_set(path):
     bearer = {"Authorization": "Bearer s3cret"}  # how Prometheus sends it
     assert client.simulate_get(path, headers=bearer).status_code == 200
     assert client.simulate_get("/healthz").status_code == 200  # load balancers stay keyless
+
+
+class _LaterResource:
+    def on_get(self, req, resp):
+        resp.text = "secret"
+
+    def on_post(self, req, resp):
+        resp.text = "secret"
+
+
+def test_every_route_needs_the_key_but_the_declared_open_ones():
+    """The key is one middleware, not a hook each responder must remember: every route of the
+    app, and one added after create_app, answers 401 without it."""
+    app = create_app(
+        Settings(api_key="s3cret"), gateway=FakeGateway(OK), ready=lambda: None, status=dict
+    )
+    app.add_route("/added-later", _LaterResource())
+    client = falcon.testing.TestClient(app)
+    open_ = {("GET", "/"), ("GET", "/healthz")}
+    checked = 0
+    for route in inspect_routes(app):
+        path = re.sub(r"{[^}]+}", "a" * 32, route.path)
+        for method in (m.method for m in route.methods if m.internal is False):
+            if (method, route.path) in open_ or method == "OPTIONS":
+                continue
+            response = client.simulate_request(method, path)
+            assert response.status_code == 401, (method, route.path, response.status_code)
+            checked += 1
+    assert checked >= 10  # /upload, POST /, /results, /jobs (3), /status (2), /metrics, later
+    assert client.simulate_get("/added-later", headers={"X-Api-Key": "s3cret"}).text == "secret"
+    assert client.simulate_get("/static/app.js").status_code == 200
+    assert client.simulate_get("/").status_code == 200

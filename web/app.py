@@ -7,7 +7,7 @@ import falcon
 from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
-from web.guards import UploadMemory, make_api_key_check
+from web.guards import ApiKeyRequired, UploadMemory
 from web.history import StatusHistory
 from web.job_resources import JobResource, JobResultsResource, JobsResource
 from web.jobs import JobStore
@@ -28,26 +28,24 @@ def create_app(
 ) -> falcon.App:
     metrics = WebMetrics(status)
     memory = UploadMemory(settings.web_upload_memory_mb * 2**20, settings.result_timeout_s)
-    app = falcon.App(middleware=[metrics, memory])
+    # The key before anything reads a body; metrics count the refusals too.
+    app = falcon.App(middleware=[metrics, ApiKeyRequired(settings.api_key), memory])
     validate = make_validator(settings.max_upload_bytes, settings.max_pixels, memory)
-    check_api_key = make_api_key_check(settings.api_key)
-    upload = UploadResource(gateway, validate, check_api_key)
+    upload = UploadResource(gateway, validate)
     app.add_route("/upload", upload)
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
-    app.add_route("/results/{request_id}", ResultResource(gateway, check_api_key))
-    app.add_route("/jobs", JobsResource(jobs, check_api_key, settings.job_max_bytes))
-    app.add_route("/jobs/{job_id}", JobResource(jobs, check_api_key))
-    app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs, check_api_key))
+    app.add_route("/results/{request_id}", ResultResource(gateway))
+    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes))
+    app.add_route("/jobs/{job_id}", JobResource(jobs))
+    app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs))
     # A folder sent as a form is one part per image (Falcon's default stops at 64).
     multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
     multipart.parse_options.max_body_part_count = settings.job_max_images + 16
     app.add_route("/healthz", HealthResource(ready))
-    # With an API key set, only /healthz, the page and its static files stay open.
-    app.add_route("/status", StatusResource(metrics.status, check_api_key))
-    app.add_route(
-        "/status/history", StatusResource((history or StatusHistory()).document, check_api_key)
-    )
-    app.add_route("/metrics", MetricsResource(metrics, check_api_key))
+    # With an API key set, only /healthz, the page and its static files stay open (ApiKeyRequired).
+    app.add_route("/status", StatusResource(metrics.status))
+    app.add_route("/status/history", StatusResource((history or StatusHistory()).document))
+    app.add_route("/metrics", MetricsResource(metrics))
     app.add_static_route("/static", STATIC_DIR)
     errors.install(app)
     return app

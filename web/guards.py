@@ -17,25 +17,39 @@ from web.errors import Overloaded
 log = logging.getLogger(__name__)
 
 
-def make_api_key_check(api_key: str):
-    """A `falcon.before` hook; with no key configured it lets everything through."""
-    expected = api_key.encode()
+class ApiKeyRequired:
+    """Falcon middleware: with an API key set, every route needs it but the few declared open.
 
-    def check_api_key(req: falcon.Request, resp, resource, params) -> None:
-        if not expected:
+    A route added later is closed by default; nothing has to remember to guard it. The key is
+    checked after routing and before any responder or hook reads the body.
+    """
+
+    # GET (and HEAD) of these stay open: the health check, the page and its static files.
+    OPEN_TEMPLATES = frozenset({"/healthz", "/"})
+    OPEN_PREFIXES = ("/static/",)
+    OPEN_METHODS = frozenset({"GET", "HEAD"})
+
+    def __init__(self, api_key: str):
+        self._expected = api_key.encode()
+
+    def is_open(self, req: falcon.Request) -> bool:
+        if req.method not in self.OPEN_METHODS:
+            return False
+        return req.uri_template in self.OPEN_TEMPLATES or req.path.startswith(self.OPEN_PREFIXES)
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        if not self._expected or self.is_open(req):
             return
         given = (req.get_header("X-Api-Key") or "").encode()
         bearer = req.get_header("Authorization") or ""
-        if bearer.startswith("Bearer "):
+        if bearer.startswith("Bearer "):  # how Prometheus sends it
             given = bearer[7:].encode()
         # Constant time, so the key cannot be guessed byte by byte from response times.
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given, self._expected):
             raise falcon.HTTPUnauthorized(
                 description="missing or wrong API key (X-Api-Key header)",
                 challenges=["Bearer"],
             )
-
-    return check_api_key
 
 
 class Backlog:

@@ -23,16 +23,11 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1024 * 1024
 
 
-def _check_api_key(req, resp, resource, params) -> None:
-    resource.check_api_key(req, resp, resource, params)
-
-
 class JobsResource:
-    def __init__(self, jobs: JobStore | None, check_api_key, max_archive_bytes: int):
-        self._jobs, self.check_api_key = jobs, check_api_key
+    def __init__(self, jobs: JobStore | None, max_archive_bytes: int):
+        self._jobs = jobs
         self._max_archive_bytes = max_archive_bytes
 
-    @falcon.before(_check_api_key)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         jobs = _enabled(self._jobs)
         content_type = req.content_type or ""
@@ -81,10 +76,9 @@ class JobsResource:
 
 
 class JobResource:
-    def __init__(self, jobs: JobStore | None, check_api_key):
-        self._jobs, self.check_api_key = jobs, check_api_key
+    def __init__(self, jobs: JobStore | None):
+        self._jobs = jobs
 
-    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         progress = _enabled(self._jobs).progress(job_id) if _JOB_ID.match(job_id) else None
         if progress is None:
@@ -93,10 +87,9 @@ class JobResource:
 
 
 class JobResultsResource:
-    def __init__(self, jobs: JobStore | None, check_api_key):
-        self._jobs, self.check_api_key = jobs, check_api_key
+    def __init__(self, jobs: JobStore | None):
+        self._jobs = jobs
 
-    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         rows = _enabled(self._jobs).rows(job_id) if _JOB_ID.match(job_id) else None
         if rows is None:

@@ -180,15 +180,9 @@ def _outcome(status: int) -> str:
     return "timeout" if status == 504 else "error"
 
 
-def _check_api_key(req, resp, resource, params) -> None:
-    resource.check_api_key(req, resp, resource, params)
-
-
 class MetricsResource:
-    def __init__(self, metrics: WebMetrics, check_api_key):
+    def __init__(self, metrics: WebMetrics):
         self._metrics = metrics
-        self.check_api_key = check_api_key  # Prometheus sends it as `authorization: Bearer`
 
-    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data, resp.content_type = self._metrics.exposition(req.get_header("Accept"))

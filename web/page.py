@@ -31,4 +31,4 @@ class PageResource:
         resp.set_header("X-Content-Type-Options", "nosniff")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._upload.on_post(req, resp)  # its own hooks (API key, validation) run as on /upload
+        self._upload.on_post(req, resp)  # its validation runs as on /upload; POST / needs the key

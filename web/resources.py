@@ -22,10 +22,6 @@ def _validate_upload(req, resp, resource, params) -> None:
     resource.validate(req, resp, resource, params)
 
 
-def _check_api_key(req, resp, resource, params) -> None:
-    resource.check_api_key(req, resp, resource, params)
-
-
 def wants_async(req: falcon.Request) -> bool:
     """RFC 7240: `Prefer: respond-async` asks for 202 now and the result later."""
     prefer = req.get_header("Prefer") or ""
@@ -44,12 +40,10 @@ def client_request_id(req: falcon.Request) -> str | None:
 
 
 class UploadResource:
-    def __init__(self, gateway: Gateway, validate, check_api_key):
+    def __init__(self, gateway: Gateway, validate):
         self._gateway = gateway
-        # Hooks built from settings: the size and pixel limits, the API key.
-        self.validate, self.check_api_key = validate, check_api_key
+        self.validate = validate  # a hook built from settings: the size and pixel limits
 
-    @falcon.before(_check_api_key)
     @falcon.before(_validate_upload)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         upload: Upload = req.context.upload
@@ -85,11 +79,9 @@ class UploadResource:
 
 
 class ResultResource:
-    def __init__(self, gateway: Gateway, check_api_key):
+    def __init__(self, gateway: Gateway):
         self._gateway = gateway
-        self.check_api_key = check_api_key
 
-    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response, request_id: str) -> None:
         known = is_request_id(request_id)
         result = self._gateway.result(request_id) if known else None
@@ -122,10 +114,8 @@ class HealthResource:
 
 
 class StatusResource:
-    def __init__(self, snapshot, check_api_key):
-        self._snapshot = snapshot
-        self.check_api_key = check_api_key  # queue depth and fleet size are the operator's
+    def __init__(self, snapshot):
+        self._snapshot = snapshot  # queue depth and fleet size: the operator's (API key)
 
-    @falcon.before(_check_api_key)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._snapshot()
