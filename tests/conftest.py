@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -157,3 +158,32 @@ def running_service(moto_endpoint, tmp_path_factory, request):
 
 def pytest_report_header(config):
     return f"python {sys.version.split()[0]}"
+
+
+# The suite's map: a test is `e2e` when it needs moto (a server or in-process), real processes,
+# containers or a browser: through one of these fixtures, or because its module says so
+# (`pytestmark = pytest.mark.e2e`). Every other test is `unit`: `pytest -m unit` runs in seconds.
+E2E_FIXTURES = frozenset(
+    {"moto_endpoint", "aws_client", "in_process_aws", "service_factory", "running_service"}
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        if marks & {"e2e", "containers"} or E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """A unit test that starts a process is an e2e test in disguise: it fails, saying so."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a unit test started a process: mark its module e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

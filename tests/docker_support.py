@@ -13,7 +13,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import pytest
+from tests.container_support import unavailable
 
 STAND_IN_IMAGE = "elastic-classifier-stand-in-worker:test"
 _BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
@@ -25,21 +25,6 @@ while :; do sleep 1 & wait $!; done
 """
 
 
-def docker_client_or_skip():
-    """A client for a running engine, or skip the test with the reason."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
-        pytest.skip("the docker SDK is not installed")
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except DockerException as error:
-        pytest.skip(f"no Docker engine ({error}); run docker/ci-dockerd.sh as root")
-    return client
-
-
 def _static_busybox() -> Path:
     for candidate in [*_BUSYBOX_PATHS, shutil.which("busybox") or ""]:
         path = Path(candidate)
@@ -47,7 +32,7 @@ def _static_busybox() -> Path:
         # (PT_INTERP) in the first page of the file.
         if candidate and path.is_file() and b"ld-linux" not in path.read_bytes()[:4096]:
             return path
-    pytest.skip("no static busybox binary; apt-get install busybox-static")
+    unavailable("no static busybox binary; apt-get install busybox-static")
 
 
 def _root_filesystem(busybox: Path) -> bytes:

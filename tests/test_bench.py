@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bench.phones import PhonePhotos, with_comment
@@ -56,6 +57,7 @@ def test_photos_are_distinct_and_the_small_ones_are_64_pixels():
     assert Image.open(io.BytesIO(batch[13].data)).size == (64, 64)  # mixed: every second one
 
 
+@pytest.mark.e2e  # makes 12 MP photos: seconds of CPU
 def test_phone_photos_are_12_megapixel_jpegs_each_upload_distinct(tmp_path):
     phones = PhonePhotos(2, tmp_path)
     batch = phones.take(5)  # more uploads than distinct photos: they cycle
@@ -76,6 +78,7 @@ def test_a_jpeg_comment_changes_the_bytes_not_the_pixels():
         assert a.tobytes() == b.tobytes()
 
 
+@pytest.mark.e2e  # starts processes
 def test_quick_run_prints_a_table_and_every_key(tmp_path):
     bench = subprocess.Popen(
         [

@@ -18,6 +18,8 @@ import yaml
 from tests.conftest import ROOT
 from tests.container_support import compose_v2
 
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict:

@@ -17,7 +17,10 @@ from scaler.runners.docker import (
     docker_runner,
     worker_environment,
 )
-from tests.docker_support import docker_client_or_skip, stand_in_image
+from tests.container_support import engine
+from tests.docker_support import stand_in_image
+
+pytestmark = pytest.mark.e2e  # starts processes (or containers)
 
 
 def wait_until(predicate, what: str, limit_s: float = 30.0):
@@ -33,7 +36,7 @@ def wait_until(predicate, what: str, limit_s: float = 30.0):
 
 @pytest.fixture(scope="module")
 def client():
-    client = docker_client_or_skip()
+    client = engine()
     yield client
     client.close()
 

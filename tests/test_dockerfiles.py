@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
+
 DOCKERFILES = ("Dockerfile.web", "Dockerfile.worker")
 SOURCE_DIRS = ("runtime/", "embedded/", "scaler/", "web/", "worker/")
 

@@ -26,6 +26,8 @@ from loadgen.inputs import InputError, accepted_labels, load_expected
 from loadgen.uploads import Uploads, marked
 from tests.conftest import IMAGES
 
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
+
 REPO = Path(__file__).resolve().parent.parent
 LABELS = {"test_0": "bathtub", "test_1": "cat", "test_2": "dog", "test_3": "zebra", "test_4": "fox"}
 FAILING = "test_3"  # the server answers 500 for this one

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import boto3
+import pytest
 
 from tests.conftest import IMAGES, photo_labels
 from tests.test_loadgen import loadgen
@@ -55,6 +56,7 @@ def test_loadgen_classify_a_folder_as_a_job(running_service, tmp_path):
         assert row["label"] in labels[name.split("/")[-1]], row
 
 
+@pytest.mark.e2e  # starts processes
 def test_loadgen_classify_bad_input_is_one_line(tmp_path):
     missing = _loadgen("classify", str(tmp_path / "nope"), "--url", "http://127.0.0.1:9")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1

@@ -166,6 +166,7 @@ def test_salvage_gives_nothing_without_someone_safe_to_tell(body):
     assert salvage(body, PREFIX) is None
 
 
+@pytest.mark.e2e  # starts processes
 def test_image_formats_are_known_without_torch():
     # The web tier checks uploads against these; importing them must not load the model stack.
     code = "import sys, runtime.messages; assert 'torch' not in sys.modules"

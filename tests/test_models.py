@@ -19,7 +19,10 @@ from worker.models import DEFAULT_MODEL, TOP_K, ModelError, fastest_pass, load_c
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 # worker.imaging silences torchvision's codec deprecation notice, but pytest resets warning
 # filters around each test; the notice says nothing about these tests.
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
+pytestmark = [
+    pytest.mark.e2e,  # the real model on real photos
+    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities"),
+]
 LABELS: dict[str, list[str]] = json.loads((IMAGES / "labels.json").read_text())
 
 

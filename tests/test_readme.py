@@ -172,6 +172,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.e2e  # starts processes
 @pytest.mark.parametrize("argv", shell_commands(), ids=shlex.join)
 def test_readme_command_runs_as_written(argv, web_base):
     check = CHECKS.get(argv[0])

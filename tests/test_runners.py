@@ -14,6 +14,8 @@ from scaler.runners import make_runner as make_runner_from
 from scaler.runners.base import InstanceView
 from scaler.runners.process import ProcessRunner
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 STAND_IN = """
 import os, signal, sys, time
 from pathlib import Path

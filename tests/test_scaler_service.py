@@ -347,6 +347,7 @@ def test_python_m_scaler_serves_status_and_stops_on_sigterm(settings, aws_client
     assert "decision policy=target" in output
 
 
+@pytest.mark.e2e  # starts processes
 def test_help_lists_the_scaler_settings():
     done = subprocess.run(
         [sys.executable, "-m", "scaler", "--help"], capture_output=True, text=True, timeout=60
@@ -356,6 +357,7 @@ def test_help_lists_the_scaler_settings():
         assert name in done.stdout
 
 
+@pytest.mark.e2e  # starts processes
 def test_bad_configuration_fails_with_one_line():
     env = {**os.environ, "POLICY": "fastest"}
     done = subprocess.run(

@@ -25,6 +25,8 @@ from runtime.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
 
+pytestmark = pytest.mark.e2e  # starts processes (or containers)
+
 IDLE_DELAY_S = 2.0
 TICK_S = 0.5
 

@@ -73,6 +73,7 @@ def test_a_setting_read_by_two_tiers_is_declared_for_both():
     assert "FLEET_NAME" in describe(("worker",)) and "POLICY" not in describe(("worker",))
 
 
+@pytest.mark.e2e  # starts processes
 @pytest.mark.parametrize(
     "command", [["web"], ["worker"], ["scaler"], ["embedded", "provision"]], ids=lambda c: c[0]
 )
@@ -89,6 +90,7 @@ def test_every_entry_point_rejects_a_bad_setting_in_the_same_one_line(command):
     assert result.stderr.startswith(f"{command[0]}: bad setting: "), result.stderr
 
 
+@pytest.mark.e2e  # starts processes
 @pytest.mark.parametrize("module", ["web", "worker"])
 def test_tier_help_documents_settings(module):
     result = subprocess.run(

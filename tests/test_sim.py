@@ -14,6 +14,8 @@ from scaler.policies import Limits
 from scaler.sim.model import SimConfig, simulate
 from scaler.sim.traces import Trace, TraceError, burst, bursts, from_csv, standard_traces
 
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
+
 KEYS = {
     "trace",
     "policy",

@@ -13,6 +13,8 @@ from deployment.userdata import SCRIPT, render, worker_env
 from runtime.settings import Settings
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
+
 ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/elastic-classifier-worker:1"
 
 

@@ -13,6 +13,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from embedded.stack import wait_http
@@ -20,6 +21,8 @@ from tests.conftest import ROOT, free_port
 from tests.http_client import photos, upload
 from tests.support.processes import children
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
 
 UPLOADS = 40
 
