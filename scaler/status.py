@@ -1,12 +1,15 @@
-"""A small JSON status endpoint (GET /status) served from a background thread.
+"""A small JSON status endpoint (GET /status) served from background threads.
 
-The standard library's WSGI server is enough: one reader (the web tier's /status) at a time.
+The standard library's WSGI server, one thread per connection and a read timeout: a reader that
+stalls (a half-open socket, a slow client) must not make every web process report the scaler
+unreachable, as the single-threaded server did.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socketserver
 import threading
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -14,7 +17,16 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 log = logging.getLogger(__name__)
 
 
+READ_TIMEOUT_S = 5.0  # a request is a few hundred bytes: longer than this is a stalled socket
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a stalled reader's thread must not hold the scaler's exit
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = READ_TIMEOUT_S
+
     def log_message(self, format, *args):  # noqa: A002 - the standard library's signature
         log.debug("status: " + format, *args)
 
@@ -40,7 +52,11 @@ def status_app(status: Callable[[], dict]):
 class StatusServer:
     def __init__(self, status: Callable[[], dict], host: str = "127.0.0.1", port: int = 0):
         self._server: WSGIServer = make_server(
-            host, port, status_app(status), handler_class=_QuietHandler
+            host,
+            port,
+            status_app(status),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="scaler-status", daemon=True

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -287,6 +288,20 @@ def test_status_server_answers_only_status():
             urllib.request.urlopen(f"{base}/other", timeout=10)  # noqa: S310
         assert error.value.code == 404
     finally:
+        server.close()
+
+
+def test_a_stalled_reader_does_not_block_the_status_of_others():
+    """Issue 26: one socket that never sends its request held the single-threaded server, and
+    every web process then reported the scaler unreachable."""
+    server = StatusServer(lambda: {"ok": True}).start()
+    stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    try:
+        stalled[0].sendall(b"GET /sta")  # half a request line, then nothing
+        assert get_json(f"http://127.0.0.1:{server.port}/status") == {"ok": True}
+    finally:
+        for sock in stalled:
+            sock.close()
         server.close()
 
 
