@@ -20,12 +20,12 @@ import torch
 
 from worker import torch_models
 from worker.exported import REFERENCE, Refused, sample_inputs, verify
-from worker.package import ARTEFACT, ModelPackage, write_package
+from worker.package import ARTEFACT, ModelPackage, load_package, write_package
 from worker.runtimes import ONNX_RUNTIMES, available, open_session
 
 
 def export_package(name: str, root: Path, source: dict) -> ModelPackage:
-    """Export `name` into the package directory `root` (replaced whole, never half-written);
+    """Export `name` into the package directory `root` (absent; written whole or not at all);
     raise Refused with one line when the export fails or does not answer as PyTorch does."""
     model, _, categories, pre = torch_models.build(name)
     if pre is None or pre.crop is None:
@@ -59,9 +59,11 @@ def export_package(name: str, root: Path, source: dict) -> ModelPackage:
             _, problem = verify(open_session(checker, package.artefact, 1), package)
             if problem:
                 raise Refused(f"the export does not answer as PyTorch fp32 ({checker}): {problem}")
-        if root.exists():
-            shutil.rmtree(root)
-        work.rename(root)
+        try:
+            work.rename(root)
+        except OSError:
+            # Another worker started at the same time got there first: keep its package.
+            return load_package(root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ModelPackage(root=root, manifest=package.manifest, labels=package.labels)

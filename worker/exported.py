@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -134,6 +135,7 @@ def ensure_package(name: str, cache_dir: Path) -> ModelPackage:
     except PackageError as error:
         if root.exists():
             log.warning("cached package is unusable (%s): exporting again", error)
+            shutil.rmtree(root, ignore_errors=True)
     from worker import export  # PyTorch: only on a cache miss
 
     started = time.perf_counter()
@@ -151,7 +153,8 @@ def load(name: str, runtime: str, threads: int, cache_dir: Path) -> OnnxClassifi
             reasons.append(f"{choice} is not installed")
             continue
         try:
-            session = open_session(choice, package.artefact, threads, cache_dir / "compiled")
+            compiled = cache_dir / "compiled" if os.access(cache_dir, os.W_OK) else None
+            session = open_session(choice, package.artefact, threads, compiled)
         except RuntimeError as error:
             reasons.append(str(error))
             continue
@@ -273,11 +276,14 @@ class MachineRecords:
         if records.get(key) == record:
             return
         records[key] = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".machine-", suffix=".json")
-        with os.fdopen(fd, "w") as file:
-            json.dump(records, file, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".machine-", suffix=".json")
+            with os.fdopen(fd, "w") as file:
+                json.dump(records, file, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as error:  # a read-only cache: measured again at the next start
+            log.warning("cannot record %s in %s: %s", key, self.path, error)
 
 
 def _cpu() -> str:

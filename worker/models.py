@@ -107,9 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.models", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="export, verify and cache a built-in model")
-    export.add_argument("names", nargs="+", help=f"{DEFAULT_MODEL} or torchvision model names")
+    export.add_argument(
+        "names", nargs="*", help=f"{DEFAULT_MODEL} or torchvision model names (default: MODEL)"
+    )
     export.add_argument("--cache-dir", help="default: MODEL_CACHE_DIR")
+    package = commands.add_parser(
+        "package", help="make and check a model package from an ONNX network and its labels"
+    )
+    package.add_argument("network", help="the network as an ONNX file")
+    package.add_argument("--labels", required=True, help="text file: one class name per line")
+    package.add_argument("--name", required=True)
+    package.add_argument("--version", required=True)
+    package.add_argument("--out", required=True, help="the package directory to write")
+    package.add_argument("--resize-side", type=int, default=256)
+    package.add_argument("--crop", type=int, default=224)
+    package.add_argument("--mean", default="0.485,0.456,0.406", help="three numbers")
+    package.add_argument("--std", default="0.229,0.224,0.225", help="three numbers")
+    package.add_argument("--interpolation", default="bicubic")
     args = parser.parse_args(argv)
+    if args.command == "package":
+        return _package(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from runtime.settings import ConfigError, Settings
@@ -124,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker.models: {error}", file=sys.stderr)
         return 2
     cache_dir = Path(args.cache_dir or settings.model_cache_dir)
-    for name in args.names:
+    for name in args.names or [settings.model]:
         started = time.perf_counter()
         try:
             package = exported.ensure_package(name, cache_dir)
@@ -132,6 +149,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"worker.models: {name}: {error}", file=sys.stderr)
             return 1
         print(f"{name}: {package.root} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _package(args) -> int:
+    from worker.package import PackageError, Preprocessing
+    from worker.packaging import make_package
+
+    try:
+        mean, std = (tuple(float(v) for v in text.split(",")) for text in (args.mean, args.std))
+        pre = Preprocessing(
+            resize_side=args.resize_side,
+            crop=args.crop,
+            mean=mean,
+            std=std,
+            interpolation=args.interpolation,
+        )
+        made = make_package(
+            Path(args.network),
+            Path(args.labels),
+            Path(args.out),
+            name=args.name,
+            version=args.version,
+            preprocessing=pre,
+        )
+    except ValueError as error:  # PackageError is one; so is a malformed --mean or --std
+        reason = error if isinstance(error, PackageError) else f"--mean/--std: {error}"
+        print(f"worker.models: {reason}", file=sys.stderr)
+        return 1
+    print(f"{made.manifest.name} {made.manifest.version}: {made.root} ({len(made.labels)} classes)")
     return 0
 
 
