@@ -124,11 +124,26 @@ def test_batches_and_passes_give_the_answers_of_one_by_one(cache, photos):
         assert abs(alone[0][1] - result[0][1]) < 1e-4
 
 
-def test_auto_takes_the_first_installed_runtime_of_the_preference_and_logs_it(cache, caplog):
+def test_auto_takes_the_fastest_checked_runtime_remembers_it_and_logs_it(cache, caplog):
     with caplog.at_level(logging.INFO):
         onnx = load_classifier(DEFAULT_MODEL, runtime="auto", optimize="eager", cache_dir=cache)
-    assert onnx.runtime == RUNTIMES[0]
-    assert any(f"runs on {RUNTIMES[0]} (cpu" in r.getMessage() for r in caplog.records)
+    assert any(f"runs on {onnx.runtime} (cpu" in r.getMessage() for r in caplog.records)
+    records = exported.MachineRecords(cache / "machine.json")
+    package = exported.ensure_package(DEFAULT_MODEL, cache)
+    key = records.key(package, "auto", len(os.sched_getaffinity(0)))
+    choice = records.get(key)
+    timed = choice["ms_per_image"]
+    assert set(timed) == set(RUNTIMES) and choice["runtime"] == onnx.runtime
+    assert timed[onnx.runtime] == min(timed.values())
+    # A later start opens the remembered runtime without timing the others: one that is not
+    # the fastest, written in the record, is what it takes.
+    other = next((r for r in RUNTIMES if r != onnx.runtime), onnx.runtime)
+    records.put(key, {**choice, "runtime": other})
+    try:
+        again = load_classifier(DEFAULT_MODEL, runtime="auto", optimize="eager", cache_dir=cache)
+        assert again.runtime == other
+    finally:
+        records.put(key, choice)
 
 
 def test_pass_size_and_check_are_remembered_per_artefact_and_machine(cache):
@@ -141,9 +156,13 @@ def test_pass_size_and_check_are_remembered_per_artefact_and_machine(cache):
     # A later start takes what is recorded instead of timing again: a size no timing could
     # give (3 is not among the sizes measured) proves it.
     records.put(key, {**record, "forward_batch": 3})
-    again = load_classifier(DEFAULT_MODEL, runtime=first.runtime, optimize="eager", cache_dir=cache)
-    assert again.forward_batch == 3
-    records.put(key, record)
+    try:
+        again = load_classifier(
+            DEFAULT_MODEL, runtime=first.runtime, optimize="eager", cache_dir=cache
+        )
+        assert again.forward_batch == 3
+    finally:
+        records.put(key, record)
 
 
 def test_an_export_that_does_not_answer_as_pytorch_is_refused_and_torch_serves(
@@ -205,7 +224,8 @@ def test_a_worker_with_the_package_cached_never_imports_torch(cache):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     runtime_line, imported = done.stdout.strip().splitlines()[-2:]
-    assert runtime_line.split(" ", 1) == [RUNTIMES[0], "tiger cat"]
+    runtime, label = runtime_line.split(" ", 1)
+    assert runtime in RUNTIMES and label == "tiger cat"
     assert imported == "[]"
 
 

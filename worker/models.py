@@ -3,9 +3,10 @@
 A built-in model (EfficientNet-Lite0 with its offline weights, or a torchvision model by name) is
 exported once to a model package (worker.package: model.onnx, labels, preprocessing) in
 MODEL_CACHE_DIR, checked against PyTorch fp32 on the sample photos, and run by the runtime
-MODEL_RUNTIME names. `auto` takes the first installed of RUNTIME_PREFERENCE whose answers match
-PyTorch's; any refusal (runtime missing, export or check failed) is one logged line and PyTorch
-serves instead. A worker whose package is already in the cache never imports torch.
+MODEL_RUNTIME names. `auto` takes the fastest installed of RUNTIME_PREFERENCE whose answers match
+PyTorch's (timed once per machine and remembered); any refusal (runtime missing, export or check
+failed) is one logged line and PyTorch serves instead. A worker whose package is already in the
+cache never imports torch.
 
 `python -m worker.models export NAME` makes the package ahead of time (the worker image does).
 """
@@ -26,9 +27,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TOP_K = 5
-# Fastest first, measured on this project's CPU (docs/performance.md, bench.model --runtime):
-# CPU ms per image, one thread, best pass size: OpenVINO fp32 5.7, onnxruntime 6.2, PyTorch jit
-# 13 to 16. Both ONNX runtimes give PyTorch fp32's labels on every sample and phone photo.
+# The runtimes `auto` tries, each timed once per artefact and machine (worker.exported). On this
+# project's CPU both cost 6 to 8 CPU ms per image against PyTorch jit's 15 to 16, and which of the
+# two wins changes with the machine's load (docs/performance.md): a fixed order would be a guess.
+# The order breaks ties only.
 RUNTIME_PREFERENCE = ("openvino", "onnxruntime")
 
 
@@ -87,20 +89,28 @@ def _cuda() -> bool:
 def fastest_pass(
     seconds_for: Callable[[int], float], sizes: Sequence[int], repeats: int = 3, warmups: int = 2
 ) -> int:
-    """Of `sizes`, the pass size with the least time per image: the best of `repeats` timings
-    each, after `warmups` untimed passes in which the runtime specialises for the size."""
+    """Of `sizes`, the pass size with the least time per image (see pass_timings)."""
+    per_image = pass_timings(seconds_for, sizes, repeats, warmups)
+    return min(per_image, key=per_image.get)
+
+
+def pass_timings(
+    seconds_for: Callable[[int], float], sizes: Sequence[int], repeats: int = 3, warmups: int = 2
+) -> dict[int, float]:
+    """Seconds per image at each of `sizes`: the best of `repeats` timings each, after
+    `warmups` untimed passes in which the runtime specialises for the size. Which size wins
+    differs between processes and runtimes on one machine (docs/performance.md)."""
     per_image = {}
     for size in sizes:
         for _ in range(warmups):
             seconds_for(size)
         per_image[size] = min(seconds_for(size) for _ in range(repeats)) / size
-    best = min(per_image, key=per_image.get)
     log.info(
         "forward passes of %d: ms per image by pass size %s",
-        best,
+        min(per_image, key=per_image.get),
         ", ".join(f"{size}: {s * 1e3:.1f}" for size, s in per_image.items()),
     )
-    return best
+    return per_image
 
 
 def main(argv: list[str] | None = None) -> int:
