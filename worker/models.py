@@ -71,19 +71,15 @@ def load_classifier(
     from worker import torch_models
 
     classifier = torch_models.load_classifier(name, preprocess, threads, optimize=optimize)
-    log.info("model %s runs on torch (%s)", name, "cuda" if _cuda() else "cpu")
+    # The PyTorch path runs on the CPU (it always has); a GPU serves through onnxruntime's
+    # CUDA provider where onnxruntime-gpu is installed (worker.runtimes).
+    log.info("model %s runs on torch (cpu, passes of %d)", name, classifier.forward_batch)
     return classifier
 
 
 def _threads(threads: int) -> int:
     # What torch takes by default: one intra-op thread per core this process may run on.
     return threads if threads > 0 else len(os.sched_getaffinity(0))
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def fastest_pass(
