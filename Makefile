@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The model is exported to ONNX and checked once (MODEL_CACHE_DIR), not by each worker at its start.
 up: install
+	$(PY) -m worker.models export
 	$(PY) -m embedded up
 
 lint: install

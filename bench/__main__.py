@@ -97,6 +97,8 @@ def run(plan: Plan, log_dir: Path, settings: Settings, phone_cache: Path) -> dic
     phones = PhonePhotos(plan.phone_distinct, phone_cache)
     step(f"bare model, 1 thread on cpu {cpus[-1]}, batches {batches}")
     one = model.measure((cpus[-1],), 1, batches, plan.reps, plan.min_s, phone_cache)
+    step(f"bare model on every runtime installed besides {one.runtime}, 1 thread")
+    runtimes = model.by_runtime((cpus[-1],), batches, plan.reps, plan.min_s, one)
     step(f"bare model, {E2E_WORKERS} threads on cpus {cpus}")
     two = model.measure(cpus, E2E_WORKERS, batches, plan.reps, plan.min_s)
     step(f"bare model, {E2E_WORKERS} processes x 1 thread side by side")
@@ -118,7 +120,7 @@ def run(plan: Plan, log_dir: Path, settings: Settings, phone_cache: Path) -> dic
     stack = service.run(
         photos, phones, plan.sizes, E2E_WORKERS, log_dir / "service", plan.overrides
     )
-    result = report.summarise(machine, one, two, pair, pinned, stack)
+    result = report.summarise(machine, one, two, pair, pinned, stack, runtimes)
     result["bench_s"] = round(time.perf_counter() - started, 1)
     return result
 

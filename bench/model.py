@@ -32,6 +32,10 @@ class ModelTiming:
     # The same for 12 MP phone photos, as the worker decodes them and decoding every pixel
     # (empty when the run was given no phone photos).
     phone_decode_cpu_ms: dict[str, float]
+    runtime: str = "torch"  # what ran the model (MODEL_RUNTIME's choice, or the one asked for)
+    # Of the sample and phone photos, the fraction whose top-1 on this runtime's worker path
+    # equals PyTorch fp32's on today's (None: not measured in this run).
+    top1_agreement: float | None = None
 
     @property
     def best_batch(self) -> int:
@@ -49,11 +53,32 @@ def measure(
     reps: int,
     min_s: float,
     phones: Path | None = None,
+    runtime: str | None = None,
 ) -> ModelTiming:
     """Time the model in a fresh process on `cpus` with `threads` intra-op threads; with
-    `phones` (a directory of phone photos) time their decoding too."""
-    (timing,) = measure_side_by_side([cpus], threads, batches, reps, min_s, phones)
+    `phones` (a directory of phone photos) time their decoding too and measure the top-1
+    agreement with PyTorch fp32. runtime: None, the one MODEL_RUNTIME picks."""
+    (timing,) = measure_side_by_side([cpus], threads, batches, reps, min_s, phones, runtime)
     return timing
+
+
+def by_runtime(
+    cpus: tuple[int, ...],
+    batches: tuple[int, ...],
+    reps: int,
+    min_s: float,
+    measured: ModelTiming,
+) -> dict[str, float]:
+    """The bare model's CPU ms per image at its best pass size, one thread, for PyTorch (jit)
+    and each ONNX runtime installed; `measured` is reused for its own runtime."""
+    from worker.runtimes import ONNX_RUNTIMES, available
+
+    cpu_ms = {measured.runtime: measured.cpu_ms[measured.best_batch]}
+    for runtime in ("torch", *(r for r in ONNX_RUNTIMES if available(r))):
+        if runtime not in cpu_ms:
+            timing = measure(cpus, 1, batches, reps, min_s, runtime=runtime)
+            cpu_ms[runtime] = timing.cpu_ms[timing.best_batch]
+    return cpu_ms
 
 
 def measure_side_by_side(
@@ -63,6 +88,7 @@ def measure_side_by_side(
     reps: int,
     min_s: float,
     phones: Path | None = None,
+    runtime: str | None = None,
 ) -> list[ModelTiming]:
     """One model process per placement, all timing at once (they start behind a barrier)."""
     with tempfile.TemporaryDirectory(prefix="bench-barrier-") as barrier:
@@ -80,6 +106,7 @@ def measure_side_by_side(
                     f"--barrier={barrier}",
                     f"--peers={len(placements)}",
                     *([f"--phones={phones}"] if phones else []),
+                    *([f"--runtime={runtime}"] if runtime else []),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
@@ -111,6 +138,8 @@ def measure_side_by_side(
             bs1_ms=out["bs1_ms"],
             decode_cpu_ms=out["decode_cpu_ms"],
             phone_decode_cpu_ms=out.get("phone_decode_cpu_ms", {}),
+            runtime=out["runtime"],
+            top1_agreement=out.get("top1_agreement"),
         )
         for cpus, out in zip(placements, outputs, strict=True)
     ]
@@ -126,22 +155,35 @@ def sample_photos() -> list[bytes]:
 
 def prepared_tensors(classifier, photos: list[bytes]) -> list:
     """The real photos, decoded and preprocessed exactly as the worker does it."""
+    return [classifier.prepare(_decode(classifier, data)) for data in photos]
+
+
+def _decode(classifier, data: bytes, full: bool = False):
     from worker.imaging import decode
 
-    return [classifier.prepare(decode(data, min_side=classifier.min_side)) for data in photos]
+    min_side = None if full else classifier.min_side
+    return decode(data, min_side=min_side, output=getattr(classifier, "pixels", "tensor"))
+
+
+def top1_agreement(classifier, photos: list[bytes]) -> float:
+    """Of `photos`, the fraction whose top-1 through `classifier` (the worker's decode and
+    preprocessing for it) equals PyTorch fp32's through today's path (eager, torch transforms)."""
+    from worker.models import load_classifier
+
+    exact = load_classifier(classifier.name, optimize="eager", runtime="torch")
+    ours = classifier.classify(prepared_tensors(classifier, photos))
+    theirs = exact.classify(prepared_tensors(exact, photos))
+    return sum(a[0][0] == b[0][0] for a, b in zip(ours, theirs, strict=True)) / len(photos)
 
 
 def time_decode(classifier, photos: list[bytes], reps: int, full: bool = False) -> float:
     """Median CPU milliseconds per photo of the worker's decode + preprocess (outside the model);
     `full`: decoding every pixel, as the worker did before it decoded at the model's size."""
-    from worker.imaging import decode
-
-    min_side = None if full else classifier.min_side
     per_photo = []
     for _ in range(max(reps, 3)):
         started = time.process_time()
         for data in photos:
-            classifier.prepare(decode(data, min_side=min_side))
+            classifier.prepare(_decode(classifier, data, full))
         per_photo.append((time.process_time() - started) * 1e3 / len(photos))
     return statistics.median(per_photo)
 
@@ -208,15 +250,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--barrier", help="directory where side-by-side runs meet before timing")
     parser.add_argument("--peers", type=int, default=1, help="processes meeting at the barrier")
     parser.add_argument("--phones", help="directory of phone photos whose decoding is timed too")
+    parser.add_argument("--runtime", help="torch|onnxruntime|openvino|auto (default MODEL_RUNTIME)")
     args = parser.parse_args(argv)
 
     from runtime.settings import Settings
     from worker.models import load_classifier
 
-    # The same form of the model the worker runs (MODEL_OPTIMIZE: jit by default): the limit
+    # The same form of the model the worker runs (MODEL_RUNTIME, MODEL_OPTIMIZE): the limit
     # the service is measured against is the fastest this model goes here.
-    optimize = Settings.from_env().model_optimize
-    classifier = load_classifier(args.model, threads=args.threads, optimize=optimize)
+    settings = Settings.from_env()
+    classifier = load_classifier(
+        args.model,
+        threads=args.threads,
+        optimize=settings.model_optimize,
+        runtime=args.runtime or settings.model_runtime,
+        cache_dir=settings.model_cache_dir,
+    )
     batches = tuple(int(b) for b in args.batches.split(","))
     ready = (lambda: wait_for_peers(args.barrier, args.peers)) if args.barrier else None
     photos = sample_photos()
@@ -230,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             "scaled": time_decode(classifier, phones, 3),
             "full": time_decode(classifier, phones, 3, full=True),
         }
+        all_phones = [path.read_bytes() for path in sorted(Path(args.phones).glob("*.jpg"))]
+        result["top1_agreement"] = top1_agreement(classifier, photos + all_phones)
+    result["runtime"] = getattr(classifier, "runtime", "torch")
     print(json.dumps(result))
     return 0
 

@@ -31,6 +31,8 @@ JOB_LANE_SUFFIX = "-jobs"
 DEFAULT_POLICY = "drain"  # projects drain times: docs/scaling.md
 RUNNERS = ("none", "process", "docker")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
+# auto: the fastest runtime installed whose export answers as PyTorch fp32 does (worker.models).
+MODEL_RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PREPROCESSES = ("default", "reference")
 LOG_FORMATS = ("text", "json")
 # An upload carried inline costs base64's 4/3 in its request message. SQS bills a message per
@@ -123,6 +125,18 @@ class Settings:
         "'jit' (trace + freeze, faster on CPU) or 'eager'",
         "worker",
         choices=MODEL_OPTIMIZATIONS,
+    )
+    model_runtime: str = _setting(
+        "auto",
+        "what runs the model: 'auto' (the fastest exact one installed), 'torch', 'onnxruntime'"
+        " or 'openvino' (docs/models.md)",
+        "worker",
+        choices=MODEL_RUNTIMES,
+    )
+    model_cache_dir: str = _setting(
+        ".run/models",
+        "where the model is exported to ONNX once, verified, and reused by later starts",
+        "worker",
     )
     preprocess: str = _setting(
         "default",

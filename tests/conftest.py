@@ -33,7 +33,17 @@ def photo_labels() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
+def exported_model():
+    """The default model's package in MODEL_CACHE_DIR, as `make up` and the worker image make it
+    before any worker starts: workers started at once must not each export it (10 s of CPU)."""
+    from worker.exported import ensure_package
+    from worker.models import DEFAULT_MODEL
+
+    return ensure_package(DEFAULT_MODEL, Path(Settings.from_env().model_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory, exported_model):
     """One moto server process for the session; tests isolate by resource names."""
     port = free_port()
     stack = Stack(env=default_env(), log_dir=tmp_path_factory.mktemp("moto"))

@@ -47,6 +47,10 @@ KEYS = {
     "decode_cpu_ms_per_img_phone",
     "lane_ratio",
     "lane_p50_ms",
+    "runtime",
+    "model_cpu_ms_by_runtime",
+    "model_cpu_ms_ratio",
+    "top1_agreement",
 }
 
 
@@ -106,6 +110,10 @@ def test_quick_run_prints_a_table_and_every_key(tmp_path):
     assert KEYS <= result.keys()
     assert {"nproc", "cpu_model", "torch"} <= result["machine"].keys()
     assert any(line.startswith("worker_efficiency") for line in lines[:-1])
+    # Every runtime installed was timed, the worker's among them, and PyTorch for the ratio.
+    assert {"torch", result["runtime"]} <= result["model_cpu_ms_by_runtime"].keys()
+    assert result["model_cpu_ms_ratio"] > 0
+    assert result["top1_agreement"] == 1.0
     # Every upload and queued request was answered, without errors.
     assert result["worker_images"] == 6 and result["worker_errors"] == 0
     assert result["worker_fed"]["images"] == 6 and result["worker_fed"]["errors"] == 0

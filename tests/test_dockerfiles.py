@@ -93,8 +93,12 @@ def test_worker_takes_cpu_torch_and_bakes_the_weights():
     )
     assert "--only torch,torchvision" in torch_install
     assert any(k == "ENV" and "TORCH_HOME=" in a for k, a in steps)
-    preload = next(a for k, a in steps if k == "RUN" and "load_classifier" in a)
+    preload = next(a for k, a in steps if k == "RUN" and "worker.models export" in a)
     assert "efficientnet_lite0 ${PRELOAD_MODELS}" in preload
+    # The packages are exported where the worker looks for them, with the photos they are
+    # checked on.
+    assert any(k == "ENV" and "MODEL_CACHE_DIR=/opt/models" in a for k, a in steps)
+    assert ("COPY", "images/ /app/images/") in steps
     assert ("CMD", '["python", "-m", "worker"]') in steps
 
 
@@ -146,7 +150,7 @@ def test_dockerignore_sends_only_what_the_images_copy():
                 copied.update(args.split()[:-1])
     for source in copied:
         assert _dockerignore_allows(source.rstrip("/")), source
-    for never in (".venv", ".git", "tests", "images", ".run", "runtime/__pycache__"):
+    for never in (".venv", ".git", "tests", ".run", "runtime/__pycache__"):
         assert not _dockerignore_allows(never), never
 
 

