@@ -15,7 +15,10 @@ from worker.models import DEFAULT_MODEL
 from worker.package import load_package
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
+pytestmark = [
+    pytest.mark.e2e,  # exports and runs the real model, starts processes
+    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,10 @@ RUNTIMES = [r for r in ONNX_RUNTIMES if available(r)]
 # label's score without torch (Pillow's bicubic kernel is not torchvision's). Measured: at most
 # 0.0009 on the sample photos, 0.0021 on the phone photos.
 SCORE_POINTS = 0.01
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
+pytestmark = [
+    pytest.mark.e2e,  # exports and runs the real model, starts processes
+    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities"),
+]
 
 
 @pytest.fixture(scope="module")
