@@ -230,3 +230,34 @@ def ask(urls: list[str], request_id: str, name: str, data: bytes, tally: Tally, 
             tally.record(request_id, response.json())
             return
         time.sleep(2.0 if response.status_code in (409, 503, 504) else 0.2)
+
+
+def ask_async(urls: list[str], request_id: str, name: str, data: bytes, tally: Tally, until: float):
+    """One asynchronous client (Prefer: respond-async): queue the upload under its own id until a
+    web process takes it (202), then read GET /results/<id> from any web until it is there."""
+    attempt, queued = 0, False
+    while time.monotonic() < until:
+        url = urls[attempt % len(urls)]
+        attempt += 1
+        try:
+            if not queued:
+                response = requests.post(
+                    f"{url}/upload",
+                    files={"myfile": (name, data, "application/octet-stream")},
+                    headers={"Prefer": "respond-async", "X-Request-Id": request_id},
+                    timeout=90,
+                )
+                queued = response.status_code == 202
+            else:
+                response = requests.get(f"{url}/results/{request_id}", timeout=30)
+        except requests.RequestException as error:
+            with tally.lock:
+                tally.statuses[f"async {type(error).__name__}"] += 1
+            time.sleep(1.0)
+            continue
+        with tally.lock:
+            tally.statuses[f"async {response.status_code}"] += 1
+        if queued and response.status_code == 200:
+            tally.record(request_id, response.json())
+            return
+        time.sleep(1.0)
