@@ -102,10 +102,11 @@ def test_worker_takes_cpu_torch_and_bakes_the_weights():
     assert ("CMD", '["python", "-m", "worker"]') in steps
 
 
-def test_web_image_leaves_torch_out_and_listens_on_all_addresses():
+def test_web_image_leaves_the_model_runtimes_out_and_listens_on_all_addresses():
     steps = instructions("Dockerfile.web")
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
-    assert {"torch", "torchvision", "timm"} <= set(args["EXCLUDE_DEPS"].split(","))
+    runtimes = {"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxruntime", "openvino"}
+    assert runtimes <= set(args["EXCLUDE_DEPS"].split(","))
     env = " ".join(a for k, a in steps if k == "ENV")
     assert "HOST=0.0.0.0" in env
     assert ("CMD", '["python", "-m", "web"]') in steps
