@@ -81,7 +81,7 @@ class Settings:
     )
     web_connections_per_client: int = _setting(
         256,
-        "open connections one client address may hold; past it its longest-idle close first",
+        "open connections of one client address past which its longest-idle close first",
         "web",
     )
     web_idle_timeout_s: int = _setting(
