@@ -8,7 +8,7 @@ from bench.client import Batch
 from bench.model import ModelTiming
 from bench.service import ServiceRun
 from bench.worker import Drain, WorkerRun
-from worker.consumer import STAGES
+from worker.stats import STAGES
 
 # (key, goal, "min" if the value must reach the goal, "max" if it must stay under it)
 GOALS = (

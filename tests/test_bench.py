@@ -18,7 +18,7 @@ from PIL import Image
 from bench.phones import PhonePhotos, with_comment
 from bench.photos import Photos
 from tests.conftest import ROOT
-from worker.consumer import STAGES
+from worker.stats import STAGES
 
 KEYS = {
     "machine",

@@ -64,7 +64,7 @@ def test_setup_logging_json_stamps_the_threads_request_id(root_logger, monkeypat
     setup_logging("json", tier="worker", fields={"instance": "i-1"})
     token = current_request_id.set("b" * 32)
     try:
-        logging.getLogger("worker.consumer").warning("while serving %d", 1)
+        logging.getLogger("worker.pipeline").warning("while serving %d", 1)
     finally:
         current_request_id.reset(token)
     logging.getLogger("worker").info("idle")

@@ -22,8 +22,8 @@ from tests.http_client import photos, upload
 from web.app import create_app
 from web.errors import ClassificationFailed, ResultTimeout
 from web.metrics import RecentRequests
-from worker.consumer import Stats
-from worker.metrics import ConsumerCollector, serve_metrics
+from worker.metrics import StatsCollector, serve_metrics
+from worker.stats import Stats
 
 STATUS = {
     "queue": {"visible": 7, "in_flight": 3, "dlq": -1},
@@ -209,11 +209,11 @@ def test_status_adds_this_process_throughput_and_latency():
 # ---- unit: the worker's collector -------------------------------------------------------------
 
 
-def test_consumer_collector_reads_stats_at_scrape_time():
+def test_stats_collector_reads_stats_at_scrape_time():
     stats = Stats(
         images=12, errors=1, batches=3, busy_s=4.0, model_s=2.5, batch_sizes=Counter([1, 5, 10])
     )
-    families = {f.name: f for f in ConsumerCollector(stats).collect()}
+    families = {f.name: f for f in StatsCollector(stats).collect()}
     assert families["classifier_worker_images"].samples[0].value == 12
     assert families["classifier_worker_errors"].samples[0].value == 1
     assert families["classifier_worker_batches"].samples[0].value == 3
@@ -233,13 +233,13 @@ def test_consumer_collector_reads_stats_at_scrape_time():
         3,
     )
     stats.images += 1  # the consume loop moves on; the next scrape sees it
-    families = {f.name: f for f in ConsumerCollector(stats).collect()}
+    families = {f.name: f for f in StatsCollector(stats).collect()}
     assert families["classifier_worker_images"].samples[0].value == 13
 
 
 def test_stage_cpu_seconds_are_served_by_stage():
     stats = Stats(stage_cpu_s=Counter({"decode": 1.5, "model": 4.0}))
-    families = {f.name: f for f in ConsumerCollector(stats).collect()}
+    families = {f.name: f for f in StatsCollector(stats).collect()}
     samples = families["classifier_worker_stage_cpu_seconds"].samples
     assert {s.labels["stage"]: s.value for s in samples} == {"decode": 1.5, "model": 4.0}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker.consumer import Stats
 from worker.reporting import ThroughputReporter
+from worker.stats import Stats
 
 
 def test_reports_rate_of_busy_time_only():

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 
 from tests.http_client import stem, stem_and_label, upload, variants
+from tests.support.waiting import wait_until
 
 
 def _in_flight(sqs, queue_url: str) -> int:
@@ -46,6 +47,7 @@ def test_sigterm_mid_batch_loses_nothing(service_factory):
 def test_sigterm_while_loading_the_model_exits_cleanly(service_factory):
     service = service_factory()
     worker = service.start_worker()
-    time.sleep(0.5)  # importing torch and loading the model take longer than this
+    wait_until(lambda: "loading model" in service.log("worker-0"), "the model loading", 60, 0.02)
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0
+    assert worker.wait(timeout=120) == 0
+    assert "stopped before it started" in service.log("worker-0")  # the signal came mid-load

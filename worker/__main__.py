@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    # Said before the slow part begins: a test stops the worker while it loads, on this line.
+    log.info("loading model %s", settings.model)
     # Imported here so that --help and bad settings answer without loading torch, and so that
     # the signal handlers are in place before the slow imports (boto3, the model's runtime) begin.
     from runtime.clients import make_client
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
         print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    on_stop.append(worker.consumer.request_stop)
+    on_stop.append(worker.pipeline.request_stop)
     if stop.is_set():
         log.info("stopped before it started")
         return EXIT_OK
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon=True,
     ).start()
     worker.run()
-    log.info("worker stopped after %d images", worker.consumer.stats.images)
+    log.info("worker stopped after %d images", worker.pipeline.stats.images)
     return EXIT_OK
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Executor
 
 from runtime.failures import is_not_found
 from runtime.keys import job_item_key
+from worker.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -31,37 +33,42 @@ class Claims:
             self._held.add(place)
             return True
 
-    def release(self, jobs: list) -> None:
+    def release(self, deliveries: list[Delivery]) -> None:
         with self._lock:
-            for job in jobs:
-                if job.claimed:
-                    self._held.discard((job.request.job, job.request.index))
+            for delivery in deliveries:
+                if delivery.claimed:
+                    self._held.discard(_place(delivery))
 
 
-def skip_done(s3, output_bucket: str, jobs: list, pool, claims: Claims) -> None:
+def skip_done(
+    s3, output_bucket: str, deliveries: list[Delivery], pool: Executor, claims: Claims
+) -> None:
     """Mark the job images of a batch already classified (or in hand) as nothing to do."""
     candidates = []
-    for job in jobs:
-        if not (job.runnable and job.request.job):
+    for delivery in deliveries:
+        if not (delivery.runnable and delivery.request.job):
             continue
-        place = (job.request.job, job.request.index)
-        if not claims.take(place):
-            job.expired = True
-            log.info("job %s image %d: a second copy while the first is in hand", *place)
+        if not claims.take(_place(delivery)):
+            delivery.nothing_to_do = True
+            log.info("job %s image %d: a second copy while the first is in hand", *_place(delivery))
             continue
-        job.claimed = True
-        candidates.append(job)
-    stored = pool.map(lambda j: _stored(s3, output_bucket, j), candidates)
-    for job, done in zip(candidates, stored, strict=True):
+        delivery.claimed = True
+        candidates.append(delivery)
+    stored = pool.map(lambda d: _stored(s3, output_bucket, d), candidates)
+    for delivery, done in zip(candidates, stored, strict=True):
         if done:
-            job.expired = True
-            log.info("job %s image %d: already classified", job.request.job, job.request.index)
+            delivery.nothing_to_do = True
+            log.info("job %s image %d: already classified", *_place(delivery))
 
 
-def _stored(s3, bucket: str, job) -> bool:
+def _place(delivery: Delivery) -> tuple[str, int]:
+    return delivery.request.job, delivery.request.index
+
+
+def _stored(s3, bucket: str, delivery: Delivery) -> bool:
     for ok in (True, False):
         try:
-            s3.head_object(Bucket=bucket, Key=job_item_key(job.request.job, job.request.index, ok))
+            s3.head_object(Bucket=bucket, Key=job_item_key(*_place(delivery), ok))
             return True
         except Exception as error:  # noqa: BLE001 - unknown: classify; the result is the same
             if not is_not_found(error):

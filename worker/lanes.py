@@ -1,21 +1,46 @@
-"""Two lanes into one worker: interactive uploads always before batch-job images.
+"""The worker's one way to SQS: two lanes in (interactive uploads always before batch-job
+images), and what becomes of each message taken from them (deleted, given back, kept hidden),
+plus the replies out.
 
 A person waiting on the page must not queue behind a 10,000-image job, so the job lane is read
 only when a short poll finds the interactive lane empty. Each batch comes from one lane, so its
 messages are deleted, released and kept hidden on the queue they came from.
+
+Everything the pipeline says to SQS goes through the methods here, so a unit test can hand the
+pipeline an in-memory stand-in with the same methods (tests/support/stub_lanes.py), as
+dramatiq's tests hand its worker a StubBroker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from runtime import sqs as sqs_calls
+from worker.visibility import VisibilityKeeper
+
 
 class Lanes:
-    def __init__(self, sqs, interactive_url: str, job_url: str | None, *, wait_s: int):
+    def __init__(
+        self,
+        sqs,
+        interactive_url: str,
+        job_url: str | None,
+        *,
+        wait_s: int,
+        visibility_timeout_s: int = 30,
+    ):
         self._sqs = sqs
         self.interactive_url, self.job_url = interactive_url, job_url
         self._wait_s = wait_s
         # With a job lane, an idle worker long-polls the interactive lane only briefly, so a job
         # image arriving meanwhile waits at most this long.
         self._idle_wait_s = min(wait_s, 2)
+        self._keepers = {
+            url: VisibilityKeeper(sqs, url, visibility_timeout_s)
+            for url in filter(None, (interactive_url, job_url))
+        }
+
+    # Receiving ---------------------------------------------------------------------------
 
     def receive(
         self, batch_max: int, job_batch_max: int | None = None, jobs_ok: bool = True
@@ -47,3 +72,36 @@ class Lanes:
             AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
         return response.get("Messages", [])
+
+    # Messages in hand --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start keeping the messages in hand hidden (one thread per lane)."""
+        for keeper in self._keepers.values():
+            keeper.start()
+
+    def stop(self) -> None:
+        for keeper in self._keepers.values():
+            keeper.stop()
+
+    def hold(self, url: str, receipts: Sequence[str]) -> None:
+        """Keep these messages hidden until let_go(): they are being worked on."""
+        self._keepers[url].track(list(receipts))
+
+    def let_go(self, url: str, receipts: Sequence[str]) -> None:
+        self._keepers[url].untrack(list(receipts))
+
+    def delete(self, url: str, receipts: Sequence[str]) -> None:
+        # Not deleted: redelivered later, and results are idempotent.
+        sqs_calls.delete_batch(self._sqs, url, receipts, "delete requests")
+
+    def release(self, url: str, receipts: Sequence[str]) -> None:
+        """Visible to other workers at once (unstarted, or left for the DLQ to count)."""
+        # Not released: they come back after the visibility timeout anyway.
+        sqs_calls.change_visibility_batch(self._sqs, url, receipts, 0, "release requests")
+
+    # Replies -----------------------------------------------------------------------------
+
+    def reply(self, reply_to: str, bodies: Sequence[str]) -> None:
+        # Not sent: the result is stored, and the client can GET /results/{id}.
+        sqs_calls.send_batch(self._sqs, reply_to, bodies, f"reply to {reply_to}")

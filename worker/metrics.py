@@ -1,8 +1,8 @@
 """A worker's own Prometheus /metrics: images, batches, busy and model time, read at scrape time.
 
-The collector reads the consumer's `Stats` when Prometheus asks, so the consume loop does no
-metrics work of its own. Off unless WORKER_METRICS_PORT is set; a port already taken (several
-local workers sharing one setting) costs the metrics, never the worker.
+The collector reads the pipeline's `Stats` (worker.stats) when Prometheus asks, so the pipeline
+does no metrics work of its own. Off unless WORKER_METRICS_PORT is set; a port already taken
+(several local workers sharing one setting) costs the metrics, never the worker.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # an SQS receive returns at most 10
 
 
-class ConsumerCollector:
-    """Counters and the batch-size histogram of one consumer's `Stats`."""
+class StatsCollector:
+    """Counters and the batch-size histogram of one pipeline's `Stats`."""
 
     def __init__(self, stats):
         self._stats = stats
@@ -80,7 +80,7 @@ def _batch_sizes(counts: dict[int, int]) -> HistogramMetricFamily:
 def serve_metrics(stats, port: int, addr: str = "0.0.0.0") -> int | None:  # noqa: S104
     """Serve /metrics for these stats on a daemon thread; the bound port, or None if taken."""
     registry = CollectorRegistry()
-    registry.register(ConsumerCollector(stats))
+    registry.register(StatsCollector(stats))
     try:
         server, _thread = start_http_server(port, addr, registry)
     except OSError as error:

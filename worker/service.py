@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from runtime.cloudwatch import publish_throughput
 from runtime.settings import Settings
 from worker.budget import DecodeBudget
-from worker.consumer import Consumer
 from worker.imaging import decode
+from worker.lanes import Lanes
 from worker.metrics import serve_metrics
+from worker.pipeline import Pipeline
 from worker.reporting import ThroughputReporter
 
 log = logging.getLogger(__name__)
@@ -20,17 +21,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorkerService:
-    consumer: Consumer
+    pipeline: Pipeline
     reporter: ThroughputReporter
     metrics_port: int  # 0: no /metrics
 
     def run(self) -> None:
-        """Consume until consumer.request_stop(); the batches in hand are finished."""
+        """Consume until pipeline.request_stop(); the batches in hand are finished."""
         if self.metrics_port:
-            serve_metrics(self.consumer.stats, self.metrics_port)
+            serve_metrics(self.pipeline.stats, self.metrics_port)
         self.reporter.start()
         try:
-            self.consumer.run()
+            self.pipeline.run()
         finally:
             self.reporter.stop()
 
@@ -45,8 +46,15 @@ def build_worker(
     except Exception:  # noqa: BLE001 - provisioned without a job lane: interactive work only
         log.warning("no job queue %r: serving interactive requests only", settings.job_queue)
         job_queue_url = None
-    consumer = Consumer(
-        sqs=sqs,
+    lanes = Lanes(
+        sqs,
+        queue_url,
+        job_queue_url,
+        wait_s=settings.receive_wait_s,
+        visibility_timeout_s=settings.visibility_timeout_s,
+    )
+    pipeline = Pipeline(
+        lanes=lanes,
         s3=s3,
         classifier=classifier,
         # JPEGs decode at the size the model resizes to, not at every pixel they carry.
@@ -54,20 +62,16 @@ def build_worker(
         decode=functools.partial(
             decode, min_side=classifier.min_side, output=getattr(classifier, "pixels", "tensor")
         ),
-        queue_url=queue_url,
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
         reply_prefix=settings.reply_queue_prefix,
         batch_max=settings.batch_max,
-        wait_s=settings.receive_wait_s,
         fetch_concurrency=settings.fetch_concurrency,
-        visibility_timeout_s=settings.visibility_timeout_s,
-        job_queue_url=job_queue_url,
         job_batch_max=settings.job_batch_max,
         budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
         instance=instance,  # named in each result: the page says which worker answered
     )
     reporter = ThroughputReporter(
-        consumer.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
+        pipeline.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
     )
-    return WorkerService(consumer, reporter, settings.worker_metrics_port)
+    return WorkerService(pipeline, reporter, settings.worker_metrics_port)

@@ -1,0 +1,284 @@
+"""What happens to each message, one method per stage, named as `worker.stats.STAGES` names them.
+
+receive  poll a lane and parse each message into a Delivery (bad ones answered or left for the DLQ)
+fetch    the upload's bytes: carried in the message, or a GET from the input bucket
+decode   bytes to pixels, within the decode budget
+preprocess  pixels to the model's input tensor
+model    one forward pass for the batch, each delivery's Result
+store    each result to the output bucket
+reply    each result to its waiter's reply queue
+delete   the messages whose work is done (stored, or nothing to do)
+
+Each stage method is charged, by its name, the CPU time of the thread that runs it, so what
+`/metrics` and `make bench` report per stage is that method's work and nothing else's. Which
+thread runs which stage, and when, is worker.pipeline's business; `intake` and `finish` group the
+stages on either side of the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from runtime.failures import describe, is_not_found, log_failure
+from runtime.keys import started_key
+from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage, stored_key
+from worker import jobitems
+from worker.budget import DecodeBudget
+from worker.delivery import Batch, Delivery
+from worker.lanes import Lanes
+from worker.stats import STAGES, Stats
+
+log = logging.getLogger(__name__)
+
+
+def _stage(method):
+    """Charge the CPU time of the method's thread to the stage the method is named after."""
+    name = method.__name__
+    if name not in STAGES:
+        raise ValueError(f"{name} is not one of the stages {STAGES}")
+
+    @functools.wraps(method)
+    def charged(self, *args, **kwargs):
+        with self.stats.stage(name):
+            return method(self, *args, **kwargs)
+
+    return charged
+
+
+class Stages:
+    def __init__(
+        self,
+        *,
+        lanes: Lanes,
+        s3,
+        classifier,
+        decode: Callable[[bytes], object],
+        input_bucket: str,
+        output_bucket: str,
+        reply_prefix: str,
+        batch_max: int,
+        job_batch_max: int,
+        budget: DecodeBudget,
+        pool: Executor,
+        stats: Stats,
+        ready_at: float,
+        clock: Callable[[], float],
+        instance: str = "",
+    ):
+        self._lanes, self._s3 = lanes, s3
+        self._classifier, self._decode = classifier, decode
+        self._input, self._output = input_bucket, output_bucket
+        self._reply_prefix = reply_url_prefix(lanes.interactive_url, reply_prefix)
+        self._batch_max, self._job_batch_max = batch_max, job_batch_max
+        self._budget, self._pool, self.stats = budget, pool, stats
+        self._ready_at, self._clock, self._instance = ready_at, clock, instance
+        self._claims = jobitems.Claims()
+
+    # Before the model --------------------------------------------------------------------
+
+    @_stage
+    def receive(self, jobs_ok: bool) -> Batch | None:
+        """The next batch from the lanes, parsed; None when they had nothing.
+
+        jobs_ok False: the job lane is not read (a batch already waits for the model)."""
+        lane, messages = self._lanes.receive(self._batch_max, self._job_batch_max, jobs_ok)
+        if not messages:
+            return None
+        try:
+            return Batch([self._parse(message, lane) for message in messages], lane)
+        except BaseException:
+            self._lanes.release(lane, [m["ReceiptHandle"] for m in messages])
+            raise
+
+    def intake(self, batch: Batch) -> None:
+        """Everything before the model: fetch, decode and preprocess, the I/O in parallel."""
+        self._lanes.hold(batch.lane, batch.receipts)
+        # A job image delivered twice is classified once: skip what is already stored.
+        jobitems.skip_done(self._s3, self._output, batch.deliveries, self._pool, self._claims)
+        list(self._pool.map(self._fetch_decode_preprocess, batch.runnable))
+        batch.timings_ms["intake"] = batch.age_ms()
+
+    def give_back(self, batch: Batch) -> None:
+        """An unfinished batch, visible to other workers at once; its job images unclaimed."""
+        self._claims.release(batch.deliveries)  # a redelivery must not be skipped
+        self._lanes.let_go(batch.lane, batch.receipts)
+        self._lanes.release(batch.lane, batch.receipts)
+
+    def _fetch_decode_preprocess(self, delivery: Delivery) -> None:
+        if delivery.request.is_async:
+            self._mark_started(delivery.request)
+        if not self.fetch(delivery):
+            return
+        try:
+            with self._budget.reserve(delivery.data):  # refuses what is over the pixel limit
+                self.preprocess(delivery, self.decode(delivery))
+        except (ValueError, RuntimeError, OSError) as error:  # ImageError is a ValueError
+            delivery.result = self._error(delivery, f"cannot decode the image: {error}")
+
+    @_stage
+    def fetch(self, delivery: Delivery) -> bool:
+        """The upload's bytes into the delivery; False when there are none to decode."""
+        try:
+            # A small upload rides in its message (Request.inline); the rest is fetched.
+            data = delivery.request.inline_bytes()
+            if data is None:
+                response = self._s3.get_object(Bucket=self._input, Key=delivery.request.key)
+                data = response["Body"].read()
+        except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
+            if is_not_found(error):
+                delivery.result = self._error(delivery, "the uploaded image is gone")
+            else:
+                log_failure(log, f"fetch {delivery.request.key}", error, "left for redelivery")
+                delivery.retry = True
+            return False
+        delivery.data = data
+        delivery.sha256 = hashlib.sha256(data).hexdigest()
+        return True
+
+    @_stage
+    def decode(self, delivery: Delivery) -> object:
+        return self._decode(delivery.data)
+
+    @_stage
+    def preprocess(self, delivery: Delivery, image: object) -> None:
+        delivery.tensor = self._classifier.prepare(image)
+
+    # The model ---------------------------------------------------------------------------
+
+    @_stage
+    def model(self, batch: Batch) -> None:
+        """One forward pass for the runnable deliveries; a model fault leaves them all for
+        redelivery (the DLQ ends any loop)."""
+        deliveries = batch.runnable
+        if not deliveries:
+            return
+        started = time.perf_counter()
+        try:
+            predictions = self._classifier.classify([d.tensor for d in deliveries])
+        except Exception:  # noqa: BLE001 - redeliver, and the DLQ ends any loop
+            log.exception(
+                "the model failed on a batch of %d; leaving it for redelivery", len(deliveries)
+            )
+            for delivery in deliveries:
+                delivery.retry = True
+            return
+        model_s = time.perf_counter() - started
+        self.stats.model_s += model_s
+        timings = {**batch.timings_ms, "model": round(model_s * 1e3, 2), "batch": len(deliveries)}
+        for delivery, top5 in zip(deliveries, predictions, strict=True):
+            waited = {"worker_start": 1} if 0 < delivery.sent_at < self._ready_at else {}
+            delivery.result = Result(
+                id=delivery.request.id,
+                filename=delivery.request.filename,
+                model=self._classifier.name,
+                label=top5[0][0],
+                top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
+                token=delivery.request.token,
+                sha256=delivery.sha256,
+                timings_ms={**timings, **waited},
+                instance=self._instance,
+            )
+
+    # After the model ---------------------------------------------------------------------
+
+    def finish(self, batch: Batch) -> tuple[int, int]:
+        """Store, reply, delete; only what is stored is deleted. (images, errors) answered."""
+        done = [d for d in batch.deliveries if d.result and d.request]
+        # Replies go out while the results are stored: the client's answer does not wait for
+        # S3. A result that fails to store keeps its message, and a second reply after the
+        # redelivery is dropped by the web tier as a duplicate.
+        stored = [self._pool.submit(self.store, delivery) for delivery in done]
+        self.reply(done)
+        for future in stored:
+            future.result()
+        self.delete(batch)
+        self._lanes.let_go(batch.lane, batch.receipts)
+        self._claims.release(batch.deliveries)  # after the store: a later copy finds the result
+        images = sum(1 for delivery in done if delivery.result.ok)
+        log.info(
+            "batch of %d: %d classified, intake %.0f ms, total %.0f ms",
+            len(batch.deliveries),
+            images,
+            batch.timings_ms.get("intake", 0.0),
+            batch.age_ms(),
+        )
+        return images, len(done) - images
+
+    @_stage
+    def store(self, delivery: Delivery) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self._output,
+                Key=stored_key(delivery.request, delivery.result.ok),
+                Body=delivery.result.encode().encode(),
+                ContentType="application/json",
+            )
+        except Exception as error:  # noqa: BLE001 - not stored: keep the message for a retry
+            log.warning("could not store %s (%s)", delivery.request.id, describe(error))
+            delivery.retry = True
+
+    @_stage
+    def reply(self, deliveries: list[Delivery]) -> None:
+        by_queue: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            # Asynchronous uploads and job images have no reply queue; a late one has no waiter.
+            if delivery.request.reply_to and not delivery.late:
+                by_queue[delivery.request.reply_to].append(delivery)
+        for reply_to, group in by_queue.items():
+            self._lanes.reply(reply_to, [delivery.result.encode() for delivery in group])
+
+    @_stage
+    def delete(self, batch: Batch) -> None:
+        """The messages whose work is done: stored, answered with an error, or nothing to do."""
+        finished = [d.receipt for d in batch.deliveries if d.request and not d.retry]
+        self._lanes.delete(batch.lane, finished)
+
+    # One delivery ------------------------------------------------------------------------
+
+    def _parse(self, message: dict, lane: str) -> Delivery:
+        delivery = Delivery(receipt=message["ReceiptHandle"])
+        sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
+        delivery.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
+        try:
+            delivery.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
+        except MessageError as error:
+            salvaged = salvage(message["Body"], self._reply_prefix)
+            if salvaged is None:
+                # Nobody to tell: let it fall to the DLQ after maxReceiveCount deliveries.
+                log.warning("unparseable message left for the DLQ: %s", error)
+                self._lanes.release(lane, [delivery.receipt])
+                delivery.retry = True
+                return delivery
+            delivery.request = salvaged
+            delivery.result = self._error(delivery, f"bad request: {error}")
+            return delivery
+        if delivery.request.deadline < self._clock():
+            # The client got a 504 that told it to GET /results/<id> later: keep that promise.
+            log.info(
+                "request %s past its deadline: stored for /results, no reply", delivery.request.id
+            )
+            delivery.late = True
+        return delivery
+
+    def _error(self, delivery: Delivery, reason: str) -> Result:
+        log.info("request %s failed: %s", delivery.request.id, reason)
+        return Result(
+            id=delivery.request.id,
+            filename=delivery.request.filename,
+            error=reason,
+            token=delivery.request.token,
+            sha256=delivery.sha256,
+        )
+
+    def _mark_started(self, request: Request) -> None:
+        """An asynchronous upload's state becomes `in progress` (GET /results/<id> says so)."""
+        try:
+            self._s3.put_object(Bucket=self._output, Key=started_key(request.id), Body=b"{}")
+        except Exception as error:  # noqa: BLE001 - only the reported state is less precise
+            log_failure(log, f"mark {request.id} started", error, "it reads `queued` until done")
