@@ -41,7 +41,8 @@ class Gateway:
             return self._answer_retry(stored, upload), {"total": _ms_since(started)}
         request = self._replies.request(upload.filename, request_id)
         if (hit := self._store.cached(upload.sha256, request)) is not None:
-            self._background.submit(self._store.record, hit)
+            # Before the answer, not after it: a client may GET /results/<id> at once.
+            self._store.record(hit)
             return hit, {"total": _ms_since(started), "cache_hit": 1}
         self._admit()
         with self._replies.awaiting(request) as waiter:
