@@ -8,7 +8,7 @@ from web.archives import ArchiveError, TooManyImages
 from web.dispatcher import RequestIdInUse
 from web.gateway import ClassificationFailed, ResultTimeout
 from web.guards import Overloaded
-from web.jobs import JobRefused
+from web.jobs import JobRefused, PrefixNotAllowed
 from web.store import Unavailable
 
 
@@ -37,6 +37,8 @@ def _overloaded(req, resp, error: Overloaded, params) -> None:
 def _bad_job(req, resp, error: ArchiveError | JobRefused, params) -> None:
     if isinstance(error, TooManyImages):
         raise falcon.HTTPContentTooLarge(description=str(error)) from None
+    if isinstance(error, PrefixNotAllowed):
+        raise falcon.HTTPForbidden(description=str(error)) from None
     raise falcon.HTTPBadRequest(description=str(error)) from None
 
 

@@ -155,6 +155,7 @@ class Consumer:
         visibility_timeout_s: int = 30,
         job_queue_url: str | None = None,
         job_batch_max: int | None = None,
+        job_prefixes: tuple[str, ...] = (),
         budget: DecodeBudget | None = None,
         instance: str = "",
         clock: Callable[[], float] = time.time,
@@ -168,6 +169,7 @@ class Consumer:
         self._reply_prefix = reply_url_prefix(queue_url, reply_prefix)
         self._batch_max, self._wait_s = batch_max, wait_s
         self._job_batch_max = job_batch_max or batch_max
+        self._job_prefixes = job_prefixes  # where a job image may lie besides its staged input
         self._clock = clock
         # Unbounded only in unit tests with stand-in decoders; main() always passes one.
         self._budget = budget or DecodeBudget(2**62, 2**60)
@@ -335,7 +337,9 @@ class Consumer:
         sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
         job.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
         try:
-            job.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
+            job.request = Request.decode(
+                message["Body"], reply_prefix=self._reply_prefix, job_prefixes=self._job_prefixes
+            )
         except MessageError as error:
             salvaged = salvage(message["Body"], self._reply_prefix)
             if salvaged is None:

@@ -61,6 +61,7 @@ def build_worker(
         visibility_timeout_s=settings.visibility_timeout_s,
         job_queue_url=job_queue_url,
         job_batch_max=settings.job_batch_max,
+        job_prefixes=settings.job_source_prefixes,
         budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
         instance=instance,  # named in each result: the page says which worker answered
     )
