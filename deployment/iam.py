@@ -1,15 +1,16 @@
 """The stack's IAM policies: least privilege, as CloudFormation expressions, checked by tests.
 
 Three roles, one per host, and no role may assume another:
-- worker (the fleet's instance profile): its request queue, its two buckets' object prefixes,
+- worker (the fleet's instance profile): its request queue, uploads and jobs' staged images in
+  the input bucket, its result prefixes in the output bucket,
   the reply queues by name prefix, its own metric namespace, pulling its image, and one tag
   (READY_AT_TAG, on fleet instances: runtime.readiness). No other ec2:.
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance type and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
   queue depth and the throughput metric; pull the host image. No s3: at all.
-- web (the web host's instance profile): store uploads, queue requests, read results, own its
-  reply queue, pull the host image. No ec2:, no iam:, no sts:.
+- web (the web host's instance profile): store uploads, queue requests, read results, list only
+  under jobs/, own its reply queue, pull the host image. No ec2:, no iam:, no sts:.
 
 How many instances the scaler may run is not expressible in IAM (RunInstances has no count
 condition key): FLEET_MAX in the scaler bounds it, the account's EC2 vCPU quota backs that up.
@@ -105,8 +106,16 @@ def worker_policy() -> dict:
             ["sqs:GetQueueUrl", "sqs:SendMessage"],
             queue_arn(f"{REPLY_QUEUE_PREFIX}*"),
         ),
-        # A batch job may name any prefix of the input bucket (its images are classified in place).
-        _statement("ReadInputs", ["s3:GetObject"], bucket_arn("InputBucket", "*")),
+        # Uploads and jobs' staged images only (keys.staged_key). Prefix jobs (JOB_PREFIXES) are
+        # off in this stack: an operator who allows one grants its folder here as well.
+        _statement(
+            "ReadInputs",
+            ["s3:GetObject"],
+            [
+                bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
+                bucket_arn("InputBucket", f"{keys.JOBS}*/in/*"),
+            ],
+        ),
         _statement(
             "WriteResults",
             ["s3:PutObject"],
@@ -251,10 +260,13 @@ def web_policy() -> dict:
             bucket_arn("OutputBucket", f"{keys.CACHE}*"),
         ),
         _statement(
-            # HeadBucket (the readiness check) needs ListBucket on the bucket itself.
-            "CheckBuckets",
+            # A job's progress (output) and the discard of a refused job's staging (input) list
+            # under jobs/ only; the readiness check lists there too (HeadBucket would need the
+            # whole bucket). No other listing: a client never learns another area's key names.
+            "ListJobAreas",
             ["s3:ListBucket"],
             [bucket_arn("InputBucket"), bucket_arn("OutputBucket")],
+            {"StringLike": {"s3:prefix": [f"{keys.JOBS}*"]}},
         ),
         _statement(
             "QueueRequests",

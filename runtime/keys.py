@@ -6,11 +6,16 @@ them), so a key moved here moves the grant with it.
 
 from __future__ import annotations
 
+import unicodedata
+
 UPLOADS = "uploads/"  # input bucket: the uploaded bytes, one object per request id
 RESULTS = "results/"  # output bucket: one JSON result per request id
 CACHE = "cache/"  # output bucket: results by content hash, when the result cache is on
 STARTED = "started/"  # output bucket: an asynchronous upload a worker has taken
 JOBS = "jobs/"  # both buckets: a batch job's staged images, manifest and results
+# The service's own areas: a batch job may never name one as its source, however spelled.
+SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS)
+MAX_PREFIX = 1024  # an S3 key's own limit, in characters here
 
 
 def upload_key(request_id: str) -> str:
@@ -39,3 +44,46 @@ def job_prefix(job_id: str) -> str:
 def job_item_key(job_id: str, index: int, ok: bool) -> str:
     """One job image's result: under done/ or failed/, so progress is two listings."""
     return f"{job_prefix(job_id)}{'done' if ok else 'failed'}/{index:07d}.json"
+
+
+def staged_key(job_id: str, index: int) -> str:
+    """A job image the web tier staged from an archive or a form: the only input of the job's
+    own that a worker reads (anything else must lie under an allowed prefix)."""
+    return f"{job_prefix(job_id)}in/{index:07d}"
+
+
+class PrefixError(ValueError):
+    """A job source prefix that is malformed or names a service area."""
+
+
+_AREA_NAMES = frozenset(area.rstrip("/") for area in SERVICE_AREAS)
+
+
+def source_prefix(raw: object) -> str:
+    """`raw` as whole path segments ending in '/', the form every comparison uses.
+
+    Why segments: S3 prefixes are plain string prefixes, so "jobs" (or "j") would list
+    everything under "jobs/"; "albums/" lists only what lies under the folder "albums".
+    """
+    if not isinstance(raw, str) or not 0 < len(raw) <= MAX_PREFIX:
+        raise PrefixError(f"must be a non-empty string of at most {MAX_PREFIX} characters")
+    if raw.startswith("/") or "\\" in raw:
+        raise PrefixError("must not start with '/' or hold a backslash")
+    if any(unicodedata.category(ch)[0] == "C" for ch in raw):
+        raise PrefixError("must not hold control characters")
+    segments = raw.removesuffix("/").split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise PrefixError("must not hold an empty, '.' or '..' segment")
+    # Folded the way a person reads it: " Jobs" or full-width "ｊｏｂｓ" are refused too.
+    if unicodedata.normalize("NFKC", segments[0]).strip().casefold() in _AREA_NAMES:
+        raise PrefixError("names one of the service's own areas")
+    return "/".join(segments) + "/"
+
+
+def is_under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `key` lies under one of `prefixes` (each from source_prefix) as whole segments,
+    with no empty, '.' or '..' segment of its own."""
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
+        return False
+    return any(key.startswith(prefix) for prefix in prefixes)

@@ -16,7 +16,7 @@ import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from runtime.keys import job_item_key, result_key, upload_key
+from runtime.keys import is_under, job_item_key, result_key, staged_key, upload_key
 
 VERSION = 1
 # fullmatch, not ^...$: "$" also matches before a trailing newline.
@@ -195,8 +195,12 @@ class Request:
         return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
-    def decode(cls, body: str, reply_prefix: str | None = None) -> Request:
-        """`reply_prefix`: the URL every reply queue starts with (reply_url_prefix)."""
+    def decode(
+        cls, body: str, reply_prefix: str | None = None, job_prefixes: tuple[str, ...] = ()
+    ) -> Request:
+        """`reply_prefix`: the URL every reply queue starts with (reply_url_prefix);
+        `job_prefixes`: where a job image may lie besides its job's own staged inputs
+        (Settings.job_source_prefixes)."""
         obj = _load(body)
         request = cls(
             id=_check_id(_require(obj, "id", str)),
@@ -210,7 +214,7 @@ class Request:
             inline=_optional_base64(obj, "inline"),
         )
         if request.job:
-            _check_job_item(request)
+            _check_job_item(request, job_prefixes)
         elif request.key != upload_key(request.id):
             raise MessageError("key does not belong to the request id")
         if request.reply_to and reply_prefix is not None:
@@ -221,15 +225,19 @@ class Request:
         return request
 
 
-def _check_job_item(request: Request) -> None:
+def _check_job_item(request: Request, job_prefixes: tuple[str, ...]) -> None:
     if not isinstance(request.job, str) or not is_request_id(request.job):
         raise MessageError("job is not a 32-digit hex job id")
     if not isinstance(request.index, int) or isinstance(request.index, bool) or request.index < 0:
         raise MessageError("index is not a non-negative integer")
     if request.reply_to:
         raise MessageError("a job image has no reply_to")
-    if not request.key or request.key.startswith(("/", "uploads/")) or ".." in request.key:
-        raise MessageError("key is not an input object of a job")
+    # Only its own staged image or an operator's allowed prefix: never another job's inputs,
+    # an upload or anything else of the bucket.
+    if request.key != staged_key(request.job, request.index) and not is_under(
+        request.key, job_prefixes
+    ):
+        raise MessageError("key is neither the job's staged input nor under an allowed prefix")
 
 
 def stored_key(request: Request, ok: bool) -> str:

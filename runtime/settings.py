@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from runtime import keys
+
 
 class ConfigError(ValueError):
     """A setting from the environment is missing or malformed."""
@@ -105,6 +107,12 @@ class Settings:
     api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
     max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
     job_max_images: int = _setting(10_000, "most images in one batch job", "web")
+    job_prefixes: str = _setting(
+        "",
+        "input-bucket prefixes a batch job may name, comma-separated, as whole folders"
+        " (empty: prefix jobs off; never a service area such as uploads/ or jobs/)",
+        ("web", "worker"),
+    )
     job_max_bytes: int = _setting(
         2 * 1024**3, "largest batch-job archive (spooled to disk, never held in memory)", "web"
     )
@@ -286,6 +294,20 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.job_source_prefixes  # noqa: B018 - raises ConfigError on a bad entry
+
+    @property
+    def job_source_prefixes(self) -> tuple[str, ...]:
+        """JOB_PREFIXES as keys.source_prefix gives them (each ends in '/')."""
+        if not self.job_prefixes.strip():
+            return ()
+        found = []
+        for entry in self.job_prefixes.split(","):
+            try:
+                found.append(keys.source_prefix(entry.strip()))
+            except keys.PrefixError as error:
+                raise ConfigError(f"JOB_PREFIXES: {entry.strip()[:64]!r} {error}") from None
+        return tuple(found)
 
     @property
     def dead_letter_queue(self) -> str:

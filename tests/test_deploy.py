@@ -284,9 +284,12 @@ def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_cl
                     [f"{arn}:{settings.reply_queue_prefix}*"],
                 )
             if action.startswith("s3:"):
-                # Inputs anywhere in the input bucket (a batch job names its prefix).
+                # Inputs: uploads and jobs' staged images only (prefix jobs are off here).
                 assert s["Resource"] in (
-                    [f"arn:aws:s3:::{settings.input_bucket}/*"],
+                    [
+                        f"arn:aws:s3:::{settings.input_bucket}/uploads/*",
+                        f"arn:aws:s3:::{settings.input_bucket}/jobs/*/in/*",
+                    ],
                     [f"arn:aws:s3:::{settings.output_bucket}/{p}/*" for p in WORKER_WRITES],
                     [f"arn:aws:s3:::{settings.output_bucket}/jobs/*"],
                 )
@@ -362,6 +365,21 @@ def test_web_cannot_launch_pass_or_assume_roles(deployed, aws_client):
     assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sts:"))}
     pull = next(s for s in stmts if "ecr:BatchGetImage" in s["Action"])
     assert pull["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/elastic-classifier-web"]
+
+
+def test_web_lists_only_the_job_areas_and_neither_role_reads_the_whole_input_bucket(
+    deployed, aws_client
+):
+    """Round three's finding 1: the web could list, the worker read, the whole input bucket."""
+    settings = stack_settings(deployed)
+    web = role_policy(deployed, aws_client, "WebRole")
+    (listing,) = [s for s in web if "s3:ListBucket" in s["Action"]]
+    assert listing["Action"] == ["s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
+    for tier in ("WebRole", "WorkerRole"):
+        for s in role_policy(deployed, aws_client, tier):
+            if any(a.startswith("s3:") for a in s["Action"]):
+                assert f"arn:aws:s3:::{settings.input_bucket}/*" not in s["Resource"], (tier, s)
 
 
 def test_every_role_is_for_ec2_only_and_none_may_assume_another(deployed, aws_client):

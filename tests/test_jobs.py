@@ -27,7 +27,7 @@ def _labels() -> dict[str, list[str]]:
 
 
 def test_jobs_from_archives_and_a_prefix(service_factory):
-    service = service_factory()
+    service = service_factory(JOB_PREFIXES="albums")
     url = service.start_web()
     service.start_worker()
     good = [(f"folder/{name}", data) for name, data, _ in photos()]
@@ -100,8 +100,12 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
         (post_archive(url, b"PK\x03\x04 but not really a zip"), 400, "zip"),
         (post_archive(url, b"just some text"), 400, "not a zip or tar"),
         (post_archive(url, b""), 400, "empty body"),
-        (requests.post(f"{url}/jobs", json={"prefix": "uploads/"}, timeout=10), 400, "prefix"),
-        (requests.post(f"{url}/jobs", json={"prefix": "nothing-here/"}, timeout=10), 400, "no"),
+        (
+            requests.post(f"{url}/jobs", json={"prefix": "uploads/"}, timeout=10),
+            403,
+            "JOB_PREFIXES",
+        ),
+        (requests.post(f"{url}/jobs", json={"prefix": "albums/"}, timeout=10), 403, "JOB_PREFIXES"),
         (requests.post(f"{url}/jobs", json=["x"], timeout=10), 400, "prefix"),
         (requests.get(f"{url}/jobs/{'d' * 32}", timeout=10), 404, "no job"),
         (requests.get(f"{url}/jobs/{'d' * 32}/results.csv", timeout=10), 404, "no job"),
@@ -114,6 +118,38 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
     assert queue_depth(sqs, service.settings.job_queue) == 0
     listing = s3.list_objects_v2(Bucket=service.settings.input_bucket, Prefix="jobs/")
     assert listing.get("KeyCount", 0) == 0
+
+
+def test_a_prefix_job_reads_only_allowed_prefixes_never_another_clients_job(service_factory):
+    """Round three's finding 1: {"prefix": "jobs"} listed every other client's staged images."""
+    service = service_factory(JOB_PREFIXES="albums", API_KEY="k3y")
+    url = service.start_web()  # no worker: what is queued stays countable
+    key = {"X-Api-Key": "k3y"}
+    victim = requests.post(
+        f"{url}/jobs",
+        data=zip_of(variants(3)),
+        headers={**key, "Content-Type": "application/zip"},
+        timeout=60,
+    )
+    assert victim.status_code == 202, victim.text
+    s3, sqs = clients(service)
+    for name in ("albums/a.jpg", "albumsX/b.jpg"):
+        s3.put_object(Bucket=service.settings.input_bucket, Key=name, Body=b"x")
+    refused = [
+        ("jobs", 400), ("job", 403), ("j", 403), ("jobs/", 400), ("./jobs", 400),
+        ("albums/../jobs", 400), ("/albums", 400), ("albums//x", 400), ("uploads", 400),
+        ("albumsX", 403), ("", 400), ("alb", 403), ("ｊｏｂｓ", 400), ("albums\\x", 400),
+    ]  # fmt: skip
+    for prefix, status in refused:
+        response = requests.post(f"{url}/jobs", json={"prefix": prefix}, headers=key, timeout=10)
+        assert response.status_code == status, (prefix, response.status_code, response.text)
+        assert len(response.text.strip().splitlines()) == 1 and "Traceback" not in response.text
+    no_key = requests.post(f"{url}/jobs", json={"prefix": "albums"}, timeout=10)
+    assert no_key.status_code == 401, no_key.text
+    allowed = requests.post(f"{url}/jobs", json={"prefix": "albums"}, headers=key, timeout=10)
+    assert allowed.status_code == 202 and allowed.json()["total"] == 1, allowed.text
+    # Only the victim's three images and the allowed prefix's one were queued.
+    assert queue_depth(sqs, service.settings.job_queue) == 3 + 1
 
 
 def test_duplicate_delivery_classifies_each_image_once(service_factory):

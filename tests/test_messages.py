@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from runtime.keys import upload_key
+from runtime.keys import staged_key, upload_key
 from runtime.messages import (
     IMAGE_FORMATS,
     MAX_FILENAME,
@@ -174,7 +174,8 @@ def test_image_formats_are_known_without_torch():
     assert IMAGE_FORMATS >= {"jpeg", "png"}
 
 
-JOB_ITEM = {**GOOD, "reply_to": "", "job": "f" * 32, "index": 3, "key": "photos/cat.jpg"}
+JOB_ITEM = {**GOOD, "reply_to": "", "job": "f" * 32, "index": 3, "key": staged_key("f" * 32, 3)}
+ALLOWED = ("photos/",)  # as Settings.job_source_prefixes gives them
 
 
 def test_async_and_job_requests_round_trip():
@@ -183,6 +184,40 @@ def test_async_and_job_requests_round_trip():
     item = Request.decode(json.dumps(JOB_ITEM), reply_prefix="svc-reply-")
     assert (item.job, item.index, item.is_async) == ("f" * 32, 3, False)
     assert Request.decode(item.encode()) == item
+    listed = {**JOB_ITEM, "key": "photos/2024/cat.jpg"}
+    assert Request.decode(json.dumps(listed), job_prefixes=ALLOWED).key == "photos/2024/cat.jpg"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "photos/cat.jpg",  # no prefix allowed: only the job's own staged input
+        staged_key("e" * 32, 3),  # another job's staged image
+        staged_key("f" * 32, 4),  # this job's, but another index
+        "jobs/" + "f" * 32 + "/in/",
+        "results/" + "a" * 32 + ".json",
+        "cache/m/p/x.json",
+    ],
+)
+def test_a_job_item_reads_only_its_own_staged_input_without_an_allowed_prefix(key):
+    with pytest.raises(MessageError, match="key"):
+        Request.decode(json.dumps({**JOB_ITEM, "key": key}))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "photosX/cat.jpg",
+        "photos",
+        "photos//x.jpg",
+        "photos/../uploads/x",
+        "photos/./x",
+        "x/photos/",
+    ],
+)
+def test_an_allowed_prefix_covers_whole_segments_only(key):
+    with pytest.raises(MessageError, match="key"):
+        Request.decode(json.dumps({**JOB_ITEM, "key": key}), job_prefixes=ALLOWED)
 
 
 @pytest.mark.parametrize(
@@ -194,6 +229,7 @@ def test_async_and_job_requests_round_trip():
         ({"index": "2"}, "index"),
         ({"reply_to": OWN}, "reply_to"),
         ({"key": "uploads/" + "a" * 32}, "key"),
+        ({"key": "photos/cat.jpg"}, "key"),
         ({"key": "a/../../etc"}, "key"),
         ({"key": ""}, "key"),
     ],

@@ -50,6 +50,10 @@ class JobRefused(ValueError):
     """A job request that cannot be taken as given (bad prefix, nothing to classify)."""
 
 
+class PrefixNotAllowed(JobRefused):
+    """A well-formed prefix the operator has not allowed (JOB_PREFIXES)."""
+
+
 def _timeout(req, resp, error: ResultTimeout, params) -> None:
     raise falcon.HTTPGatewayTimeout(description=str(error)) from None
 
@@ -75,6 +79,8 @@ def _overloaded(req, resp, error: Overloaded, params) -> None:
 def _bad_job(req, resp, error: ArchiveError | JobRefused, params) -> None:
     if isinstance(error, TooManyImages):
         raise falcon.HTTPContentTooLarge(description=str(error)) from None
+    if isinstance(error, PrefixNotAllowed):
+        raise falcon.HTTPForbidden(description=str(error)) from None
     raise falcon.HTTPBadRequest(description=str(error)) from None
 
 

@@ -33,8 +33,9 @@ class JobsResource:
         content_type = req.content_type or ""
         if content_type.startswith("application/json"):
             body = req.get_media()
-            prefix = body.get("prefix") if isinstance(body, dict) else None
-            manifest = jobs.from_prefix(prefix)
+            if not isinstance(body, dict):
+                raise falcon.HTTPBadRequest(description='the JSON body must be {"prefix": "..."}')
+            manifest = jobs.from_prefix(body.get("prefix"))
         elif content_type.startswith("multipart/form-data"):
             manifest = jobs.from_entries(_form_entries(req, jobs.limits), "form")
         else:

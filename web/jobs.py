@@ -22,23 +22,23 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from runtime import keys
-from runtime.keys import job_item_key, job_prefix
+from runtime.keys import job_item_key, job_prefix, staged_key
 from runtime.messages import MessageError, Request, Result
 from web.archives import Entry
-from web.errors import JobRefused, TooManyImages, Unavailable
+from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job's age)
 _IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
 _CSV_CHUNK = 64
-_SERVICE_PREFIXES = (keys.UPLOADS, keys.JOBS, keys.RESULTS, keys.STARTED, keys.CACHE)
 
 
 @dataclass(frozen=True)
 class JobLimits:
     max_images: int
     max_image_bytes: int
+    prefixes: tuple[str, ...] = ()  # Settings.job_source_prefixes: empty, prefix jobs are off
 
 
 class JobStore:
@@ -77,7 +77,7 @@ class JobStore:
                 if error:
                     rejected.append(self._failure(index, entry.name, error))
                     continue
-                key = f"{job_prefix(job_id)}in/{index:07d}"
+                key = staged_key(job_id, index)
                 items.append(self._item(job_id, index, key, entry.name))
                 staged.append(self._pool.submit(self._put, self._input, key, entry.data))
                 while len(staged) > _IN_FLIGHT_PUTS:
@@ -91,27 +91,42 @@ class JobStore:
             raise
         return self._start(job_id, source, items, rejected)
 
-    def from_prefix(self, prefix: object) -> dict:
-        """Every object under `prefix` in the input bucket; nothing is copied."""
-        if not isinstance(prefix, str) or not 0 < len(prefix) <= 1024:
-            raise JobRefused("'prefix' must be a non-empty string of at most 1024 characters")
-        if prefix.startswith(_SERVICE_PREFIXES) or ".." in prefix:
-            raise JobRefused(f"prefix {prefix[:64]!r} is not one this service reads jobs from")
+    def from_prefix(self, raw: object) -> dict:
+        """Every object under `raw`, a folder the operator allows, in the input bucket; nothing
+        is copied."""
+        prefix = self._allowed_prefix(raw)
         objects = self._list(self._input, prefix, self.limits.max_images)
         if not objects:
             raise JobRefused(f"no objects under {prefix[:64]!r} in the input bucket")
         job_id = self._uuidgen().hex
         items, rejected = [], []
         for index, (key, size, _) in enumerate(objects):
-            name = key[len(prefix) :].lstrip("/") or key
-            if ".." in key or key.startswith("/"):
-                rejected.append(self._failure(index, name, "unsafe object key (with '..')"))
+            name = key[len(prefix) :]
+            if not keys.is_under(key, (prefix,)):  # the worker would refuse it likewise
+                rejected.append(self._failure(index, name, "unsafe object key (with '..' or '//')"))
             elif size > self.limits.max_image_bytes:
                 limit = self.limits.max_image_bytes
                 rejected.append(self._failure(index, name, f"larger than the {limit}-byte limit"))
             else:
                 items.append(self._item(job_id, index, key, name))
         return self._start(job_id, f"s3:{prefix}", items, rejected)
+
+    def _allowed_prefix(self, raw: object) -> str:
+        allowed = self.limits.prefixes
+        if not allowed:
+            raise PrefixNotAllowed(
+                "prefix jobs are off here (the operator allows them in JOB_PREFIXES)"
+            )
+        try:
+            prefix = keys.source_prefix(raw)
+        except keys.PrefixError as error:
+            shown = raw[:64] if isinstance(raw, str) else type(raw).__name__
+            raise JobRefused(f"'prefix' {shown!r} {error}") from None
+        if not keys.is_under(prefix, allowed):
+            raise PrefixNotAllowed(
+                f"prefix {prefix[:64]!r} is not under one that JOB_PREFIXES allows"
+            )
+        return prefix
 
     def _item(self, job_id: str, index: int, key: str, name: str) -> Request:
         return Request(

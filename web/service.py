@@ -123,7 +123,9 @@ def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
         job_queue_url=job_queue_url,
-        limits=JobLimits(settings.job_max_images, settings.max_upload_bytes),
+        limits=JobLimits(
+            settings.job_max_images, settings.max_upload_bytes, settings.job_source_prefixes
+        ),
         check_image=lambda data: image_problem(data, settings.max_pixels),
         deadline_s=settings.result_expiry_days * 86400.0,
     )

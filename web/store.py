@@ -11,7 +11,7 @@ from collections.abc import Callable
 from botocore.exceptions import ClientError
 
 from runtime.failures import is_not_found, log_failure
-from runtime.keys import cache_key, result_key, started_key, upload_key
+from runtime.keys import JOBS, cache_key, result_key, started_key, upload_key
 from runtime.messages import MessageError, Request, Result
 from web.errors import RequestIdInUse, Unavailable
 
@@ -164,8 +164,9 @@ class UploadStore:
 
     def ready(self) -> None:
         """Raise unless both buckets and the request queue answer."""
-        self._s3.head_bucket(Bucket=self._input)
-        self._s3.head_bucket(Bucket=self._output)
+        # A listing under jobs/, not HeadBucket: the web role may list nowhere else.
+        for bucket in (self._input, self._output):
+            self._s3.list_objects_v2(Bucket=bucket, Prefix=JOBS, MaxKeys=1)
         self._sqs.get_queue_attributes(
             QueueUrl=self._request_queue_url, AttributeNames=["QueueArn"]
         )

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from runtime.failures import log_failure
 from runtime.retry import Backoff, Streak
+from runtime.sqs import BATCH_MAX
 from worker.budget import DecodeBudget
 from worker.delivery import Batch
 from worker.lanes import Lanes
@@ -48,9 +49,10 @@ class Pipeline:
         input_bucket: str,
         output_bucket: str,
         reply_prefix: str,
-        batch_max: int = 10,
+        batch_max: int = BATCH_MAX,
         fetch_concurrency: int = 10,
         job_batch_max: int | None = None,
+        job_prefixes: tuple[str, ...] = (),
         budget: DecodeBudget | None = None,
         instance: str = "",
         clock: Callable[[], float] = time.time,
@@ -69,6 +71,7 @@ class Pipeline:
             reply_prefix=reply_prefix,
             batch_max=batch_max,
             job_batch_max=job_batch_max or batch_max,
+            job_prefixes=job_prefixes,
             # Unbounded only in unit tests with stand-in decoders; main() always passes one.
             budget=budget or DecodeBudget(2**62, 2**60),
             pool=self._pool,

@@ -68,6 +68,7 @@ def build_worker(
         batch_max=settings.batch_max,
         fetch_concurrency=settings.fetch_concurrency,
         job_batch_max=settings.job_batch_max,
+        job_prefixes=settings.job_source_prefixes,
         budget=DecodeBudget(settings.worker_decode_budget_mb * 2**20, settings.max_pixels),
         instance=instance,  # named in each result: the page says which worker answered
     )

@@ -66,6 +66,7 @@ class Stages:
         job_batch_max: int,
         budget: DecodeBudget,
         pool: Executor,
+        job_prefixes: tuple[str, ...] = (),
         stats: Stats,
         ready_at: float,
         clock: Callable[[], float],
@@ -76,6 +77,7 @@ class Stages:
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_url_prefix(lanes.interactive_url, reply_prefix)
         self._batch_max, self._job_batch_max = batch_max, job_batch_max
+        self._job_prefixes = job_prefixes  # where a job image may lie besides its staged input
         self._budget, self._pool, self.stats = budget, pool, stats
         self._ready_at, self._clock, self._instance = ready_at, clock, instance
         self._claims = jobitems.Claims()
@@ -246,7 +248,9 @@ class Stages:
         sent_ms = message.get("Attributes", {}).get("SentTimestamp", "")
         delivery.sent_at = int(sent_ms) / 1000 if sent_ms.isdigit() else 0.0
         try:
-            delivery.request = Request.decode(message["Body"], reply_prefix=self._reply_prefix)
+            delivery.request = Request.decode(
+                message["Body"], reply_prefix=self._reply_prefix, job_prefixes=self._job_prefixes
+            )
         except MessageError as error:
             salvaged = salvage(message["Body"], self._reply_prefix)
             if salvaged is None:
