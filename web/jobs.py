@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from runtime import keys
+from runtime.failures import is_not_found
 from runtime.keys import job_item_key, job_prefix, staged_key
 from runtime.messages import MessageError, Request, Result
+from runtime.sqs import chunks
 from web.archives import Entry
 from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
 
@@ -160,10 +162,7 @@ class JobStore:
             )
             for i, r in rejected
         ]
-        writes += [
-            self._pool.submit(self._send, items[start : start + 10])
-            for start in range(0, len(items), 10)
-        ]
+        writes += [self._pool.submit(self._send, chunk) for chunk in chunks(items)]
         for future in writes:
             future.result()
         log.info(
@@ -254,7 +253,7 @@ class JobStore:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=f"{job_prefix(job_id)}job.json")
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_not_found(error):
                 return None
             raise
         return json.loads(body["Body"].read())
