@@ -157,7 +157,8 @@ def create_server(app, settings: Settings, *, max_request_body_size: int):
     servers = []
     for sockinfo in adj.listen:
         server = SheddingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
-        server.per_client = settings.web_connections_per_client
+        # Above the whole limit the bound means nothing: the limit's own shedding applies.
+        server.per_client = min(settings.web_connections_per_client, adj.connection_limit)
         servers.append(server)
     if len(servers) == 1:
         return servers[0]
