@@ -267,7 +267,9 @@ def test_upload_a_photo_and_see_its_label_top5_and_where_it_came_from(browser, e
 def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser, elastic):
     open_page(browser, elastic.webs[0])
     wait_until(lambda: number(browser, "fleet-running") == 0, "the fleet to be idle", 180)
-    images = variants(30)
+    # Enough that one worker cannot clear them before the scaler adds the second (the model
+    # runs in about 7 ms an image on onnxruntime).
+    images = variants(200)
     seen = {"starting": 0, "capacity": 0, "waiting": 0}
     with ThreadPoolExecutor(max_workers=len(images)) as pool:
         answers = [pool.submit(upload, elastic.webs[0], data, name) for name, data in images]

@@ -24,6 +24,7 @@ from runtime.cloudwatch import read_arrivals
 from runtime.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # starts processes (or containers)
 
@@ -162,17 +163,21 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
 
 def test_stopping_a_busy_instance_loses_no_request(embedded):
     url, ec2 = embedded["url"], embedded["ec2"]
-    images = variants(60)
+    # Enough work that the first worker is still busy when it is stopped, however fast it is.
+    images = variants(240)
     with ThreadPoolExecutor(max_workers=60) as pool:
         futures = [pool.submit(upload, url, data, name) for name, data in images]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _fleet(url)["fleet"]["running"] == 0:
-            time.sleep(0.1)
-        time.sleep(1.0)  # let the new worker load its model and take a batch
-        running = ec2.describe_instances(
-            Filters=[{"Name": "instance-state-name", "Values": ["running"]}]
-        )["Reservations"]
-        victim = running[0]["Instances"][0]["InstanceId"]
+
+        def busy_instance() -> str | None:
+            # The event the test names: a running instance while requests are in flight.
+            if _fleet(url)["queue"]["in_flight"] <= 0:
+                return None
+            running = ec2.describe_instances(
+                Filters=[{"Name": "instance-state-name", "Values": ["running"]}]
+            )["Reservations"]
+            return running[0]["Instances"][0]["InstanceId"] if running else None
+
+        victim = wait_until(busy_instance, "a running instance with requests in flight", 120, 0.1)
         ec2.stop_instances(InstanceIds=[victim])
         answers = [future.result() for future in futures]
     for (name, _), response in zip(images, answers, strict=True):
