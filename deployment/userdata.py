@@ -44,9 +44,15 @@ SCALER = Host(
 )
 
 
+# Settings that belong to the image, not to the deployment: the worker image sets
+# MODEL_CACHE_DIR to where its build exported the model (Dockerfile.worker); the default here
+# (.run/models, for `make up`) would send a booted worker to export it again where it cannot.
+IMAGE_SETTINGS = frozenset({"model_cache_dir"})
+
+
 def host_env(settings: Settings, host: Host) -> dict[str, str]:
     """The settings a host's container reads, by environment variable, as text."""
-    names = [f.name for f in tier_fields(host.tier)]
+    names = [f.name for f in tier_fields(host.tier) if f.name not in IMAGE_SETTINGS]
     names += [name for name in host.extra if name not in names]
     return {name.upper(): str(getattr(settings, name)) for name in names}
 

@@ -533,3 +533,12 @@ def test_every_scanner_skip_says_why_beside_its_resource():
     assert skips, "the template skips no check: drop this test's premise"
     for skip in skips:
         assert skip["id"].startswith("CKV_") and len(skip["comment"].split()) >= 5, skip
+
+
+def test_a_booted_worker_keeps_its_images_model_cache():
+    """The worker image bakes its exported model in MODEL_CACHE_DIR; user-data that set the
+    make-up default (.run/models) sent a booted worker to export again, and it never answered."""
+    from deployment.userdata import worker_env
+
+    assert "MODEL_CACHE_DIR" not in worker_env(Settings())
+    assert "MODEL_CACHE_DIR" not in template.PATH.read_text()
