@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import Service
 from tests.http_client import photos, stem_and_label, upload, variants
 from tests.support.processes import PeakSampler, open_descriptors
 from tests.support.waiting import wait_until
@@ -29,8 +30,6 @@ FLOOD_SOURCE = "127.0.0.2"
 
 @pytest.fixture(scope="module")
 def service(moto_endpoint, tmp_path_factory):
-    from tests.conftest import Service
-
     service = Service(moto_endpoint, tmp_path_factory.mktemp("conns"), "conns27")
     service.provision()
     service.start_worker(TORCH_THREADS="1")

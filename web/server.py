@@ -9,7 +9,8 @@ Three things keep one client from taking the process down or locking others out:
   rest). Waitress alone stops accepting at the limit, so idle keep-alive sockets held by one
   client would lock every other client out until WEB_IDLE_TIMEOUT_S.
 - Past WEB_CONNECTIONS_PER_CLIENT connections from one client address, that client's own
-  longest-idle ones close first, so one client's idle sockets never count against the others.
+  longest-idle ones close first (swept twice a second), so one client's idle sockets never count
+  against the others.
 
 A connection with a request in the app (an upload waiting for its worker) is never closed here.
 """
@@ -39,7 +40,8 @@ SHED_TO = 7 / 8
 # A connection is idle between requests, and only after this long: a client that has just
 # connected (its request not read yet) or just had its answer is not idle yet.
 IDLE_AFTER_S = 0.5
-# How often each client's idle connections past its bound are closed, beside every accept.
+# How often each client's idle connections past its bound are closed: one pass over the open
+# connections twice a second, not one per accept.
 SWEEP_EVERY_S = 0.5
 
 
@@ -86,16 +88,9 @@ def peer(channel: HTTPChannel) -> str:
     return channel.addr[0] if isinstance(channel.addr, tuple) else str(channel.addr)
 
 
-class _Channel(HTTPChannel):
-    def __init__(self, server, sock, addr, adj, map=None):
-        super().__init__(server, sock, addr, adj, map)
-        server.admit(self)
-
-
 class SheddingServer(TcpWSGIServer):
     """Waitress's TCP server with idle connections shed at the limits (module docstring)."""
 
-    channel_class = _Channel
     per_client = 0  # set by create_server
     _next_sweep = 0.0
 
@@ -107,20 +102,13 @@ class SheddingServer(TcpWSGIServer):
         # _map also holds this listener and the trigger: the same count Waitress checks.
         if self.accepting and len(self._map) >= self.adj.connection_limit:
             target = int(self.adj.connection_limit * SHED_TO)
-            excess = len(self._map) - target
-            if shed(self.active_channels.values(), excess, now):
+            if closed := shed(self.active_channels.values(), len(self._map) - target, now):
                 log.warning(
                     "%d open connections, the limit: closed the longest-idle %d",
                     len(self._map),
-                    excess,
+                    closed,
                 )
         return super().readable()
-
-    def admit(self, channel: HTTPChannel) -> None:
-        address = peer(channel)
-        same = [c for c in self.active_channels.values() if peer(c) == address]
-        if len(same) > self.per_client:
-            shed(same, len(same) - self.per_client, time.time())
 
     def _sweep_clients(self, now: float) -> None:
         # Only idle ones give way: a client whose connections all carry uploads (loadgen at a
