@@ -247,3 +247,27 @@ def test_every_route_needs_the_key_but_the_declared_open_ones():
     assert client.simulate_get("/added-later", headers={"X-Api-Key": "s3cret"}).text == "secret"
     assert client.simulate_get("/static/app.js").status_code == 200
     assert client.simulate_get("/").status_code == 200
+
+
+class RecordingJobs:
+    """Stands in for web.jobs.JobStore: records every id it is asked about."""
+
+    def __init__(self):
+        self.seen = []
+
+    def progress(self, job_id):
+        self.seen.append(job_id)
+        return None
+
+    rows = progress
+
+
+@pytest.mark.parametrize("path", ["/jobs/{}%0A", "/jobs/{}%0A/results.csv"])
+def test_a_job_id_with_a_trailing_newline_is_not_looked_up(path):
+    jobs = RecordingJobs()
+    app = create_app(
+        Settings(), gateway=FakeGateway(None), ready=lambda: None, status=dict, jobs=jobs
+    )
+    response = falcon.testing.TestClient(app).simulate_get(path.format("a" * 32))
+    assert response.status_code == 404 and "no job" in response.text
+    assert jobs.seen == []  # `^...$` with .match let "<hex>\n" through to an S3 key

@@ -8,18 +8,17 @@ read back one at a time), so the web tier never holds a whole archive in memory.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Iterator
 
 import falcon
 
+from runtime.messages import is_request_id
 from web import archives
 from web.archives import Entry
 from web.errors import TooManyImages
 from web.jobs import JobStore
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1024 * 1024
 
 
@@ -81,7 +80,7 @@ class JobResource:
         self._jobs = jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        progress = _enabled(self._jobs).progress(job_id) if _JOB_ID.match(job_id) else None
+        progress = _enabled(self._jobs).progress(job_id) if is_request_id(job_id) else None
         if progress is None:
             raise falcon.HTTPNotFound(description=f"no job {job_id[:64]!r}")
         resp.media = progress
@@ -92,7 +91,7 @@ class JobResultsResource:
         self._jobs = jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        rows = _enabled(self._jobs).rows(job_id) if _JOB_ID.match(job_id) else None
+        rows = _enabled(self._jobs).rows(job_id) if is_request_id(job_id) else None
         if rows is None:
             raise falcon.HTTPNotFound(description=f"no job {job_id[:64]!r}")
         resp.content_type = "text/csv; charset=utf-8"

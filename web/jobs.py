@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job's age)
 _IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
 _CSV_CHUNK = 64
+_FORMULA_PEEK = 64  # a formula hides behind this many leading characters, at most
 
 
 @dataclass(frozen=True)
@@ -279,8 +281,22 @@ def _csv_line(fields: list) -> bytes:
     return buffer.getvalue().encode()
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _neutral(value: object) -> object:
     """A filename that starts like a formula must not run as one in a spreadsheet."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if isinstance(value, str) and _starts_like_formula(value):
         return "'" + value
     return value
+
+
+def _starts_like_formula(value: str) -> bool:
+    # Spreadsheets skip leading spaces and fold full-width forms ("＝"), so the check does too:
+    # NFKC turns NBSP, the other Unicode spaces and full-width signs into their ASCII forms.
+    if value[:1] in _FORMULA_STARTS:
+        return True
+    for ch in unicodedata.normalize("NFKC", value[:_FORMULA_PEEK]):
+        if not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs")):
+            return ch in _FORMULA_STARTS  # the first visible character decides
+    return False
