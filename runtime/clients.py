@@ -10,6 +10,7 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
+from runtime.requests import RequestCounter
 from runtime.settings import Settings
 
 
@@ -31,10 +32,16 @@ def client_config(pool_size: int = 50, read_timeout_s: float = 30.0) -> Config:
 
 
 def make_client(
-    service: str, settings: Settings, pool_size: int = 50, read_timeout_s: float = 30.0
+    service: str,
+    settings: Settings,
+    pool_size: int = 50,
+    read_timeout_s: float = 30.0,
+    counter: RequestCounter | None = None,
 ):
-    return boto3.session.Session().client(
+    """counter: counts every request the client sends (the process's cost figures)."""
+    client = boto3.session.Session().client(
         service,
         region_name=settings.aws_region,
         config=client_config(pool_size, read_timeout_s),
     )
+    return client if counter is None else counter.attach(client)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from runtime import keys
+from runtime.prices import PriceError, Prices, parse_prices
 
 
 class ConfigError(ValueError):
@@ -228,6 +229,12 @@ class Settings:
         "127.0.0.1", "address the scaler's /status binds (0.0.0.0 in a container)", "scaler"
     )
     scaler_status_port: int = _setting(3001, "port of the scaler's JSON /status", "scaler")
+    prices_json: str = _setting(
+        "",
+        "overrides of the price table cost figures use, as JSON (empty: AWS's us-east-1 list"
+        " prices; runtime/prices.py, docs/scaling.md)",
+        ("web", "scaler"),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -292,6 +299,15 @@ class Settings:
             if not ok:
                 raise ConfigError(message)
         self.job_source_prefixes  # noqa: B018 - raises ConfigError on a bad entry
+        self.prices  # noqa: B018 - raises ConfigError on a bad price
+
+    @property
+    def prices(self) -> Prices:
+        """The price table with PRICES_JSON's overrides (runtime.prices)."""
+        try:
+            return parse_prices(self.prices_json)
+        except PriceError as error:
+            raise ConfigError(str(error)) from None
 
     @property
     def job_source_prefixes(self) -> tuple[str, ...]:

@@ -1,0 +1,134 @@
+"""The price table, its overrides, the cost model under EC2's billing, and the request counter."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from runtime.costs import Run, billed_s, compute_usd, summary
+from runtime.prices import DEFAULT_PRICES, PriceError, parse_prices
+from runtime.requests import RequestCounter, by_class, price_class
+from runtime.settings import ConfigError, Settings
+
+
+@pytest.mark.parametrize(
+    ("run_s", "billed"), [(0, 60), (1, 60), (59.5, 60), (60, 60), (61.5, 61.5), (3600, 3600)]
+)
+def test_each_run_is_billed_per_second_with_a_minute_minimum(run_s, billed):
+    assert billed_s(run_s) == billed
+
+
+def test_compute_prices_each_run_by_type_and_market():
+    hourly = DEFAULT_PRICES.hourly("c6i.large")
+    spot = DEFAULT_PRICES.hourly("c6i.large", "spot")
+    runs = [Run("c6i.large", "on-demand", 20), Run("c6i.large", "spot", 7200)]
+    assert compute_usd(runs, DEFAULT_PRICES) == pytest.approx(hourly / 60 + 2 * spot)
+    assert spot < hourly
+    # A type missing from the table is priced as the default worker type, never as free.
+    assert DEFAULT_PRICES.hourly("x9.huge") == hourly
+
+
+def test_summary_splits_compute_requests_and_fixed_hosts():
+    requests = {"s3-put": 2000, "s3-get": 1000, "sqs": 3000}
+    cost = summary(
+        compute=0.01, requests=requests, images=1000, fixed_s=3600, prices=DEFAULT_PRICES
+    )
+    request_usd = 2000 * 0.005 / 1000 + 1000 * 0.0004 / 1000 + 3000 * 0.4e-6
+    assert cost["requests"] == pytest.approx(request_usd)
+    assert cost["per_1000_images"] == pytest.approx(0.01 + request_usd)
+    assert cost["fixed"] == pytest.approx(0.0208 + 0.0104)  # t3.small web + t3.micro scaler
+    assert cost["currency"] == "USD" and cost["compute"] == 0.01
+    assert (
+        summary(compute=0, requests={}, images=0, fixed_s=0, prices=DEFAULT_PRICES)[
+            "per_1000_images"
+        ]
+        is None
+    )
+
+
+def test_prices_json_overrides_what_it_names_and_keeps_the_rest():
+    prices = Settings.from_env(
+        {"PRICES_JSON": '{"instances": {"c6i.large": {"spot": 0.02}}, "requests": {"sqs": 0}}'}
+    ).prices
+    assert prices.hourly("c6i.large", "spot") == 0.02
+    assert prices.hourly("c6i.large") == DEFAULT_PRICES.hourly("c6i.large")
+    assert prices.request("sqs") == 0 and prices.request("s3-put") == 0.005 / 1000
+    assert parse_prices('{"web_host": "t3.micro"}').fixed_hourly == pytest.approx(2 * 0.0104)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{", "not JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"instance": {}}', "unknown key 'instance'"),
+        ('{"requests": {"s3-put": -1}}', r"requests.s3-put must be >= 0"),
+        ('{"requests": {"s3-put": "cheap"}}', r"requests.s3-put must be a number"),
+        ('{"requests": {"lambda": 1}}', "unknown class 'lambda'"),
+        ('{"instances": {"c6i.large": {"reserved": 1}}}', "market must be on-demand|spot"),
+        ('{"instances": {"z1.new": {"spot": 1}}}', "needs an on-demand price"),
+        ('{"web_host": "z1.new"}', "no price for 'z1.new'"),
+    ],
+)
+def test_a_bad_price_setting_is_one_line(raw, message):
+    with pytest.raises(PriceError, match=message):
+        parse_prices(raw)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"PRICES_JSON": raw})
+    assert "\n" not in str(raised.value) and str(raised.value).startswith("PRICES_JSON")
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "expected"),
+    [
+        ("s3", "PutObject", "s3-put"),
+        ("s3", "ListObjectsV2", "s3-put"),
+        ("s3", "GetObject", "s3-get"),
+        ("s3", "HeadObject", "s3-get"),
+        ("s3", "DeleteObject", "s3-free"),
+        ("sqs", "ReceiveMessage", "sqs"),
+        ("cloudwatch", "GetMetricStatistics", "cloudwatch-get"),
+        ("cloudwatch", "PutMetricData", "cloudwatch-put"),
+        ("cloudwatch", "ListMetrics", "cloudwatch-list"),
+        ("ec2", "DescribeInstances", "free"),
+    ],
+)
+def test_each_call_has_its_price_class(service, operation, expected):
+    assert price_class(service, operation) == expected
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
+
+
+def test_the_counter_counts_every_attempt_a_client_sends():
+    counter = RequestCounter()
+    client = counter.attach(
+        boto3.session.Session().client(
+            "sqs",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            endpoint_url="http://127.0.0.1:9",
+        )
+    )
+    statuses = iter([500, 200, 200])  # the first call is retried once: two requests sent
+
+    def answer(request, **_):
+        # Registered after the counter's hook, so it answers in AWS's place once counted.
+        status = next(statuses)
+        body = b'{"QueueUrl": "http://q"}' if status == 200 else b'{"__type": "InternalError"}'
+        return AWSResponse(
+            request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(body)
+        )
+
+    client.meta.events.register("before-send.sqs", answer)
+    client.get_queue_url(QueueName="q")
+    client.get_queue_url(QueueName="q")
+    assert counter.counts() == {("sqs", "GetQueueUrl"): 3}
+    assert by_class(counter.counts().items()) == {"sqs": 3}
