@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
 import io
 import tarfile
@@ -32,6 +33,32 @@ def tar_of(members: list[tuple[str, bytes]], links: tuple[str, ...] = ()) -> byt
             info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
             archive.addfile(info)
     return buffer.getvalue()
+
+
+def metadata_bomb(kind: bytes, declared: int) -> bytes:
+    """A bzip2 tar whose first header (`kind`: a GNU long name or a pax header) declares and holds
+    `declared` bytes, then one small image: bzip2 squeezes the payload to a few hundred bytes."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = kind, declared
+    pax = kind in (tarfile.XHDTYPE, tarfile.XGLTYPE)
+    payload = pax_record(declared) if pax else b"a" * declared
+    image = tarfile.TarInfo("cat.jpg")
+    image.size = 3
+    raw = (
+        header.tobuf(format=tarfile.GNU_FORMAT)
+        + payload
+        + b"\0" * (-declared % tarfile.BLOCKSIZE)
+        + image.tobuf(format=tarfile.GNU_FORMAT)
+        + b"cat".ljust(tarfile.BLOCKSIZE, b"\0")
+        + b"\0" * (2 * tarfile.BLOCKSIZE)
+    )
+    return bz2.compress(raw)
+
+
+def pax_record(size: int) -> bytes:
+    """One `comment` pax record of exactly `size` bytes (its length counts its own digits)."""
+    value = "c" * (size - len(str(size)) - len(" comment=\n"))
+    return f"{size} comment={value}\n".encode()
 
 
 def post_archive(url: str, body: bytes, content_type: str = "application/zip"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tracemalloc
 
 import pytest
 
-from tests.job_client import tar_of, zip_of
+from tests.job_client import metadata_bomb, tar_of, zip_of
 from web.archives import display_name, entries, kind
 from web.errors import ArchiveError, TooManyImages
 
@@ -78,3 +79,51 @@ def test_not_an_archive_is_one_typed_error(data):
 def test_a_symlink_in_a_tar_is_not_followed():
     (link,) = _entries(tar_of([], links=("passwd.jpg",)))
     assert "not a regular file" in link.error and not link.data
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE])
+def test_a_tar_metadata_bomb_is_refused_before_it_is_read(kind):
+    bomb = metadata_bomb(kind, 16 * 1024 * 1024)
+    assert len(bomb) < 2048
+    refused = ""
+    tracemalloc.start()
+    try:
+        _entries(bomb)
+    except ArchiveError as error:
+        refused = str(error)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024, peak  # not the 16 MiB payload, read whole
+    assert "tar header declares 16777216 bytes" in refused
+    assert len(refused.splitlines()) == 1
+
+
+def test_small_metadata_still_reads_and_long_names_are_cut():
+    long_name = "d/" * 300 + "cat.jpg"
+    (entry,) = _entries(tar_of([(long_name, b"x")]))  # a pax or GNU header carries the name
+    assert entry.data == b"x" and len(entry.name) == 255
+
+
+def test_chained_metadata_headers_are_bounded():
+    raw = b""
+    for _ in range(50):  # each long-name header recurses into the next one
+        header = tarfile.TarInfo("././@LongLink")
+        header.type, header.size = tarfile.GNUTYPE_LONGNAME, 10
+        raw += header.tobuf(format=tarfile.GNU_FORMAT) + b"x" * 10 + b"\0" * 502
+    image = tarfile.TarInfo("cat.jpg")
+    raw += image.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024
+    with pytest.raises(ArchiveError, match="chained"):
+        _entries(raw)
+
+
+def test_display_name_cuts_before_it_filters():
+    raw = "x" * 10_000_000
+    tracemalloc.start()
+    try:
+        name, reason = display_name(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert name == "x" * 255 and not reason
+    assert peak < 1024 * 1024, peak  # not a list of every character

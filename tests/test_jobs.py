@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import tarfile
 import time
 
 import requests
@@ -11,6 +12,7 @@ import requests
 from tests.http_client import photos, upload, variants
 from tests.job_client import (
     clients,
+    metadata_bomb,
     post_archive,
     queue_depth,
     results,
@@ -99,6 +101,9 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
         (post_archive(url, tar_of(images), "application/gzip"), 413, "image limit"),
         (post_archive(url, b"PK\x03\x04 but not really a zip"), 400, "zip"),
         (post_archive(url, b"just some text"), 400, "not a zip or tar"),
+        # Under 1 KB declaring 16 MiB of long name: refused before tarfile reads the name.
+        (post_archive(url, metadata_bomb(tarfile.GNUTYPE_LONGNAME, 2**24)), 400, "declares"),
+        (post_archive(url, metadata_bomb(tarfile.XGLTYPE, 2**24)), 400, "global pax"),
         (post_archive(url, b""), 400, "empty body"),
         (
             requests.post(f"{url}/jobs", json={"prefix": "uploads/"}, timeout=10),

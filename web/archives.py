@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import BinaryIO
 
 from web.errors import ArchiveError, TooManyImages
+from web.tar_headers import BoundedTarInfo
 
 _MAX_NAME = 255
 _MAX_SKIPPED_IMAGES = 20  # oversized tar members skipped, in units of the one-image limit
@@ -54,6 +55,8 @@ def entries(file: BinaryIO, *, max_images: int, max_bytes: int) -> Iterator[Entr
 
 def display_name(raw: str) -> tuple[str, str]:
     """The member's name for the CSV, and a reason to refuse it ('' if it is safe)."""
+    # Cut first: a name may be as long as its header allows, and nothing is built from the rest.
+    raw = raw[: 4 * _MAX_NAME]
     name = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C")[:_MAX_NAME]
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or (name[1:3] == ":/" and name[0].isalpha()):
@@ -86,7 +89,7 @@ def _zip_entries(file: BinaryIO, max_images: int, max_bytes: int) -> Iterator[En
 
 def _tar_entries(file: BinaryIO, max_images: int, max_bytes: int) -> Iterator[Entry]:
     try:
-        archive = tarfile.open(fileobj=file, mode="r:*")
+        archive = tarfile.open(fileobj=file, mode="r:*", tarinfo=BoundedTarInfo)
     except (tarfile.TarError, OSError, EOFError) as error:
         raise ArchiveError(f"unreadable tar archive: {error}") from None
     count, skipped = 0, 0
