@@ -43,6 +43,22 @@ def exported_model():
 
 
 @pytest.fixture(scope="session")
+def folded_networks(tmp_path_factory) -> dict[str, Path]:
+    """The default network folded into cat / dog / other (tests/support/folded.py), saved as
+    TorchScript (pt), a torch.export program (pt2) and ONNX, with its labels file."""
+    from tests.support import folded
+
+    root = tmp_path_factory.mktemp("folded")
+    model = folded.folded_default()
+    return {
+        "pt": folded.save_torchscript(model, root / "catdog.pt"),
+        "pt2": folded.save_program(model, root / "catdog.pt2"),
+        "onnx": folded.save_onnx(model, root / "catdog.onnx"),
+        "labels": folded.write_labels(root / "labels.txt"),
+    }
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory, exported_model):
     """One moto server process for the session; tests isolate by resource names."""
     port = free_port()

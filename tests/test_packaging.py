@@ -1,8 +1,11 @@
-"""`python -m worker.models package`: a user's ONNX network and labels in, a checked package out,
-or one line and a non-zero exit. The network is the default model's real export."""
+"""`python -m worker.models package`: a user's network (ONNX, TorchScript or a torch.export
+program) and labels in, a checked package out, or one line and a non-zero exit; `check` reads a
+package already made. The networks are real: the default model's export, and the default network
+folded into cat / dog / other (tests/support/folded.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import exported
-from worker.models import DEFAULT_MODEL
-from worker.package import load_package
+from worker.package import MANIFEST, load_package
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -21,42 +22,59 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return exported.ensure_package(DEFAULT_MODEL, tmp_path_factory.mktemp("models"))
-
-
-def _package(*args: str) -> subprocess.CompletedProcess:
+def _models(command: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.models", "package", *args],
+        [sys.executable, "-m", "worker.models", command, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 
-def _args(network: Path, labels: Path, out: Path) -> list[str]:
-    return [
-        str(network),
+def _package(
+    network: Path, labels: Path, out: Path, name: str = "mine"
+) -> subprocess.CompletedProcess:
+    return _models(
+        "package",
+        f"--network={network}",
         f"--labels={labels}",
-        "--name=lite0-mine",
+        f"--name={name}",
         "--version=3",
         f"--out={out}",
         "--mean=0.5,0.5,0.5",
         "--std=0.5,0.5,0.5",
-    ]
+    )
 
 
-def test_a_network_and_its_labels_make_a_package_that_classifies(export, tmp_path):
+def test_an_onnx_network_and_its_labels_make_a_package(exported_model, tmp_path):
     out = tmp_path / "pkg"
-    done = _package(*_args(export.artefact, export.root / "labels.txt", out))
+    done = _package(exported_model.artefact, exported_model.root / "labels.txt", out)
     assert done.returncode == 0, done.stderr
-    assert "lite0-mine 3" in done.stdout and "1000 classes" in done.stdout
+    assert "mine 3" in done.stdout and "1000 classes" in done.stdout
     package = load_package(out)
-    assert package.manifest.sha256 == export.manifest.sha256
-    assert package.manifest.preprocessing == export.manifest.preprocessing
+    assert package.manifest.sha256 == exported_model.manifest.sha256
+    assert package.manifest.preprocessing == exported_model.manifest.preprocessing
+
+
+@pytest.mark.parametrize("form", ["pt", "pt2", "onnx"])
+def test_each_accepted_format_makes_a_package_that_calls_chelsea_a_cat(
+    folded_networks, tmp_path, form
+):
+    out = tmp_path / "catdog"
+    done = _package(folded_networks[form], folded_networks["labels"], out, name="catdog")
+    assert done.returncode == 0, done.stderr
+    package = load_package(out)  # its SHA-256 checked
+    assert package.labels == ("cat", "dog", "other")
+    assert package.manifest.source == {"made_from": f"catdog.{form}"}
+    # The answers the worker's runtimes are checked against: the network's own on the samples.
+    reference = json.loads((out / "reference.json").read_text())
+    assert reference["chelsea.jpg"][0][0] == 0 and reference["chelsea.jpg"][0][1] > 0.5
+    assert reference["rocket.jpg"][0][0] == 2
+    checked = _models("check", str(out))
+    assert checked.returncode == 0, checked.stderr
+    assert "catdog 3" in checked.stdout
 
 
 @pytest.mark.parametrize(
@@ -64,21 +82,46 @@ def test_a_network_and_its_labels_make_a_package_that_classifies(export, tmp_pat
     [
         (lambda e, t: (e.artefact, t / "absent.txt"), "labels file"),
         (lambda e, t: (e.artefact, _write(t / "few.txt", "cat\ndog\n")), "gives 1000 outputs"),
-        (
-            lambda e, t: (_write(t / "x.onnx", "not a model"), e.root / "labels.txt"),
-            "is not a model",
-        ),
-        (lambda e, t: (_write(t / "net.pt", "torchscript"), e.root / "labels.txt"), "only ONNX"),
+        (lambda e, t: (_write(t / "x.onnx", "not a model"), e.root / "labels.txt"), "not a model"),
+        (lambda e, t: (_write(t / "x.pt", "not a model"), e.root / "labels.txt"), "not a model"),
+        (lambda e, t: (_write(t / "x.pt2", "not a model"), e.root / "labels.txt"), "not a model"),
+        (lambda e, t: (_write(t / "net.pkl", "weights"), e.root / "labels.txt"), "not a model"),
         (lambda e, t: (t / "absent.onnx", e.root / "labels.txt"), "does not exist"),
     ],
 )
-def test_a_bad_package_gets_one_line_and_a_non_zero_exit(export, tmp_path, make, message):
-    network, labels = make(export, tmp_path)
-    done = _package(*_args(network, labels, tmp_path / "pkg"))
+def test_a_bad_network_or_labels_file_gets_one_line_and_a_non_zero_exit(
+    exported_model, tmp_path, make, message
+):
+    network, labels = make(exported_model, tmp_path)
+    done = _package(network, labels, tmp_path / "pkg")
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("worker.models: ") and message in line
     assert not (tmp_path / "pkg").exists()
+
+
+def test_a_torchscript_network_of_the_wrong_width_is_refused(
+    folded_networks, exported_model, tmp_path
+):
+    done = _package(folded_networks["pt"], exported_model.root / "labels.txt", tmp_path / "pkg")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "catdog.pt gives 3 outputs per image but labels.txt names 1000 classes" in line
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_a_manifest_with_an_unknown_field_is_refused_by_check(exported_model, tmp_path):
+    out = tmp_path / "pkg"
+    assert (
+        _package(exported_model.artefact, exported_model.root / "labels.txt", out).returncode == 0
+    )
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["preprocessing"]["gamma"] = 2.2
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    done = _models("check", str(out))
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line == "worker.models: preprocessing has unknown fields: gamma"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,7 @@ def export_package(name: str, root: Path, source: dict) -> ModelPackage:
     work = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
     try:
         _export_onnx(model, work / ARTEFACT, pre.crop)
-        inputs = sample_inputs(pre)
-        with torch.inference_mode():
-            probs = model(torch.from_numpy(np.stack(list(inputs.values())))).float().softmax(1)
-        top = probs.topk(5, dim=1)
-        reference = {
-            photo: [
-                [int(c), float(p)] for c, p in zip(top.indices[row], top.values[row], strict=True)
-            ]
-            for row, photo in enumerate(inputs)
-        }
-        (work / REFERENCE).write_text(json.dumps(reference, indent=1))
+        (work / REFERENCE).write_text(json.dumps(reference_answers(model, pre), indent=1))
         package = write_package(
             work,
             work / ARTEFACT,
@@ -69,7 +60,74 @@ def export_package(name: str, root: Path, source: dict) -> ModelPackage:
     return ModelPackage(root=root, manifest=package.manifest, labels=package.labels)
 
 
-def _export_onnx(model: torch.nn.Module, path: Path, side: int) -> None:
+def reference_answers(model, pre) -> dict[str, list[list]]:
+    """PyTorch fp32's top-5 `[[class, probability], ...]` per sample photo (REFERENCE)."""
+    inputs = sample_inputs(pre)
+    with torch.inference_mode():
+        probs = model(torch.from_numpy(np.stack(list(inputs.values())))).float().softmax(1)
+    top = probs.topk(min(5, probs.shape[1]), dim=1)
+    return {
+        photo: [[int(c), float(p)] for c, p in zip(top.indices[row], top.values[row], strict=True)]
+        for row, photo in enumerate(inputs)
+    }
+
+
+# A user's network as training leaves it (worker.packaging): the file suffixes of each format.
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+PROGRAM_SUFFIXES = (".pt2",)
+
+
+def load_network(path: Path):
+    """A TorchScript file or a saved torch.export program, ready to run; Refused (one line) for
+    a file that is neither."""
+    kind = "torch.export program" if path.suffix in PROGRAM_SUFFIXES else "TorchScript file"
+    if not zipfile.is_zipfile(path):  # both are zip archives; torch logs a traceback otherwise
+        raise Refused(f"{path.name} is not a model: not a {kind} (not a zip archive)")
+    try:
+        if path.suffix in PROGRAM_SUFFIXES:
+            return torch.export.load(str(path))
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file it cannot read
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise Refused(
+            f"{path.name} is not a model: not a {kind} torch can load ({first})"
+        ) from None
+
+
+def network_to_onnx(network, path: Path, side: int) -> None:
+    """`network` (from load_network) as ONNX with a dynamic batch; Refused when it cannot be.
+
+    Why two exporters: torch.export (dynamo) cannot trace a TorchScript module, which only the
+    TorchScript exporter reads; a torch.export program is what the dynamo exporter takes."""
+    if isinstance(network, torch.export.ExportedProgram):
+        _export_onnx(network, path, side, dynamic=False)  # its saved shapes say what is dynamic
+        return
+    example = torch.zeros(2, 3, side, side)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                network,
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise Refused(f"torch.onnx.export failed: {first}") from None
+
+
+def program_answers(network, pre) -> dict[str, list[list]]:
+    """reference_answers for a network from load_network (a program runs as its module)."""
+    if isinstance(network, torch.export.ExportedProgram):
+        network = network.module()
+    return reference_answers(network, pre)
+
+
+def _export_onnx(model, path: Path, side: int, *, dynamic: bool = True) -> None:
     # A batch of 2: the exporter specialises a dimension whose example size is 1.
     example = torch.zeros(2, 3, side, side)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -85,7 +143,7 @@ def _export_onnx(model: torch.nn.Module, path: Path, side: int) -> None:
                 str(path),
                 input_names=["input"],
                 output_names=["logits"],
-                dynamic_shapes=({0: batch},),
+                dynamic_shapes=({0: batch},) if dynamic else None,
                 dynamo=True,
                 external_data=False,
             )

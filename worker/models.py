@@ -118,9 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     export.add_argument("--cache-dir", help="default: MODEL_CACHE_DIR")
     package = commands.add_parser(
-        "package", help="make and check a model package from an ONNX network and its labels"
+        "package", help="make and check a model package from a network and its labels"
     )
-    package.add_argument("network", help="the network as an ONNX file")
+    package.add_argument(
+        "--network",
+        required=True,
+        help="ONNX (.onnx), TorchScript (.pt .pth .ts .torchscript .jit) or torch.export (.pt2)",
+    )
     package.add_argument("--labels", required=True, help="text file: one class name per line")
     package.add_argument("--name", required=True)
     package.add_argument("--version", required=True)
@@ -130,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     package.add_argument("--mean", default="0.485,0.456,0.406", help="three numbers")
     package.add_argument("--std", default="0.229,0.224,0.225", help="three numbers")
     package.add_argument("--interpolation", default="bicubic")
+    check = commands.add_parser("check", help="check a model package already made")
+    check.add_argument("package_dir", help="the package directory")
     args = parser.parse_args(argv)
     if args.command == "package":
         return _package(args)
+    if args.command == "check":
+        return _check(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from runtime.settings import ConfigError, Settings
@@ -158,7 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from worker.package import PackageError
+    from worker.packaging import check_package
+
+    try:
+        package = check_package(Path(args.package_dir))
+    except PackageError as error:
+        print(f"worker.models: {error}", file=sys.stderr)
+        return 1
+    manifest = package.manifest
+    print(f"{manifest.name} {manifest.version}: {package.root} ({len(package.labels)} classes, ok)")
+    return 0
+
+
 def _package(args) -> int:
+    import warnings
+
+    # torch warns about its own deprecations while it reads and exports a network: the
+    # command's output is its one line of result or refusal.
+    warnings.simplefilter("ignore")
     from worker.package import PackageError, Preprocessing
     from worker.packaging import make_package
 
