@@ -6,7 +6,7 @@ Three roles, one per host, and no role may assume another:
   the reply queues by name prefix, its own metric namespace, pulling its image, and one tag
   (READY_AT_TAG, on fleet instances: runtime.readiness). No other ec2:.
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
-  tagged as the fleet, only of the stack's worker instance type and only with IMDSv2; start,
+  tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
   queue depth and the throughput metric; pull the host image. No s3: at all.
 - web (the web host's instance profile): store uploads, queue requests, read results, list only
@@ -158,7 +158,8 @@ def scaler_policy() -> dict:
             {
                 "StringEquals": {
                     f"aws:RequestTag/{FLEET_TAG}": sub(FLEET_NAME),
-                    "ec2:InstanceType": {"Ref": "WorkerInstanceType"},
+                    # Any of the allowed types (a list in a condition is any of its values).
+                    "ec2:InstanceType": {"Fn::Split": [",", {"Ref": "WorkerInstanceTypes"}]},
                     "ec2:MetadataHttpTokens": "required",
                 },
                 **from_template,
@@ -177,6 +178,13 @@ def scaler_policy() -> dict:
                 ec2_arn("volume/*"),
             ],
             from_template,
+        ),
+        _statement(
+            # A Spot launch also creates a Spot request; alone it launches nothing: the instance
+            # it asks for still needs every condition above.
+            "RequestSpotCapacity",
+            ["ec2:RunInstances"],
+            ec2_arn("spot-instances-request/*"),
         ),
         _statement(
             "TagAtLaunch",

@@ -19,7 +19,7 @@ import yaml
 from deployment import iam, userdata
 from runtime import keys
 from runtime.resources import BUCKET_SSE_ALGORITHM, DLQ_RETENTION_S, QUEUE_SSE_ATTRIBUTE
-from runtime.settings import DEAD_LETTER_SUFFIX, DEFAULT_POLICY, POLICIES, Settings
+from runtime.settings import DEAD_LETTER_SUFFIX, DEFAULT_POLICY, MARKETS, POLICIES, Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
 DEPLOYMENT_TAG = "elastic-classifier:deployment"
@@ -27,6 +27,15 @@ AL2023 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 SCALER_STOP_TIMEOUT_S = 30
 _REGISTRY = "${AWS::AccountId}.dkr.ecr.${AWS::Region}.amazonaws.com"
 _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into user-data quoted
+# In the cloud Spot is 60-90 % cheaper and a refusal falls back to on-demand (docs/scaling.md).
+CLOUD_MARKET = "spot-with-fallback"
+# Several types, so Spot capacity is found in one of them; the first is the template's.
+WORKER_TYPES = "c6i.large,c7i.large,c6a.large"
+
+
+def worker_types() -> dict:
+    """The allowed worker types as a list, from the comma-separated parameter."""
+    return {"Fn::Split": [",", ref("WorkerInstanceTypes")]}
 
 
 def ref(name: str) -> dict:
@@ -72,11 +81,18 @@ def parameters() -> dict:
             "addresses that may reach the upload page, e.g. 203.0.113.0/24",
             pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
         ),
-        "WorkerInstanceType": text(
-            "the workers' instance type (the scaler may launch no other)",
-            "c6i.large",
-            instance_type,
+        "WorkerInstanceTypes": text(
+            "the workers' instance types, comma-separated, tried in order (the scaler may"
+            " launch no other; the first is the launch template's)",
+            WORKER_TYPES,
+            rf"{instance_type[:-1]}(,{instance_type[1:-1]})*$",
         ),
+        "FleetMarket": {
+            "Type": "String",
+            "Description": "how workers are bought (FLEET_MARKET)",
+            "Default": CLOUD_MARKET,
+            "AllowedValues": list(MARKETS),
+        },
         "WebInstanceType": text("the web host's instance type", "t3.small", instance_type),
         "ScalerInstanceType": text("the scaler host's instance type", "t3.micro", instance_type),
         "FleetMax": {
@@ -257,10 +273,10 @@ def _role(tier: str, policy: dict) -> dict:
     }
 
 
-def _launch_data(tier: str, instance_type: str, user_data: list, tags: bool) -> dict:
+def _launch_data(tier: str, instance_type: dict, user_data: list, tags: bool) -> dict:
     data = {
         "ImageId": ref("ImageId"),
-        "InstanceType": ref(instance_type),
+        "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": get_att(f"{tier}Profile", "Arn")},
         "SecurityGroupIds": [get_att(f"{tier}Group", "GroupId")],
         "UserData": {"Fn::Base64": {"Fn::Join": ["", [_as_sub(user_data), userdata.script()]]}},
@@ -289,7 +305,7 @@ def _host(tier: str, instance_type: str, user_data: list) -> dict:
     """A host the stack runs itself: one instance from a launch template of its own (EC2's
     way to IMDSv2-only). A new template version replaces the instance, which is what a
     settings change needs: user-data runs on the first boot only."""
-    data = _launch_data(tier, instance_type, user_data, False)
+    data = _launch_data(tier, ref(instance_type), user_data, False)
     return {
         f"{tier}HostTemplate": {
             "Type": "AWS::EC2::LaunchTemplate",
@@ -324,6 +340,8 @@ def _user_data() -> dict[str, list]:
         "model": ref("Model"),
         "fleet_max": ref("FleetMax"),
         "policy": ref("Policy"),
+        "fleet_market": ref("FleetMarket"),
+        "fleet_instance_types": ref("WorkerInstanceTypes"),
         "worker_image": image("WorkerRepository"),
         "scaler_status_url": iam.sub(
             f"http://${{ScalerHost.PrivateIp}}:{settings.scaler_status_port}/status"
@@ -416,7 +434,7 @@ def template() -> dict:
             "Properties": {
                 "LaunchTemplateName": iam.sub(iam.LAUNCH_TEMPLATE),
                 "LaunchTemplateData": _launch_data(
-                    "Worker", "WorkerInstanceType", user_data["Worker"], True
+                    "Worker", {"Fn::Select": [0, worker_types()]}, user_data["Worker"], True
                 ),
             },
         },

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,12 @@ DEAD_LETTER_SUFFIX = "-dlq"
 JOB_LANE_SUFFIX = "-jobs"
 DEFAULT_POLICY = "drain"  # projects drain times: docs/scaling.md
 RUNNERS = ("none", "process", "docker")
+# How the fleet buys its instances (docs/scaling.md, "Spot"). On-demand by default: locally nothing
+# is charged and the warm pool's restarts are faster than launches; a one-time Spot instance cannot
+# be stopped into the pool. The deployed stack's template asks for spot-with-fallback.
+MARKETS = ("on-demand", "spot", "spot-with-fallback")
+DEFAULT_MARKET = "on-demand"
+_INSTANCE_TYPE = re.compile(r"^[a-z0-9-]+\.[a-z0-9]+$")
 MODEL_OPTIMIZATIONS = ("jit", "eager")
 # auto: the fastest runtime installed whose export answers as PyTorch fp32 does (worker.models).
 MODEL_RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
@@ -215,6 +222,19 @@ class Settings:
     launch_template: str = _setting(
         "classifier-worker", "EC2 launch template for new workers", "scaler"
     )
+    fleet_market: str = _setting(
+        DEFAULT_MARKET,
+        "how workers are bought: 'on-demand', 'spot', or 'spot-with-fallback' (Spot first,"
+        " on-demand when Spot is refused; docs/scaling.md)",
+        "scaler",
+        choices=MARKETS,
+    )
+    fleet_instance_types: str = _setting(
+        "",
+        "instance types a launch may use, comma-separated, tried in order when one has no"
+        " capacity (empty: the launch template's)",
+        "scaler",
+    )
     runner: str = _setting(
         "none", "local runner: 'none' (real EC2), 'process' or 'docker'", "scaler", choices=RUNNERS
     )
@@ -300,6 +320,7 @@ class Settings:
                 raise ConfigError(message)
         self.job_source_prefixes  # noqa: B018 - raises ConfigError on a bad entry
         self.prices  # noqa: B018 - raises ConfigError on a bad price
+        self.instance_types  # noqa: B018 - raises ConfigError on a bad entry
 
     @property
     def prices(self) -> Prices:
@@ -308,6 +329,15 @@ class Settings:
             return parse_prices(self.prices_json)
         except PriceError as error:
             raise ConfigError(str(error)) from None
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        """FLEET_INSTANCE_TYPES in order, each checked (empty: the launch template's type)."""
+        found = tuple(t.strip() for t in self.fleet_instance_types.split(",") if t.strip())
+        for name in found:
+            if not _INSTANCE_TYPE.match(name):
+                raise ConfigError(f"FLEET_INSTANCE_TYPES: {name[:32]!r} is not an instance type")
+        return found
 
     @property
     def job_source_prefixes(self) -> tuple[str, ...]:

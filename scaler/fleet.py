@@ -3,6 +3,10 @@
 An instance belongs to the fleet only if it carries FLEET_TAG = fleet name; every call that
 changes state names instance ids taken from that tagged listing, so nothing else is ever touched.
 Stop and start times are kept in tags of our own because EC2's StateTransitionReason is free text.
+
+A launch tries the market's options in order (`launch_options`): Spot in each allowed instance
+type, then (spot-with-fallback) on-demand in each. EC2 refusing capacity or price moves on to the
+next option at once; what was refused is said in the tick's decision line.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from botocore.exceptions import ClientError
 from runtime.readiness import is_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
-from runtime.settings import Settings
+from runtime.settings import MARKETS, Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
 from scaler.runners.base import InstanceView
 
@@ -26,6 +30,42 @@ log = logging.getLogger(__name__)
 
 LOCAL_INSTANCE_TYPE = "t3.medium"
 LOCAL_IMAGE_NAME = "amzn2-ami-hvm-*-x86_64-gp2"
+
+# What EC2 answers when a market or type has nothing for us now: try the next option instead.
+# The last: an account without Spot's service-linked role (docs/deploy.md) cannot buy Spot.
+CAPACITY_REFUSALS = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+    }
+)
+# One-time, terminated on interruption: a persistent request would relaunch behind our back, and
+# the scaler replaces lost capacity itself. Passed on run_instances, not in the launch template,
+# so one template serves every market (moto also ignores a template's market options).
+SPOT_MARKET = {
+    "MarketType": "spot",
+    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+}
+
+
+class _Refused(Exception):
+    """A launch option EC2 has no capacity or price for; not retried, the next one is tried."""
+
+    def __init__(self, error: ClientError):
+        super().__init__(error.response["Error"]["Code"])
+        self.error, self.code = error, error.response["Error"]["Code"]
+
+
+def launch_options(market: str, types: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """(market, instance type) in the order a launch tries them; type None: the template's."""
+    if market not in MARKETS:
+        raise ValueError(f"unknown market {market!r}")
+    kinds = list(types) or [None]
+    spot = [("spot", kind) for kind in kinds]
+    on_demand = [("on-demand", kind) for kind in kinds]
+    return {"spot": spot, "on-demand": on_demand, "spot-with-fallback": spot + on_demand}[market]
 
 
 class Fleet:
@@ -36,15 +76,30 @@ class Fleet:
         launch_template: str,
         *,
         clock: Callable[[], float] = time.time,
+        market: str = "on-demand",
+        instance_types: tuple[str, ...] = (),
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen
         sleep: Callable[[float], None] = time.sleep,
     ):
         self._ec2 = ec2
         self.name = name
         self.launch_template = launch_template
+        self._options = launch_options(market, instance_types)
         self._clock = clock
         self._backoff = backoff
         self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, ec2, settings: Settings, **options) -> Fleet:
+        """The fleet FLEET_NAME launched from LAUNCH_TEMPLATE in FLEET_MARKET's way."""
+        return cls(
+            ec2,
+            settings.fleet_name,
+            settings.launch_template,
+            market=settings.fleet_market,
+            instance_types=settings.instance_types,
+            **options,
+        )
 
     def _retry(self, what: str, call):
         return retry(call, what, self._backoff, self._sleep)
@@ -67,8 +122,11 @@ class Fleet:
         # Defence in depth: whatever the filter did, act only on instances that carry our tag.
         return [i for i in found if i is not None]
 
-    def apply(self, actions: Actions) -> None:
-        """Carry out one plan. Terminate first: it frees capacity quotas for what follows."""
+    def apply(self, actions: Actions) -> list[str]:
+        """Carry out one plan. Terminate first: it frees capacity quotas for what follows.
+
+        Returns what the launch had to work around (options refused, the one that launched),
+        for the decision line; empty when nothing was launched."""
         now = f"{self._clock():.3f}"
         if actions.terminate:
             ids = list(actions.terminate)
@@ -79,20 +137,38 @@ class Fleet:
             ids = list(actions.start)
             self._tag(ids, STARTED_AT_TAG, now)
             self._retry("start_instances", lambda: self._ec2.start_instances(InstanceIds=ids))
-        if actions.launch:
-            self._launch(actions.launch)
+        notes = self._launch(actions.launch) if actions.launch else []
         if actions.stop:
             ids = list(actions.stop)
             # Tag before stopping, so a stopped instance never lacks its stop time.
             self._tag(ids, STOPPED_AT_TAG, now)
             self._retry("stop_instances", lambda: self._ec2.stop_instances(InstanceIds=ids))
+        return notes
 
     def _tag(self, ids: list[str], key: str, value: str) -> None:
         tags = [{"Key": key, "Value": value}]
         self._retry("create_tags", lambda: self._ec2.create_tags(Resources=ids, Tags=tags))
 
     def _launch(self, count: int) -> list[str]:
-        # One client token for all attempts: a retried launch after a lost reply is not a second.
+        """Launch `count` by the first option EC2 grants; raise the last refusal if none does."""
+        notes: list[str] = []
+        last: ClientError | None = None
+        for market, kind in self._options:
+            try:
+                self._run(count, market, kind)
+            except _Refused as refused:
+                last = refused.error
+                notes.append(f"{market} {kind or 'template type'} refused ({refused.code})")
+                log.warning("launch of %d: %s", count, notes[-1])
+                continue
+            notes.append(f"launched {count} {market} {kind or 'template type'}")
+            return notes
+        assert last is not None  # launch_options is never empty
+        raise last
+
+    def _run(self, count: int, market: str, kind: str | None) -> None:
+        # One client token per option for all its attempts: a retried launch after a lost reply
+        # is not a second launch (and a token must not be reused with other parameters).
         token = uuid.uuid4().hex
         request = {
             # All or nothing (moto honours only MinCount); a shortfall is retried next tick.
@@ -104,8 +180,22 @@ class Fleet:
                 {"ResourceType": "instance", "Tags": [{"Key": FLEET_TAG, "Value": self.name}]}
             ],
         }
-        reply = self._retry("run_instances", lambda: self._ec2.run_instances(**request))
-        return [raw["InstanceId"] for raw in reply["Instances"]]
+        if kind is not None:
+            request["InstanceType"] = kind
+        if market == "spot":
+            request["InstanceMarketOptions"] = SPOT_MARKET
+
+        def run():
+            try:
+                return self._ec2.run_instances(**request)
+            except ClientError as error:
+                # Not retried here (retry() would wait on InsufficientInstanceCapacity): the next
+                # option may have capacity now.
+                if error.response.get("Error", {}).get("Code") in CAPACITY_REFUSALS:
+                    raise _Refused(error) from error
+                raise
+
+        self._retry("run_instances", run)
 
 
 def _epoch(value) -> float:
@@ -134,6 +224,8 @@ def _instance(raw: dict) -> Instance | None:
         restarted=started is not None,
         stopped_at=_tag_float(tags, STOPPED_AT_TAG),
         ready=is_ready(tags, run_began),
+        spot=raw.get("InstanceLifecycle") == "spot",
+        instance_type=raw.get("InstanceType", ""),
     )
 
 

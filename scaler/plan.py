@@ -3,7 +3,9 @@
 Rules: pending and running instances are capacity (so a burst does not launch a second herd while
 the first boots); scale-out starts stopped instances (the warm pool) before launching; scale-in
 cancels new launches still pending, then stops running instances, newest first; stopped instances
-beyond the pool, or stopped too long, are terminated.
+beyond the pool, or stopped too long, are terminated. A Spot instance is terminated where an
+on-demand one would be stopped: EC2 cannot stop a one-time Spot instance, so it never joins the
+warm pool.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Instance:
     restarted: bool = False  # this run is a start from stopped, not a new launch
     stopped_at: float | None = None  # epoch seconds of our last stop, when we know it
     ready: bool = False  # its worker has loaded the model during this run (runtime.readiness)
+    spot: bool = False  # a one-time Spot instance: EC2 refuses to stop it, so it is terminated
+    instance_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
         booting = [i for i in by_state["pending"] if not i.restarted]
         cancel = sorted(booting, key=lambda i: i.launched_at, reverse=True)[: have - desired]
         newest_first = sorted(by_state["running"], key=lambda i: i.launched_at, reverse=True)
-        stop = newest_first[: have - desired - len(cancel)]
+        going = newest_first[: have - desired - len(cancel)]
+        stop = [i for i in going if not i.spot]
+        cancel += [i for i in going if i.spot]
 
     started = {i.instance_id for i in start}
     idle = [i for i in by_state["stopped"] if i.instance_id not in started]
@@ -126,9 +132,11 @@ def plan_original(desired: int, instances: list[Instance]) -> Actions:
     have = len(by_state["pending"]) + len(by_state["running"])
     start = by_state["stopped"][: max(0, desired - have)]
     launch = max(0, desired - have - len(start))
-    stop = by_state["running"] if desired == 0 else []
+    going = by_state["running"] if desired == 0 else []
+    stop = [i for i in going if not i.spot]
     started = {i.instance_id for i in start}
-    terminate = [i for i in by_state["stopped"] if i.instance_id not in started]
+    terminate = [i for i in going if i.spot]  # a Spot instance cannot be stopped
+    terminate += [i for i in by_state["stopped"] if i.instance_id not in started]
     return Actions(
         start=tuple(i.instance_id for i in start),
         launch=launch,

@@ -180,10 +180,13 @@ class Scaler:
         )
         record = decision_record(now, self.config.policy, obs, decision, actions)
         try:
-            self._fleet.apply(actions)
+            launched = self._fleet.apply(actions)
         except _AWS_ERRORS as error:
             self._failed("apply", f"{line} FAILED ({describe(error)})", record)
             return
+        if launched:  # the market and type that launched, and any refused before it
+            line += f" launch={'; '.join(launched)!r}"
+            record["launched"] = launched
         self._record((decision.desired, bool(actions)), {**record, "text": line}, bool(actions))
         if actions:
             # Local instances change state at once: their workers (and /status) follow this tick.
@@ -247,7 +250,7 @@ def build_scaler(
     """The scaler for one deployment, from its settings and its AWS clients."""
     return Scaler(
         ScalerConfig.from_settings(settings),
-        fleet=Fleet(ec2, settings.fleet_name, settings.launch_template),
+        fleet=Fleet.from_settings(ec2, settings),
         queue=QueueGauge(
             sqs, settings.request_queue, settings.dead_letter_queue, settings.job_queue
         ),

@@ -31,7 +31,7 @@ from tests.conftest import ROOT
 ACCOUNT = "123456789012"  # moto's
 REGION = "us-east-1"
 PARAMETERS = {"ImageTag": "1", "WebCidr": "203.0.113.0/24"}
-WORKER_TYPE = "c6i.large"  # the template's default
+WORKER_TYPES = ["c6i.large", "c7i.large", "c6a.large"]  # the template's default, in order
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_workers_launch_template_delivers_the_rendered_user_data_with_imdsv2_onl
     assert user_data == render(settings, stop_timeout_s=settings.visibility_timeout_s + 10)
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
-    assert data["InstanceType"] == WORKER_TYPE
+    assert data["InstanceType"] == WORKER_TYPES[0]
     profile = data["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
     assert profile == physical(deployed)["WorkerProfile"]
     found = aws_client("iam").get_instance_profile(InstanceProfileName=profile)
@@ -339,6 +339,10 @@ def test_scaler_launches_only_the_fleet_template_type_and_tag_and_passes_only_th
             # Every action on instances needs the fleet tag, except tagging during a launch,
             # which the launch itself only allows with the fleet tag.
             assert tag_conditions == fleet or (ec2_actions == {"ec2:CreateTags"} and at_launch)
+        elif s["Sid"] == "RequestSpotCapacity":
+            # A Spot launch's Spot request, on its own: the instance still needs every pin.
+            assert s["Action"] == ["ec2:RunInstances"] and not condition
+            assert s["Resource"] == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:spot-instances-request/*"]
         else:
             assert ec2_actions == {"ec2:RunInstances"}
             assert condition == {"ArnEquals": {"ec2:LaunchTemplate": template_arn}}
@@ -347,7 +351,7 @@ def test_scaler_launches_only_the_fleet_template_type_and_tag_and_passes_only_th
     assert launch["Condition"] == {
         "StringEquals": {
             f"aws:RequestTag/{iam.FLEET_TAG}": settings.fleet_name,
-            "ec2:InstanceType": WORKER_TYPE,
+            "ec2:InstanceType": WORKER_TYPES,
             "ec2:MetadataHttpTokens": "required",
         },
         "ArnEquals": {"ec2:LaunchTemplate": template_arn},
