@@ -30,7 +30,7 @@ _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into u
 # In the cloud Spot is 60-90 % cheaper and a refusal falls back to on-demand (docs/scaling.md).
 CLOUD_MARKET = "spot-with-fallback"
 # Several types, so Spot capacity is found in one of them; the first is the template's.
-WORKER_TYPES = "c6i.large,c7i.large,c6a.large"
+WORKER_TYPES = "c6i.large,c7i.large,m6i.large"
 
 
 def worker_types() -> dict:

@@ -27,7 +27,7 @@ INSTANCE_HOURLY = {
     "t3.small": {"on-demand": 0.0208, "spot": 0.0083},  # the web host's default
     "t3.micro": {"on-demand": 0.0104, "spot": 0.0042},  # the scaler host's default
 }
-DEFAULT_WORKER_TYPE = "c6i.large"  # the deployed stack's WorkerInstanceType default
+DEFAULT_WORKER_TYPE = "c6i.large"  # the first of the deployed stack's WorkerInstanceTypes
 WEB_HOST_TYPE = "t3.small"
 SCALER_HOST_TYPE = "t3.micro"
 

@@ -31,7 +31,7 @@ from tests.conftest import ROOT
 ACCOUNT = "123456789012"  # moto's
 REGION = "us-east-1"
 PARAMETERS = {"ImageTag": "1", "WebCidr": "203.0.113.0/24"}
-WORKER_TYPES = ["c6i.large", "c7i.large", "c6a.large"]  # the template's default, in order
+WORKER_TYPES = ["c6i.large", "c7i.large", "m6i.large"]  # the template's default, in order
 
 
 @pytest.fixture
