@@ -11,6 +11,7 @@ import zipfile
 
 import boto3
 import requests
+import urllib3
 
 
 def zip_of(members: list[tuple[str, bytes]]) -> bytes:
@@ -96,3 +97,32 @@ def queue_depth(sqs, name: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return sum(int(value) for value in attributes.values())
+
+
+def with_folders(members: list[tuple[str, bytes]], folders: int, kind: str) -> bytes:
+    """A zip or tar.bz2 of `members` and `folders` directory entries (which cost as much)."""
+    buffer = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for i in range(folders):
+                archive.writestr(f"d{i}/", b"")
+            for name, data in members:
+                archive.writestr(name, data)
+        return buffer.getvalue()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as archive:
+        for i in range(folders):
+            info = tarfile.TarInfo(f"d{i}")
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def form_of(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None):
+    """(body, Content-Type) of a multipart form of image files and text fields."""
+    parts = [(name, value) for name, value in (fields or {}).items()]
+    parts += [("images", (name, data, "application/octet-stream")) for name, data in files]
+    return urllib3.encode_multipart_formdata(parts)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 import tracemalloc
+import zipfile
 
 import pytest
 
-from tests.job_client import metadata_bomb, tar_of, zip_of
+from tests.job_client import metadata_bomb, tar_of, with_folders, zip_of
 from web.archives import display_name, entries, kind
 from web.errors import ArchiveError, TooManyImages
+from web.zip_directory import check_entries
 
 LIMIT = 1000
 
@@ -127,3 +130,54 @@ def test_display_name_cuts_before_it_filters():
         tracemalloc.stop()
     assert name == "x" * 255 and not reason
     assert peak < 1024 * 1024, peak  # not a list of every character
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_directories_count_toward_the_member_limit(kind):
+    archive = with_folders([("cat.jpg", b"x")], 3, kind)
+    assert [e.name for e in _entries(archive, max_images=4)] == ["cat.jpg"]
+    with pytest.raises(TooManyImages):
+        _entries(archive, max_images=3)
+
+
+def _peak(work) -> int:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _refused(data: bytes, max_images: int):
+    def work():
+        with pytest.raises(TooManyImages):
+            _entries(data, max_images=max_images)
+
+    return work
+
+
+def test_a_zip_directory_is_counted_before_it_is_parsed():
+    archive = with_folders([], 20_000, "zip")
+    # zipfile alone builds 20,000 ZipInfo objects (several MiB) before any count.
+    assert _peak(_refused(archive, 10)) < 512 * 1024
+    # The end record's count may lie (zipfile walks the directory by its size): counted anyway.
+    end = archive.rindex(b"PK\x05\x06")
+    lying = archive[: end + 8] + struct.pack("<HH", 1, 1) + archive[end + 12 :]
+    assert _peak(_refused(lying, 10)) < 512 * 1024
+
+
+def test_a_zip64_directory_is_counted(monkeypatch):
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # zip64 end records from 3 entries
+    archive = zip_of([(f"{i}.jpg", b"x") for i in range(5)])
+    assert b"PK\x06\x06" in archive
+    assert check_entries(io.BytesIO(archive), 5) == 5
+    assert len(_entries(archive, max_images=5)) == 5
+    with pytest.raises(TooManyImages):
+        _entries(archive, max_images=4)
+
+
+def test_a_zip_entry_with_a_huge_name_is_refused():
+    archive = zip_of([("n" * 5000 + ".jpg", b"x")])
+    with pytest.raises(ArchiveError, match="zip directory entry holds 5004 bytes"):
+        _entries(archive)

@@ -12,12 +12,14 @@ import requests
 from tests.http_client import photos, upload, variants
 from tests.job_client import (
     clients,
+    form_of,
     metadata_bomb,
     post_archive,
     queue_depth,
     results,
     tar_of,
     wait_done,
+    with_folders,
     zip_of,
 )
 
@@ -91,6 +93,15 @@ def test_jobs_from_archives_and_a_prefix(service_factory):
     assert all(r["label"] in labels[r["filename"].removeprefix("2024/")] for r in rows)
 
 
+def _json_body(url: str, body: dict):
+    return requests.post(f"{url}/jobs", json=body, timeout=60)
+
+
+def _text_field(url: str, text: str):
+    body, content_type = form_of([], fields={"note": text})
+    return post_archive(url, body, content_type)
+
+
 def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
     service = service_factory()
     url = service.start_web(JOB_MAX_IMAGES="3")  # no worker: nothing may be queued
@@ -104,6 +115,12 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
         # Under 1 KB declaring 16 MiB of long name: refused before tarfile reads the name.
         (post_archive(url, metadata_bomb(tarfile.GNUTYPE_LONGNAME, 2**24)), 400, "declares"),
         (post_archive(url, metadata_bomb(tarfile.XGLTYPE, 2**24)), 400, "global pax"),
+        # Directories count toward the limit: they cost as much to list as files.
+        (post_archive(url, with_folders(images[:1], 3, "zip")), 413, "image limit"),
+        (post_archive(url, with_folders(images[:1], 3, "tar"), "application/x-bzip2"), 413, "3"),
+        # A JSON body or a form's text field is capped, never read whole.
+        (_json_body(url, {"prefix": "a" * 100_000}), 413, "JSON body is larger"),
+        (_text_field(url, "n" * 100_000), 413, "form field 'note'"),
         (post_archive(url, b""), 400, "empty body"),
         (
             requests.post(f"{url}/jobs", json={"prefix": "uploads/"}, timeout=10),

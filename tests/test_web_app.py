@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from types import SimpleNamespace
 
 import falcon.testing
 import pytest
@@ -12,9 +13,13 @@ from PIL import Image
 
 from runtime.messages import Result
 from runtime.settings import Settings
+from tests.job_client import zip_of
+from web import errors
 from web.app import create_app
 from web.errors import ClassificationFailed, Overloaded, ResultTimeout, Unavailable
-from web.guards import Backlog
+from web.guards import Backlog, UploadMemory
+from web.job_resources import JobsResource
+from web.jobs import JobLimits
 from web.uploads import clean_filename
 
 
@@ -271,3 +276,24 @@ def test_a_job_id_with_a_trailing_newline_is_not_looked_up(path):
     response = falcon.testing.TestClient(app).simulate_get(path.format("a" * 32))
     assert response.status_code == 404 and "no job" in response.text
     assert jobs.seen == []  # `^...$` with .match let "<hex>\n" through to an S3 key
+
+
+class FakeJobs:
+    limits = JobLimits(max_images=10, max_image_bytes=1000)
+
+    def from_entries(self, entries, source):
+        return {"id": "j" * 32, "total": len(list(entries))}
+
+
+def test_a_job_counts_against_the_upload_memory():
+    """A job's images in memory take from the uploads' budget: with it all held, 503."""
+    memory = UploadMemory(limit_bytes=10_000, wait_s=0)
+    app = falcon.App(middleware=[memory])
+    app.add_route("/jobs", JobsResource(FakeJobs(), 10**6, memory))
+    errors.install(app)
+    client = falcon.testing.TestClient(app)
+    archive = zip_of([("cat.jpg", b"x")])
+    assert client.simulate_post("/jobs", body=archive).status_code == 202
+    memory.take(SimpleNamespace(context=falcon.Context()), 10_000)  # an upload holds it all
+    busy = client.simulate_post("/jobs", body=archive)
+    assert busy.status_code == 503 and "MiB of uploads in hand" in busy.text

@@ -35,7 +35,7 @@ def create_app(
     app.add_route("/upload", upload)
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
     app.add_route("/results/{request_id}", ResultResource(gateway))
-    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes))
+    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes, memory))
     app.add_route("/jobs/{job_id}", JobResource(jobs))
     app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs))
     # A folder sent as a form is one part per image (Falcon's default stops at 64).

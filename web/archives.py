@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from web.errors import ArchiveError, TooManyImages
 from web.tar_headers import BoundedTarInfo
+from web.zip_directory import check_entries
 
 _MAX_NAME = 255
 _MAX_SKIPPED_IMAGES = 20  # oversized tar members skipped, in units of the one-image limit
@@ -64,20 +65,16 @@ def display_name(raw: str) -> tuple[str, str]:
     return name, ""
 
 
-def _too_many(max_images: int) -> TooManyImages:
-    return TooManyImages(f"the archive holds more than the {max_images}-image limit of a job")
-
-
 def _zip_entries(file: BinaryIO, max_images: int, max_bytes: int) -> Iterator[Entry]:
+    check_entries(file, max_images)  # before zipfile parses the directory whole
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise ArchiveError(f"unreadable zip archive: {error}") from None
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > max_images:  # the central directory counts them before any work
-            raise _too_many(max_images)
-        for member in members:
+        for member in archive.infolist():  # at most max_images, directories included
+            if member.is_dir():
+                continue
             name, unsafe = display_name(member.filename)
             if unsafe:
                 yield Entry(name, error=unsafe)
@@ -96,11 +93,11 @@ def _tar_entries(file: BinaryIO, max_images: int, max_bytes: int) -> Iterator[En
     with archive:
         try:
             for member in archive:
+                count += 1  # directories too: each one costs a TarInfo kept by the archive
+                if count > max_images:
+                    raise TooManyImages.limit(max_images)
                 if member.isdir():
                     continue
-                count += 1
-                if count > max_images:
-                    raise _too_many(max_images)
                 name, unsafe = display_name(member.name)
                 if unsafe:
                     yield Entry(name, error=unsafe)

@@ -43,7 +43,9 @@ class ArchiveError(ValueError):
 
 
 class TooManyImages(ArchiveError):
-    pass
+    @classmethod
+    def limit(cls, max_images: int, holder: str = "archive") -> TooManyImages:
+        return cls(f"the {holder} holds more than the {max_images}-image limit of a job")
 
 
 class JobRefused(ValueError):

@@ -8,6 +8,7 @@ read back one at a time), so the web tier never holds a whole archive in memory.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 
@@ -17,28 +18,32 @@ from runtime.messages import is_request_id
 from web import archives
 from web.archives import Entry
 from web.errors import TooManyImages
-from web.jobs import JobStore
+from web.guards import UploadMemory
+from web.jobs import IN_FLIGHT_PUTS, JobStore
 
 _CHUNK = 1024 * 1024
+MAX_FIELD_BYTES = 64 * 1024  # a JSON body, or a form field that is not a file
 
 
 class JobsResource:
-    def __init__(self, jobs: JobStore | None, max_archive_bytes: int):
+    def __init__(
+        self, jobs: JobStore | None, max_archive_bytes: int, memory: UploadMemory | None = None
+    ):
         self._jobs = jobs
         self._max_archive_bytes = max_archive_bytes
+        self._memory = memory
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         jobs = _enabled(self._jobs)
         content_type = req.content_type or ""
         if content_type.startswith("application/json"):
-            body = req.get_media()
-            if not isinstance(body, dict):
-                raise falcon.HTTPBadRequest(description='the JSON body must be {"prefix": "..."}')
-            manifest = jobs.from_prefix(body.get("prefix"))
+            manifest = jobs.from_prefix(_json_prefix(req))
         elif content_type.startswith("multipart/form-data"):
+            self._hold(req, jobs, req.content_length)
             manifest = jobs.from_entries(_form_entries(req, jobs.limits), "form")
         else:
             with self._spooled(req) as file:
+                self._hold(req, jobs, None)  # members inflate: the body bounds nothing
                 limits = jobs.limits
                 found = archives.entries(
                     file, max_images=limits.max_images, max_bytes=limits.max_image_bytes
@@ -51,6 +56,13 @@ class JobsResource:
             "location": resp.location,
             "results": f"{resp.location}/results.csv",
         }
+
+    def _hold(self, req: falcon.Request, jobs: JobStore, body_bytes: int | None) -> None:
+        """Count the job's images in memory against the uploads' budget (guards.UploadMemory):
+        the one being read and those being staged, never more than a form's body itself."""
+        if self._memory is not None:
+            working_set = (IN_FLIGHT_PUTS + 1) * jobs.limits.max_image_bytes
+            self._memory.take(req, min(working_set, body_bytes or working_set))
 
     def _spooled(self, req: falcon.Request):
         if req.content_length and req.content_length > self._max_archive_bytes:
@@ -105,25 +117,49 @@ def _enabled(jobs: JobStore | None) -> JobStore:
     return jobs
 
 
+def _json_prefix(req: falcon.Request) -> object:
+    """The "prefix" of a JSON body of at most MAX_FIELD_BYTES, read no further than that."""
+    if req.content_length and req.content_length > MAX_FIELD_BYTES:
+        raise _field_too_large("the JSON body")
+    raw = req.bounded_stream.read(MAX_FIELD_BYTES + 1)
+    if len(raw) > MAX_FIELD_BYTES:
+        raise _field_too_large("the JSON body")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise falcon.HTTPBadRequest(description="the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise falcon.HTTPBadRequest(description='the JSON body must be {"prefix": "..."}')
+    return body.get("prefix")
+
+
+def _field_too_large(what: str) -> falcon.HTTPContentTooLarge:
+    return falcon.HTTPContentTooLarge(description=f"{what} is larger than {MAX_FIELD_BYTES} bytes")
+
+
+def _drain(stream) -> None:
+    while stream.read(_CHUNK):
+        pass
+
+
 def _form_entries(req: falcon.Request, limits) -> Iterator[Entry]:
     """Each file part of a multipart form, bounded like an archive member."""
     count = 0
     try:
         for part in req.get_media():
-            if not part.filename:
-                part.stream.read()  # skip other fields
+            if not part.filename:  # another field: skipped, never held past the cap
+                if len(part.stream.read(MAX_FIELD_BYTES + 1)) > MAX_FIELD_BYTES:
+                    raise _field_too_large(f"form field {part.name[:64]!r}")
                 continue
             count += 1
             if count > limits.max_images:
-                raise TooManyImages(
-                    f"the form holds more than the {limits.max_images}-image limit of a job"
-                )
+                raise TooManyImages.limit(limits.max_images, "form")
             name, unsafe = archives.display_name(part.filename)
             data = part.stream.read(limits.max_image_bytes + 1)
             if unsafe:
                 yield Entry(name, error=unsafe)
             elif len(data) > limits.max_image_bytes:
-                part.stream.read()
+                _drain(part.stream)
                 yield Entry(name, error=f"larger than the {limits.max_image_bytes}-byte limit")
             else:
                 yield Entry(name, data=data)

@@ -33,7 +33,7 @@ from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60.0  # the per-second rate is over the last minute (or the job's age)
-_IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
+IN_FLIGHT_PUTS = 16  # staged images in memory at once, at most
 _CSV_CHUNK = 64
 _FORMULA_PEEK = 64  # a formula hides behind this many leading characters, at most
 
@@ -84,7 +84,7 @@ class JobStore:
                 key = staged_key(job_id, index)
                 items.append(self._item(job_id, index, key, entry.name))
                 staged.append(self._pool.submit(self._put, self._input, key, entry.data))
-                while len(staged) > _IN_FLIGHT_PUTS:
+                while len(staged) > IN_FLIGHT_PUTS:
                     staged.popleft().result()
             for future in staged:
                 future.result()
