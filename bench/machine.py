@@ -35,6 +35,19 @@ def describe() -> dict:
     }
 
 
+def worker_image_mb(image: str | None = None) -> float | None:
+    """The worker image's size in MB where one was built on this machine (`make images`), else
+    None: what every new instance pulls (issue 23's goal, <= 700 MB)."""
+    import docker
+
+    image = image or os.environ.get("WORKER_IMAGE", "elastic-classifier-worker:latest")
+    try:
+        size = docker.from_env(timeout=5).images.get(image).attrs["Size"]
+    except docker.errors.DockerException:  # no engine here, or the image was not built
+        return None
+    return round(size / 1e6)
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of a process (all its threads); None means this process."""
     if pid is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 from bench.client import Batch
+from bench.machine import worker_image_mb
 from bench.model import ModelTiming
 from bench.service import ServiceRun
 from bench.worker import Drain, WorkerRun
@@ -25,6 +26,7 @@ GOALS = (
     ("model_cpu_ms_ratio", 0.65, "max"),
     ("top1_agreement", 1.0, "min"),
     ("cold_start_s", 2.0, "max"),
+    ("worker_image_mb", 700, "max"),
 )
 
 
@@ -143,6 +145,7 @@ def summarise(
         "worker_phone_full": _drain(worker.phone_full),
         "worker_phone_fed": _drain(worker.phone_fed),
         "cold_start_s": round(worker.cold_start_s, 2),
+        "worker_image_mb": worker_image_mb(),
         "e2e_img_s": round(e2e_img_s, 2),
         "e2e_efficiency": round(e2e_img_s / two.best_img_s, 3),
         "e2e_efficiency_2x1t": round(e2e_img_s / pair_img_s[pair_best], 3),
@@ -234,6 +237,7 @@ def table(r: dict) -> str:
             "fed worker on phone photos - bare model",
         ),
         ("cold_start_s", f"{r['cold_start_s']} s", "process start to first result"),
+        ("worker_image_mb", f"{r['worker_image_mb']} MB", "what each new instance pulls"),
         ("end to end", f"{r['e2e_img_s']} img/s", _e2e_note(r)),
         ("e2e_efficiency", f"{r['e2e_efficiency']}", "vs bare model on 2 threads"),
         ("e2e_efficiency_2x1t", f"{r['e2e_efficiency_2x1t']}", "vs 2 bare models x 1 thread"),

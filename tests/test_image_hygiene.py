@@ -76,12 +76,15 @@ def test_no_credentials_in_the_environment_or_the_code(client, image):
 
 
 def test_the_worker_model_loads_and_classifies_with_no_network(client):
-    """No network at all in the container: the weights must be in the image."""
+    """No network at all in the container: the exported package must be in the image, and it
+    serves without PyTorch, which the image does not hold."""
     script = (
         "import sys; from pathlib import Path; "
         "from worker.imaging import decode; from worker.models import load_classifier; "
-        "c = load_classifier('efficientnet_lite0', optimize='eager'); "
-        "t = c.prepare(decode(Path('/photos/chelsea.jpg').read_bytes())); "
+        "c = load_classifier('efficientnet_lite0', optimize='jit', runtime='auto', "
+        "cache_dir='/opt/models'); "
+        "t = c.prepare(decode(Path('/photos/chelsea.jpg').read_bytes(), output=c.pixels)); "
+        "print('torch' in sys.modules, c.runtime); "
         "print(c.classify([t])[0][0][0])"
     )
     output = _run(
@@ -91,4 +94,16 @@ def test_the_worker_model_loads_and_classifies_with_no_network(client):
         network_mode="none",
         volumes={str(PHOTOS): {"bind": "/photos", "mode": "ro"}},
     )
-    assert output.strip().splitlines()[-1] in photo_labels()["chelsea.jpg"], output
+    *_, loaded, label = output.strip().splitlines()
+    assert label in photo_labels()["chelsea.jpg"], output
+    assert loaded.split()[0] == "False" and loaded.split()[1] in ("openvino", "onnxruntime")
+
+
+def test_the_worker_image_holds_no_pytorch(client):
+    found = _run(
+        client,
+        WORKER_IMAGE,
+        ["python", "-c", "import importlib.util as u; "
+         "print([m for m in ('torch', 'torchvision', 'timm') if u.find_spec(m)])"],
+    )  # fmt: skip
+    assert found.strip() == "[]"

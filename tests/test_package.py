@@ -84,3 +84,46 @@ def test_a_bad_package_is_refused_with_one_line(package, damage, message):
 def test_a_path_that_is_not_a_directory_is_one_line(tmp_path):
     with pytest.raises(PackageError, match="is not a directory"):
         load_package(tmp_path / "absent")
+
+
+def _cache_with(tmp_path: Path, *dirs: str) -> Path:
+    cache = tmp_path / "cache"
+    artefact = tmp_path / "net.onnx"
+    artefact.write_bytes(b"an artefact")
+    for i, dirname in enumerate(dirs):
+        name = dirname.rsplit("-", 1)[0]
+        write_package(
+            cache / dirname,
+            artefact,
+            ["cat"],
+            name=name,
+            version=str(i),
+            preprocessing=Preprocessing(),
+        )
+    return cache
+
+
+def test_without_torch_the_package_the_build_exported_serves(tmp_path, monkeypatch):
+    """The worker image has no PyTorch: its key (which names torch's version) cannot be
+    computed, so the cache's package of that name is the one."""
+    from worker import exported
+
+    cache = _cache_with(tmp_path, "efficientnet_lite0-aaaa", "resnet18-bbbb")
+    monkeypatch.setattr(exported.util, "find_spec", lambda name: None)
+    found = exported.ensure_package("efficientnet_lite0", cache)
+    assert found.root == cache / "efficientnet_lite0-aaaa"
+    assert found.manifest.name == "efficientnet_lite0"
+    with pytest.raises(exported.Refused, match="no exported package of resnet50 .* no PyTorch"):
+        exported.ensure_package("resnet50", cache)
+
+
+def test_without_torch_a_refused_package_is_one_line_not_a_fallback(tmp_path, monkeypatch):
+    from worker import exported, models
+
+    monkeypatch.setattr(models.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(exported.util, "find_spec", lambda name: None)
+    with pytest.raises(models.ModelError, match="no exported package of efficientnet_lite0"):
+        models.load_classifier("efficientnet_lite0", optimize="jit", runtime="auto",
+                               cache_dir=tmp_path)  # fmt: skip
+    with pytest.raises(models.ModelError, match="PyTorch is not installed"):
+        models.load_classifier("efficientnet_lite0", optimize="jit", runtime="torch")

@@ -128,6 +128,8 @@ def package_dir(cache_dir: Path, source: dict) -> Path:
 
 def ensure_package(name: str, cache_dir: Path) -> ModelPackage:
     """The cached package of `name`, exported (and checked) first if it is not there."""
+    if util.find_spec("torch") is None:
+        return exported_at_build(name, cache_dir)
     source = source_of(name)
     root = package_dir(cache_dir, source)
     try:
@@ -142,6 +144,27 @@ def ensure_package(name: str, cache_dir: Path) -> ModelPackage:
     package = export.export_package(name, root, source)
     log.info("model %s exported to %s in %.1f s", name, root, time.perf_counter() - started)
     return package
+
+
+def exported_at_build(name: str, cache_dir: Path) -> ModelPackage:
+    """Where PyTorch is not installed (the worker image), the package its build exported.
+
+    Without torch the exporter's version is unknown, so the package cannot be found by its key:
+    the cache's package named `name` serves (the newest, should a cache hold several)."""
+    found = []
+    for manifest in cache_dir.glob(f"{name}-*/manifest.json"):
+        try:
+            package = load_package(manifest.parent)
+        except PackageError as error:
+            log.warning("cached package is unusable (%s)", error)
+            continue
+        if package.manifest.name == name:
+            found.append((manifest.stat().st_mtime, str(package.root), package))
+    if not found:
+        raise Refused(
+            f"no exported package of {name} in {cache_dir}, and no PyTorch here to export one"
+        )
+    return max(found, key=lambda entry: entry[:2])[2]
 
 
 def load(name: str, runtime: str, threads: int, cache_dir: Path) -> OnnxClassifier:

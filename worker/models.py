@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import util
 from pathlib import Path
 
 from runtime.settings import MODEL_RUNTIMES, PREPROCESSES
@@ -67,7 +68,14 @@ def load_classifier(
         try:
             return exported.load(name, runtime, _threads(threads), Path(cache_dir))
         except exported.Refused as refusal:
+            if util.find_spec("torch") is None:  # the worker image: exported packages only
+                raise ModelError(f"model {name}: {refusal}") from None
             log.warning("model %s: %s; PyTorch serves instead", name, refusal)
+    elif util.find_spec("torch") is None:
+        raise ModelError(
+            "runtime torch: PyTorch is not installed here (the worker image "
+            "serves exported packages: MODEL_RUNTIME=auto, onnxruntime or openvino)"
+        )
     from worker import torch_models
 
     classifier = torch_models.load_classifier(name, preprocess, threads, optimize=optimize)
