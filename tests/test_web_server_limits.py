@@ -1,13 +1,16 @@
-"""Issue 11 finding 7, over real sockets against a real web process (Waitress) and moto.
+"""Issue 11 finding 7 and issue 26 finding 4, over real sockets against a real web process
+(Waitress) and moto.
 
-A multipart POST without Content-Length is a clear 411, not a 500; Waitress refuses a body much
-larger than the largest any route takes (an upload, or a batch job's archive: here both 1 MiB)
-before buffering it; a request that declares a body and never
+A multipart POST without Content-Length is a clear 411, not a 500; a body larger than its route
+takes is refused from the headers, before it is sent or spooled: only POST /jobs takes a job's
+archive, /upload one upload, every other path 64 KiB; with API_KEY set a large body without the
+key is 401 before it is read; a request that declares a body and never
 sends it is dropped after WEB_IDLE_TIMEOUT_S, so a handful of them cannot lock out /healthz.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -15,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import Service
+from tests.job_client import zip_of
 
 LIMIT = 1024 * 1024
 IDLE_S = 3
@@ -28,7 +32,7 @@ def web(moto_endpoint, tmp_path_factory):
         WEB_THREADS="4",
         WEB_CONNECTION_LIMIT="8",
         MAX_UPLOAD_BYTES=str(LIMIT),
-        JOB_MAX_BYTES=str(LIMIT),  # the server-wide body limit is the larger of the two
+        JOB_MAX_BYTES=str(LIMIT),
         WEB_IDLE_TIMEOUT_S=str(IDLE_S),
     )
     yield url
@@ -40,11 +44,12 @@ def _connect(url: str, timeout_s: float = 30) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=timeout_s)
 
 
-def _head(content_length: int | None) -> bytes:
+def _head(content_length: int | None, path: str = "/upload", *extra: str) -> bytes:
     lines = [
-        "POST /upload HTTP/1.1",
+        f"POST {path} HTTP/1.1",
         "Host: test",
         "Content-Type: multipart/form-data; boundary=xyz",
+        *extra,
     ]
     if content_length is not None:
         lines.append(f"Content-Length: {content_length}")
@@ -101,3 +106,78 @@ def test_requests_that_never_send_their_body_are_dropped(web):
     finally:
         for sock in stalled:
             sock.close()
+
+
+@pytest.fixture(scope="module")
+def routed(moto_endpoint, tmp_path_factory):
+    """Jobs may send 8 MiB, an upload 1 MiB; an API key is set."""
+    service = Service(moto_endpoint, tmp_path_factory.mktemp("routes"), "routes26")
+    service.provision()
+    url = service.start_web(
+        MAX_UPLOAD_BYTES=str(LIMIT), JOB_MAX_BYTES=str(8 * LIMIT), API_KEY=KEY, WEB_THREADS="4"
+    )
+    yield url
+    service.stop()
+
+
+KEY = "routes-key"
+
+
+def _answer(sock: socket.socket) -> tuple[str, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), body
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("path", "declared", "status"),
+    [
+        ("/upload", 2 * LIMIT, "413"),  # under the jobs limit, over the upload limit
+        ("/healthz", 100 * 1024, "413"),
+        ("/results/" + "a" * 32, 100 * 1024, "413"),
+        ("/jobs", 4 * LIMIT, "401"),  # no key: refused before the archive is read
+    ],
+)
+def test_a_body_over_its_routes_limit_is_refused_from_the_headers(routed, path, declared, status):
+    key = () if path == "/jobs" else (f"X-Api-Key: {KEY}",)
+    with _connect(routed) as sock:
+        sock.sendall(_head(declared, path, *key))  # the headers only: no body is waited for
+        line, body = _answer(sock)
+    assert line.startswith(f"HTTP/1.1 {status}"), line
+    assert len(body.decode().strip().splitlines()) == 1, body
+
+
+def test_a_chunked_body_is_refused_at_its_routes_limit(routed):
+    chunk = b"x" * 65536
+    sent = 0
+    with _connect(routed) as sock:
+        sock.sendall(_head(None, "/upload", f"X-Api-Key: {KEY}", "Transfer-Encoding: chunked"))
+        try:
+            while sent < 8 * LIMIT:  # the jobs limit: the upload limit must stop it first
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except OSError:  # refused and closed while sending
+            pass
+        line, body = _answer(sock)
+    assert line.startswith("HTTP/1.1 413"), line
+    assert b"at most" in body and len(body.strip().splitlines()) == 1
+
+
+def test_a_job_with_the_key_is_read_from_the_one_spool(routed):
+    members = [(f"{i}.bin", os.urandom(300 * 1024)) for i in range(3)]  # past Waitress's memory
+    headers = {"Content-Type": "application/zip", "X-Api-Key": KEY}
+    accepted = requests.post(f"{routed}/jobs", data=zip_of(members), headers=headers, timeout=60)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["total"] == 3

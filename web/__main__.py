@@ -12,7 +12,6 @@ from runtime.logs import setup_logging, trace_sqs
 from runtime.settings import describe, load_or_exit
 from web.server import DescriptorError, create_server
 from web.service import build_web
-from web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("web")
 
@@ -53,18 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)
         return 1
     try:
-        server = create_server(
-            web.app,
-            settings,
-            # Waitress buffers a whole body before the app sees it: a body more than 1 MiB over
-            # the upload limit is refused while the headers are read (Waitress's own 413), not
-            # after buffering it; up to that margin the app answers with its one-line reason.
-            # A batch job's archive is the exception: it may be up to JOB_MAX_BYTES.
-            max_request_body_size=max(
-                settings.max_upload_bytes + MULTIPART_OVERHEAD, settings.job_max_bytes
-            )
-            + 2**20,
-        )
+        # Each route's body limit is decided from the headers, before a body is read.
+        server = create_server(web.app, settings)
     except (DescriptorError, OSError) as error:
         web.close()
         print(f"web: {error}", file=sys.stderr)

@@ -40,16 +40,23 @@ class ApiKeyRequired:
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
         if not self._expected or self.is_open(req):
             return
-        given = (req.get_header("X-Api-Key") or "").encode()
-        bearer = req.get_header("Authorization") or ""
-        if bearer.startswith("Bearer "):  # how Prometheus sends it
-            given = bearer[7:].encode()
-        # Constant time, so the key cannot be guessed byte by byte from response times.
-        if not hmac.compare_digest(given, self._expected):
+        if not key_matches(
+            self._expected, req.get_header("X-Api-Key"), req.get_header("Authorization")
+        ):
             raise falcon.HTTPUnauthorized(
                 description="missing or wrong API key (X-Api-Key header)",
                 challenges=["Bearer"],
             )
+
+
+def key_matches(expected: bytes, api_key_header: str | None, authorization: str | None) -> bool:
+    """Whether the request presents `expected` in X-Api-Key or as a Bearer token."""
+    given = (api_key_header or "").encode()
+    bearer = authorization or ""
+    if bearer.startswith("Bearer "):  # how Prometheus sends it
+        given = bearer[7:].encode()
+    # Constant time, so the key cannot be guessed byte by byte from response times.
+    return hmac.compare_digest(given, expected)
 
 
 class Backlog:

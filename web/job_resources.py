@@ -67,14 +67,17 @@ class JobsResource:
     def _spooled(self, req: falcon.Request):
         if req.content_length and req.content_length > self._max_archive_bytes:
             raise falcon.HTTPContentTooLarge(description=self._too_large())
-        file = tempfile.TemporaryFile()  # noqa: SIM115 - returned to a with-block
-        size = 0
-        while chunk := req.bounded_stream.read(_CHUNK):
-            size += len(chunk)
-            if size > self._max_archive_bytes:
-                file.close()
-                raise falcon.HTTPContentTooLarge(description=self._too_large())
-            file.write(chunk)
+        file, size = _server_spool(req)
+        if file is None:  # a server that streams the body: spool it once here
+            file, size = tempfile.TemporaryFile(), 0  # noqa: SIM115 - returned to a with-block
+            while chunk := req.bounded_stream.read(_CHUNK):
+                size += len(chunk)
+                if size > self._max_archive_bytes:
+                    break
+                file.write(chunk)
+        if size > self._max_archive_bytes:
+            file.close()
+            raise falcon.HTTPContentTooLarge(description=self._too_large())
         if size == 0:
             file.close()
             raise falcon.HTTPBadRequest(
@@ -115,6 +118,20 @@ def _enabled(jobs: JobStore | None) -> JobStore:
     if jobs is None:
         raise falcon.HTTPServiceUnavailable(description="batch jobs are not provisioned here")
     return jobs
+
+
+def _server_spool(req: falcon.Request):
+    """(file, size) of the body as the server spooled it (Waitress: memory, then a temporary
+    file), read in place rather than copied to a second file; (None, 0) if not seekable."""
+    stream = req.stream
+    if not (hasattr(stream, "seekable") and stream.seekable()):
+        return None, 0
+    stream.seek(0, 2)
+    size = stream.tell()
+    stream.seek(0)
+    if size != (req.content_length or 0):  # not the body alone: copy it instead
+        return None, 0
+    return stream, size
 
 
 def _json_prefix(req: falcon.Request) -> object:

@@ -28,6 +28,7 @@ from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from runtime.settings import Settings
+from web.body_limits import BodyLimits, channel_class
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,9 @@ class SheddingServer(TcpWSGIServer):
                 shed(channels, len(channels) - self.per_client, now)
 
 
-def create_server(app, settings: Settings, *, max_request_body_size: int):
+def create_server(app, settings: Settings):
     """The Waitress server for `app` on settings.host:settings.port (not yet running)."""
+    limits = BodyLimits.from_settings(settings)  # per route, from the headers (web.body_limits)
     raise_descriptor_limit(descriptors_needed(settings))
     adj = Adjustments(
         host=settings.host,
@@ -131,7 +133,7 @@ def create_server(app, settings: Settings, *, max_request_body_size: int):
         threads=settings.web_threads,
         connection_limit=settings.web_connection_limit,
         backlog=2048,
-        max_request_body_size=max_request_body_size,
+        max_request_body_size=limits.largest + 1,
         # Closes only connections with no request in the app, so a stalled body (slowloris)
         # is dropped while an upload that waits for its worker is kept.
         channel_timeout=settings.web_idle_timeout_s,
@@ -145,6 +147,7 @@ def create_server(app, settings: Settings, *, max_request_body_size: int):
     servers = []
     for sockinfo in adj.listen:
         server = SheddingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        server.channel_class = channel_class(limits)
         # Above the whole limit the bound means nothing: the limit's own shedding applies.
         server.per_client = min(settings.web_connections_per_client, adj.connection_limit)
         servers.append(server)
