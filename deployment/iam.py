@@ -3,8 +3,8 @@
 Three roles, one per host, and no role may assume another:
 - worker (the fleet's instance profile): its request queue, uploads and jobs' staged images in
   the input bucket, its result prefixes in the output bucket,
-  the reply queues by name prefix, its own metric namespace, pulling its image, and one tag
-  (READY_AT_TAG, on fleet instances: runtime.readiness). No other ec2:.
+  the reply queues by name prefix, its own metric namespace, pulling its image, and two tags
+  (WORKER_TAG_KEYS: ready, under notice; on fleet instances: runtime.readiness). No other ec2:.
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from runtime import keys
 from runtime.cloudwatch import NAMESPACE as METRICS_NAMESPACE
-from runtime.resources import FLEET_TAG, READY_AT_TAG, SCALER_TAG_KEYS
+from runtime.resources import FLEET_TAG, SCALER_TAG_KEYS, WORKER_TAG_KEYS
 
 # The names the stack gives what the tiers find by name (Settings derives the DLQ's).
 REQUEST_QUEUE = "${AWS::StackName}-requests"
@@ -130,14 +130,14 @@ def worker_policy() -> dict:
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
         _statement(
-            # Once its model is loaded, a worker says so on its instance (runtime.readiness):
-            # only that one tag key, only on fleet instances.
-            "TagItselfReady",
+            # Once its model is loaded, or once it has notice of an interruption, a worker says
+            # so on its instance (runtime.readiness): only those tag keys, only on fleet instances.
+            "TagItsOwnState",
             ["ec2:CreateTags"],
             ec2_arn("instance/*"),
             {
                 "StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": sub(FLEET_NAME)},
-                "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG]},
+                "ForAllValues:StringEquals": {"aws:TagKeys": list(WORKER_TAG_KEYS)},
             },
         ),
         *pull_statements("WorkerRepository"),

@@ -48,11 +48,16 @@ SCALER = Host(
 # MODEL_CACHE_DIR to where its build exported the model (Dockerfile.worker); the default here
 # (.run/models, for `make up`) would send a booted worker to export it again where it cannot.
 IMAGE_SETTINGS = frozenset({"model_cache_dir"})
+# Settings the script itself sets: the metadata service's address is the one it used (a test's
+# stand-in instance has its own), so the worker watches the same service for notices.
+SCRIPT_SETTINGS = frozenset({"instance_metadata_url"})
 
 
 def host_env(settings: Settings, host: Host) -> dict[str, str]:
     """The settings a host's container reads, by environment variable, as text."""
-    names = [f.name for f in tier_fields(host.tier) if f.name not in IMAGE_SETTINGS]
+    names = [
+        f.name for f in tier_fields(host.tier) if f.name not in IMAGE_SETTINGS | SCRIPT_SETTINGS
+    ]
     names += [name for name in host.extra if name not in names]
     return {name.upper(): str(getattr(settings, name)) for name in names}
 

@@ -78,11 +78,13 @@ if [ -n "$PUBLISH_PORT" ]; then
 fi
 read -ra command <<<"$COMMAND"
 docker rm --force "$CONTAINER" >/dev/null 2>&1 || true
+# INSTANCE_METADATA_URL: the worker watches it for Spot interruption notices (worker/notice.py).
 docker run --detach --name "$CONTAINER" \
   --restart unless-stopped \
   --stop-timeout "$STOP_TIMEOUT_S" \
   --env-file "$env_file" \
   --env "INSTANCE_ID=$instance_id" \
+  --env "INSTANCE_METADATA_URL=$imds" \
   --log-opt max-size=10m --log-opt max-file=3 \
   "${publish[@]}" \
   "$IMAGE" "${command[@]}"

@@ -10,8 +10,12 @@ STOPPED_AT_TAG = "elastic-classifier:stopped-at"
 STARTED_AT_TAG = "elastic-classifier:started-at"
 SCALER_TAG_KEYS = (FLEET_TAG, STOPPED_AT_TAG, STARTED_AT_TAG)
 # Set by a worker on its own instance once its model is loaded (runtime.readiness); the worker's
-# IAM policy allows this key and no other, on fleet instances only.
+# IAM policy allows these keys (WORKER_TAG_KEYS) and no other, on fleet instances only.
 READY_AT_TAG = "elastic-classifier:ready-at"
+# Set by a worker on its own instance when the metadata service gives notice (a Spot
+# interruption or a rebalance recommendation): the scaler counts the instance as gone.
+NOTICE_AT_TAG = "elastic-classifier:notice-at"
+WORKER_TAG_KEYS = (READY_AT_TAG, NOTICE_AT_TAG)
 
 # Every queue is encrypted at rest with SQS-managed keys (the API's string form here;
 # CloudFormation takes the same attribute as a boolean).

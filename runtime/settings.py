@@ -177,6 +177,15 @@ class Settings:
     worker_metrics_port: int = _setting(
         0, "port of the worker's Prometheus /metrics (0 = off)", "worker"
     )
+    instance_metadata_url: str = _setting(
+        "",
+        "EC2 instance metadata (IMDSv2) the worker watches for a Spot interruption notice or a"
+        " rebalance recommendation (empty: not watched; the hosts' user-data sets it)",
+        "worker",
+    )
+    notice_poll_s: float = _setting(
+        2.0, "seconds between the worker's looks for a notice (AWS gives two minutes)", "worker"
+    )
 
     # Scaler.
     policy: str = _setting(
@@ -309,6 +318,12 @@ class Settings:
             (self.default_throughput_img_s > 0, "DEFAULT_THROUGHPUT_IMG_S must be > 0"),
             (self.warm_pool_max >= 0, "WARM_POOL_MAX must be >= 0"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
+            (self.notice_poll_s > 0, "NOTICE_POLL_S must be > 0"),
+            (
+                self.instance_metadata_url.startswith(("http://", "https://"))
+                or not self.instance_metadata_url,
+                "INSTANCE_METADATA_URL must be empty or an http(s):// URL",
+            ),
         ]
         checks += [
             (getattr(self, f.name) in f.metadata["choices"], _choose(f))

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from runtime.readiness import is_ready
+from runtime.readiness import is_ready, under_notice
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import MARKETS, Settings
@@ -226,6 +226,7 @@ def _instance(raw: dict) -> Instance | None:
         ready=is_ready(tags, run_began),
         spot=raw.get("InstanceLifecycle") == "spot",
         instance_type=raw.get("InstanceType", ""),
+        notice=under_notice(tags, run_began),
     )
 
 

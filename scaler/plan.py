@@ -5,7 +5,9 @@ the first boots); scale-out starts stopped instances (the warm pool) before laun
 cancels new launches still pending, then stops running instances, newest first; stopped instances
 beyond the pool, or stopped too long, are terminated. A Spot instance is terminated where an
 on-demand one would be stopped: EC2 cannot stop a one-time Spot instance, so it never joins the
-warm pool.
+warm pool. An instance whose worker was given notice (a Spot interruption or a rebalance
+recommendation: runtime.readiness) is gone already: it is no capacity, it is terminated, and the
+count it leaves short is launched or started in the same plan.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Instance:
     ready: bool = False  # its worker has loaded the model during this run (runtime.readiness)
     spot: bool = False  # a one-time Spot instance: EC2 refuses to stop it, so it is terminated
     instance_type: str = ""
+    notice: bool = False  # its worker was given notice during this run and takes no more work
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,20 @@ def starting(instances: Iterable[Instance]) -> int:
     return sum(1 for i in instances if i.state == "running" and not i.ready)
 
 
+def serving(instance: Instance) -> bool:
+    """Pending or running and not under notice: capacity the policy may count on."""
+    return instance.state in CAPACITY_STATES and not instance.notice
+
+
 def capacity(instances: Iterable[Instance]) -> int:
-    return sum(1 for i in instances if i.state in CAPACITY_STATES)
+    return sum(1 for i in instances if serving(i))
+
+
+def _without_noticed(instances: list[Instance]) -> tuple[list[Instance], list[Instance]]:
+    """(the fleet a plan works with, the instances under notice it terminates)."""
+    noticed = [i for i in instances if i.notice and i.state in CAPACITY_STATES]
+    gone = {i.instance_id for i in noticed}
+    return [i for i in instances if i.instance_id not in gone], noticed
 
 
 def _stop_time(instance: Instance) -> float:
@@ -79,6 +94,7 @@ def _stop_time(instance: Instance) -> float:
 def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) -> Actions:
     if desired < 0:
         raise ValueError(f"negative desired count {desired}")
+    instances, noticed = _without_noticed(instances)
     by_state = {state: [i for i in instances if i.state == state] for state in FLEET_STATES}
     have = len(by_state["pending"]) + len(by_state["running"])
 
@@ -109,7 +125,7 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
     fresh = sorted((i for i in idle if i not in aged), key=_stop_time, reverse=True)
     # Instances on their way to stopped are the newest members of the pool.
     slots = max(0, rules.warm_pool_max - len(by_state["stopping"]) - len(stop))
-    terminate = cancel + aged + fresh[slots:]
+    terminate = noticed + cancel + aged + fresh[slots:]
 
     return Actions(
         start=tuple(i.instance_id for i in start),
@@ -128,6 +144,7 @@ def plan_original(desired: int, instances: list[Instance]) -> Actions:
     """
     if desired < 0:
         raise ValueError(f"negative desired count {desired}")
+    instances, noticed = _without_noticed(instances)
     by_state = {state: [i for i in instances if i.state == state] for state in FLEET_STATES}
     have = len(by_state["pending"]) + len(by_state["running"])
     start = by_state["stopped"][: max(0, desired - have)]
@@ -135,7 +152,7 @@ def plan_original(desired: int, instances: list[Instance]) -> Actions:
     going = by_state["running"] if desired == 0 else []
     stop = [i for i in going if not i.spot]
     started = {i.instance_id for i in start}
-    terminate = [i for i in going if i.spot]  # a Spot instance cannot be stopped
+    terminate = noticed + [i for i in going if i.spot]  # a Spot instance cannot be stopped
     terminate += [i for i in by_state["stopped"] if i.instance_id not in started]
     return Actions(
         start=tuple(i.instance_id for i in start),

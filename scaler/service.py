@@ -23,7 +23,15 @@ from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.lanes import job_share, per_instance
-from scaler.plan import CAPACITY_STATES, Instance, PoolRules, capacity, count_states, starting
+from scaler.plan import (
+    CAPACITY_STATES,
+    Instance,
+    PoolRules,
+    capacity,
+    count_states,
+    serving,
+    starting,
+)
 from scaler.policies import (
     IdleClock,
     Limits,
@@ -146,7 +154,7 @@ class Scaler:
             self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
             return
         arrivals = self._arrivals.read() if self._arrivals else Arrivals(0.0, 0.0, False)
-        live = [i for i in instances if i.state in CAPACITY_STATES]
+        live = [i for i in instances if serving(i)]
         obs = Observation(
             visible=depth.visible + jobs,
             in_flight=depth.in_flight,
@@ -184,6 +192,10 @@ class Scaler:
         except _AWS_ERRORS as error:
             self._failed("apply", f"{line} FAILED ({describe(error)})", record)
             return
+        noticed = [i.instance_id for i in instances if i.notice and i.state in CAPACITY_STATES]
+        if noticed:  # gone for the policy: terminated, and replaced in this same plan
+            line += f" notice={noticed}"
+            record["notice"] = noticed
         if launched:  # the market and type that launched, and any refused before it
             line += f" launch={'; '.join(launched)!r}"
             record["launched"] = launched

@@ -66,7 +66,7 @@ class Tally:
 
 
 class ChaosStack:
-    def __init__(self, moto_endpoint: str, log_dir: Path, fleet_max: int = 2):
+    def __init__(self, moto_endpoint: str, log_dir: Path, fleet_max: int = 2, **env: str):
         self.marker = uuid.uuid4().hex[:12]  # in every process's environment: find orphans
         self.proxy = OutageProxy(int(moto_endpoint.rsplit(":", 1)[1]))
         self.fleet = f"chaos-{self.marker}"
@@ -91,6 +91,7 @@ class ChaosStack:
             VISIBILITY_TIMEOUT_S="8",
             MAX_RECEIVE_COUNT="8",
             REPLY_QUEUE_MAX_AGE_S="60",
+            **env,
         )
         self.ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
         self.web_ports: list[int] = []

@@ -15,7 +15,7 @@ import sys
 import threading
 
 from runtime.logs import setup_logging, trace_sqs
-from runtime.readiness import announce_ready
+from runtime.readiness import announce_notice, announce_ready
 from runtime.settings import EXIT_CONFIG, describe, load_or_exit
 
 EXIT_OK = 0
@@ -84,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     if stop.is_set():
         log.info("stopped before it started")
         return EXIT_OK
+    watch = None
+    if settings.instance_metadata_url:
+        from worker.notice import watch_notices
+
+        def on_notice(notice: str) -> None:
+            # Stop first: the tag is an EC2 call that may be slow, the notice gives two minutes.
+            log.warning("notice of %s: no more receives; finishing what is in hand", notice)
+            worker.pipeline.request_stop()
+            announce_notice(make_client("ec2", settings, pool_size=1), instance)
+
+        watch = watch_notices(settings.instance_metadata_url, settings.notice_poll_s, on_notice)
+        if watch.notice is not None:
+            log.info("under notice before it started: exiting")
+            return EXIT_OK
     log.info(
         "worker %s ready: model %s on %s",
         instance or "-",
@@ -98,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         daemon=True,
     ).start()
     worker.run()
-    log.info("worker stopped after %d images", worker.pipeline.stats.images)
+    left = f" (left on notice of {watch.notice.split(':')[0]})" if watch and watch.notice else ""
+    log.info("worker stopped after %d images%s", worker.pipeline.stats.images, left)
     return EXIT_OK
 
 

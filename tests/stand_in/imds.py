@@ -3,6 +3,10 @@
 It answers what the user-data and the worker's SDK ask: a session token (PUT), the instance id,
 and the instance profile's temporary credentials. Every GET needs the token, as IMDSv2 with
 required tokens (the launch template's setting) does; a GET without one gets 401.
+
+`give_notice()` serves a Spot interruption notice (or a rebalance recommendation) to the holders
+of the tokens handed out so far: on a shared stand-in (several local workers watching one
+service) those are the instances alive at the notice; a replacement, with a newer token, has none.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class MetadataService:
     def __init__(self, host: str, port: int, instance_id: str):
         self.instance_id = instance_id
         self.tokens: set[str] = set()
+        self.notices: dict[str, str] = {}  # token -> the notice path it is served
         self.requests: list[tuple[str, str]] = []  # (method, path): what the instance asked
         service = self
 
@@ -37,7 +42,9 @@ class MetadataService:
                 service.requests.append(("GET", self.path))
                 if self.headers.get("X-aws-ec2-metadata-token") not in service.tokens:
                     return self._send(HTTPStatus.UNAUTHORIZED, "")
-                body = service.answer(self.path)
+                token = self.headers.get("X-aws-ec2-metadata-token")
+                body = service.notices.get(token) == self.path and service.notice_body(self.path)
+                body = body or service.answer(self.path)
                 if body is None:
                     return self._send(HTTPStatus.NOT_FOUND, "")
                 self._send(HTTPStatus.OK, body)
@@ -79,6 +86,21 @@ class MetadataService:
         if path == f"{base}placement/region":
             return "us-east-1"
         return None
+
+    SPOT = "/latest/meta-data/spot/instance-action"
+    REBALANCE = "/latest/meta-data/events/recommendations/rebalance"
+
+    def give_notice(self, path: str = SPOT) -> int:
+        """Serve `path`'s notice to every token handed out so far; how many tokens that is."""
+        for token in list(self.tokens):
+            self.notices[token] = path
+        return len(self.tokens)
+
+    def notice_body(self, path: str) -> str:
+        at = (datetime.now(timezone.utc) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if path == self.SPOT:
+            return json.dumps({"action": "terminate", "time": at})
+        return json.dumps({"noticeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
     def start(self) -> MetadataService:
         self._thread.start()
