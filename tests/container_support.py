@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -19,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
+from tests.support.waiting import wait_until
 
 WEB_IMAGE = os.environ.get("WEB_IMAGE", "elastic-classifier-web:latest")
 WORKER_IMAGE = os.environ.get("WORKER_IMAGE", "elastic-classifier-worker:latest")
@@ -87,18 +87,8 @@ def run(command: list[str], env: dict[str, str] | None = None, timeout: float = 
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float, every: float = 1.0):
-    """Poll until `check()` is truthy; its value. Generous timeouts: the machine is shared."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, OSError) as error:
-            last_error = error
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
+    """wait_until, with a container's HTTP not answering yet taken as "not yet"."""
+    return wait_until(check, what, timeout, every, ignoring=(requests.RequestException, OSError))
 
 
 def answers_200(url: str) -> bool:

@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+from tests.support.waiting import wait_until
+
 
 class OutageProxy:
     def __init__(self, target_port: int):
@@ -72,12 +74,11 @@ class OutageProxy:
 
 def wait_in_flight(sqs, queue_url: str, limit_s: float = 30) -> None:
     """Until a worker holds a message of the queue (one is in flight), at most `limit_s`."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
+
+    def held() -> int:
         attributes = sqs.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
         )["Attributes"]
-        if int(attributes["ApproximateNumberOfMessagesNotVisible"]):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no worker took a message")
+        return int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    wait_until(held, "a worker to take a message", limit_s, every_s=0.02)

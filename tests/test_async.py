@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import time
-
 import boto3
 import requests
 
 from embedded.provision import UPLOADS_EXPIRE_DAYS
 from runtime.keys import result_key, started_key
 from tests.http_client import photos, upload
+from tests.support.waiting import wait_until
 
 ASYNC = {"Prefer": "respond-async"}
 
 
 def poll(url: str, location: str, limit_s: float = 240) -> requests.Response:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        response = requests.get(url + location, timeout=10)
-        if response.status_code != 202:
-            return response
-        time.sleep(0.5)
-    raise AssertionError(f"{location} still 202 after {limit_s} s")
+    def answered() -> tuple[requests.Response] | None:
+        response = requests.get(url + location, timeout=10)  # falsy when 4xx: wrapped
+        return (response,) if response.status_code != 202 else None
+
+    (response,) = wait_until(answered, f"{location} to answer other than 202", limit_s, 0.5)
+    return response
 
 
 def submit(url: str, data: bytes, name: str, path: str = "/upload", **headers) -> requests.Response:

@@ -29,6 +29,7 @@ from runtime.messages import Result
 from runtime.settings import Settings
 from tests.conftest import IMAGES, ROOT, Service, free_port, photo_labels
 from tests.http_client import upload, variants
+from tests.support.waiting import wait_until
 from web.app import create_app
 
 try:
@@ -100,16 +101,6 @@ def test_post_root_is_still_the_upload_endpoint(page_client):
     assert response.status_code == 200 and response.text == "chelsea:tabby"
     rejected = page_client.simulate_post("/", body=b"x", headers={"Content-Type": "text/plain"})
     assert rejected.status_code == 400  # the upload's own validation ran
-
-
-def wait_until(predicate, what: str, timeout_s: float = 120.0, every_s: float = 0.2):
-    """Poll until predicate() is truthy and return it; the timeout only stops a broken test."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,9 @@ from scaler.runners.docker import (
 )
 from tests.container_support import engine
 from tests.docker_support import stand_in_image
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # starts processes (or containers)
-
-
-def wait_until(predicate, what: str, limit_s: float = 30.0):
-    # A bound so a broken engine fails the test instead of hanging it; never asserted on.
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import requests
 from runtime import keys
 from tests.faults import OutageProxy, wait_in_flight
 from tests.http_client import upload, variants
+from tests.support.waiting import wait_until
 
 
 def _clients(service):
@@ -39,6 +40,13 @@ def _check_answers(images, answers, s3, service):
         assert stored[body["id"]]["label"] == body["label"]
 
 
+def _queued(sqs, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
 def _warm(url):
     name, data = variants(1)[0]
     assert upload(url, data, name).status_code == 200
@@ -63,14 +71,15 @@ def test_worker_killed_mid_batch_loses_nothing(service_factory):
 
 def test_scale_in_during_load_loses_nothing(service_factory):
     service = service_factory(BATCH_MAX="4")
-    s3, _ = _clients(service)
+    urls = service.provision()
+    s3, sqs = _clients(service)
     url = service.start_web()
     workers = [service.start_worker() for _ in range(3)]
     _warm(url)
     images = variants(60)
     with ThreadPoolExecutor(max_workers=10) as pool:
         futures = [pool.submit(upload, url, d, n, accept="application/json") for n, d in images]
-        time.sleep(1.0)
+        wait_in_flight(sqs, urls["request_queue_url"])  # the workers hold requests: scale in
         for worker in workers[:2]:
             worker.send_signal(signal.SIGTERM)
         answers = [future.result() for future in futures]
@@ -113,6 +122,7 @@ def test_aws_outage_gives_503_then_recovers(service_factory, moto_endpoint):
 
 def test_web_restart_results_remain_readable(service_factory):
     service = service_factory(REPLY_QUEUE_MAX_AGE_S="3")
+    urls = service.provision()
     _, sqs = _clients(service)
     first = service.start_web()
     images = variants(6)
@@ -127,7 +137,10 @@ def test_web_restart_results_remain_readable(service_factory):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         pending = [pool.submit(send, item) for item in zip(images, ids, strict=True)]
-        time.sleep(1.0)  # the requests are queued, no worker runs yet
+        wait_until(
+            lambda: _queued(sqs, urls["request_queue_url"]) == len(ids),
+            "every request queued (no worker runs yet)",
+        )
         service.stack.processes[0][1].send_signal(signal.SIGKILL)
         for future in pending:
             assert future.result() is None  # the client lost its connection

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import tarfile
-import time
 
 import requests
 
@@ -22,6 +21,7 @@ from tests.job_client import (
     with_folders,
     zip_of,
 )
+from tests.support.waiting import wait_until
 
 BOMB = b"\0" * (30 * 1024 * 1024)  # deflates to ~30 KB; three times the one-image limit
 
@@ -223,21 +223,16 @@ def test_job_survives_a_worker_killed_with_sigkill(service_factory):
 
 
 def _wait_progress(url: str, job_id: str, at_least: int, limit_s: float = 240) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
+    def progress() -> dict | None:
         progress = requests.get(f"{url}/jobs/{job_id}", timeout=10).json()
-        if progress["done"] >= at_least:
-            assert progress["done"] < progress["total"], "the job finished before the kill"
-            return
-        time.sleep(0.05)
-    raise AssertionError("no image of the job was classified")
+        return progress if progress["done"] >= at_least else None
+
+    progress = wait_until(progress, f"{at_least} images of the job classified", limit_s, 0.05)
+    assert progress["done"] < progress["total"], "the job finished before the kill"
 
 
 def _wait_empty(sqs, queue: str, limit_s: float = 60) -> None:
-    deadline = time.monotonic() + limit_s
-    while queue_depth(sqs, queue) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert queue_depth(sqs, queue) == 0
+    wait_until(lambda: queue_depth(sqs, queue) == 0, f"{queue} to empty", limit_s, every_s=0.5)
 
 
 def test_interactive_uploads_go_before_a_running_job(service_factory):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
 
 from runtime.messages import Result
+from tests.support.waiting import wait_until
 from web.replies import ReplyDispatcher, ReplyQueueJanitor, create_reply_queue
 
 
@@ -52,6 +52,12 @@ def test_duplicate_reply_completes_the_waiter_once(aws_client):
         dispatcher.stop()
 
 
+def _empty(sqs, url: str) -> bool:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return not any(int(attributes[name]) for name in names)
+
+
 def test_a_crafted_reply_does_not_stop_the_dispatcher(aws_client):
     """Issue 11 finding 4: a reply nested 200k deep killed the thread; every upload then 504."""
     sqs = aws_client("sqs")
@@ -60,7 +66,7 @@ def test_a_crafted_reply_does_not_stop_the_dispatcher(aws_client):
     try:
         future = dispatcher.expect("d" * 32, "4" * 32)
         sqs.send_message(QueueUrl=url, MessageBody="[" * 200_000 + "]" * 200_000)
-        time.sleep(2)  # let the dispatcher take the crafted reply first
+        wait_until(lambda: _empty(sqs, url), "the dispatcher to take the crafted reply first")
         reply = Result(id="d" * 32, filename="x", label="real", token="4" * 32)
         sqs.send_message(QueueUrl=url, MessageBody=reply.encode())
         assert future.result(timeout=20).label == "real"

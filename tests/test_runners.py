@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from runtime.settings import Settings
 from scaler.runners import make_runner as make_runner_from
 from scaler.runners.base import InstanceView
 from scaler.runners.process import ProcessRunner
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # starts processes
 
@@ -34,17 +34,6 @@ signal.signal(signal.SIGTERM, on_term)
 while True:
     time.sleep(0.05)
 """
-
-
-def wait_for(predicate, what: str, timeout_s: float = 20.0):
-    """Poll until predicate() is truthy; the timeout only keeps a broken test from hanging."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Clock:
@@ -87,7 +76,7 @@ def test_one_worker_per_running_instance(stand_in):
         pids = runner.workers()
         assert set(pids) == {"i-a", "i-b"}
         for iid in ("i-a", "i-b"):
-            (started,) = wait_for(lambda iid=iid: marks(out, iid, "started"), f"{iid} started")
+            (started,) = wait_until(lambda iid=iid: marks(out, iid, "started"), f"{iid} started")
             assert started.name == f"{iid}.{pids[iid]}.started"
             assert started.read_text() == "from-runner"  # the given environment is passed on
         runner.reconcile(fleet)
@@ -103,17 +92,17 @@ def test_stopped_instance_worker_drains_without_blocking_the_tick(stand_in):
     runner = make_runner(stand_in)
     try:
         runner.reconcile([running("i-a"), running("i-b")])
-        wait_for(lambda: marks(out, "i-a", "started"), "i-a started")
+        wait_until(lambda: marks(out, "i-a", "started"), "i-a started")
         pid = runner.workers()["i-a"]
         runner.reconcile([InstanceView("i-a", "stopping"), running("i-b")])
         assert set(runner.workers()) == {"i-b"}
         assert runner.draining() == {"i-a": pid}
-        wait_for(lambda: marks(out, "i-a", "drained"), "i-a drained")
+        wait_until(lambda: marks(out, "i-a", "drained"), "i-a drained")
         # A terminated instance vanishes from the listing; its worker drains the same way.
-        wait_for(lambda: marks(out, "i-b", "started"), "i-b started")
+        wait_until(lambda: marks(out, "i-b", "started"), "i-b started")
         runner.reconcile([])
-        wait_for(lambda: marks(out, "i-b", "drained"), "i-b drained")
-        wait_for(lambda: (runner.reconcile([]), not runner.draining())[1], "workers reaped")
+        wait_until(lambda: marks(out, "i-b", "drained"), "i-b drained")
+        wait_until(lambda: (runner.reconcile([]), not runner.draining())[1], "workers reaped")
         assert runner.workers() == {}
     finally:
         runner.close()
@@ -124,14 +113,14 @@ def test_a_restarted_instance_waits_for_its_old_worker_to_exit(stand_in):
     runner = make_runner(stand_in, mode="stubborn", drain_timeout_s=3600)
     try:
         runner.reconcile([running("i-a")])
-        wait_for(lambda: marks(out, "i-a", "started"), "i-a started")
+        wait_until(lambda: marks(out, "i-a", "started"), "i-a started")
         old = runner.workers()["i-a"]
         runner.reconcile([InstanceView("i-a", "stopped")])
         runner.reconcile([running("i-a", restarted=True)])
         # The stubborn worker is still draining: a second one would break one-per-instance.
         assert runner.workers() == {} and runner.draining() == {"i-a": old}
         os.kill(old, 9)
-        wait_for(lambda: (runner.reconcile([running("i-a")]), runner.workers())[1], "restart")
+        wait_until(lambda: (runner.reconcile([running("i-a")]), runner.workers())[1], "restart")
         assert runner.workers()["i-a"] != old
     finally:
         runner.close()
@@ -163,7 +152,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_drain_timeout(stand_i
     runner = make_runner(stand_in, mode="stubborn", drain_timeout_s=30, clock=clock)
     try:
         runner.reconcile([running("i-a")])
-        wait_for(lambda: marks(out, "i-a", "started"), "i-a started")
+        wait_until(lambda: marks(out, "i-a", "started"), "i-a started")
         process = runner._workers["i-a"]  # noqa: SLF001 - to read its exit status
         runner.reconcile([])
         clock.now += 29
@@ -171,7 +160,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_drain_timeout(stand_i
         assert process.poll() is None  # still inside its drain time
         clock.now += 1
         runner.reconcile([])
-        assert wait_for(lambda: process.poll() is not None, "SIGKILL")
+        assert wait_until(lambda: process.poll() is not None, "SIGKILL")
         assert process.returncode == -9
         assert not marks(out, "i-a", "drained")
         runner.reconcile([])
@@ -186,7 +175,7 @@ def test_a_crashed_worker_is_replaced_after_a_pause(stand_in):
     runner = make_runner(stand_in, clock=clock)
     try:
         runner.reconcile([running("i-a")])
-        wait_for(lambda: marks(out, "i-a", "started"), "i-a started")
+        wait_until(lambda: marks(out, "i-a", "started"), "i-a started")
         first = runner._workers["i-a"]  # noqa: SLF001
         first.kill()
         first.wait()
@@ -204,7 +193,7 @@ def test_close_drains_every_worker(stand_in):
     runner = make_runner(stand_in)
     runner.reconcile([running("i-a"), running("i-b")])
     for iid in ("i-a", "i-b"):
-        wait_for(lambda iid=iid: marks(out, iid, "started"), f"{iid} started")
+        wait_until(lambda iid=iid: marks(out, iid, "started"), f"{iid} started")
     runner.close()
     assert runner.workers() == {} and runner.draining() == {}
     assert marks(out, "i-a", "drained") and marks(out, "i-b", "drained")

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
+from tests.faults import wait_in_flight
 from tests.http_client import stem, stem_and_label, upload, variants
 from tests.support.waiting import wait_until
-
-
-def _in_flight(sqs, queue_url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_sigterm_mid_batch_loses_nothing(service_factory):
@@ -31,9 +24,7 @@ def test_sigterm_mid_batch_loses_nothing(service_factory):
     images = variants(30)
     with ThreadPoolExecutor(max_workers=30) as pool:
         futures = [pool.submit(upload, url, data, name) for name, data in images]
-        deadline = time.monotonic() + 30
-        while _in_flight(sqs, urls["request_queue_url"]) == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_in_flight(sqs, urls["request_queue_url"])
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
         service.start_worker()  # the rest is answered by a successor

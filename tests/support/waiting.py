@@ -9,13 +9,27 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], what: str, timeout_s: float, every_s: float = 0.2) -> T:
-    """Return the predicate's first truthy value; fail with `what` after timeout_s."""
+def wait_until(
+    predicate: Callable[[], T],
+    what: str,
+    timeout_s: float = 60.0,
+    every_s: float = 0.2,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Return the predicate's first truthy value; fail with `what` after timeout_s.
+
+    The timeout only stops a broken test from hanging (the machine is shared: be generous);
+    `ignoring` names errors that mean "not yet" (a server still starting), reported at the end."""
     deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except ignoring as error:
+            value, last_error = None, error
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            seen = f" (last error: {last_error})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{seen}")
         time.sleep(every_s)
