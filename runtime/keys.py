@@ -26,9 +26,10 @@ def result_key(request_id: str) -> str:
     return f"{RESULTS}{request_id}.json"
 
 
-def cache_key(model: str, preprocess: str, sha256: str) -> str:
-    """Where a result is cached by content: the same bytes and model give the same answer."""
-    return f"{CACHE}{model}/{preprocess}/{sha256}.json"
+def cache_key(model: str, version: str, preprocess: str, sha256: str) -> str:
+    """Where a result is cached by content: the same bytes, model and model version give the
+    same answer (a retrained model's new version never answers with the old one's results)."""
+    return f"{CACHE}{model}/{version}/{preprocess}/{sha256}.json"
 
 
 def started_key(request_id: str) -> str:

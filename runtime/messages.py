@@ -22,6 +22,9 @@ VERSION = 1
 # fullmatch, not ^...$: "$" also matches before a trailing newline.
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 MAX_FILENAME = 255
+# A model's name as uploads, messages, results and cache keys carry it (a MODELS entry's NAME,
+# a package's manifest name): one path segment of a cache key, so no '/' and no leading dot.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # What the worker's decoders read, by lowercase format name (Pillow's names, lowered). Here,
 # not in worker/imaging.py, so the web tier checks uploads against it without importing torch.
 IMAGE_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
@@ -30,6 +33,10 @@ IMAGE_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
 def is_request_id(value: object) -> bool:
     """32 lowercase hex digits, nothing before or after."""
     return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
+
+
+def is_model_name(value: object) -> bool:
+    return isinstance(value, str) and MODEL_NAME.fullmatch(value) is not None
 
 
 def new_request_id() -> str:
@@ -129,6 +136,13 @@ def _optional_base64(obj: dict, name: str) -> str:
     return value
 
 
+def _optional_model(obj: dict) -> str:
+    value = obj.get("model", "")
+    if value != "" and not is_model_name(value):
+        raise MessageError("field 'model' is not a model name")
+    return value
+
+
 def _check_id(value: str) -> str:
     if not is_request_id(value):
         raise MessageError("id is not a 32-digit hex request id")
@@ -157,6 +171,8 @@ class Request:
     # A small upload's own bytes, base64 (see INLINE_MAX_BYTES): the worker classifies them
     # without a GET. The object under `key` is stored all the same; "" for every other request.
     inline: str = ""
+    # The model asked for by name (MODELS); "" for the deployment's default (MODEL).
+    model: str = ""
     v: int = VERSION
 
     @property
@@ -165,7 +181,13 @@ class Request:
 
     @classmethod
     def create(
-        cls, request_id: str, filename: str, reply_to: str, deadline: float, token: str = ""
+        cls,
+        request_id: str,
+        filename: str,
+        reply_to: str,
+        deadline: float,
+        token: str = "",
+        model: str = "",
     ) -> Request:
         """A request for an upload stored under its id's key."""
         return cls(
@@ -175,6 +197,7 @@ class Request:
             reply_to=reply_to,
             deadline=deadline,
             token=token,
+            model=model,
         )
 
     def with_inline(self, data: bytes, max_bytes: int) -> Request:
@@ -190,8 +213,9 @@ class Request:
 
     def encode(self) -> str:
         fields = asdict(self)
-        if not self.inline:
-            del fields["inline"]  # the common case stays as short as it was
+        for name in ("inline", "model"):
+            if not fields[name]:
+                del fields[name]  # the common case stays as short as it was
         return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
@@ -212,6 +236,7 @@ class Request:
             job=obj.get("job") or "",
             index=obj.get("index", 0),
             inline=_optional_base64(obj, "inline"),
+            model=_optional_model(obj),
         )
         if request.job:
             _check_job_item(request, job_prefixes)
@@ -298,6 +323,7 @@ class Result:
     id: str
     filename: str
     model: str = ""
+    version: str = ""  # of the model that answered (its package's manifest version)
     label: str = ""
     top5: list[dict] = field(default_factory=list)
     error: str = ""
@@ -327,6 +353,7 @@ class Result:
             id=_check_id(_require(obj, "id", str)),
             filename=_require(obj, "filename", str),
             model=obj.get("model", "") or "",
+            version=obj.get("version", "") or "",
             label=obj.get("label", "") or "",
             top5=top5,
             error=obj.get("error", "") or "",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from runtime import keys
+from runtime.messages import is_model_name
 from runtime.prices import PriceError, Prices, parse_prices
 
 
@@ -132,9 +133,17 @@ class Settings:
     )
 
     # Worker tier.
-    # The web tier keys its result cache by model and preprocess.
+    # The web tier keys its result cache by model, its version and preprocess.
     model: str = _setting(
-        "efficientnet_lite0", "classifier name (or a torchvision model)", ("web", "worker")
+        "efficientnet_lite0",
+        "the default classifier: a built-in name (or a torchvision model)",
+        ("web", "worker"),
+    )
+    models: str = _setting(
+        "",
+        "model packages served beside MODEL, as NAME=PATH, comma-separated; an upload names one"
+        " with `model` (docs/models.md)",
+        ("web", "worker"),
     )
     model_optimize: str = _setting(
         "jit",
@@ -334,6 +343,7 @@ class Settings:
             if not ok:
                 raise ConfigError(message)
         self.job_source_prefixes  # noqa: B018 - raises ConfigError on a bad entry
+        self.model_packages  # noqa: B018 - the same for MODELS
         self.prices  # noqa: B018 - raises ConfigError on a bad price
         self.instance_types  # noqa: B018 - raises ConfigError on a bad entry
 
@@ -366,6 +376,28 @@ class Settings:
             except keys.PrefixError as error:
                 raise ConfigError(f"JOB_PREFIXES: {entry.strip()[:64]!r} {error}") from None
         return tuple(found)
+
+    @property
+    def model_packages(self) -> dict[str, str]:
+        """MODELS as {name: package path}, in the order given; ConfigError on a bad entry."""
+        found: dict[str, str] = {}
+        for entry in filter(None, (e.strip() for e in self.models.split(","))):
+            name, sep, path = (part.strip() for part in entry.partition("="))
+            if not sep or not path:
+                raise ConfigError(f"MODELS: {entry[:64]!r} is not NAME=PATH")
+            if not is_model_name(name):
+                raise ConfigError(
+                    f"MODELS: {name[:64]!r} is not a model name (lowercase letters, digits, . _ -)"
+                )
+            if name == self.model or name in found:
+                raise ConfigError(f"MODELS: {name!r} is named twice (MODEL is served already)")
+            found[name] = path
+        return found
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every model this deployment serves: MODEL (the default) first, then MODELS."""
+        return (self.model, *self.model_packages)
 
     @property
     def dead_letter_queue(self) -> str:

@@ -22,15 +22,21 @@ def upload(
     timeout: float = 120,
     request_id: str | None = None,
     api_key: str | None = None,
+    model: str | None = None,
+    prefer_async: bool = False,
 ) -> requests.Response:
+    """model: sent in the form's `model` field; prefer_async: `Prefer: respond-async`."""
     headers = {"Accept": accept} if accept else {}
     if request_id:
         headers["X-Request-Id"] = request_id
     if api_key:
         headers["X-Api-Key"] = api_key
+    if prefer_async:
+        headers["Prefer"] = "respond-async"
     return requests.post(
         base_url + path,
         files={field: (filename, data, "application/octet-stream")},
+        data={"model": model} if model is not None else None,
         headers=headers,
         timeout=timeout,
     )

@@ -36,6 +36,15 @@ def test_request_round_trip():
     assert Request.decode(request.encode(), reply_prefix=PREFIX) == request
 
 
+def test_a_request_names_its_model_and_a_result_its_model_and_version():
+    plain = Request.decode(json.dumps(GOOD), reply_prefix=PREFIX)
+    assert plain.model == "" and "model" not in json.loads(plain.encode())
+    named = Request.decode(json.dumps({**GOOD, "model": "catdog"}), reply_prefix=PREFIX)
+    assert Request.decode(named.encode(), reply_prefix=PREFIX).model == "catdog"
+    result = Result(id="a" * 32, filename="x", model="catdog", version="2", label="cat")
+    assert Result.decode(result.encode()).version == "2"
+
+
 def test_a_request_carries_small_upload_bytes_inline_and_others_stay_as_they_were():
     plain = Request.decode(json.dumps(GOOD), reply_prefix=PREFIX)
     assert plain.inline_bytes() is None
@@ -70,6 +79,9 @@ def test_a_request_carries_small_upload_bytes_inline_and_others_stay_as_they_wer
         ({"inline": "not base64!"}, "inline"),
         ({"inline": "abc"}, "inline"),  # not a whole number of 4-character groups
         ({"inline": 5}, "inline"),
+        ({"model": "../x"}, "model"),
+        ({"model": "Cat"}, "model"),
+        ({"model": 5}, "model"),
     ],
 )
 def test_request_refuses(change, reason):

@@ -90,7 +90,9 @@ def test_repeated_bytes_answer_from_the_result_cache(running_service):
     s3 = boto3.client(
         "s3", endpoint_url=running_service.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
     )
-    key = cache_key("efficientnet_lite0", "default", hashlib.sha256(data).hexdigest())
+    assert first["model"] == "efficientnet_lite0" and first["version"]
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = cache_key("efficientnet_lite0", first["version"], "default", sha256)
     for _ in range(100):
         if s3.list_objects_v2(Bucket=running_service.settings.output_bucket, Prefix=key)[
             "KeyCount"

@@ -49,11 +49,21 @@ def test_environment_overrides_and_region_fallback():
         ({"RUNNER": "k8s"}, "RUNNER must be none|process|docker"),
         ({"MODEL_OPTIMIZE": "onnx"}, "MODEL_OPTIMIZE must be jit|eager"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be text|json"),
+        ({"MODELS": "catdog"}, "MODELS: 'catdog' is not NAME=PATH"),
+        ({"MODELS": "Cat Dog=/m"}, "MODELS: 'Cat Dog' is not a model name"),
+        ({"MODELS": "a=/m,a=/n"}, "MODELS: 'a' is named twice"),
+        ({"MODELS": "efficientnet_lite0=/m"}, "named twice"),
     ],
 )
 def test_bad_values_fail_with_one_line(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_models_are_the_default_then_each_package_named():
+    settings = Settings.from_env({"MODELS": " catdog=/m/catdog , defects=/m/d "})
+    assert settings.model_names == ("efficientnet_lite0", "catdog", "defects")
+    assert settings.model_packages == {"catdog": "/m/catdog", "defects": "/m/d"}
 
 
 def test_describe_lists_each_tier():

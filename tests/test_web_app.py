@@ -53,7 +53,15 @@ def _client(outcome, **settings) -> tuple[falcon.testing.TestClient, FakeGateway
     return falcon.testing.TestClient(app), gateway
 
 
-def _post(client, data: bytes, filename: str = "cat.jpg", field: str = "myfile", **headers):
+def _post(
+    client,
+    data: bytes,
+    filename: str = "cat.jpg",
+    field: str = "myfile",
+    model: str | None = None,
+    path: str = "/upload",
+    **headers,
+):
     boundary = "b0undary"
     body = (
         (
@@ -61,10 +69,16 @@ def _post(client, data: bytes, filename: str = "cat.jpg", field: str = "myfile",
             f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
         ).encode()
         + data
-        + f"\r\n--{boundary}--\r\n".encode()
+        + f"\r\n--{boundary}".encode()
+        + (
+            f'\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n--{boundary}'
+            if model is not None
+            else ""
+        ).encode()
+        + b"--\r\n"
     )
     return client.simulate_post(
-        "/upload",
+        path,
         body=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **headers},
     )
@@ -84,6 +98,32 @@ def test_plain_text_answer_uses_the_stem():
     response = _post(client, _jpeg(), filename="dir/test_0.jpg")
     assert response.status_code == 200 and response.text == "test_0:tabby"
     assert gateway.seen[0].format == "JPEG" and gateway.seen[0].filename == "test_0.jpg"
+
+
+@pytest.mark.parametrize(
+    ("field", "path", "model"),
+    [
+        (None, "/upload", "efficientnet_lite0"),
+        ("catdog", "/upload", "catdog"),
+        (None, "/upload?model=catdog", "catdog"),
+        ("", "/upload", "efficientnet_lite0"),
+    ],
+)
+def test_an_upload_names_its_model_in_a_field_or_the_query(field, path, model):
+    client, gateway = _client(OK, models="catdog=/models/catdog")
+    response = _post(client, _jpeg(), model=field, path=path)
+    assert response.status_code == 200, response.text
+    assert gateway.seen[-1].model == model
+
+
+@pytest.mark.parametrize(("field", "path"), [("dogcat", "/upload"), (None, "/upload?model=x")])
+def test_an_unknown_model_is_a_400_that_lists_the_known_ones(field, path):
+    client, gateway = _client(OK, models="catdog=/models/catdog")
+    response = _post(client, _jpeg(), model=field, path=path)
+    assert response.status_code == 400
+    assert "unknown model" in response.text
+    assert "this deployment serves efficientnet_lite0, catdog" in response.text
+    assert gateway.seen == []
 
 
 def test_content_type_from_client_is_ignored():

@@ -28,8 +28,10 @@ BURN_S = 0.03  # CPU seconds the stand-in decoder spends on each image
 
 class StubClassifier:
     name = "stub"
+    version = "1"
 
-    def __init__(self):
+    def __init__(self, name: str = "stub"):
+        self.name = name
         self.batches = []
 
     def prepare(self, image):
@@ -82,8 +84,10 @@ class World:
         assert self.lanes.unknown_receipts == []
         return pipeline
 
-    def send(self, index: int, data: bytes, deadline: float = NOW + 60, **options) -> Request:
-        request = Request.create(f"{index:032x}", f"f{index}.jpg", REPLY, deadline)
+    def send(
+        self, index: int, data: bytes, deadline: float = NOW + 60, model: str = "", **options
+    ) -> Request:
+        request = Request.create(f"{index:032x}", f"f{index}.jpg", REPLY, deadline, model=model)
         self.s3.objects[INPUT, request.key] = data
         self.lanes.send(request.encode(), **options)
         return request
@@ -98,6 +102,25 @@ class World:
 @pytest.fixture
 def world() -> World:
     return World(max_receive_count=2)
+
+
+def test_requests_for_different_models_never_share_a_forward_pass(world):
+    from worker.served import Served
+
+    other = StubClassifier("catdog")
+    models = ["", "catdog", "stub", "catdog", "", "nosuch"]
+    requests = [world.send(i, f"img{i}".encode(), model=m) for i, m in enumerate(models)]
+    world.drain(others={"catdog": Served(other, lambda data: f"cd-{data.decode()}")})
+    # One pass per model; "" and the default's own name are the default model.
+    assert world.classifier.batches == [3] and other.batches == [2]
+    replies = world.replies()
+    for request, model in zip(requests[:5], models, strict=False):
+        reply = replies[request.id]
+        assert reply.model == (model or "stub") and reply.version == "1"
+        assert reply.label.startswith("label-cd-") == (model == "catdog")
+    unknown = replies[requests[5].id]
+    assert unknown.error == "model 'nosuch' is not served here (this worker serves stub, catdog)"
+    assert world.lanes.visible() == [] and world.lanes.in_flight() == []
 
 
 def test_batch_is_classified_in_one_pass_stored_replied_and_deleted(world):

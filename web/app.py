@@ -30,12 +30,14 @@ def create_app(
     memory = UploadMemory(settings.web_upload_memory_mb * 2**20, settings.result_timeout_s)
     # The key before anything reads a body; metrics count the refusals too.
     app = falcon.App(middleware=[metrics, ApiKeyRequired(settings.api_key), memory])
-    validate = make_validator(settings.max_upload_bytes, settings.max_pixels, memory)
+    validate = make_validator(
+        settings.max_upload_bytes, settings.max_pixels, memory, settings.model_names
+    )
     upload = UploadResource(gateway, validate)
     app.add_route("/upload", upload)
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
     app.add_route("/results/{request_id}", ResultResource(gateway))
-    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes, memory))
+    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes, memory, settings.model_names))
     app.add_route("/jobs/{job_id}", JobResource(jobs))
     app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs))
     # A folder sent as a form is one part per image (Falcon's default stops at 64).

@@ -39,7 +39,7 @@ class Gateway:
         started = time.perf_counter()
         if request_id and (stored := self._store.result(request_id)) is not None:
             return self._answer_retry(stored, upload), {"total": _ms_since(started)}
-        request = self._replies.request(upload.filename, request_id)
+        request = self._replies.request(upload.filename, request_id, upload.model)
         if (hit := self._store.cached(upload.sha256, request)) is not None:
             # Before the answer, not after it: a client may GET /results/<id> at once.
             self._store.record(hit)
@@ -61,7 +61,9 @@ class Gateway:
         self._admit()
         # Nobody waits on a reply queue, so neither reply_to nor token.
         deadline = self._clock() + self._async_deadline_s
-        request = Request.create(request_id or new_request_id(), upload.filename, "", deadline)
+        request = Request.create(
+            request_id or new_request_id(), upload.filename, "", deadline, model=upload.model
+        )
         self._store.submit(request, upload.data)
         return request.id
 

@@ -20,6 +20,7 @@ from web.archives import Entry
 from web.errors import TooManyImages
 from web.guards import UploadMemory
 from web.jobs import IN_FLIGHT_PUTS, JobStore
+from web.uploads import MODEL_FIELD, chosen_model
 
 _CHUNK = 1024 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # a JSON body, or a form field that is not a file
@@ -27,20 +28,26 @@ MAX_FIELD_BYTES = 64 * 1024  # a JSON body, or a form field that is not a file
 
 class JobsResource:
     def __init__(
-        self, jobs: JobStore | None, max_archive_bytes: int, memory: UploadMemory | None = None
+        self,
+        jobs: JobStore | None,
+        max_archive_bytes: int,
+        memory: UploadMemory | None = None,
+        models: tuple[str, ...] = (),
     ):
         self._jobs = jobs
         self._max_archive_bytes = max_archive_bytes
         self._memory = memory
+        self._models = models  # what `?model=` may name (Settings.model_names)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         jobs = _enabled(self._jobs)
+        model = chosen_model(req.get_param(MODEL_FIELD) or "", self._models)
         content_type = req.content_type or ""
         if content_type.startswith("application/json"):
-            manifest = jobs.from_prefix(_json_prefix(req))
+            manifest = jobs.from_prefix(_json_prefix(req), model)
         elif content_type.startswith("multipart/form-data"):
             self._hold(req, jobs, req.content_length)
-            manifest = jobs.from_entries(_form_entries(req, jobs.limits), "form")
+            manifest = jobs.from_entries(_form_entries(req, jobs.limits), "form", model)
         else:
             with self._spooled(req) as file:
                 self._hold(req, jobs, None)  # members inflate: the body bounds nothing
@@ -48,7 +55,7 @@ class JobsResource:
                 found = archives.entries(
                     file, max_images=limits.max_images, max_bytes=limits.max_image_bytes
                 )
-                manifest = jobs.from_entries(found, "archive")
+                manifest = jobs.from_entries(found, "archive", model)
         resp.status = falcon.HTTP_202
         resp.location = f"/jobs/{manifest['id']}"
         resp.media = {

@@ -71,8 +71,9 @@ class JobStore:
 
     # Creating a job ------------------------------------------------------------------------
 
-    def from_entries(self, entries: Iterable[Entry], source: str) -> dict:
-        """Stage every good entry in the input bucket, then queue them all (or none)."""
+    def from_entries(self, entries: Iterable[Entry], source: str, model: str = "") -> dict:
+        """Stage every good entry in the input bucket, then queue them all (or none); each
+        image is classified by `model` ("" = the default)."""
         job_id = self._uuidgen().hex
         items, rejected, staged = [], [], deque()
         try:
@@ -82,7 +83,7 @@ class JobStore:
                     rejected.append(self._failure(index, entry.name, error))
                     continue
                 key = staged_key(job_id, index)
-                items.append(self._item(job_id, index, key, entry.name))
+                items.append(self._item(job_id, index, key, entry.name, model))
                 staged.append(self._pool.submit(self._put, self._input, key, entry.data))
                 while len(staged) > IN_FLIGHT_PUTS:
                     staged.popleft().result()
@@ -95,7 +96,7 @@ class JobStore:
             raise
         return self._start(job_id, source, items, rejected)
 
-    def from_prefix(self, raw: object) -> dict:
+    def from_prefix(self, raw: object, model: str = "") -> dict:
         """Every object under `raw`, a folder the operator allows, in the input bucket; nothing
         is copied."""
         prefix = self._allowed_prefix(raw)
@@ -112,7 +113,7 @@ class JobStore:
                 limit = self.limits.max_image_bytes
                 rejected.append(self._failure(index, name, f"larger than the {limit}-byte limit"))
             else:
-                items.append(self._item(job_id, index, key, name))
+                items.append(self._item(job_id, index, key, name, model))
         return self._start(job_id, f"s3:{prefix}", items, rejected)
 
     def _allowed_prefix(self, raw: object) -> str:
@@ -132,7 +133,7 @@ class JobStore:
             )
         return prefix
 
-    def _item(self, job_id: str, index: int, key: str, name: str) -> Request:
+    def _item(self, job_id: str, index: int, key: str, name: str, model: str) -> Request:
         return Request(
             id=self._uuidgen().hex,
             key=key,
@@ -141,6 +142,7 @@ class JobStore:
             deadline=self._clock() + self._deadline_s,
             job=job_id,
             index=index,
+            model=model,
         )
 
     def _failure(self, index: int, name: str, error: str) -> tuple[int, Result]:
@@ -236,12 +238,21 @@ class JobStore:
         return self._csv(keys)
 
     def _csv(self, keys: list[str]) -> Iterator[bytes]:
-        yield _csv_line(["filename", "label", "score", "error"])
+        yield _csv_line(["filename", "label", "score", "error", "model", "version"])
         for start in range(0, len(keys), _CSV_CHUNK):
             for result in self._pool.map(self._result, keys[start : start + _CSV_CHUNK]):
                 if result is not None:
                     score = result.top5[0].get("score", "") if result.top5 else ""
-                    yield _csv_line([result.filename, result.label, score, result.error])
+                    yield _csv_line(
+                        [
+                            result.filename,
+                            result.label,
+                            score,
+                            result.error,
+                            result.model,
+                            result.version,
+                        ]
+                    )
 
     def _result(self, key: str) -> Result | None:
         try:

@@ -98,7 +98,7 @@ class Replies:
         self._dispatcher.start()
         return self
 
-    def request(self, filename: str, request_id: str | None = None) -> Request:
+    def request(self, filename: str, request_id: str | None = None, model: str = "") -> Request:
         """A request answered on this queue, under a fresh secret token, due in timeout_s."""
         return Request.create(
             request_id or new_request_id(),
@@ -106,6 +106,7 @@ class Replies:
             self.queue_url,
             self._clock() + self._timeout_s,
             token=new_token(),
+            model=model,
         )
 
     @contextmanager

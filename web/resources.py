@@ -61,6 +61,7 @@ class UploadResource:
                 "label": result.label,
                 "top5": result.top5,
                 "model": result.model,
+                "version": result.version,
                 "cached": cached,
                 "instance": result.instance,
                 # A cached answer's own time; the original request's stages stay in the result.

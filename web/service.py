@@ -80,14 +80,19 @@ def build_web(
         output_bucket=settings.output_bucket,
         request_queue_url=request_queue_url,
         result_timeout_s=settings.result_timeout_s,
-        cache_namespace=(settings.model, settings.preprocess) if settings.result_cache else None,
+        cache_preprocess=settings.preprocess if settings.result_cache else None,
         inline_max_bytes=settings.inline_max_bytes,
     )
     arrivals = (
         ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
     )
     status = StatusSource(
-        sqs, request_queue_url, dlq_url, settings.scaler_status_url, model=settings.model
+        sqs,
+        request_queue_url,
+        dlq_url,
+        settings.scaler_status_url,
+        model=settings.model,
+        models=settings.model_names,
     )
     # The charts' history: sampled here, whether or not a page is open.
     history = StatusHistory()

@@ -30,11 +30,13 @@ class StatusSource:
         scaler_url: str,
         model: str = "",
         *,
+        models: tuple[str, ...] = (),
         ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._sqs = sqs
         self._model = model
+        self._models = models or ((model,) if model else ())  # the default first (MODELS)
         self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
         self._scaler_url = scaler_url
         self._ttl_s, self._clock = ttl_s, clock
@@ -53,6 +55,7 @@ class StatusSource:
         return {
             "time": round(time.time(), 3),  # the page's charts use the server's clock
             "model": self._model,
+            "models": list(self._models),
             "labels": LABEL_SET,
             "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),

@@ -34,7 +34,7 @@ class UploadStore:
         output_bucket: str,
         request_queue_url: str,
         result_timeout_s: float,
-        cache_namespace: tuple[str, str] | None = None,
+        cache_preprocess: str | None = None,
         inline_max_bytes: int = 0,
         clock: Callable[[], float] = time.time,
     ):
@@ -43,7 +43,11 @@ class UploadStore:
         self._request_queue_url = request_queue_url
         self._timeout_s = result_timeout_s  # how long a stored upload may still be waited for
         self._clock = clock
-        self._cache_namespace = cache_namespace  # (model, preprocess), or None: no cache
+        self._cache_preprocess = cache_preprocess  # PREPROCESS, or None: no cache
+        # The version each model last answered with here. The web tier does not read the
+        # packages (in compose and on AWS it has none), so a cached result is looked up under
+        # the version the newest fresh answer of that model carried; before one, it is a miss.
+        self._versions: dict[str, str] = {}
         self._inline_max_bytes = inline_max_bytes
 
     def submit(self, request: Request, data: bytes) -> None:
@@ -115,10 +119,11 @@ class UploadStore:
     def cached(self, sha256: str, request: Request) -> Result | None:
         """The cached result for the same bytes and model, as the answer to `request`: its own
         id and filename, nothing of whoever uploaded the bytes first."""
-        if self._cache_namespace is None:
+        version = self._versions.get(request.model)
+        if self._cache_preprocess is None or not version:
             return None
         try:
-            hit = self._read(cache_key(*self._cache_namespace, sha256))
+            hit = self._read(cache_key(request.model, version, self._cache_preprocess, sha256))
         except Exception as error:  # noqa: BLE001 - a cache that cannot be read is a miss
             log_failure(log, "read the result cache", error)
             return None
@@ -129,10 +134,13 @@ class UploadStore:
     def remember(self, result: Result) -> None:
         """Fill the cache from a fresh result, under the hash of the bytes the worker says it
         classified (a result without one is not cached)."""
-        if self._cache_namespace is None or not result.ok or not result.sha256:
+        if self._cache_preprocess is None or not result.ok or not result.sha256:
             return
+        if not result.model or not result.version:
+            return  # a model without a version: a retrained one could not be told apart
+        self._versions[result.model] = result.version
         self._write(
-            cache_key(*self._cache_namespace, result.sha256),
+            cache_key(result.model, result.version, self._cache_preprocess, result.sha256),
             dataclasses.replace(result, **_ANONYMOUS),
         )
 

@@ -19,6 +19,7 @@ from runtime.messages import IMAGE_FORMATS
 from runtime.pixels import footprint, limit_bytes
 
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
+MODEL_FIELD = "model"  # a form field or query parameter naming one of the deployment's models
 MULTIPART_OVERHEAD = 64 * 1024
 _MAX_NAME = 128
 
@@ -29,6 +30,7 @@ class Upload:
     filename: str  # display name, already cleaned
     format: str
     sha256: str
+    model: str = ""  # the model asked for (one of MODELS), or "" for the default
 
     @property
     def stem(self) -> str:
@@ -43,9 +45,12 @@ def clean_filename(raw: str | None) -> str:
     return name or "upload"
 
 
-def make_validator(max_upload_bytes: int, max_pixels: int, memory=None):
+def make_validator(
+    max_upload_bytes: int, max_pixels: int, memory=None, models: tuple[str, ...] = ()
+):
     """The `falcon.before` hook that parses and checks one multipart upload; with `memory`
-    (guards.UploadMemory) the body is read only once its size fits the app's budget."""
+    (guards.UploadMemory) the body is read only once its size fits the app's budget. `models`:
+    the names an upload may ask for (Settings.model_names: the default first)."""
 
     def validate_upload(req: falcon.Request, resp, resource, params) -> None:
         if req.content_length and req.content_length > max_upload_bytes + MULTIPART_OVERHEAD:
@@ -63,20 +68,17 @@ def make_validator(max_upload_bytes: int, max_pixels: int, memory=None):
             )
         if memory is not None:
             memory.take(req, req.content_length)
-        part = _find_file_part(req)
-        data = part.stream.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise falcon.HTTPContentTooLarge(
-                description=f"upload is larger than the {max_upload_bytes}-byte limit"
-            )
+        filename, data, field_model = _read_parts(req, max_upload_bytes)
+        model = chosen_model(req.get_param(MODEL_FIELD) or field_model, models)
         if not data:
             raise falcon.HTTPBadRequest(description="the uploaded file is empty")
         fmt = _sniff_image(data, max_pixels)
         req.context.upload = Upload(
             data=data,
-            filename=clean_filename(part.filename),
+            filename=clean_filename(filename),
             format=fmt,
             sha256=hashlib.sha256(data).hexdigest(),
+            model=model,
         )
 
     return validate_upload
@@ -93,15 +95,43 @@ def image_problem(data: bytes, max_pixels: int) -> str:
     return ""
 
 
-def _find_file_part(req: falcon.Request):
+def _read_parts(req: falcon.Request, max_upload_bytes: int) -> tuple[str | None, bytes, str]:
+    """(filename, bytes) of the file part and the `model` field's value ("" if none), in
+    whichever order the form sends them."""
+    found, model = None, ""
     try:
         for part in req.get_media():
-            if part.name in FIELDS:
-                return part
-            part.stream.read()  # skip other fields, bounded by Waitress's body limit
+            if part.name in FIELDS and found is None:
+                data = part.stream.read(max_upload_bytes + 1)
+                if len(data) > max_upload_bytes:
+                    raise falcon.HTTPContentTooLarge(
+                        description=f"upload is larger than the {max_upload_bytes}-byte limit"
+                    )
+                found = (part.filename, data)
+            elif part.name == MODEL_FIELD:
+                model = part.stream.read(_MAX_MODEL_FIELD).decode("utf-8", "replace").strip()
+            else:
+                part.stream.read()  # skip other fields, bounded by Waitress's body limit
     except falcon.MediaMalformedError:
         raise falcon.HTTPBadRequest(description="malformed multipart body") from None
-    raise falcon.HTTPBadRequest(description="no file in field 'myfile' (or 'inputFile')")
+    if found is None:
+        raise falcon.HTTPBadRequest(description="no file in field 'myfile' (or 'inputFile')")
+    return *found, model
+
+
+_MAX_MODEL_FIELD = 128
+
+
+def chosen_model(asked: str, models: tuple[str, ...]) -> str:
+    """The model an upload or job asks for, as its name; the default (models[0]) when it
+    names none; a 400 that lists the known ones for a name not among them."""
+    if not asked or not models:
+        return models[0] if models else ""
+    if asked not in models:
+        raise falcon.HTTPBadRequest(
+            description=f"unknown model {asked[:64]!r}: this deployment serves {', '.join(models)}"
+        )
+    return asked
 
 
 def _sniff_image(data: bytes, max_pixels: int) -> str:

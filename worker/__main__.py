@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that --help and bad settings answer without loading torch, and so that
     # the signal handlers are in place before the slow imports (boto3, the model's runtime) begin.
     from runtime.clients import make_client
-    from worker.models import ModelError, load_classifier
+    from worker.models import ModelError, load_classifier, load_package_classifier
     from worker.service import build_worker
 
     try:
@@ -68,6 +68,17 @@ def main(argv: list[str] | None = None) -> int:
             runtime=settings.model_runtime,
             cache_dir=settings.model_cache_dir,
         )
+        # The packages of MODELS, each held for the life of the process.
+        others = {
+            name: load_package_classifier(
+                name,
+                path,
+                settings.torch_threads,
+                runtime=settings.model_runtime,
+                cache_dir=settings.model_cache_dir,
+            )
+            for name, path in settings.model_packages.items()
+        }
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -76,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     # One line per request id received and replied: follow it from the web.
     trace_sqs(clients["sqs"], log)
     try:
-        worker = build_worker(settings, classifier=classifier, instance=instance, **clients)
+        worker = build_worker(
+            settings, classifier=classifier, instance=instance, others=others, **clients
+        )
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
         print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -99,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("under notice before it started: exiting")
             return EXIT_OK
     log.info(
-        "worker %s ready: model %s on %s",
+        "worker %s ready: model %s on %s%s",
         instance or "-",
         classifier.name,
         getattr(classifier, "runtime", "torch"),
+        "".join(f", {name} {c.version} on {c.runtime}" for name, c in others.items()),
     )
     # The scaler shows this instance as "starting" until this tag says the model is loaded.
     # In the background: the queue must not wait on an EC2 call (slow or failing, it is only shown).

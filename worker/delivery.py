@@ -21,6 +21,7 @@ class Delivery:
     request: Request | None = None
     data: bytes = b""
     sha256: str = ""  # of `data`: the web tier caches the result under this hash only
+    served: object = None  # worker.served.Served: the model the request asked for
     tensor: object = None
     result: Result | None = None
     sent_at: float = 0.0  # epoch seconds SQS received the request

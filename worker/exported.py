@@ -121,9 +121,13 @@ def _version(package: str) -> str:
         return "none"
 
 
+def version_of(source: dict) -> str:
+    """A built-in model's version: the hash of what its export depends on (source_of)."""
+    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def package_dir(cache_dir: Path, source: dict) -> Path:
-    key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir / f"{source['model']}-{key}"
+    return cache_dir / f"{source['model']}-{version_of(source)}"
 
 
 def ensure_package(name: str, cache_dir: Path) -> ModelPackage:
@@ -171,7 +175,13 @@ def load(name: str, runtime: str, threads: int, cache_dir: Path) -> OnnxClassifi
     """`runtime` on the cached package, or for 'auto' the fastest installed runtime that passes
     its check: each is checked and timed once per artefact, thread count and CPU (machine.json),
     and the choice is remembered, so a later start opens only the one it picks."""
-    package = ensure_package(name, cache_dir)
+    return serve(name, ensure_package(name, cache_dir), runtime, threads, cache_dir)
+
+
+def serve(
+    name: str, package: ModelPackage, runtime: str, threads: int, cache_dir: Path
+) -> OnnxClassifier:
+    """A package (built-in or a user's, worker.package) on `runtime` as load() describes."""
     records = MachineRecords(cache_dir / "machine.json")
     auto_key = records.key(package, "auto", threads)
     choices = RUNTIME_PREFERENCE if runtime == "auto" else (runtime,)

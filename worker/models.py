@@ -14,6 +14,7 @@ cache never imports torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -82,7 +83,46 @@ def load_classifier(
     # The PyTorch path runs on the CPU (it always has); a GPU serves through onnxruntime's
     # CUDA provider where onnxruntime-gpu is installed (worker.runtimes).
     log.info("model %s runs on torch (cpu, passes of %d)", name, classifier.forward_batch)
-    return classifier
+    return dataclasses.replace(classifier, version=_torch_version(name))
+
+
+def _torch_version(name: str) -> str:
+    # The same version as its package's: one name for the same weights, whatever runs them.
+    from worker import exported
+
+    try:
+        return exported.version_of(exported.source_of(name))
+    except exported.Refused:
+        return ""
+
+
+def load_package_classifier(
+    name: str, path: str | Path, threads: int = 0, *, runtime: str, cache_dir: str | Path
+):
+    """The package at `path` (a MODELS entry) served as `name`; ModelError with one line when
+    it is not a sound package, is named otherwise, or no runtime can serve it.
+
+    A package runs on an ONNX runtime only (PyTorch has no code for a user's network), so
+    MODEL_RUNTIME=torch serves it as `auto` would."""
+    from worker import exported
+    from worker.package import PackageError, load_package
+
+    try:
+        package = load_package(path)
+    except PackageError as error:
+        raise ModelError(f"model {name}: {error}") from None
+    if package.manifest.name != name:
+        raise ModelError(f"model {name}: the package at {path} is named {package.manifest.name!r}")
+    try:
+        return exported.serve(
+            name,
+            package,
+            "auto" if runtime == "torch" else runtime,
+            _threads(threads),
+            Path(cache_dir),
+        )
+    except exported.Refused as refusal:
+        raise ModelError(f"model {name}: {refusal}") from None
 
 
 def _threads(threads: int) -> int:

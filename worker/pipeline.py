@@ -56,7 +56,10 @@ class Pipeline:
         budget: DecodeBudget | None = None,
         instance: str = "",
         clock: Callable[[], float] = time.time,
+        others: dict | None = None,
     ):
+        """classifier and decode: the default model's; others: the other models held, by name
+        (worker.served.Served)."""
         self._lanes = lanes
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="io")
         self._stopping = threading.Event()
@@ -79,6 +82,7 @@ class Pipeline:
             ready_at=clock(),  # built once the model is loaded: the worker is ready
             clock=clock,
             instance=instance,
+            others=others,
         )
 
     @property

@@ -3,18 +3,17 @@ scaler's build_scaler). `python -m worker` only adds the environment, signals an
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
 from runtime.settings import Settings
 from worker.budget import DecodeBudget
-from worker.imaging import decode
 from worker.lanes import Lanes
 from worker.metrics import serve_metrics
 from worker.pipeline import Pipeline
 from worker.reporting import ThroughputReporter
+from worker.served import Served
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +36,11 @@ class WorkerService:
 
 
 def build_worker(
-    settings: Settings, *, sqs, s3, cloudwatch, classifier, instance: str = ""
+    settings: Settings, *, sqs, s3, cloudwatch, classifier, instance: str = "", others=None
 ) -> WorkerService:
-    """Raises what boto3 raises when the request queue cannot be found; nothing is started."""
+    """Raises what boto3 raises when the request queue cannot be found; nothing is started.
+
+    classifier: the default model (MODEL); others: the classifiers of MODELS, by name."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     try:
         job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
@@ -53,15 +54,13 @@ def build_worker(
         wait_s=settings.receive_wait_s,
         visibility_timeout_s=settings.visibility_timeout_s,
     )
+    default = Served.of(classifier)
     pipeline = Pipeline(
         lanes=lanes,
         s3=s3,
         classifier=classifier,
-        # JPEGs decode at the size the model resizes to, not at every pixel they carry.
-        # A model on onnxruntime or OpenVINO takes Pillow images: no torch in the process.
-        decode=functools.partial(
-            decode, min_side=classifier.min_side, output=getattr(classifier, "pixels", "tensor")
-        ),
+        decode=default.decode,
+        others={name: Served.of(other) for name, other in (others or {}).items()},
         input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket,
         reply_prefix=settings.reply_queue_prefix,

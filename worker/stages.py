@@ -32,6 +32,7 @@ from worker import jobitems
 from worker.budget import DecodeBudget
 from worker.delivery import Batch, Delivery
 from worker.lanes import Lanes
+from worker.served import Served, ServedModels
 from worker.stats import STAGES, Stats
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ class Stages:
         ready_at: float,
         clock: Callable[[], float],
         instance: str = "",
+        others: dict[str, Served] | None = None,
     ):
+        """classifier and decode: the default model's; others: the rest this worker holds."""
         self._lanes, self._s3 = lanes, s3
-        self._classifier, self._decode = classifier, decode
+        self._models = ServedModels(Served(classifier, decode), others)
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_url_prefix(lanes.interactive_url, reply_prefix)
         self._batch_max, self._job_batch_max = batch_max, job_batch_max
@@ -115,6 +118,15 @@ class Stages:
     def _fetch_decode_preprocess(self, delivery: Delivery) -> None:
         if delivery.request.is_async:
             self._mark_started(delivery.request)
+        delivery.served = self._models.get(delivery.request.model)
+        if delivery.served is None:
+            # The web tier checks names against MODELS: a worker configured otherwise says so.
+            delivery.result = self._error(
+                delivery,
+                f"model {delivery.request.model!r} is not served here"
+                f" (this worker serves {', '.join(self._models.names)})",
+            )
+            return
         if not self.fetch(delivery):
             return
         try:
@@ -145,27 +157,34 @@ class Stages:
 
     @_stage
     def decode(self, delivery: Delivery) -> object:
-        return self._decode(delivery.data)
+        return delivery.served.decode(delivery.data)
 
     @_stage
     def preprocess(self, delivery: Delivery, image: object) -> None:
-        delivery.tensor = self._classifier.prepare(image)
+        delivery.tensor = delivery.served.classifier.prepare(image)
 
     # The model ---------------------------------------------------------------------------
 
     @_stage
     def model(self, batch: Batch) -> None:
-        """One forward pass for the runnable deliveries; a model fault leaves them all for
-        redelivery (the DLQ ends any loop)."""
-        deliveries = batch.runnable
-        if not deliveries:
-            return
+        """One forward pass per model for the runnable deliveries that asked for it (requests
+        for different models never share a pass); a model fault leaves that model's
+        deliveries for redelivery (the DLQ ends any loop)."""
+        by_model: dict[int, list[Delivery]] = {}
+        for delivery in batch.runnable:
+            by_model.setdefault(id(delivery.served), []).append(delivery)
+        for deliveries in by_model.values():
+            self._classify(batch, deliveries[0].served.classifier, deliveries)
+
+    def _classify(self, batch: Batch, classifier, deliveries: list[Delivery]) -> None:
         started = time.perf_counter()
         try:
-            predictions = self._classifier.classify([d.tensor for d in deliveries])
+            predictions = classifier.classify([d.tensor for d in deliveries])
         except Exception:  # noqa: BLE001 - redeliver, and the DLQ ends any loop
             log.exception(
-                "the model failed on a batch of %d; leaving it for redelivery", len(deliveries)
+                "model %s failed on a batch of %d; leaving it for redelivery",
+                classifier.name,
+                len(deliveries),
             )
             for delivery in deliveries:
                 delivery.retry = True
@@ -178,7 +197,8 @@ class Stages:
             delivery.result = Result(
                 id=delivery.request.id,
                 filename=delivery.request.filename,
-                model=self._classifier.name,
+                model=classifier.name,
+                version=getattr(classifier, "version", ""),
                 label=top5[0][0],
                 top5=[{"label": label, "score": round(score, 6)} for label, score in top5],
                 token=delivery.request.token,

@@ -55,6 +55,7 @@ class Classifier:
     # give it more pixels than that. None: the model takes the image at full size.
     min_side: int | None = None
     runtime: str = "torch"
+    version: str = ""  # the version of its package (worker.exported.version_of), "" if unknown
     pixels: str = "tensor"  # what decode() hands prepare(): a uint8 (3, H, W) tensor
 
     def prepare(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
