@@ -23,6 +23,11 @@ from tests.support.waiting import wait_until
 WEB_IMAGE = os.environ.get("WEB_IMAGE", "elastic-classifier-web:latest")
 WORKER_IMAGE = os.environ.get("WORKER_IMAGE", "elastic-classifier-worker:latest")
 MOTO_IMAGE = os.environ.get("MOTO_IMAGE", "elastic-classifier-moto:latest")
+# The image compose.yaml names for LocalStack; `make images` builds it from PyPI under this tag.
+LOCALSTACK_IMAGE = re.search(
+    r"image: \$\{LOCALSTACK_IMAGE:-(localstack/localstack:[^}]+)\}",
+    (ROOT / "compose.yaml").read_text(),
+)[1]
 # compose.yaml's labels for the scaler's worker containers (scaler/runners/docker.py).
 FLEET_LABEL = "elastic-classifier.fleet"
 

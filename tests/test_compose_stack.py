@@ -1,7 +1,8 @@
 """The compose stack users run, for real: `docker compose up` with compose.yaml, end to end.
 
-The only change is compose.moto.yaml (LocalStack's image cannot be pulled here: moto's server in
-its place, docs/deploy.md). The images are the ones `make images` built from the Dockerfiles.
+compose.yaml is used unchanged, LocalStack included: `make images` built its image from PyPI under
+the tag compose.yaml names (no registry answers here), and the project's images from the
+Dockerfiles.
 The tests run in order on one stack: photos get their labels through the web container, a burst
 makes the scaler start worker containers up to the fleet maximum, /status and /metrics answer
 through the web container, and `docker compose down` leaves nothing behind.
@@ -18,7 +19,7 @@ import requests
 from tests.conftest import free_port
 from tests.container_support import (
     FLEET_LABEL,
-    MOTO_IMAGE,
+    LOCALSTACK_IMAGE,
     WEB_IMAGE,
     WORKER_IMAGE,
     answers_200,
@@ -47,9 +48,8 @@ class Stack:
             "AWS_PORT": str(free_port()),
             "FLEET_MAX": str(FLEET_MAX),
             "WORKER_IMAGE": WORKER_IMAGE,
-            "MOTO_IMAGE": MOTO_IMAGE,
         }
-        self.command = [*compose, "-f", "compose.yaml", "-f", "compose.moto.yaml"]
+        self.command = [*compose, "-f", "compose.yaml"]
         self.url = f"http://127.0.0.1:{self.env['WEB_PORT']}"
         self.figures: dict[str, float] = {}
 
@@ -67,7 +67,7 @@ class Stack:
 def stack():
     client = engine()
     compose = compose_v2()
-    built_images(client, WEB_IMAGE, WORKER_IMAGE, MOTO_IMAGE)
+    built_images(client, WEB_IMAGE, WORKER_IMAGE, LOCALSTACK_IMAGE)
     stack = Stack(client, compose)
     stack.compose("down", "--volumes", "--remove-orphans", timeout=300)  # a previous run's
     started = time.monotonic()
