@@ -46,7 +46,9 @@ def hadolint() -> str:
     return found
 
 
-@pytest.mark.parametrize("name", [*DOCKERFILES, "docker/Dockerfile.moto"])
+@pytest.mark.parametrize(
+    "name", [*DOCKERFILES, "docker/Dockerfile.moto", "docker/Dockerfile.localstack"]
+)
 def test_hadolint_passes_with_no_finding(name):
     done = subprocess.run(
         [hadolint(), "--failure-threshold", "info", name],

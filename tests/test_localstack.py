@@ -85,6 +85,21 @@ def test_localstack_runs_the_template_create_no_op_update_delete(stack):
     assert stack.status() == "CREATE_COMPLETE"
     outputs = stack.cloudformation.describe_stacks(StackName=stack.name)["Stacks"][0]["Outputs"]
     assert {"UploadUrl", "WorkerLaunchTemplate"} <= {o["OutputKey"] for o in outputs}
+    # What moto's CloudFormation leaves out and LocalStack's applies: the buckets' policies
+    # (TLS only), public access blocks and encryption. (Its community edition has no
+    # AWS::EC2::LaunchTemplate: it reports them created and makes none; docs/deploy.md.)
+    ids = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in stack.cloudformation.describe_stack_resources(StackName=stack.name)[
+            "StackResources"
+        ]
+    }
+    for bucket in (ids["InputBucket"], ids["OutputBucket"]):
+        policy = json.loads(stack.s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        assert any("aws:SecureTransport" in json.dumps(s) for s in policy["Statement"])
+        block = stack.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values())
+        assert stack.s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
 
     assert stack.deploy({}) == []  # the second deploy changes nothing
     assert stack.status() == "CREATE_COMPLETE"
