@@ -5,16 +5,9 @@ from __future__ import annotations
 import falcon.testing
 
 from runtime.settings import Settings
+from tests.support.clock import Clock
 from web.app import create_app
 from web.history import StatusHistory
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def status(visible: int, running: int, decisions=()) -> dict:

@@ -8,7 +8,6 @@ import io
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from loadgen.inputs import Image as InputImage
 from loadgen.inputs import InputError, accepted_labels, load_expected
 from loadgen.uploads import Uploads, marked
 from tests.conftest import IMAGES
+from tests.support.loadgen import loadgen
 
 pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
 
@@ -159,16 +159,6 @@ def course_server(folder):
     srv = Server(make_images(folder), field="inputFile", status=False)
     yield srv
     srv.close()
-
-
-def loadgen(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "loadgen", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
 
 
 def json_summary(proc: subprocess.CompletedProcess) -> dict:

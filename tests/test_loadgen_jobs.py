@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from tests.conftest import IMAGES, photo_labels
-from tests.test_loadgen import loadgen
+from tests.support.loadgen import loadgen
 
 # A job of every sample photo, end to end, takes minutes on a busy machine.
 _loadgen = functools.partial(loadgen, timeout_s=400)

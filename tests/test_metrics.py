@@ -19,6 +19,7 @@ from runtime.messages import Result
 from runtime.settings import Settings
 from tests.conftest import Service, free_port
 from tests.http_client import photos, upload
+from tests.support.clock import Clock
 from web.app import create_app
 from web.errors import ClassificationFailed, ResultTimeout
 from web.metrics import RecentRequests
@@ -46,14 +47,6 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def value(text: str, name: str, **labels: str) -> float:
     return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---- unit: the window behind /status ----------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,36 +11,11 @@ from runtime.settings import Settings
 from scaler.runners import make_runner as make_runner_from
 from scaler.runners.base import InstanceView
 from scaler.runners.process import ProcessRunner
+from tests.support.clock import Clock
+from tests.support.stand_in_worker import STAND_IN, marks
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # starts processes
-
-STAND_IN = """
-import os, signal, sys, time
-from pathlib import Path
-
-out, mode = Path(sys.argv[1]), sys.argv[2]
-me = f"{os.environ['INSTANCE_ID']}.{os.getpid()}"
-
-def on_term(signum, frame):
-    if mode == "stubborn":
-        return
-    (out / f"{me}.drained").write_text("")
-    sys.exit(0)
-
-signal.signal(signal.SIGTERM, on_term)
-(out / f"{me}.started").write_text(os.environ.get("MARK", ""))
-while True:
-    time.sleep(0.05)
-"""
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -57,10 +31,6 @@ def make_runner(stand_in, mode="drain", **kwargs) -> ProcessRunner:
     script, out = stand_in
     env = {**os.environ, "MARK": "from-runner"}
     return ProcessRunner(env, [sys.executable, str(script), str(out), mode], **kwargs)
-
-
-def marks(out: Path, iid: str, kind: str) -> list[Path]:
-    return sorted(out.glob(f"{iid}.*.{kind}"))
 
 
 def running(iid: str, launched_at: float = 0.0, restarted: bool = False) -> InstanceView:

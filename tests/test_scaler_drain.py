@@ -17,8 +17,8 @@ from scaler.fleet import Fleet
 from scaler.gauges import QueueGauge, ThroughputGauge
 from scaler.plan import Instance
 from scaler.service import Scaler, ScalerConfig
-from tests.test_runners import Clock
-from tests.test_scaler_service import fleet_states, provisioned, send
+from tests.support.clock import Clock
+from tests.support.fleet import fleet_states, provisioned, send
 from web.arrivals import ArrivalCounter
 
 

@@ -13,39 +13,24 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from embedded.provision import provision
 from runtime.cloudwatch import publish_throughput, read_throughput
 from runtime.retry import Backoff
 from runtime.settings import Settings
-from scaler.fleet import Fleet, ensure_local_launch_template
+from scaler.fleet import Fleet
 from scaler.gauges import QueueGauge, Throughput, ThroughputGauge
 from scaler.runners.process import ProcessRunner
 from scaler.service import Scaler, ScalerConfig, build_scaler
 from scaler.status import StatusServer
 from tests.conftest import free_port
-from tests.test_runners import STAND_IN, Clock, marks, wait_for
-
-
-def provisioned(aws_client, prefix: str, **rules) -> Settings:
-    """Settings with resources of their own (buckets, queues, fleet tag, launch template)."""
-    name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    settings = Settings(
-        input_bucket=f"{name}-in",
-        output_bucket=f"{name}-out",
-        request_queue=f"{name}-requests",
-        fleet_name=f"{name}-fleet",
-        launch_template=f"{name}-lt",
-        **rules,
-    )
-    provision(settings, aws_client("s3"), aws_client("sqs"))
-    ensure_local_launch_template(aws_client("ec2"), settings)
-    return settings
+from tests.support.clock import Clock
+from tests.support.fleet import fleet_states, provisioned, send
+from tests.support.stand_in_worker import STAND_IN, marks
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -59,20 +44,6 @@ def settings(aws_client):
         quiet_period_s=0.0,
         warm_pool_max=1,
     )
-
-
-def send(sqs, settings: Settings, count: int) -> str:
-    url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
-    for start in range(0, count, 10):
-        entries = [
-            {"Id": str(k), "MessageBody": "{}"} for k in range(start, min(count, start + 10))
-        ]
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
-    return url
-
-
-def fleet_states(ec2, settings: Settings) -> list[str]:
-    return sorted(i.state for i in Fleet(ec2, settings.fleet_name, "").instances())
 
 
 def get_json(url: str) -> dict:
@@ -129,7 +100,7 @@ def test_tick_moves_the_fleet_and_its_workers_from_zero_to_n_and_back(
         scaler.tick()  # only warm_pool_max = 1 stays stopped
         assert fleet_states(ec2, settings) == ["stopped"]
         for iid in workers:
-            wait_for(lambda iid=iid: marks(out, iid, "drained"), f"{iid} drained")
+            wait_until(lambda iid=iid: marks(out, iid, "drained"), f"{iid} drained")
         status = get_json(status_url)
         assert status["fleet"]["stopped"] == 1 and status["fleet"]["running"] == 0
         assert any(
@@ -355,7 +326,7 @@ def test_python_m_scaler_serves_status_and_stops_on_sigterm(settings, aws_client
             status = status_or_none(port)
             return status if status and status["fleet"]["running"] == 1 else None
 
-        status = wait_for(running_status, "the scaler to launch one instance", 60)
+        status = wait_until(running_status, "the scaler to launch one instance", 60)
         assert status["queue"]["visible"] == 5
         assert status["decisions"]
         output = stop(process)
@@ -386,7 +357,7 @@ def test_python_m_scaler_with_a_local_runner_makes_the_launch_template(settings,
     port, template = free_port(), f"{settings.launch_template}-fresh"
     # The request queue is empty: no worker is started.
     with scaler_process(settings, port, LAUNCH_TEMPLATE=template, RUNNER="process") as process:
-        status = wait_for(lambda: status_or_none(port), "the scaler's status", 60)
+        status = wait_until(lambda: status_or_none(port), "the scaler's status", 60)
         assert status["fleet"]["running"] == 0
         found = aws_client("ec2").describe_launch_templates(LaunchTemplateNames=[template])
         assert len(found["LaunchTemplates"]) == 1
