@@ -3,8 +3,9 @@
 Three roles, one per host, and no role may assume another:
 - worker (the fleet's instance profile): its request queue, uploads and jobs' staged images in
   the input bucket, its result prefixes in the output bucket,
-  the reply queues by name prefix, its own metric namespace, pulling its image, and two tags
-  (WORKER_TAG_KEYS: ready, under notice; on fleet instances: runtime.readiness). No other ec2:.
+  the reply queues by name prefix, its own metric namespace, pulling its image, and three tags
+  (WORKER_TAG_KEYS: ready, under notice, usage; on fleet instances: runtime.readiness,
+  runtime.usage). No other ec2:.
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
@@ -130,8 +131,9 @@ def worker_policy() -> dict:
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
         _statement(
-            # Once its model is loaded, or once it has notice of an interruption, a worker says
-            # so on its instance (runtime.readiness): only those tag keys, only on fleet instances.
+            # Once its model is loaded, once it has notice of an interruption, and as it works
+            # (what it has used: runtime.usage), a worker says so on its instance
+            # (runtime.readiness): only those tag keys, only on fleet instances.
             "TagItsOwnState",
             ["ec2:CreateTags"],
             ec2_arn("instance/*"),

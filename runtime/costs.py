@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from runtime.prices import CURRENCY, PRICES_AS_OF, Prices
+from runtime.requests import add as add_counts
 
 MINIMUM_BILLED_S = 60.0
 
@@ -62,6 +63,20 @@ def summary(
         "images": images,
         "request_counts": dict(sorted(requests.items())),
         "prices_as_of": PRICES_AS_OF,
+    }
+
+
+def with_requests(cost: dict | None, requests: Mapping[str, int], prices: Prices) -> dict:
+    """Another tier's `cost` (the scaler's, None if unreachable) plus this process's requests:
+    the web tier's /status adds its own to the fleet's."""
+    cost = cost or summary(compute=0.0, requests={}, images=0, fixed_s=0.0, prices=prices)
+    counts = add_counts(cost.get("request_counts", {}), requests)
+    request_usd = requests_usd(counts, prices)
+    return {
+        **cost,
+        "requests": _round(request_usd),
+        "per_1000_images": _round(per_1000(cost["compute"] + request_usd, cost["images"])),
+        "request_counts": dict(sorted(counts.items())),
     }
 
 

@@ -11,6 +11,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from prometheus_client.core import CounterMetricFamily
+
 # S3's request classes: these bill at the PUT rate, DELETE is free, the rest at the GET rate.
 _S3_PUT = frozenset(
     {
@@ -90,3 +92,23 @@ def add(*parts: Mapping[str, int]) -> dict[str, int]:
     for part in parts:
         total.update({k: int(v) for k, v in part.items()})
     return dict(total)
+
+
+class RequestCollector:
+    """The counter as `classifier_aws_requests_total{service, operation}` for a tier's /metrics."""
+
+    def __init__(self, counter: RequestCounter):
+        self._counter = counter
+
+    def describe(self):
+        return []  # collected lazily
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "classifier_aws_requests",
+            "AWS requests this process sent (each attempt), by service and operation",
+            labels=["service", "operation"],
+        )
+        for (service, operation), n in sorted(self._counter.counts().items()):
+            family.add_metric([service, operation], n)
+        yield family

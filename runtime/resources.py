@@ -15,7 +15,10 @@ READY_AT_TAG = "elastic-classifier:ready-at"
 # Set by a worker on its own instance when the metadata service gives notice (a Spot
 # interruption or a rebalance recommendation): the scaler counts the instance as gone.
 NOTICE_AT_TAG = "elastic-classifier:notice-at"
-WORKER_TAG_KEYS = (READY_AT_TAG, NOTICE_AT_TAG)
+# Set by a worker on its own instance as it works: images answered and AWS requests sent during
+# this run (runtime.usage); the scaler's fleet listing reads it for the cost figures, free.
+USAGE_TAG = "elastic-classifier:usage"
+WORKER_TAG_KEYS = (READY_AT_TAG, NOTICE_AT_TAG, USAGE_TAG)
 
 # Every queue is encrypted at rest with SQS-managed keys (the API's string form here;
 # CloudFormation takes the same attribute as a boolean).

@@ -18,6 +18,7 @@ import threading
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging
+from runtime.requests import RequestCounter
 from runtime.retry import retry
 from runtime.settings import describe, load_or_exit
 from scaler.fleet import ensure_local_launch_template
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_or_exit("scaler")
     setup_logging(settings.log_format, tier="scaler")
-    ec2 = make_client("ec2", settings)
+    requests = RequestCounter()  # every request the scaler sends: its part of /status's cost
+    ec2 = make_client("ec2", settings, counter=requests)
     if settings.runner != "none":
         # Local modes (embedded moto, compose LocalStack) have no deploy step to make it.
         retry(lambda: ensure_local_launch_template(ec2, settings), "ensure launch template")
@@ -53,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     scaler = build_scaler(
         settings,
         ec2=ec2,
-        sqs=make_client("sqs", settings),
-        cloudwatch=make_client("cloudwatch", settings),
+        sqs=make_client("sqs", settings, counter=requests),
+        cloudwatch=make_client("cloudwatch", settings, counter=requests),
         runner=runner,
+        requests=requests,
     )
     if args.once:
         try:

@@ -20,7 +20,7 @@ from datetime import datetime
 from botocore.exceptions import ClientError
 
 from runtime.readiness import is_ready, under_notice
-from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
+from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG, USAGE_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import MARKETS, Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
@@ -227,6 +227,7 @@ def _instance(raw: dict) -> Instance | None:
         spot=raw.get("InstanceLifecycle") == "spot",
         instance_type=raw.get("InstanceType", ""),
         notice=under_notice(tags, run_began),
+        usage=tags.get(USAGE_TAG, ""),
     )
 
 

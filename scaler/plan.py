@@ -30,8 +30,9 @@ class Instance:
     stopped_at: float | None = None  # epoch seconds of our last stop, when we know it
     ready: bool = False  # its worker has loaded the model during this run (runtime.readiness)
     spot: bool = False  # a one-time Spot instance: EC2 refuses to stop it, so it is terminated
-    instance_type: str = ""
+    instance_type: str = ""  # what its running time is priced at (scaler.billing)
     notice: bool = False  # its worker was given notice during this run and takes no more work
+    usage: str = ""  # its worker's usage tag, as written (runtime.usage)
 
 
 @dataclass(frozen=True)

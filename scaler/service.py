@@ -15,10 +15,14 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime.costs import summary
 from runtime.failures import describe
+from runtime.prices import DEFAULT_PRICES, Prices
+from runtime.requests import RequestCounter, add
 from runtime.settings import Settings
 from runtime.sqs import BATCH_MAX, QueueAttributeError
 from scaler.arrivals import ArrivalGauge, Arrivals
+from scaler.billing import Ledger
 from scaler.decisions import decision_record
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
@@ -97,8 +101,14 @@ class Scaler:
         arrivals: ArrivalGauge | None = None,
         runner: Runner | None = None,
         clock: Callable[[], float] = time.time,
+        prices: Prices = DEFAULT_PRICES,
+        requests: RequestCounter | None = None,
     ):
         self.config = config
+        self._prices = prices
+        self._ledger = Ledger(prices)
+        self._requests = requests  # what this process's clients send
+        self._started_at = clock()
         self._policy: Policy = make_policy(config.policy, PolicyConfig.of(config))
         self._plan = make_planner(config.policy, config.pool)
         self._window = QuietWindow(config.quiet_period_s)
@@ -212,6 +222,7 @@ class Scaler:
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
             self._fleet_counts = self._counts(instances)
+            self._ledger.observe(instances, self._clock())
         if self._runner is not None:
             self._runner.reconcile([view(i) for i in instances])
 
@@ -253,13 +264,31 @@ class Scaler:
                 "limits": {"min": self.config.limits.min, "max": self.config.limits.max},
                 "decisions": list(self._decisions),
                 "throughput_img_s": self._img_s,
+                "cost": self._cost(),
             }
+
+    def _cost(self) -> dict:
+        own = self._requests.by_class() if self._requests is not None else {}
+        return summary(
+            compute=self._ledger.compute_usd(),
+            requests=add(own, self._ledger.worker_requests()),
+            images=self._ledger.images(),
+            fixed_s=self._clock() - self._started_at,
+            prices=self._prices,
+        )
 
 
 def build_scaler(
-    settings: Settings, *, ec2, sqs, cloudwatch, runner: Runner | None = None
+    settings: Settings,
+    *,
+    ec2,
+    sqs,
+    cloudwatch,
+    runner: Runner | None = None,
+    requests: RequestCounter | None = None,
 ) -> Scaler:
-    """The scaler for one deployment, from its settings and its AWS clients."""
+    """The scaler for one deployment, from its settings and its AWS clients (and the counter of
+    what they send, for the cost figures)."""
     return Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet.from_settings(ec2, settings),
@@ -271,4 +300,6 @@ def build_scaler(
         ),
         arrivals=ArrivalGauge(cloudwatch, settings.fleet_name, settings.arrival_window_s),
         runner=runner,
+        prices=settings.prices,
+        requests=requests,
     )

@@ -6,10 +6,13 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from runtime.costs import Run, billed_s, compute_usd, summary
+from runtime.costs import Run, billed_s, compute_usd, summary, with_requests
 from runtime.prices import DEFAULT_PRICES, PriceError, parse_prices
 from runtime.requests import RequestCounter, by_class, price_class
 from runtime.settings import ConfigError, Settings
+from runtime.usage import Usage, format_usage, parse_usage
+from scaler.billing import Ledger
+from scaler.plan import Instance
 
 
 @pytest.mark.parametrize(
@@ -132,3 +135,59 @@ def test_the_counter_counts_every_attempt_a_client_sends():
     client.get_queue_url(QueueName="q")
     assert counter.counts() == {("sqs", "GetQueueUrl"): 3}
     assert by_class(counter.counts().items()) == {"sqs": 3}
+
+
+def test_usage_survives_its_tag_and_rejects_what_is_not_one():
+    usage = Usage("1700000000.5", 12, {"s3-put": 24, "sqs": 40, "s3-get": 0})
+    assert format_usage(usage) == "run=1700000000.5 images=12 s3-put=24 sqs=40"
+    assert parse_usage(format_usage(usage)) == Usage("1700000000.5", 12, {"s3-put": 24, "sqs": 40})
+    for bad in ("", "images=3", "run=1 images=x", "run=1 images=-1", "run=1 images=2 sqs=a"):
+        assert parse_usage(bad) is None
+
+
+def _instance(state: str, at: float, usage: Usage | None = None, iid: str = "i-1") -> Instance:
+    tag = format_usage(usage) if usage else ""
+    return Instance(iid, state, launched_at=at, instance_type="c6i.large", usage=tag)
+
+
+def test_the_ledger_bills_each_run_with_its_minute_and_keeps_what_ended():
+    ledger = Ledger(DEFAULT_PRICES)
+    per_s = DEFAULT_PRICES.hourly("c6i.large") / 3600
+    ledger.observe([_instance("pending", 100.0)], 100.0)
+    ledger.observe([_instance("running", 100.0)], 110.0)
+    assert ledger.compute_usd() == pytest.approx(60 * per_s)  # 10 s run so far: a paid minute
+    ledger.observe([_instance("stopped", 100.0)], 200.0)  # ended at the last tick that saw it
+    ledger.observe([_instance("running", 300.0)], 400.0)  # a start from stopped: a new run
+    assert ledger.compute_usd() == pytest.approx(60 * per_s + 100 * per_s)
+    ledger.observe([], 500.0)  # terminated: the run ended at 400, nothing lost
+    assert ledger.compute_usd() == pytest.approx(160 * per_s)
+
+
+def test_the_ledger_prices_a_spot_run_at_spot():
+    ledger = Ledger(DEFAULT_PRICES)
+    spot = Instance("i-s", "running", launched_at=0.0, instance_type="c7i.large", spot=True)
+    ledger.observe([spot], 3600.0)
+    assert ledger.compute_usd() == pytest.approx(DEFAULT_PRICES.hourly("c7i.large", "spot"))
+
+
+def test_the_ledger_adds_the_latest_usage_of_every_worker_run():
+    ledger = Ledger(DEFAULT_PRICES)
+    ledger.observe([_instance("running", 1.0, Usage("a", 5, {"s3-put": 10}))], 2.0)
+    ledger.observe([_instance("running", 1.0, Usage("a", 8, {"s3-put": 16}))], 3.0)  # cumulative
+    ledger.observe([_instance("running", 9.0, Usage("b", 2, {"sqs": 4}))], 10.0)  # restarted
+    assert ledger.images() == 10 and ledger.worker_requests() == {"s3-put": 16, "sqs": 4}
+    ledger.observe([_instance("running", 9.0, Usage("c", 1), iid="i-2")], 11.0)  # i-1 is gone
+    assert ledger.images() == 11 and ledger.worker_requests() == {"s3-put": 16, "sqs": 4}
+
+
+def test_the_web_adds_its_own_requests_to_the_scalers_cost():
+    scaler = summary(
+        compute=0.002, requests={"s3-put": 1000}, images=500, fixed_s=60, prices=DEFAULT_PRICES
+    )
+    cost = with_requests(scaler, {"s3-put": 1000, "sqs": 10}, DEFAULT_PRICES)
+    assert cost["request_counts"] == {"s3-put": 2000, "sqs": 10}
+    assert cost["requests"] == pytest.approx(2000 * 0.005 / 1000 + 10 * 0.4e-6)
+    assert cost["per_1000_images"] == pytest.approx((0.002 + cost["requests"]) * 2)
+    assert cost["fixed"] == scaler["fixed"]
+    alone = with_requests(None, {"sqs": 1}, DEFAULT_PRICES)  # the scaler did not answer
+    assert alone["compute"] == 0 and alone["per_1000_images"] is None

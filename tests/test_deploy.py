@@ -24,7 +24,7 @@ import runtime.cloudwatch
 from deployment import iam, template
 from deployment.stack import Change, Stack
 from deployment.userdata import render
-from runtime.resources import NOTICE_AT_TAG, READY_AT_TAG
+from runtime.resources import WORKER_TAG_KEYS
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from tests.conftest import ROOT
 
@@ -268,12 +268,13 @@ def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_cl
     assert {a for a in actions_of(stmts) if a.startswith(("ec2:", "iam:", "sts:"))} == {
         "ec2:CreateTags"
     }
-    # Its one EC2 right: the readiness and notice tags, and no other key, on fleet instances.
+    # Its one EC2 right: the readiness, notice and usage tags, and no other key, on fleet
+    # instances only.
     (tag,) = [s for s in stmts if "ec2:CreateTags" in s["Action"]]
     assert tag["Action"] == ["ec2:CreateTags"]
     assert tag["Condition"] == {
         "StringEquals": {f"aws:ResourceTag/{iam.FLEET_TAG}": settings.fleet_name},
-        "ForAllValues:StringEquals": {"aws:TagKeys": [READY_AT_TAG, NOTICE_AT_TAG]},
+        "ForAllValues:StringEquals": {"aws:TagKeys": list(WORKER_TAG_KEYS)},
     }
     arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}"
     for s in stmts:

@@ -16,10 +16,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.messages import Result
+from runtime.requests import by_class
 from runtime.settings import Settings
 from tests.conftest import Service, free_port
-from tests.http_client import photos, upload
+from tests.http_client import photos, upload, variants
 from tests.support.clock import Clock
+from tests.support.waiting import wait_until
 from web.app import create_app
 from web.errors import ClassificationFailed, ResultTimeout
 from web.metrics import RecentRequests
@@ -318,3 +320,46 @@ def test_random_methods_and_paths_share_one_label():
     other = {"method": "other", "route": "other", "status": "404"}
     assert value(text, "classifier_http_requests_total", **other) == 300
     assert len(text) < 20_000
+
+
+def _scrape(url: str) -> str | None:
+    try:
+        return requests.get(url, timeout=10).text
+    except requests.ConnectionError:
+        return None  # not serving yet: the worker serves /metrics once its model is loaded
+
+
+def test_the_web_and_worker_count_the_s3_puts_they_send(moto_endpoint, tmp_path):
+    # No result cache: the web's one S3 PUT per fresh upload is the upload itself.
+    service = Service(moto_endpoint, tmp_path, f"count{uuid.uuid4().hex[:8]}", RESULT_CACHE="0")
+    service.provision()
+    port = free_port()
+    service.start_worker(WORKER_METRICS_PORT=str(port))
+    url = service.start_web()
+    try:
+        put = {"service": "s3", "operation": "PutObject"}
+        before = requests.get(f"{url}/metrics", timeout=10).text
+        worker_before = wait_until(
+            lambda: _scrape(f"http://127.0.0.1:{port}/metrics"), "the worker's /metrics", 120
+        )
+        images = variants(5)
+        for name, data in images:
+            assert upload(url, data, name).status_code == 200
+        after = requests.get(f"{url}/metrics", timeout=10).text
+        counted = "classifier_aws_requests_total"
+        assert value(after, counted, **put) - value(before, counted, **put) == len(images)
+        # The worker stores one result per image (its reply goes by SQS).
+        worker = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert value(worker, counted, **put) - value(worker_before, counted, **put) == len(images)
+        # /status prices the web's own requests (no scaler here: nothing else to add).
+        cost = requests.get(f"{url}/status", timeout=10).json()["cost"]
+        sent = samples(requests.get(f"{url}/metrics", timeout=10).text)
+        web_counts = by_class(
+            ((dict(labels)["service"], dict(labels)["operation"]), int(n))
+            for (name, labels), n in sent.items()
+            if name == counted
+        )
+        assert cost["request_counts"]["s3-put"] == web_counts["s3-put"] >= len(images)
+        assert cost["currency"] == "USD" and cost["requests"] > 0
+    finally:
+        service.stop()

@@ -159,6 +159,19 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     assert sum(n for _, n in counts) == len(images)
     # No decision between the growth and the stop shrank the fleet to zero while work waited.
     assert all(d["desired"] > 0 for d in decisions[grew:] if d["inputs"]["visible"] > 0)
+    # What it cost: the stopped workers' last usage tags carry every image they answered.
+    cost = wait_until(
+        lambda: (c := _fleet(url)["cost"])["images"] == len(images) and c,
+        "the workers' usage in /status",
+        30,
+    )
+    print("cost of the burst:", cost)
+    assert cost["currency"] == "USD" and cost["fixed"] > 0
+    assert cost["compute"] >= 2 * 60 * 0.0416 / 3600 * 0.999  # two runs, a paid minute each
+    counts = cost["request_counts"]
+    assert counts["s3-put"] >= 2 * len(images)  # the uploads and the results, at least
+    parts = cost["compute"] + cost["requests"]
+    assert cost["per_1000_images"] == pytest.approx(parts * 1000 / len(images), rel=1e-3)
 
 
 def test_stopping_a_busy_instance_loses_no_request(embedded):

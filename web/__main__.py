@@ -9,6 +9,7 @@ import sys
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
+from runtime.requests import RequestCounter
 from runtime.settings import describe, load_or_exit
 from web.server import DescriptorError, create_server
 from web.service import build_web
@@ -35,18 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_format, tier="web")
 
     # Short read timeouts: an upload must fail over to a 503 well before RESULT_TIMEOUT_S.
-    s3 = make_client("s3", settings, pool_size=settings.web_threads, read_timeout_s=5)
-    sqs = make_client("sqs", settings, pool_size=settings.web_threads, read_timeout_s=5)
+    requests = RequestCounter()  # every request the web sends: /metrics, and /status's cost
+    s3 = make_client(
+        "s3", settings, pool_size=settings.web_threads, read_timeout_s=5, counter=requests
+    )
+    sqs = make_client(
+        "sqs", settings, pool_size=settings.web_threads, read_timeout_s=5, counter=requests
+    )
     trace_sqs(sqs, log)  # logs `request <id> queued`; the workers log the same id
     try:
         web = build_web(
             settings,
             s3=s3,
             sqs=sqs,
-            background_sqs=lambda: make_client("sqs", settings, pool_size=2),
+            background_sqs=lambda: make_client("sqs", settings, pool_size=2, counter=requests),
             # Jobs get clients of their own: no upload waits on them, so the default timeout.
-            job_clients=lambda service: make_client(service, settings),
-            cloudwatch=make_client("cloudwatch", settings),
+            job_clients=lambda service: make_client(service, settings, counter=requests),
+            cloudwatch=make_client("cloudwatch", settings, counter=requests),
+            requests=requests,
         )
     except Exception as error:  # noqa: BLE001 - one line, then exit: nothing was started
         print(f"web: cannot reach the queues ({error}); run provisioning first", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon
 
+from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
@@ -25,8 +26,9 @@ def create_app(
     status,
     history: StatusHistory | None = None,
     jobs: JobStore | None = None,
+    requests: RequestCounter | None = None,
 ) -> falcon.App:
-    metrics = WebMetrics(status)
+    metrics = WebMetrics(status, requests=requests)
     memory = UploadMemory(settings.web_upload_memory_mb * 2**20, settings.result_timeout_s)
     # The key before anything reads a body; metrics count the refusals too.
     app = falcon.App(middleware=[metrics, ApiKeyRequired(settings.api_key), memory])

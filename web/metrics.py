@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from runtime.logs import current_request_id
+from runtime.requests import RequestCollector, RequestCounter
 from runtime.stats import percentile
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,37 @@ class StatusCollector:
             "1 if the scaler's status answered",
             value=1 if status.get("scaler") == "ok" else 0,
         )
+        yield from _cost_gauges(status.get("cost") or {})
+
+
+def _cost_gauges(cost: dict):
+    """The cost so far by part, and per 1,000 images answered (runtime.costs)."""
+    parts = GaugeMetricFamily(
+        "classifier_cost_dollars",
+        "what the service has cost so far (US dollars): compute, requests, fixed hosts",
+        labels=["part"],
+    )
+    for part in ("compute", "requests", "fixed"):
+        if isinstance(cost.get(part), int | float):
+            parts.add_metric([part], cost[part])
+    yield parts
+    if isinstance(cost.get("per_1000_images"), int | float):  # null until an image is answered
+        yield GaugeMetricFamily(
+            "classifier_cost_per_1000_images_dollars",
+            "compute and requests per 1,000 images answered (US dollars; fixed hosts apart)",
+            value=cost["per_1000_images"],
+        )
 
 
 class WebMetrics:
     """The web tier's registry and the Falcon middleware that feeds it."""
 
-    def __init__(self, status: Callable[[], dict], recent: RecentRequests | None = None):
+    def __init__(
+        self,
+        status: Callable[[], dict],
+        recent: RecentRequests | None = None,
+        requests: RequestCounter | None = None,
+    ):
         self._status = status
         self.recent = recent or RecentRequests()
         # A registry per app: two apps in one process (tests) keep their own counts.
@@ -143,6 +169,8 @@ class WebMetrics:
         for outcome in OUTCOMES:
             self.results.labels(outcome)  # present at 0 before the first upload
         self.registry.register(StatusCollector(status))
+        if requests is not None:
+            self.registry.register(RequestCollector(requests))
 
     def status(self) -> dict:
         """The status source's snapshot plus this process's recent throughput and latency."""

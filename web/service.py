@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import falcon
 
 from runtime.periodic import Every
+from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from web.app import create_app
 from web.arrivals import ArrivalCounter
@@ -55,6 +56,7 @@ def build_web(
     cloudwatch=None,
     instance: str = "",
     job_clients: Callable[[str], object] | None = None,
+    requests: RequestCounter | None = None,
 ) -> WebService:
     """Raises what boto3 raises when the queues cannot be reached; nothing is started then.
 
@@ -62,6 +64,7 @@ def build_web(
     long polls never wait for a connection of the upload threads' pool. With a cloudwatch
     client, accepted uploads are counted per second for the scaler's arrival rate. Batch jobs
     get clients of their own from job_clients("s3" or "sqs") (default: the uploads' own).
+    requests counts what those clients send: /metrics shows it, /status prices it.
     """
     request_queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     dlq_url = sqs.get_queue_url(QueueName=settings.dead_letter_queue)["QueueUrl"]
@@ -93,6 +96,8 @@ def build_web(
         settings.scaler_status_url,
         model=settings.model,
         models=settings.model_names,
+        requests=requests,
+        prices=settings.prices,
     )
     # The charts' history: sampled here, whether or not a page is open.
     history = StatusHistory()
@@ -112,6 +117,7 @@ def build_web(
         status=status.snapshot,
         history=history,
         jobs=_job_store(settings, job_s3, job_sqs),
+        requests=requests,
     )
     return WebService(app, replies, sampler.start(), arrivals)
 

@@ -10,7 +10,10 @@ import urllib.request
 from collections.abc import Callable
 
 from runtime import sqs
+from runtime.costs import with_requests
 from runtime.failures import log_failure
+from runtime.prices import DEFAULT_PRICES, Prices
+from runtime.requests import RequestCounter
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,11 @@ class StatusSource:
         models: tuple[str, ...] = (),
         ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        requests: RequestCounter | None = None,
+        prices: Prices = DEFAULT_PRICES,
     ):
         self._sqs = sqs
+        self._requests, self._prices = requests, prices
         self._model = model
         self._models = models or ((model,) if model else ())  # the default first (MODELS)
         self._request_queue_url, self._dlq_url = request_queue_url, dlq_url
@@ -63,6 +69,12 @@ class StatusSource:
             "decisions": scaler.get("decisions", []),
             "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to
             "scaler": "ok" if scaler else "unreachable",
+            # The fleet's cost as the scaler counts it, plus the requests this process sent.
+            "cost": with_requests(
+                scaler.get("cost"),
+                self._requests.by_class() if self._requests is not None else {},
+                self._prices,
+            ),
         }
 
     def _queue(self) -> dict:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that --help and bad settings answer without loading torch, and so that
     # the signal handlers are in place before the slow imports (boto3, the model's runtime) begin.
     from runtime.clients import make_client
+    from runtime.requests import RequestCounter
     from worker.models import ModelError, load_classifier, load_package_classifier
     from worker.service import build_worker
 
@@ -82,13 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    clients = {name: make_client(name, settings) for name in ("sqs", "s3", "cloudwatch")}
+    # Every request the worker sends is counted: its /metrics and its instance's usage tag.
+    requests = RequestCounter()
+    clients = {
+        name: make_client(name, settings, counter=requests) for name in ("sqs", "s3", "cloudwatch")
+    }
     instance = os.environ.get("INSTANCE_ID", "")
     # One line per request id received and replied: follow it from the web.
     trace_sqs(clients["sqs"], log)
     try:
         worker = build_worker(
-            settings, classifier=classifier, instance=instance, others=others, **clients
+            settings,
+            classifier=classifier,
+            instance=instance,
+            others=others,
+            ec2=make_client("ec2", settings, pool_size=1),
+            requests=requests,
+            **clients,
         )
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet
         print(f"worker: cannot reach queue {settings.request_queue!r}: {error}", file=sys.stderr)

@@ -12,6 +12,8 @@ import logging
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from runtime.requests import RequestCollector, RequestCounter
+
 log = logging.getLogger(__name__)
 
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # an SQS receive returns at most 10
@@ -77,10 +79,18 @@ def _batch_sizes(counts: dict[int, int]) -> HistogramMetricFamily:
     )
 
 
-def serve_metrics(stats, port: int, addr: str = "0.0.0.0") -> int | None:  # noqa: S104
-    """Serve /metrics for these stats on a daemon thread; the bound port, or None if taken."""
+def serve_metrics(
+    stats,
+    port: int,
+    addr: str = "0.0.0.0",  # noqa: S104
+    requests: RequestCounter | None = None,
+) -> int | None:
+    """Serve /metrics for these stats (and the AWS requests sent) on a daemon thread; the bound
+    port, or None if taken."""
     registry = CollectorRegistry()
     registry.register(StatsCollector(stats))
+    if requests is not None:
+        registry.register(RequestCollector(requests))
     try:
         server, _thread = start_http_server(port, addr, registry)
     except OSError as error:

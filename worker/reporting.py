@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from runtime.failures import log_failure
 from runtime.periodic import Every
+from runtime.requests import RequestCounter
+from runtime.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +40,36 @@ class ThroughputReporter:
         except Exception as error:  # noqa: BLE001 - the scaler falls back to its default
             log_failure(log, "publish throughput", error)
         return rate
+
+
+class UsageReporter:
+    """Every `interval_s` and at the end, tag the instance with what this run has used (images
+    answered, AWS requests sent by class) when it changed: the scaler's cost figures read it."""
+
+    def __init__(
+        self,
+        stats,
+        requests: RequestCounter,
+        publish: Callable[[Usage], object],
+        run: str,
+        interval_s: float = 15.0,
+    ):
+        self._stats, self._requests, self._publish, self._run = stats, requests, publish, run
+        self._last: Usage | None = None
+        self._every = Every(interval_s, self.report, "usage")
+
+    def start(self) -> UsageReporter:
+        self._every.start()
+        return self
+
+    def stop(self) -> None:
+        self._every.stop()
+        self.report()  # the last batches' figures, before the instance stops
+
+    def report(self) -> Usage | None:
+        usage = Usage(self._run, self._stats.images, self._requests.by_class())
+        if usage == self._last:
+            return None
+        self._publish(usage)  # runtime.usage.publish_usage: a failure is a warning, retried next
+        self._last = usage
+        return usage

@@ -4,15 +4,18 @@ scaler's build_scaler). `python -m worker` only adds the environment, signals an
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
+from runtime.requests import RequestCounter
 from runtime.settings import Settings
+from runtime.usage import publish_usage
 from worker.budget import DecodeBudget
 from worker.lanes import Lanes
 from worker.metrics import serve_metrics
 from worker.pipeline import Pipeline
-from worker.reporting import ThroughputReporter
+from worker.reporting import ThroughputReporter, UsageReporter
 from worker.served import Served
 
 log = logging.getLogger(__name__)
@@ -23,24 +26,41 @@ class WorkerService:
     pipeline: Pipeline
     reporter: ThroughputReporter
     metrics_port: int  # 0: no /metrics
+    usage: UsageReporter | None = None
+    requests: RequestCounter | None = None
 
     def run(self) -> None:
         """Consume until pipeline.request_stop(); the batches in hand are finished."""
         if self.metrics_port:
-            serve_metrics(self.pipeline.stats, self.metrics_port)
+            serve_metrics(self.pipeline.stats, self.metrics_port, requests=self.requests)
         self.reporter.start()
+        if self.usage is not None:
+            self.usage.start()
         try:
             self.pipeline.run()
         finally:
             self.reporter.stop()
+            if self.usage is not None:
+                self.usage.stop()
 
 
 def build_worker(
-    settings: Settings, *, sqs, s3, cloudwatch, classifier, instance: str = "", others=None
+    settings: Settings,
+    *,
+    sqs,
+    s3,
+    cloudwatch,
+    classifier,
+    instance: str = "",
+    others=None,
+    ec2=None,
+    requests: RequestCounter | None = None,
 ) -> WorkerService:
     """Raises what boto3 raises when the request queue cannot be found; nothing is started.
 
-    classifier: the default model (MODEL); others: the classifiers of MODELS, by name."""
+    classifier: the default model (MODEL); others: the classifiers of MODELS, by name. With an
+    ec2 client and the counter of the requests its clients send, the worker tags its instance
+    with what it has used (runtime.usage)."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     try:
         job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
@@ -74,4 +94,12 @@ def build_worker(
     reporter = ThroughputReporter(
         pipeline.stats, lambda img_s: publish_throughput(cloudwatch, settings.fleet_name, img_s)
     )
-    return WorkerService(pipeline, reporter, settings.worker_metrics_port)
+    usage = None
+    if ec2 is not None and requests is not None and instance:
+        usage = UsageReporter(
+            pipeline.stats,
+            requests,
+            lambda used: publish_usage(ec2, instance, used),
+            run=f"{time.time():.3f}",
+        )
+    return WorkerService(pipeline, reporter, settings.worker_metrics_port, usage, requests)
