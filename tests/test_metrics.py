@@ -351,15 +351,21 @@ def test_the_web_and_worker_count_the_s3_puts_they_send(moto_endpoint, tmp_path)
         # The worker stores one result per image (its reply goes by SQS).
         worker = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert value(worker, counted, **put) - value(worker_before, counted, **put) == len(images)
-        # /status prices the web's own requests (no scaler here: nothing else to add).
-        cost = requests.get(f"{url}/status", timeout=10).json()["cost"]
+        # /status prices the web's own requests (no scaler here: nothing else to add). Its
+        # snapshot is kept for a couple of seconds: wait for one taken after the uploads.
         sent = samples(requests.get(f"{url}/metrics", timeout=10).text)
         web_counts = by_class(
             ((dict(labels)["service"], dict(labels)["operation"]), int(n))
             for (name, labels), n in sent.items()
             if name == counted
         )
-        assert cost["request_counts"]["s3-put"] == web_counts["s3-put"] >= len(images)
+        assert web_counts["s3-put"] >= len(images)
+
+        def priced():
+            cost = requests.get(f"{url}/status", timeout=10).json()["cost"]
+            return cost["request_counts"].get("s3-put", 0) >= web_counts["s3-put"] and cost
+
+        cost = wait_until(priced, "the uploads' PUTs in /status", 30)
         assert cost["currency"] == "USD" and cost["requests"] > 0
     finally:
         service.stop()
