@@ -25,10 +25,11 @@ import falcon.testing
 import pytest
 
 from embedded.stack import python_module, wait_http
-from runtime.messages import Result
 from runtime.settings import Settings
 from tests.conftest import IMAGES, ROOT, Service, free_port, photo_labels
 from tests.http_client import upload, variants
+from tests.support.fake_gateway import FakeGateway
+from tests.support.multipart import form
 from tests.support.waiting import wait_until
 from web.app import create_app
 
@@ -45,14 +46,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
 PICTURES = ROOT / "docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else ARTIFACTS
 FLEET_MAX = 2
-
-
-class FakeGateway:
-    def classify(self, upload, request_id=None):
-        return Result(id="c" * 32, filename=upload.filename, label="tabby"), {"total": 1.0}
-
-    def result(self, request_id):
-        return None
 
 
 @pytest.fixture
@@ -85,19 +78,8 @@ def test_get_root_serves_the_page_under_a_strict_content_policy(page_client):
 
 
 def test_post_root_is_still_the_upload_endpoint(page_client):
-    boundary = "b0undary"
-    data = (IMAGES / "chelsea.jpg").read_bytes()
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="inputFile"; '
-            f'filename="chelsea.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    response = page_client.simulate_post(
-        "/", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+    body, headers = form({"inputFile": ("chelsea.jpg", (IMAGES / "chelsea.jpg").read_bytes())})
+    response = page_client.simulate_post("/", body=body, headers=headers)
     assert response.status_code == 200 and response.text == "chelsea:tabby"
     rejected = page_client.simulate_post("/", body=b"x", headers={"Content-Type": "text/plain"})
     assert rejected.status_code == 400  # the upload's own validation ran

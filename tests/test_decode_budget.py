@@ -11,6 +11,7 @@ import pytest
 from runtime.pixels import footprint
 from runtime.settings import Settings
 from tests import big_images
+from tests.support.multipart import form
 from web.app import create_app
 from worker.budget import PEAK_FACTOR, DecodeBudget
 from worker.imaging import ImageError
@@ -26,20 +27,8 @@ def test_footprint_counts_the_bytes_of_each_pixel():
 
 def test_the_web_tier_refuses_a_16_bit_image_with_pixels_under_the_limit():
     app = create_app(Settings(), gateway=None, ready=lambda: None, status=lambda: {})
-    boundary = "b0undary"
-    body = (
-        (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="myfile"; filename="x.png"\r\n\r\n'
-        ).encode()
-        + BOMB
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    response = falcon.testing.TestClient(app).simulate_post(
-        "/upload",
-        body=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
+    body, headers = form({"myfile": ("x.png", BOMB)}, content_type=None)
+    response = falcon.testing.TestClient(app).simulate_post("/upload", body=body, headers=headers)
     assert response.status_code == 413
     assert "6300x6300 at 6 bytes a pixel" in response.text
 

@@ -21,6 +21,8 @@ from runtime.settings import Settings
 from tests.conftest import Service, free_port
 from tests.http_client import photos, upload, variants
 from tests.support.clock import Clock
+from tests.support.fake_gateway import FakeGateway
+from tests.support.multipart import form
 from tests.support.waiting import wait_until
 from web.app import create_app
 from web.errors import ClassificationFailed, ResultTimeout
@@ -87,19 +89,6 @@ def test_a_young_process_divides_by_its_age_not_the_window():
 # ---- unit: the app's middleware, /metrics and /status ----------------------------------------
 
 
-class FakeGateway:
-    def __init__(self, outcome):
-        self.outcome = outcome
-
-    def classify(self, upload, request_id=None):
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome, {"total": 1.0}
-
-    def result(self, request_id):
-        return None
-
-
 def _client(outcome) -> falcon.testing.TestClient:
     gateway = FakeGateway(outcome)
     app = create_app(Settings(), gateway=gateway, ready=lambda: None, status=lambda: STATUS)
@@ -108,18 +97,8 @@ def _client(outcome) -> falcon.testing.TestClient:
 
 def _post(client, path="/upload"):
     name, data, _ = photos()[0]
-    boundary = "b0undary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="myfile"; filename="{name}"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return client.simulate_post(
-        path, body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+    body, headers = form({"myfile": (name, data)})
+    return client.simulate_post(path, body=body, headers=headers)
 
 
 @pytest.mark.parametrize(

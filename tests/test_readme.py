@@ -20,9 +20,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from runtime.messages import Result
 from runtime.settings import Settings, markdown_table
 from tests.conftest import ROOT, free_port
+from tests.support.fake_gateway import FakeGateway
 from web.app import create_app
 
 README = (ROOT / "README.md").read_text()
@@ -79,15 +79,6 @@ def test_every_setting_named_is_a_real_setting():
 # ---- each kind of command, checked as written ----------------------------------------------
 
 
-class StandInGateway:
-    def classify(self, upload, request_id=None):
-        result = Result(id="c" * 32, filename=upload.filename, label="tabby", model="m")
-        return result, {"total": 1.0}
-
-    def result(self, request_id):
-        return None
-
-
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args):
         pass
@@ -96,7 +87,7 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture(scope="module")
 def web_base():
     """The real web app (validation hooks, routes) over real HTTP; the gateway is a stand-in."""
-    app = create_app(Settings(), gateway=StandInGateway(), ready=lambda: None, status=lambda: {})
+    app = create_app(Settings(), gateway=FakeGateway(), ready=lambda: None, status=lambda: {})
     server = make_server("127.0.0.1", free_port(), app, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"

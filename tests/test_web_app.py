@@ -14,6 +14,8 @@ from PIL import Image
 from runtime.messages import Result
 from runtime.settings import Settings
 from tests.job_client import zip_of
+from tests.support.fake_gateway import FakeGateway
+from tests.support.multipart import form
 from web import errors
 from web.app import create_app
 from web.errors import ClassificationFailed, Overloaded, ResultTimeout, Unavailable
@@ -27,22 +29,6 @@ def _jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 24), "red").save(buffer, format="JPEG")
     return buffer.getvalue()
-
-
-class FakeGateway:
-    def __init__(self, outcome):
-        self.outcome = outcome
-        self.seen = []
-
-    def classify(self, upload, request_id=None):
-        self.seen.append(upload)
-        self.request_id = request_id
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome, {"total": 1.0}
-
-    def result(self, request_id):
-        return None
 
 
 def _client(outcome, **settings) -> tuple[falcon.testing.TestClient, FakeGateway]:
@@ -62,26 +48,9 @@ def _post(
     path: str = "/upload",
     **headers,
 ):
-    boundary = "b0undary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
-        ).encode()
-        + data
-        + f"\r\n--{boundary}".encode()
-        + (
-            f'\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n--{boundary}'
-            if model is not None
-            else ""
-        ).encode()
-        + b"--\r\n"
-    )
-    return client.simulate_post(
-        path,
-        body=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **headers},
-    )
+    fields = {"model": model} if model is not None else {}
+    body, form_headers = form({field: (filename, data)}, fields)
+    return client.simulate_post(path, body=body, headers={**form_headers, **headers})
 
 
 OK = Result(
