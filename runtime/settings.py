@@ -125,6 +125,16 @@ class Settings:
     job_max_bytes: int = _setting(
         2 * 1024**3, "largest batch-job archive (spooled to disk, never held in memory)", "web"
     )
+    job_max_inflated_bytes: int = _setting(
+        4 * 1024**3,
+        "most bytes one batch-job archive may inflate to (members, headers and skipped data)",
+        "web",
+    )
+    job_max_ratio: float = _setting(
+        50.0,
+        "most bytes an archive may inflate to per byte sent, past one image's worth (bombs)",
+        "web",
+    )
     reply_queue_max_age_s: float = _setting(
         300.0, "a reply queue without a heartbeat this long is an orphan and deleted", "web"
     )
@@ -309,6 +319,8 @@ class Settings:
             (self.result_expiry_days >= 1, "RESULT_EXPIRY_DAYS must be >= 1"),
             (self.job_max_images >= 1, "JOB_MAX_IMAGES must be >= 1"),
             (self.job_max_bytes > 0, "JOB_MAX_BYTES must be > 0"),
+            (self.job_max_inflated_bytes > 0, "JOB_MAX_INFLATED_BYTES must be > 0"),
+            (self.job_max_ratio >= 1, "JOB_MAX_RATIO must be >= 1"),
             (self.job_fleet_max >= 0, "JOB_FLEET_MAX must be >= 0"),
             (1 <= self.batch_max <= 10, "BATCH_MAX must be 1-10 (an SQS receive's limit)"),
             (1 <= self.job_batch_max <= 10, "JOB_BATCH_MAX must be 1-10"),

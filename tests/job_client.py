@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import struct
 import tarfile
 import time
 import zipfile
@@ -22,9 +23,15 @@ def zip_of(members: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def tar_of(members: list[tuple[str, bytes]], links: tuple[str, ...] = ()) -> bytes:
+def tar_bz2_of(members: list[tuple[str, bytes]]) -> bytes:
+    return tar_of(members, mode="w:bz2")
+
+
+def tar_of(
+    members: list[tuple[str, bytes]], links: tuple[str, ...] = (), mode: str = "w:gz"
+) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -126,3 +133,25 @@ def form_of(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None
     parts = [(name, value) for name, value in (fields or {}).items()]
     parts += [("images", (name, data, "application/octet-stream")) for name, data in files]
     return urllib3.encode_multipart_formdata(parts)
+
+
+def overlapping_zip(name: str, data: bytes, copies: int) -> bytes:
+    """A zip whose directory lists one deflated member `copies` times, every entry pointing at
+    the same data: it inflates `copies` times what it holds (older CPython reads it whole)."""
+    one = zip_of([(name, data)])
+    directory = one.rindex(b"PK\x01\x02")
+    end = one.rindex(b"PK\x05\x06")
+    entry = one[directory:end]
+    tail = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, copies, copies, len(entry) * copies, directory, 0
+    )
+    return one[:directory] + entry * copies + tail
+
+
+def flat_bmp(side: int = 1000) -> bytes:
+    """A valid, uniform BMP of side x side pixels: 3 bytes a pixel that compress to nothing."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), "white").save(buffer, format="BMP")
+    return buffer.getvalue()

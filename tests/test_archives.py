@@ -10,7 +10,14 @@ import zipfile
 
 import pytest
 
-from tests.job_client import metadata_bomb, tar_of, with_folders, zip_of
+from tests.job_client import (
+    metadata_bomb,
+    overlapping_zip,
+    tar_bz2_of,
+    tar_of,
+    with_folders,
+    zip_of,
+)
 from web.archives import display_name, entries, kind
 from web.errors import ArchiveError, TooManyImages
 from web.zip_directory import check_entries
@@ -181,3 +188,30 @@ def test_a_zip_entry_with_a_huge_name_is_refused():
     archive = zip_of([("n" * 5000 + ".jpg", b"x")])
     with pytest.raises(ArchiveError, match="zip directory entry holds 5004 bytes"):
         _entries(archive)
+
+
+def test_overlapping_zip_entries_refuse_the_archive():
+    bomb = overlapping_zip("same.jpg", b"\0" * LIMIT, 10)
+    assert len(bomb) < 1000
+    with pytest.raises(ArchiveError, match="overlapping zip entries"):
+        _entries(bomb)
+
+
+@pytest.mark.parametrize("build", [zip_of, tar_bz2_of])
+def test_an_archive_that_inflates_past_its_ratio_is_refused(build):
+    archive = build([(f"{i}.jpg", b"\0" * LIMIT) for i in range(40)])
+    assert len(archive) < 5000  # 40 KB of members (and tar headers) from a few KB
+    found = list(entries(io.BytesIO(archive), max_images=100, max_bytes=LIMIT, max_ratio=1000))
+    assert len(found) == 40  # under 1000 times (plus one image): taken
+    with pytest.raises(ArchiveError, match="inflates past"):
+        list(entries(io.BytesIO(archive), max_images=100, max_bytes=LIMIT, max_ratio=5))
+
+
+@pytest.mark.parametrize("build", [zip_of, tar_bz2_of])
+def test_the_total_bound_stops_before_the_member_past_it(build):
+    archive = build([(f"{i}.jpg", b"\1" * LIMIT) for i in range(5)])
+    found = entries(io.BytesIO(archive), max_images=10, max_bytes=LIMIT, max_inflated_bytes=3500)
+    taken = []
+    with pytest.raises(ArchiveError, match="inflates past 3500 bytes"):
+        taken.extend(found)
+    assert 1 <= len(taken) < 4  # stopped as it went, not after reading everything

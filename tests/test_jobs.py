@@ -11,8 +11,10 @@ import requests
 from tests.http_client import photos, upload, variants
 from tests.job_client import (
     clients,
+    flat_bmp,
     form_of,
     metadata_bomb,
+    overlapping_zip,
     post_archive,
     queue_depth,
     results,
@@ -104,8 +106,11 @@ def _text_field(url: str, text: str):
 
 def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
     service = service_factory()
-    url = service.start_web(JOB_MAX_IMAGES="3")  # no worker: nothing may be queued
+    # No worker: nothing may be queued. One image's worth is 4 MiB, so an archive may inflate to
+    # 50 times its size plus 4 MiB (JOB_MAX_RATIO).
+    url = service.start_web(JOB_MAX_IMAGES="3", MAX_UPLOAD_BYTES=str(4 * 2**20))
     images = [(name, data) for name, data in variants(4)]
+    flat = flat_bmp()
     s3, sqs = clients(service)
     cases = [
         (post_archive(url, zip_of(images)), 413, "4"),
@@ -118,6 +123,15 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
         # Directories count toward the limit: they cost as much to list as files.
         (post_archive(url, with_folders(images[:1], 3, "zip")), 413, "image limit"),
         (post_archive(url, with_folders(images[:1], 3, "tar"), "application/x-bzip2"), 413, "3"),
+        # Three valid 3 MB images in a few hundred bytes: the first is staged, then refused
+        # (and discarded) at the second, before it is read.
+        (
+            post_archive(url, tar_of([(f"{i}.bmp", flat) for i in range(3)], mode="w:bz2")),
+            400,
+            "inflates past",
+        ),
+        # One deflated image listed three times: older CPython would inflate it three times.
+        (post_archive(url, overlapping_zip("same.bmp", flat, 3)), 400, "overlapping zip"),
         # A JSON body or a form's text field is capped, never read whole.
         (_json_body(url, {"prefix": "a" * 100_000}), 413, "JSON body is larger"),
         (_text_field(url, "n" * 100_000), 413, "form field 'note'"),

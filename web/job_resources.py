@@ -53,7 +53,11 @@ class JobsResource:
                 self._hold(req, jobs, None)  # members inflate: the body bounds nothing
                 limits = jobs.limits
                 found = archives.entries(
-                    file, max_images=limits.max_images, max_bytes=limits.max_image_bytes
+                    file,
+                    max_images=limits.max_images,
+                    max_bytes=limits.max_image_bytes,
+                    max_inflated_bytes=limits.max_inflated_bytes,
+                    max_ratio=limits.max_ratio,
                 )
                 manifest = jobs.from_entries(found, "archive", model)
         resp.status = falcon.HTTP_202

@@ -43,6 +43,8 @@ class JobLimits:
     max_images: int
     max_image_bytes: int
     prefixes: tuple[str, ...] = ()  # Settings.job_source_prefixes: empty, prefix jobs are off
+    max_inflated_bytes: int | None = None  # an archive's bounds (web.members.Inflation)
+    max_ratio: float | None = None
 
 
 class JobStore:

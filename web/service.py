@@ -135,7 +135,11 @@ def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
         output_bucket=settings.output_bucket,
         job_queue_url=job_queue_url,
         limits=JobLimits(
-            settings.job_max_images, settings.max_upload_bytes, settings.job_source_prefixes
+            settings.job_max_images,
+            settings.max_upload_bytes,
+            settings.job_source_prefixes,
+            max_inflated_bytes=settings.job_max_inflated_bytes,
+            max_ratio=settings.job_max_ratio,
         ),
         check_image=lambda data: image_problem(data, settings.max_pixels),
         deadline_s=settings.result_expiry_days * 86400.0,

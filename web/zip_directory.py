@@ -24,6 +24,8 @@ _END64 = b"PK\x06\x06"
 _END64_SIZE = 56
 _ENTRY = b"PK\x01\x02"
 _ENTRY_SIZE = 46
+_LOCAL = b"PK\x03\x04"
+_LOCAL_SIZE = 30
 
 
 def check_entries(file: BinaryIO, max_entries: int) -> int:
@@ -75,3 +77,24 @@ def _directory(file: BinaryIO) -> tuple[int, int]:
     if start < 0:
         raise ArchiveError("unreadable zip archive: the central directory starts before the file")
     return size, start
+
+
+def check_no_overlap(file: BinaryIO, members, directory_start: int) -> None:
+    """ArchiveError if two members' data overlap, or one runs into the central directory.
+
+    Each member spans at least its local header (30 bytes, its name and extra field, read from
+    the header itself) and its compressed data; a data descriptor after it only adds to that.
+    """
+    end_of_previous = 0
+    for member in sorted(members, key=lambda m: m.header_offset):
+        if member.header_offset < end_of_previous:
+            raise ArchiveError("overlapping zip entries (one stream read as many: a zip bomb)")
+        file.seek(member.header_offset)
+        local = file.read(_LOCAL_SIZE)
+        name, extra = 0, 0
+        if len(local) == _LOCAL_SIZE and local.startswith(_LOCAL):
+            name, extra = struct.unpack("<HH", local[26:30])
+        # A bad local header is that member's own failure when it is read.
+        end_of_previous = member.header_offset + _LOCAL_SIZE + name + extra + member.compress_size
+    if end_of_previous > directory_start:
+        raise ArchiveError("overlapping zip entries (data runs into the central directory)")
