@@ -67,5 +67,7 @@ def test_concurrent_decodes_stay_within_the_budget():
 def test_an_image_larger_than_the_whole_budget_decodes_alone():
     image = big_images.jpeg(1000, 1000)
     budget = DecodeBudget(1, 40_000_000)
-    with budget.reserve(image):
-        pass  # does not wait forever
+    with budget.reserve(image):  # does not wait forever for room the budget never has
+        assert budget.peak_reserved == budget.cost(image) > budget.budget_bytes
+    with budget.reserve(image):  # and gave it all back: the next one is alone too
+        assert budget.peak_reserved == budget.cost(image)
