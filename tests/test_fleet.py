@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from runtime.readiness import announce_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
-from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template, view
 from scaler.plan import (
     Actions,
@@ -21,6 +18,7 @@ from scaler.plan import (
     plan,
     plan_original,
 )
+from tests.support.fleet import unique_settings
 
 RULES = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
 NOW = 10_000.0
@@ -186,8 +184,7 @@ def ec2(aws_client):
 
 @pytest.fixture
 def settings():
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(fleet_name=f"fleet-{suffix}", launch_template=f"lt-{suffix}")
+    return unique_settings("fleet")
 
 
 @pytest.fixture

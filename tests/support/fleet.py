@@ -10,10 +10,10 @@ from runtime.settings import Settings
 from scaler.fleet import Fleet, ensure_local_launch_template
 
 
-def provisioned(aws_client, prefix: str, **rules) -> Settings:
-    """Settings with resources of their own (buckets, queues, fleet tag, launch template)."""
+def unique_settings(prefix: str, **rules) -> Settings:
+    """Settings whose buckets, queue, fleet tag and launch template no other test shares."""
     name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    settings = Settings(
+    return Settings(
         input_bucket=f"{name}-in",
         output_bucket=f"{name}-out",
         request_queue=f"{name}-requests",
@@ -21,6 +21,11 @@ def provisioned(aws_client, prefix: str, **rules) -> Settings:
         launch_template=f"{name}-lt",
         **rules,
     )
+
+
+def provisioned(aws_client, prefix: str, **rules) -> Settings:
+    """unique_settings with their resources made (buckets, queues, launch template)."""
+    settings = unique_settings(prefix, **rules)
     provision(settings, aws_client("s3"), aws_client("sqs"))
     ensure_local_launch_template(aws_client("ec2"), settings)
     return settings
