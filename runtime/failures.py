@@ -35,6 +35,15 @@ def is_not_found(error: BaseException) -> bool:
     )
 
 
+# S3's answers to a conditional write whose key exists (412), or that lost a race (409).
+_TAKEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+def is_taken(error: BaseException) -> bool:
+    """A conditional S3 write (IfNoneMatch / IfMatch) refused: someone else's object is there."""
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in _TAKEN
+
+
 def log_failure(log: logging.Logger, what: str, error: BaseException, then: str = "") -> None:
     """One warning for an AWS error (operation, code, message); one error with the traceback
     for anything unexpected. `then` says what happens next ("retry in 2.0 s")."""

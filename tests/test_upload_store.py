@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from embedded.provision import provision
 from runtime.messages import Request, new_request_id
 from runtime.settings import Settings
+from web.errors import RequestIdInUse
 from web.store import UploadStore
 
 SMALL, LARGE = b"\xff\xd8\xff" + b"s" * 1000, b"\xff\xd8\xff" + b"L" * 5000
@@ -61,3 +64,54 @@ def test_uploads_up_to_the_inline_limit_ride_in_their_message_and_all_are_stored
     for request, data in ((small, SMALL), (large, LARGE)):  # the input bucket keeps every upload
         stored = s3.get_object(Bucket=settings.input_bucket, Key=request.key)["Body"].read()
         assert stored == data
+
+
+def test_an_async_uploads_id_stays_claimed_until_its_own_deadline(aws):
+    """Round three's finding 8: 70 s after an async upload was stored (the sync timeout), any
+    client could take its id over; its GET /results/<id> then showed the other's image."""
+    settings, s3, sqs, request_url, reply_url = aws
+    now = [time.time()]
+    store = UploadStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        request_queue_url=request_url,
+        result_timeout_s=60,
+        clock=lambda: now[0],
+    )
+    victim_id = new_request_id()
+    week = 7 * 86400.0
+    store.submit(Request.create(victim_id, "victim.jpg", "", now[0] + week), SMALL)
+
+    now[0] += 3600  # an hour on: far past the sync timeout, well within the async deadline
+    for reply_to in (reply_url, ""):  # a synchronous or an asynchronous taker
+        taker = Request.create(victim_id, "taker.jpg", reply_to, now[0] + 60)
+        with pytest.raises(RequestIdInUse):
+            store.submit(taker, LARGE)
+    key = {"Bucket": settings.input_bucket, "Key": Request.create(victim_id, "", "", 0).key}
+    assert s3.get_object(**key)["Body"].read() == SMALL
+
+    now[0] += week  # past the async deadline: its own client may reuse the id
+    store.submit(Request.create(victim_id, "again.jpg", "", now[0] + week), LARGE)
+    assert s3.get_object(**key)["Body"].read() == LARGE
+
+
+def test_a_sync_uploads_id_may_be_retried_once_its_deadline_passed(aws):
+    settings, s3, sqs, request_url, reply_url = aws
+    now = [time.time()]
+    store = UploadStore(
+        s3=s3,
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        request_queue_url=request_url,
+        result_timeout_s=60,
+        clock=lambda: now[0],
+    )
+    request_id = new_request_id()
+    store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)
+    with pytest.raises(RequestIdInUse):
+        store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)
+    now[0] += 120
+    store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)

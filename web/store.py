@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from runtime.failures import is_not_found, log_failure
+from runtime.failures import is_not_found, is_taken, log_failure
 from runtime.keys import JOBS, cache_key, result_key, started_key, upload_key
 from runtime.messages import MessageError, Request, Result
 from web.errors import RequestIdInUse, Unavailable
@@ -19,9 +19,8 @@ log = logging.getLogger(__name__)
 
 # Cache entries belong to no request: whoever hits one gets it under its own id and filename.
 _ANONYMOUS = {"id": "0" * 32, "filename": "", "token": "", "timings_ms": {}}
-# S3's answers to a conditional write whose key exists (412), or that lost a race (409).
 _CLOCK_SKEW_S = 10.0  # between this host and S3's LastModified
-_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_DEADLINE = "deadline"  # an upload's metadata: epoch s until which its id is claimed
 
 
 class UploadStore:
@@ -59,7 +58,7 @@ class UploadStore:
         try:
             self._put_upload(request, data)
         except ClientError as error:
-            if error.response["Error"]["Code"] in _TAKEN:
+            if is_taken(error):
                 raise RequestIdInUse(request.id) from None
             raise Unavailable(f"could not store the upload: {type(error).__name__}") from error
         except RequestIdInUse:
@@ -78,19 +77,32 @@ class UploadStore:
 
     def _put_upload(self, request: Request, data: bytes) -> None:
         """Write the bytes only if the key is new, or if it belongs to a submission whose
-        deadline passed long ago (nobody waits for its reply any more), so a
-        client may retry under its own id after a 504. The replacement is conditional on the
-        old object's ETag: of two retries racing for it, one wins, the other gets a 409."""
+        deadline passed (nobody waits for it any more), so a client may retry under its own id
+        after a 504. The deadline is the submission's own, stored with the bytes: an
+        asynchronous upload's id stays claimed until its async deadline, not the sync timeout.
+        The replacement is conditional on the old object's ETag: of two retries racing for
+        it, one wins, the other gets a 409."""
+        claim = {"Metadata": {_DEADLINE: f"{request.deadline:.3f}"}}
         try:
-            self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*")
+            self._s3.put_object(
+                Bucket=self._input, Key=request.key, Body=data, IfNoneMatch="*", **claim
+            )
             return
         except ClientError as error:
-            if error.response["Error"]["Code"] not in _TAKEN:
+            if not is_taken(error):
                 raise
         head = self._s3.head_object(Bucket=self._input, Key=request.key)
-        if self._clock() - head["LastModified"].timestamp() < self._timeout_s + _CLOCK_SKEW_S:
+        if self._clock() < self._claimed_until(head) + _CLOCK_SKEW_S:
             raise RequestIdInUse(request.id)
-        self._s3.put_object(Bucket=self._input, Key=request.key, Body=data, IfMatch=head["ETag"])
+        self._s3.put_object(
+            Bucket=self._input, Key=request.key, Body=data, IfMatch=head["ETag"], **claim
+        )
+
+    def _claimed_until(self, head: dict) -> float:
+        try:
+            return float(head.get("Metadata", {})[_DEADLINE])
+        except (KeyError, ValueError):  # stored before deadlines were: the sync timeout's
+            return head["LastModified"].timestamp() + self._timeout_s
 
     def state(self, request_id: str) -> str | None:
         """Before its result exists: `in progress` once a worker took it, `queued` while its
