@@ -11,7 +11,8 @@ Three roles, one per host, and no role may assume another:
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
   queue depth and the throughput metric; pull the host image. No s3: at all.
 - web (the web host's instance profile): store uploads, queue requests, read results, list only
-  under jobs/, own its reply queue, pull the host image. No ec2:, no iam:, no sts:.
+  under jobs/, own its reply queue, settle dead letters, pull the host image. No ec2:, no
+  iam:, no sts:.
 
 How many instances the scaler may run is not expressible in IAM (RunInstances has no count
 condition key): FLEET_MAX in the scaler bounds it, the account's EC2 vCPU quota backs that up.
@@ -284,8 +285,15 @@ def web_policy() -> dict:
             [queue_arn(REQUEST_QUEUE), queue_arn(JOB_QUEUE)],
         ),
         _statement(
-            "ReadDeadLetterDepth",
-            ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            # Its depth for /status; each dead letter read, stored as its client's error and
+            # deleted (web.deadletters).
+            "SettleDeadLetters",
+            [
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ],
             queue_arn(f"{REQUEST_QUEUE}-dlq"),
         ),
         _statement(

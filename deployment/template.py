@@ -18,7 +18,12 @@ import yaml
 
 from deployment import iam, userdata
 from runtime import keys
-from runtime.resources import BUCKET_SSE_ALGORITHM, DLQ_RETENTION_S, QUEUE_SSE_ATTRIBUTE
+from runtime.resources import (
+    BUCKET_SSE_ALGORITHM,
+    DLQ_RETENTION_S,
+    QUEUE_SSE_ATTRIBUTE,
+    queue_retention_s,
+)
 from runtime.settings import DEAD_LETTER_SUFFIX, DEFAULT_POLICY, MARKETS, POLICIES, Settings
 
 PATH = Path(__file__).resolve().parent / "template.yaml"
@@ -59,9 +64,6 @@ def parameters() -> dict:
     def text(description: str, default: str | None = None, pattern: str = _NAME_PATTERN) -> dict:
         spec = {"Type": "String", "Description": description, "AllowedPattern": pattern}
         return spec if default is None else {**spec, "Default": default}
-
-    def days(description: str, default: int) -> dict:
-        return {"Type": "Number", "Description": description, "Default": default, "MinValue": 1}
 
     repository = r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$"
     instance_type = r"^[a-z0-9-]+\.[a-z0-9]+$"
@@ -114,20 +116,20 @@ def parameters() -> dict:
             "Description": "machine image of every host (needs bash, curl and dnf or docker)",
             "Default": AL2023,
         },
-        "UploadRetentionDays": days("days an uploaded image is kept", 1),
-        "ResultRetentionDays": days("days a result (and the result cache) is kept", 30),
     }
 
 
-def _bucket(prefix_days: list[tuple[str, str]]) -> dict:
+def _bucket(expiring: tuple[str, ...], days: int) -> dict:
+    """Each prefix of `expiring` expires after `days` (RESULT_EXPIRY_DAYS: not a parameter, so
+    the stack's rules and its hosts' setting cannot disagree)."""
     rules = [
         {
             "Id": f"expire-{prefix.rstrip('/')}",
             "Status": "Enabled",
             "Prefix": prefix,
-            "ExpirationInDays": ref(days),
+            "ExpirationInDays": days,
         }
-        for prefix, days in prefix_days
+        for prefix in expiring
     ]
     rules.append(
         {
@@ -214,6 +216,8 @@ def _work_queue(settings: Settings, name: str, metadata: dict) -> dict:
             "QueueName": iam.sub(name),
             QUEUE_SSE_ATTRIBUTE: True,
             "VisibilityTimeout": settings.visibility_timeout_s,
+            # A queued request lives as long as its upload and its async deadline.
+            "MessageRetentionPeriod": queue_retention_s(settings.result_expiry_days),
             "RedrivePolicy": {
                 "deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
                 "maxReceiveCount": settings.max_receive_count,
@@ -413,16 +417,9 @@ def template() -> dict:
     settings = Settings()
     user_data = _user_data()
     resources = {
-        "InputBucket": _bucket(
-            [(keys.UPLOADS, "UploadRetentionDays"), (keys.JOBS, "ResultRetentionDays")]
-        ),
+        "InputBucket": _bucket(keys.EXPIRING_INPUTS, settings.result_expiry_days),
         "InputBucketPolicy": _tls_only("InputBucket"),
-        "OutputBucket": _bucket(
-            [
-                (prefix, "ResultRetentionDays")
-                for prefix in (keys.RESULTS, keys.STARTED, keys.JOBS, keys.CACHE)
-            ]
-        ),
+        "OutputBucket": _bucket(keys.EXPIRING_OUTPUTS, settings.result_expiry_days),
         "OutputBucketPolicy": _tls_only("OutputBucket"),
         **_queues(settings),
         **_groups(settings),

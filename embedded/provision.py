@@ -8,7 +8,12 @@ import logging
 from botocore.exceptions import ClientError
 
 from runtime import keys
-from runtime.resources import BUCKET_ENCRYPTION, DLQ_RETENTION_S, QUEUE_ENCRYPTION
+from runtime.resources import (
+    BUCKET_ENCRYPTION,
+    DLQ_RETENTION_S,
+    QUEUE_ENCRYPTION,
+    queue_retention_s,
+)
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,10 +27,8 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     for bucket in (settings.input_bucket, settings.output_bucket):
         ensure_private_bucket(s3, bucket, settings.aws_region, tags)
     days = settings.result_expiry_days
-    ensure_expiry(s3, settings.input_bucket, {keys.UPLOADS: UPLOADS_EXPIRE_DAYS, keys.JOBS: days})
-    ensure_expiry(
-        s3, settings.output_bucket, {keys.RESULTS: days, keys.STARTED: days, keys.JOBS: days}
-    )
+    ensure_expiry(s3, settings.input_bucket, dict.fromkeys(keys.EXPIRING_INPUTS, days))
+    ensure_expiry(s3, settings.output_bucket, dict.fromkeys(keys.EXPIRING_OUTPUTS, days))
     dlq_url = ensure_queue(
         sqs, settings.dead_letter_queue, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}, tags
     )
@@ -36,6 +39,7 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     work = {
         "VisibilityTimeout": str(settings.visibility_timeout_s),
         "RedrivePolicy": json.dumps(redrive),
+        "MessageRetentionPeriod": str(queue_retention_s(days)),
     }
     request_url = ensure_queue(sqs, settings.request_queue, work, tags)
     # Batch-job images: their own lane (workers serve it only when no upload waits).
@@ -47,11 +51,10 @@ def provision(settings: Settings, s3, sqs, tags: dict[str, str] | None = None) -
     }
 
 
-# What this service writes expires; the cache and anything else a user put in the buckets (the
-# prefixes batch jobs read) stay. Uploads are read once by a worker; the web tier deletes only
-# those it failed to queue, so a lifecycle rule is what removes the rest (and what a
-# client-chosen id is unique against: `uploads/<id>` is written only if absent).
-UPLOADS_EXPIRE_DAYS = 1
+# What this service writes expires after RESULT_EXPIRY_DAYS, the async deadline (an upload
+# queued that long must still be there to classify); the cache and anything else a user put in
+# the buckets (the prefixes batch jobs read) stay. The web tier deletes only the uploads it failed
+# to queue, so a lifecycle rule is what removes the rest.
 
 
 def ensure_expiry(s3, bucket: str, days_by_prefix: dict[str, int]) -> None:

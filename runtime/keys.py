@@ -15,6 +15,10 @@ STARTED = "started/"  # output bucket: an asynchronous upload a worker has taken
 JOBS = "jobs/"  # both buckets: a batch job's staged images, manifest and results
 # The service's own areas: a batch job may never name one as its source, however spelled.
 SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS)
+# What expires after RESULT_EXPIRY_DAYS (runtime.resources), per bucket. The content cache does
+# not: it belongs to no request, and an entry answers any later upload of the same bytes.
+EXPIRING_INPUTS = (UPLOADS, JOBS)
+EXPIRING_OUTPUTS = (RESULTS, STARTED, JOBS)
 MAX_PREFIX = 1024  # an S3 key's own limit, in characters here
 
 

@@ -271,17 +271,31 @@ def stored_key(request: Request, ok: bool) -> str:
 
 
 def salvage(body: str, reply_prefix: str) -> Request | None:
-    """From a body that fails decode(), a request with a sound id and an own reply queue (so the
-    sender can be told why), or None when there is nobody safe to tell."""
+    """From a body that fails decode(), a request with a sound id and an own reply queue or a
+    sound job and index (so the sender can be told why: a reply, an error at the id, a failed
+    row of the job), or None when there is nobody safe to tell. Its key is never read."""
     try:
         obj = load_json(body)
-        request = Request.create(
-            request_id=obj["id"],
-            filename=str(obj.get("filename", ""))[:MAX_FILENAME],
-            reply_to=obj["reply_to"],
-            deadline=0,
-            token=obj.get("token", ""),  # so the error reaches the client that waits
-        )
+        filename = str(obj.get("filename", ""))[:MAX_FILENAME]
+        if job := obj.get("job"):
+            index = obj.get("index", 0)
+            request = Request(
+                id=obj["id"],
+                key=staged_key(job, index),  # what decode() accepts for a job image
+                filename=filename,
+                reply_to="",
+                deadline=0,
+                job=job,
+                index=index,
+            )
+        else:
+            request = Request.create(
+                request_id=obj["id"],
+                filename=filename,
+                reply_to=obj["reply_to"],
+                deadline=0,
+                token=obj.get("token", ""),  # so the error reaches the client that waits
+            )
         return Request.decode(request.encode(), reply_prefix=reply_prefix)
     except (ValueError, KeyError, TypeError):  # MessageError is a ValueError
         return None

@@ -26,6 +26,16 @@ QUEUE_SSE_ATTRIBUTE = "SqsManagedSseEnabled"
 QUEUE_ENCRYPTION = {QUEUE_SSE_ATTRIBUTE: "true"}
 DLQ_RETENTION_S = 14 * 24 * 3600  # SQS's longest: time to look at what failed
 REPLY_RETENTION_S = 3600  # a reply nobody read within the hour has no waiter left
+# What a request leaves (its upload, result, job rows and queued message) is kept
+# RESULT_EXPIRY_DAYS, its async deadline: by the buckets' lifecycle rules and by the work
+# queues' retention, so nothing expires before its deadline. SQS keeps a message 14 days at most.
+MAX_RETENTION_DAYS = 14
+
+
+def queue_retention_s(days: int) -> int:
+    """A work queue's MessageRetentionPeriod for RESULT_EXPIRY_DAYS `days`."""
+    return days * 24 * 3600
+
 
 # Every bucket is encrypted at rest with S3-managed keys (SSE-S3).
 BUCKET_SSE_ALGORITHM = "AES256"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from runtime import keys
 from runtime.messages import is_model_name
 from runtime.prices import PriceError, Prices, parse_prices
+from runtime.resources import MAX_RETENTION_DAYS
 
 
 class ConfigError(ValueError):
@@ -73,7 +74,9 @@ class Settings:
     output_bucket: str = _setting("classifier-output", "S3 bucket for results (JSON by id)")
     request_queue: str = _setting("classifier-requests", "SQS queue of classification requests")
     result_expiry_days: int = _setting(
-        7, "days before stored results, uploads and jobs expire (S3 lifecycle rules)"
+        7,
+        "days before stored results, uploads, jobs and queued requests expire (S3 lifecycle, "
+        "SQS retention); an async upload's deadline",
     )
     reply_queue_prefix: str = _setting("classifier-reply-", "name prefix of per-web reply queues")
     max_receive_count: int = _setting(3, "deliveries before a request goes to the DLQ")
@@ -316,7 +319,10 @@ class Settings:
                 f"INLINE_MAX_BYTES must be 0-{INLINE_LIMIT_BYTES} (a message's limit, as base64)",
             ),
             (self.max_pixels > 0, "MAX_PIXELS must be > 0"),
-            (self.result_expiry_days >= 1, "RESULT_EXPIRY_DAYS must be >= 1"),
+            (
+                1 <= self.result_expiry_days <= MAX_RETENTION_DAYS,
+                f"RESULT_EXPIRY_DAYS must be 1-{MAX_RETENTION_DAYS} (SQS keeps no message longer)",
+            ),
             (self.job_max_images >= 1, "JOB_MAX_IMAGES must be >= 1"),
             (self.job_max_bytes > 0, "JOB_MAX_BYTES must be > 0"),
             (self.job_max_inflated_bytes > 0, "JOB_MAX_INFLATED_BYTES must be > 0"),

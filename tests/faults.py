@@ -82,3 +82,30 @@ def wait_in_flight(sqs, queue_url: str, limit_s: float = 30) -> None:
         return int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
     wait_until(held, "a worker to take a message", limit_s, every_s=0.02)
+
+
+class Stall:
+    """An endpoint that takes every connection and never answers: a process whose S3 calls go
+    here hangs in them, holding what it received, until it is killed (AWS_ENDPOINT_URL_S3)."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._held:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(client)

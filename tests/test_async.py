@@ -5,7 +5,6 @@ from __future__ import annotations
 import boto3
 import requests
 
-from embedded.provision import UPLOADS_EXPIRE_DAYS
 from runtime.keys import result_key, started_key
 from tests.http_client import photos, upload
 from tests.support.waiting import wait_until
@@ -79,7 +78,7 @@ def test_results_uploads_and_jobs_expire_by_lifecycle_rules(running_service):
     s3 = boto3.client("s3", endpoint_url=running_service.env["AWS_ENDPOINT_URL"])
     days = running_service.settings.result_expiry_days
     wanted = {
-        running_service.settings.input_bucket: {"uploads/": UPLOADS_EXPIRE_DAYS, "jobs/": days},
+        running_service.settings.input_bucket: {"uploads/": days, "jobs/": days},
         running_service.settings.output_bucket: {
             p: days for p in ("results/", "started/", "jobs/")
         },

@@ -24,7 +24,8 @@ import runtime.cloudwatch
 from deployment import iam, template
 from deployment.stack import Change, Stack
 from deployment.userdata import render
-from runtime.resources import WORKER_TAG_KEYS
+from runtime import keys
+from runtime.resources import WORKER_TAG_KEYS, queue_retention_s
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from tests.conftest import ROOT
 
@@ -526,6 +527,24 @@ def test_cli_plan_deploy_deploy_teardown(moto_endpoint):
 
 def test_committed_template_is_the_generated_one():
     assert template.PATH.read_text() == template.render(), "run `python -m deployment template`"
+
+
+def test_retention_is_the_async_deadline_everywhere():
+    """Issue 26, finding 12: uploads expired after 1 day and queued messages after SQS's default
+    4, while an async upload's deadline (and docs/api.md) said 7; the cache expired after 30
+    days though the docs say it never does."""
+    resources = yaml.safe_load(template.PATH.read_text())["Resources"]
+    days = Settings().result_expiry_days  # the async deadline is this many days (web.service)
+    for bucket, expiring in (
+        ("InputBucket", {keys.UPLOADS, keys.JOBS}),
+        ("OutputBucket", {keys.RESULTS, keys.STARTED, keys.JOBS}),
+    ):
+        rules = resources[bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+        expiry = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "Prefix" in r}
+        assert expiry == dict.fromkeys(expiring, days), bucket
+    for queue in ("RequestQueue", "JobQueue"):
+        retention = resources[queue]["Properties"]["MessageRetentionPeriod"]
+        assert retention == queue_retention_s(days) == days * 86400
 
 
 def test_every_scanner_skip_says_why_beside_its_resource():

@@ -163,6 +163,25 @@ def test_salvage_keeps_a_sound_id_and_own_reply_queue():
     assert len(salvaged.filename) == MAX_FILENAME
 
 
+REFUSED_ITEM = {**GOOD, "reply_to": "", "job": "b" * 32, "index": 4, "key": "albums/cat.jpg"}
+
+
+def test_salvage_keeps_a_refused_job_images_job_and_index():
+    """Its failed row is the job's, not a result under its own id nobody asks for."""
+    salvaged = salvage(json.dumps(REFUSED_ITEM), PREFIX)
+    assert salvaged is not None
+    assert (salvaged.id, salvaged.job, salvaged.index) == (GOOD["id"], "b" * 32, 4)
+    assert salvaged.key == staged_key("b" * 32, 4)  # never read: the error is its result
+
+
+@pytest.mark.parametrize(
+    "job",
+    [{"job": "../x"}, {"job": 5}, {"index": -1}, {"index": "4"}, {"index": True}, {"index": 1.5}],
+)
+def test_salvage_gives_nothing_for_a_job_image_without_a_sound_place(job):
+    assert salvage(json.dumps({**REFUSED_ITEM, **job}), PREFIX) is None
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from embedded.provision import UPLOADS_EXPIRE_DAYS, provision
+from embedded.provision import provision
+from runtime.resources import queue_retention_s
 from runtime.settings import Settings
 
 
@@ -14,4 +15,11 @@ def test_uploads_expire_and_provisioning_is_idempotent(aws_client):
     rules = s3.get_bucket_lifecycle_configuration(Bucket="prov11-in")["Rules"]
     (rule,) = [r for r in rules if r["Filter"] == {"Prefix": "uploads/"}]
     assert rule["Status"] == "Enabled"
-    assert rule["Expiration"]["Days"] == UPLOADS_EXPIRE_DAYS
+    # As long as the async deadline (issue 26, finding 12: uploads went after a day).
+    assert rule["Expiration"]["Days"] == settings.result_expiry_days
+    for queue in (settings.request_queue, settings.job_queue):
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert int(attributes["MessageRetentionPeriod"]) == queue_retention_s(
+            settings.result_expiry_days
+        )

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 import falcon
 
+from runtime import deadletters
+from runtime.messages import reply_url_prefix
 from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from web.app import create_app
 from web.arrivals import ArrivalCounter
+from web.deadletters import DeadLetters
 from web.gateway import Gateway
 from web.guards import Backlog
 from web.history import StatusHistory
@@ -34,6 +37,7 @@ class WebService:
     replies: Replies
     _sampler: Every
     _arrivals: ArrivalCounter | None = None
+    _dead_letters: DeadLetters | None = None
 
     @property
     def reply_queue_url(self) -> str:
@@ -42,6 +46,8 @@ class WebService:
     def close(self) -> None:
         """Stop the threads and delete this process's reply queue."""
         self._sampler.stop()
+        if self._dead_letters is not None:
+            self._dead_letters.stop()
         if self._arrivals is not None:
             self._arrivals.stop()
         self.replies.close()
@@ -119,7 +125,15 @@ def build_web(
         jobs=_job_store(settings, job_s3, job_sqs),
         requests=requests,
     )
-    return WebService(app, replies, sampler.start(), arrivals)
+    dead_letters = DeadLetters(
+        background_sqs(),
+        s3,
+        queue_url=dlq_url,
+        output_bucket=settings.output_bucket,
+        reply_prefix=reply_url_prefix(request_queue_url, settings.reply_queue_prefix),
+        why=deadletters.reason(settings.max_receive_count),
+    )
+    return WebService(app, replies, sampler.start(), arrivals, dead_letters.start())
 
 
 def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
