@@ -4,11 +4,20 @@ answers when AWS fails, what a failed creation leaves behind."""
 from __future__ import annotations
 
 import csv
+import datetime
 import io
+import json
+import time
 
+import falcon.testing
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
-from web.jobs import _csv_line
+from runtime.keys import job_item_key, job_prefix
+from runtime.messages import Result, new_request_id
+from runtime.settings import Settings
+from web.app import create_app
+from web.jobs import JobLimits, JobStore, _csv_line
 
 
 def _cell(value: str) -> str:
@@ -37,3 +46,94 @@ def test_a_name_that_starts_like_a_formula_is_neutralised(name):
 @pytest.mark.parametrize("name", ["cat.jpg", "a=b.jpg", " cat.jpg", "\uff43at.jpg", "", "1-2.jpg"])
 def test_other_names_are_left_alone(name):
     assert _cell(name) == name
+
+
+class JobS3:
+    """The S3 calls JobStore makes, in memory; `failing` keys (or every key, `down`) raise
+    what boto3 raises when S3 does not answer."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.failing: set[str] = set()
+        self.down = False
+
+    def _check(self, key: str = "") -> None:
+        if self.down or key in self.failing:
+            raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+
+    def get_object(self, *, Bucket, Key):  # noqa: N803 - boto3's names
+        self._check(Key)
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": Key}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[Bucket, Key])}
+
+    def put_object(self, *, Bucket, Key, Body, **_):  # noqa: N803
+        self._check(Key)
+        self.objects[Bucket, Key] = Body
+
+    def get_paginator(self, name):
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, *, Bucket, Prefix):  # noqa: N803
+        self._check()
+        now = datetime.datetime.now(datetime.UTC)
+        found = sorted(k for b, k in self.objects if b == Bucket and k.startswith(Prefix))
+        yield {"Contents": [{"Key": k, "Size": 1, "LastModified": now} for k in found]}
+
+
+JOB = "c" * 32
+
+
+def _store(s3: JobS3, images: int) -> JobStore:
+    """A job of `images` finished images, all classified."""
+    s3.objects["out", f"{job_prefix(JOB)}job.json"] = json.dumps(
+        {"id": JOB, "created": time.time(), "source": "archive", "total": images, "rejected": 0}
+    ).encode()
+    for index in range(images):
+        result = Result(id=new_request_id(), filename=f"{index}.jpg", label="tabby")
+        s3.objects["out", job_item_key(JOB, index, True)] = result.encode().encode()
+    return JobStore(
+        s3=s3,
+        sqs=None,
+        input_bucket="in",
+        output_bucket="out",
+        job_queue_url="",
+        limits=JobLimits(10, 10),
+        check_image=lambda data: "",
+        deadline_s=60,
+    )
+
+
+def _client(store: JobStore) -> falcon.testing.TestClient:
+    app = create_app(Settings(), gateway=None, ready=lambda: None, status=dict, jobs=store)
+    return falcon.testing.TestClient(app)
+
+
+@pytest.mark.parametrize("path", [f"/jobs/{JOB}", f"/jobs/{JOB}/results.csv"])
+def test_job_endpoints_answer_503_with_retry_after_when_s3_is_away(path):
+    """Issue 26, finding 9: a bare 500."""
+    s3 = JobS3()
+    client = _client(_store(s3, 3))
+    s3.down = True
+    response = client.simulate_get(path)
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert "could not read the job" in response.text and "Traceback" not in response.text
+
+
+def test_a_result_that_cannot_be_read_is_a_503_or_a_row_never_missing():
+    """Issue 26, finding 9: results.csv dropped the row and still answered 200."""
+    s3 = JobS3()
+    images = 150  # past the first chunk of rows, which is read before the answer starts
+    client = _client(_store(s3, images))
+    s3.failing = {job_item_key(JOB, 1, True)}
+    early = client.simulate_get(f"/jobs/{JOB}/results.csv")
+    assert early.status_code == 503 and early.headers["Retry-After"], early.text
+
+    s3.failing = {job_item_key(JOB, images - 1, True)}  # read after the 200 went out
+    late = client.simulate_get(f"/jobs/{JOB}/results.csv")
+    assert late.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(late.text)))
+    assert len(rows) == images
+    assert [r["filename"] for r in rows[:-1]] == [f"{i}.jpg" for i in range(images - 1)]
+    assert "could not be read" in rows[-1]["error"] and not rows[-1]["label"], rows[-1]

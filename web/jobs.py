@@ -18,14 +18,15 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime import keys
 from runtime.failures import is_not_found
 from runtime.keys import job_item_key, job_prefix, staged_key
-from runtime.messages import MessageError, Request, Result
+from runtime.messages import Request, Result
 from runtime.sqs import chunks
 from web.archives import Entry
 from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
@@ -102,7 +103,8 @@ class JobStore:
         """Every object under `raw`, a folder the operator allows, in the input bucket; nothing
         is copied."""
         prefix = self._allowed_prefix(raw)
-        objects = self._list(self._input, prefix, self.limits.max_images)
+        with _aws("list the prefix"):
+            objects = self._list(self._input, prefix, self.limits.max_images)
         if not objects:
             raise JobRefused(f"no objects under {prefix[:64]!r} in the input bucket")
         job_id = self._uuidgen().hex
@@ -207,9 +209,10 @@ class JobStore:
         manifest = self._manifest(job_id)
         if manifest is None:
             return None
-        finished = {
-            o: self._list(self._output, f"{job_prefix(job_id)}{o}/") for o in ("done", "failed")
-        }
+        with _aws("read the job's progress"):
+            finished = {
+                o: self._list(self._output, f"{job_prefix(job_id)}{o}/") for o in ("done", "failed")
+            }
         done, failed = len(finished["done"]), len(finished["failed"])
         now = self._clock()
         window = min(RATE_WINDOW_S, max(now - manifest["created"], 1.0))
@@ -228,50 +231,56 @@ class JobStore:
         }
 
     def rows(self, job_id: str) -> Iterator[bytes] | None:
-        """The CSV, header first, then one row per finished image in the job's order."""
+        """The CSV, header first, then one row per finished image in the job's order: every
+        result listed is a row. AWS failing before the first rows are read is Unavailable (a
+        503 to retry); a result that cannot be read later is a row that says so."""
         if self._manifest(job_id) is None:
             return None
-        keys = [
-            key
-            for outcome in ("done", "failed")
-            for key, _, _ in self._list(self._output, f"{job_prefix(job_id)}{outcome}/")
-        ]
+        with _aws("list the job's results"):
+            keys = [
+                key
+                for outcome in ("done", "failed")
+                for key, _, _ in self._list(self._output, f"{job_prefix(job_id)}{outcome}/")
+            ]
         keys.sort(key=lambda key: key.rsplit("/", 1)[-1])
-        return self._csv(keys)
+        first = list(self._pool.map(self._row, keys[:_CSV_CHUNK]))
+        if any(isinstance(row, Exception) for row in first):
+            raise Unavailable("could not read the job's results: try again")
+        return self._csv(first, keys[_CSV_CHUNK:])
 
-    def _csv(self, keys: list[str]) -> Iterator[bytes]:
+    def _csv(self, first: list, rest: list[str]) -> Iterator[bytes]:
         yield _csv_line(["filename", "label", "score", "error", "model", "version"])
-        for start in range(0, len(keys), _CSV_CHUNK):
-            for result in self._pool.map(self._result, keys[start : start + _CSV_CHUNK]):
-                if result is not None:
-                    score = result.top5[0].get("score", "") if result.top5 else ""
-                    yield _csv_line(
-                        [
-                            result.filename,
-                            result.label,
-                            score,
-                            result.error,
-                            result.model,
-                            result.version,
-                        ]
-                    )
+        for row in first:
+            yield _csv_line(row)
+        for start in range(0, len(rest), _CSV_CHUNK):
+            chunk = rest[start : start + _CSV_CHUNK]
+            for key, row in zip(chunk, self._pool.map(self._row, chunk), strict=True):
+                if isinstance(row, Exception):  # the status is sent: say so in the row
+                    index = key.rsplit("/", 1)[-1].removesuffix(".json")
+                    why = f"result {index} could not be read ({type(row).__name__}): try again"
+                    row = ["", "", "", why, "", ""]
+                yield _csv_line(row)
 
-    def _result(self, key: str) -> Result | None:
+    def _row(self, key: str) -> list | Exception:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=key)["Body"].read()
-            return Result.decode(body.decode())
-        except (ClientError, MessageError, UnicodeDecodeError) as error:
-            log.warning("skipped job result %s (%s)", key, type(error).__name__)
-            return None
+            result = Result.decode(body.decode())
+        except Exception as error:  # noqa: BLE001 - the caller decides: a 503 or a row
+            log.warning("could not read job result %s (%s)", key, type(error).__name__)
+            return error
+        score = result.top5[0].get("score", "") if result.top5 else ""
+        return [result.filename, result.label, score, result.error, result.model, result.version]
 
     def _manifest(self, job_id: str) -> dict | None:
         try:
             body = self._s3.get_object(Bucket=self._output, Key=f"{job_prefix(job_id)}job.json")
+            return json.loads(body["Body"].read())
         except ClientError as error:
             if is_not_found(error):
                 return None
-            raise
-        return json.loads(body["Body"].read())
+            raise Unavailable(f"could not read the job: {type(error).__name__}") from error
+        except Exception as error:  # noqa: BLE001 - AWS away: a 503 to retry, never a 500
+            raise Unavailable(f"could not read the job: {type(error).__name__}") from error
 
     def _list(self, bucket: str, prefix: str, limit: int | None = None) -> list[tuple]:
         """(key, size, last-modified epoch s) of the objects under prefix; over `limit`: refused."""
@@ -286,6 +295,15 @@ class JobStore:
                 if limit is not None and len(found) > limit:
                     raise TooManyImages(f"more than the {limit}-image limit of a job")
         return found
+
+
+@contextmanager
+def _aws(what: str) -> Iterator[None]:
+    """AWS failing while the store reads: Unavailable (503 with Retry-After), never a 500."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise Unavailable(f"could not {what}: {type(error).__name__}") from error
 
 
 def _csv_line(fields: list) -> bytes:
