@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import io
 import struct
 import tarfile
@@ -155,3 +156,28 @@ def flat_bmp(side: int = 1000) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), "white").save(buffer, format="BMP")
     return buffer.getvalue()
+
+
+def corrupt_member(archive: bytes, name: str) -> bytes:
+    """The zip with `name`'s deflate stream made invalid (its first block of a reserved type)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        info = opened.getinfo(name)
+    start = info.header_offset
+    name_length, extra_length = struct.unpack("<HH", archive[start + 26 : start + 30])
+    data = start + 30 + name_length + extra_length
+    return archive[:data] + b"\xff" + archive[data + 1 :]
+
+
+def damaged_tar(members: list[tuple[str, bytes]], after: int) -> bytes:
+    """A tar.gz whose header after its first `after` members is damaged (a bad checksum)."""
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        offsets = []
+        for name, data in members:
+            offsets.append(plain.tell())
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    raw = bytearray(plain.getvalue())
+    raw[offsets[after] + 148] ^= 0x7  # one digit of the checksum field
+    return gzip.compress(bytes(raw))

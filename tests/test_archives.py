@@ -11,6 +11,8 @@ import zipfile
 import pytest
 
 from tests.job_client import (
+    corrupt_member,
+    damaged_tar,
     metadata_bomb,
     overlapping_zip,
     tar_bz2_of,
@@ -215,3 +217,16 @@ def test_the_total_bound_stops_before_the_member_past_it(build):
     with pytest.raises(ArchiveError, match="inflates past 3500 bytes"):
         taken.extend(found)
     assert 1 <= len(taken) < 4  # stopped as it went, not after reading everything
+
+
+def test_a_corrupt_deflate_stream_fails_its_member_alone():
+    archive = corrupt_member(zip_of([("bad.jpg", b"a" * 500), ("ok.jpg", b"b" * 10)]), "bad.jpg")
+    bad, ok = _entries(archive)
+    assert "corrupt compressed data" in bad.error and not bad.data
+    assert ok.data == b"b" * 10
+
+
+def test_a_tar_damaged_after_its_second_member_is_refused():
+    members = [(f"{i}.jpg", bytes([i]) * 700) for i in range(3)]
+    with pytest.raises(ArchiveError, match="damaged at byte"):
+        _entries(damaged_tar(members, after=2))  # tarfile alone: 2 of 3, no word of the third

@@ -11,6 +11,8 @@ import requests
 from tests.http_client import photos, upload, variants
 from tests.job_client import (
     clients,
+    corrupt_member,
+    damaged_tar,
     flat_bmp,
     form_of,
     metadata_bomb,
@@ -105,6 +107,18 @@ def _text_field(url: str, text: str):
     return post_archive(url, body, content_type)
 
 
+def test_a_corrupt_member_is_its_own_failed_row(service_factory):
+    """A zip member whose deflate stream is corrupt was a 500 refusing the whole job."""
+    service = service_factory()
+    url = service.start_web()
+    archive = corrupt_member(zip_of([("bad.bmp", flat_bmp(100)), ("notes.txt", b"hi")]), "bad.bmp")
+    accepted = post_archive(url, archive)
+    assert accepted.status_code == 202, accepted.text
+    assert (accepted.json()["total"], accepted.json()["rejected"]) == (2, 2)
+    rows = {row["filename"]: row["error"] for row in results(url, accepted.json()["id"])}
+    assert "corrupt compressed data" in rows["bad.bmp"] and "not an image" in rows["notes.txt"]
+
+
 def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
     service = service_factory()
     # No worker: nothing may be queued. One image's worth is 4 MiB, so an archive may inflate to
@@ -133,6 +147,8 @@ def test_bad_jobs_are_refused_whole_and_leave_nothing(service_factory):
         ),
         # One deflated image listed three times: older CPython would inflate it three times.
         (post_archive(url, overlapping_zip("same.bmp", flat, 3)), 400, "overlapping zip"),
+        # tarfile alone takes a damaged header for the end: 2 of 3 members, no word of the third.
+        (post_archive(url, damaged_tar(images[:3], after=2), "application/gzip"), 400, "damaged"),
         # A JSON body or a form's text field is capped, never read whole.
         (_json_body(url, {"prefix": "a" * 100_000}), 413, "JSON body is larger"),
         (_text_field(url, "n" * 100_000), 413, "form field 'note'"),

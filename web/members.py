@@ -10,6 +10,7 @@ from __future__ import annotations
 import tarfile
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -68,6 +69,8 @@ def read(name: str, opener, max_bytes: int) -> tuple[Entry, int]:
             data = stream.read(max_bytes + 1)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as error:
         return Entry(name, error=f"unreadable member: {error}"), 0
+    except zlib.error as error:  # a corrupt deflate stream (zip) or gzip block (tar)
+        return Entry(name, error=f"unreadable member: corrupt compressed data ({error})"), 0
     except RuntimeError as error:  # an encrypted zip member
         return Entry(name, error=f"unreadable member: {error}"), 0
     except NotImplementedError as error:  # a zip compression method Python lacks

@@ -8,6 +8,8 @@ member (each one recurses into the next) and how much metadata one archive may c
 pax headers accumulate on the archive). Sparse members, whose maps `tarfile` also reads whole,
 are refused: an image archive has no use for them.
 
+A header that is damaged past the first member is refused too, not taken for the archive's end.
+
 The refusal is an ArchiveError, which `tarfile.TarFile.next` re-raises untouched (its catch-all
 only rewraps zlib errors), so it reaches the client as a one-line 400.
 """
@@ -32,6 +34,18 @@ _METADATA = {
 
 
 class BoundedTarInfo(tarfile.TarInfo):
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile):
+        # Past the first member, tarfile takes a bad or cut header for the archive's end and
+        # silently drops the members after it: a damaged archive is refused instead. (At offset 0
+        # the error is how tarfile.open tells one compression from another: left to it.)
+        try:
+            return super().fromtarfile(archive)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as error:
+            if archive.offset == 0:
+                raise
+            raise ArchiveError(f"tar archive damaged at byte {archive.offset}: {error}") from None
+
     def _proc_member(self, archive: tarfile.TarFile):
         kind = _METADATA.get(self.type)
         if kind is None:
