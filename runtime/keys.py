@@ -46,9 +46,19 @@ def job_prefix(job_id: str) -> str:
     return f"{JOBS}{job_id}/"
 
 
+def job_manifest_key(job_id: str) -> str:
+    """The job as it was accepted (its total, source and creation time), in the output bucket."""
+    return f"{job_prefix(job_id)}job.json"
+
+
+def job_outcome_prefix(job_id: str, ok: bool) -> str:
+    """Where a job's finished images are listed: done/ or failed/, so progress is two listings."""
+    return f"{job_prefix(job_id)}{'done' if ok else 'failed'}/"
+
+
 def job_item_key(job_id: str, index: int, ok: bool) -> str:
-    """One job image's result: under done/ or failed/, so progress is two listings."""
-    return f"{job_prefix(job_id)}{'done' if ok else 'failed'}/{index:07d}.json"
+    """One job image's result."""
+    return f"{job_outcome_prefix(job_id, ok)}{index:07d}.json"
 
 
 def staged_key(job_id: str, index: int) -> str:

@@ -25,7 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime import keys
 from runtime.failures import is_not_found
-from runtime.keys import job_item_key, job_prefix, staged_key
+from runtime.keys import (
+    job_item_key,
+    job_manifest_key,
+    job_outcome_prefix,
+    job_prefix,
+    staged_key,
+)
 from runtime.messages import Request, Result
 from runtime.sqs import chunks
 from web.archives import Entry
@@ -163,7 +169,7 @@ class JobStore:
             "total": total,
             "rejected": len(rejected),
         }
-        self._put(self._output, f"{job_prefix(job_id)}job.json", json.dumps(manifest).encode())
+        self._put(self._output, job_manifest_key(job_id), json.dumps(manifest).encode())
         writes = [
             self._pool.submit(
                 self._put, self._output, job_item_key(job_id, i, False), r.encode().encode()
@@ -211,9 +217,9 @@ class JobStore:
             return None
         with _aws("read the job's progress"):
             finished = {
-                o: self._list(self._output, f"{job_prefix(job_id)}{o}/") for o in ("done", "failed")
+                ok: self._list(self._output, job_outcome_prefix(job_id, ok)) for ok in (True, False)
             }
-        done, failed = len(finished["done"]), len(finished["failed"])
+        done, failed = len(finished[True]), len(finished[False])
         now = self._clock()
         window = min(RATE_WINDOW_S, max(now - manifest["created"], 1.0))
         recent = sum(
@@ -239,8 +245,8 @@ class JobStore:
         with _aws("list the job's results"):
             keys = [
                 key
-                for outcome in ("done", "failed")
-                for key, _, _ in self._list(self._output, f"{job_prefix(job_id)}{outcome}/")
+                for ok in (True, False)
+                for key, _, _ in self._list(self._output, job_outcome_prefix(job_id, ok))
             ]
         keys.sort(key=lambda key: key.rsplit("/", 1)[-1])
         first = list(self._pool.map(self._row, keys[:_CSV_CHUNK]))
@@ -273,7 +279,7 @@ class JobStore:
 
     def _manifest(self, job_id: str) -> dict | None:
         try:
-            body = self._s3.get_object(Bucket=self._output, Key=f"{job_prefix(job_id)}job.json")
+            body = self._s3.get_object(Bucket=self._output, Key=job_manifest_key(job_id))
             return json.loads(body["Body"].read())
         except ClientError as error:
             if is_not_found(error):
