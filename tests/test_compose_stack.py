@@ -3,20 +3,22 @@
 compose.yaml is used unchanged, LocalStack included: `make images` built its image from PyPI under
 the tag compose.yaml names (no registry answers here), and the project's images from the
 Dockerfiles.
-The tests run in order on one stack: photos get their labels through the web container, a burst
+The tests run in order on one stack: photos get their labels through the web container, the
+README's curl lines answer as written (on the stack's port), a burst
 makes the scaler start worker containers up to the fleet maximum, /status and /metrics answer
 through the web container, and `docker compose down` leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port, photo_labels
 from tests.container_support import (
     FLEET_LABEL,
     LOCALSTACK_IMAGE,
@@ -31,6 +33,7 @@ from tests.container_support import (
     wait_for,
 )
 from tests.http_client import photos, variants
+from tests.test_readme import README_BASE, shell_commands
 
 pytestmark = pytest.mark.containers
 
@@ -97,6 +100,24 @@ def test_photos_get_their_labels_through_the_web_container(stack):
     assert len(stack.workers()) >= 1  # the scaler ran a worker container for them
 
 
+def test_the_readmes_curl_lines_answer_with_a_label(stack):
+    curls = [argv for argv in shell_commands() if argv[0] == "curl"]
+    assert curls
+    labels = photo_labels()
+    for argv in curls:
+        (photo,) = [a.split("@images/")[1] for a in argv if "@images/" in a]
+        command = [a.replace(README_BASE, stack.url) for a in argv]
+        done = subprocess.run(
+            [*command, "--silent", "--show-error", "--fail-with-body"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+        assert any(label in done.stdout for label in labels[photo]), (argv, done.stdout)
+
+
 def test_a_burst_fills_the_fleet_with_worker_containers(stack):
     seen: set[str] = set()
     most = 0
@@ -135,12 +156,17 @@ def test_status_and_metrics_answer_through_the_web_container(stack):
 
 def test_compose_down_leaves_no_worker_container_network_or_volume(stack):
     assert stack.workers(), "the earlier tests left the fleet running"
+    client = stack.client
+    project = f"com.docker.compose.project={PROJECT}"
+    ours = client.containers.list(all=True, filters={"label": project}) + stack.workers()
+    # Every volume any of them mounts, named or anonymous (an image's VOLUME makes one).
+    mounted = {m["Name"] for c in ours for m in c.attrs["Mounts"] if m["Type"] == "volume"}
     started = time.monotonic()
     stack.compose("down", timeout=600)
     stack.figures["down_s"] = time.monotonic() - started
-    client = stack.client
-    project = f"com.docker.compose.project={PROJECT}"
     assert client.containers.list(all=True, filters={"label": FLEET_LABEL}) == []
     assert client.containers.list(all=True, filters={"label": project}) == []
-    assert client.networks.list(names=[NETWORK]) == []
+    # The engine's name filter matches parts of names too (other stacks share the engine).
+    assert [n for n in client.networks.list(names=[NETWORK]) if n.name == NETWORK] == []
     assert client.volumes.list(filters={"label": project}) == []
+    assert not mounted & {v.name for v in client.volumes.list()}
