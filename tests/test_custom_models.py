@@ -6,8 +6,11 @@ the built-in one and asked for by name, in one run."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -22,12 +25,10 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def catdog_package(folded_networks, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "catdog-1"
+def _package(network, labels, out, version: str):
     done = subprocess.run(
-        [sys.executable, "-m", "worker.models", "package", f"--network={folded_networks['pt']}"]
-        + [f"--labels={folded_networks['labels']}", "--name=catdog", "--version=1"]
+        [sys.executable, "-m", "worker.models", "package", f"--network={network}"]
+        + [f"--labels={labels}", "--name=catdog", f"--version={version}"]
         + [f"--out={out}", "--mean=0.5,0.5,0.5", "--std=0.5,0.5,0.5"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -37,6 +38,13 @@ def catdog_package(folded_networks, tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def catdog_package(folded_networks, tmp_path_factory):
+    """Version 1, from the TorchScript file."""
+    out = tmp_path_factory.mktemp("models") / "catdog-1"
+    return _package(folded_networks["pt"], folded_networks["labels"], out, "1")
 
 
 def test_the_custom_model_and_the_default_answer_by_name_in_one_run(
@@ -124,3 +132,77 @@ def test_the_custom_model_and_the_default_answer_by_name_in_one_run(
     assert status["models"] == ["efficientnet_lite0", "catdog"]
     log = service.log("worker-0")
     assert "catdog 1 on" in log  # the worker says it holds the package, and on what
+
+
+def _point(link, target) -> None:
+    """Publish a version: the link changes whole (what `ln -sfn` does), never half-written."""
+    tmp = link.with_name(f".{link.name}-new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def test_a_new_version_rolls_out_under_load_with_none_lost_and_none_answered_twice(
+    service_factory, catdog_package, folded_networks
+):
+    # Version 2 is the same network with labels of its own: an answer's label says which
+    # version gave it, whatever the answer claims.
+    root = catdog_package.parent
+    labels_v2 = root / "labels-v2.txt"
+    labels_v2.write_text("cat-v2\ndog-v2\nother-v2\n")
+    version_2 = _package(folded_networks["onnx"], labels_v2, root / "catdog-2", "2")
+    # Version 3 fails its check at load: its artefact is not the one its manifest hashes.
+    version_3 = root / "catdog-3"
+    shutil.copytree(version_2, version_3)
+    (version_3 / "model.onnx").write_bytes((version_2 / "model.onnx").read_bytes()[:-1000])
+    link = root / "catdog"
+    _point(link, catdog_package)
+
+    service = service_factory(MODELS=f"catdog={link}", RESULT_CACHE="false")
+    service.start_worker()
+    url = service.start_web()
+    chelsea = (IMAGES / "chelsea.jpg").read_bytes()
+    answers, lock, done = [], threading.Lock(), threading.Event()
+    counter = iter(range(10**6))
+
+    def send(index: int) -> dict:
+        # Bytes of their own (after the JPEG's end): no two uploads are the same image file.
+        data = chelsea + b"\x00" + str(index).encode()
+        response = upload(url, data, f"c{index}.jpg", model="catdog", accept="application/json")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def client() -> None:
+        # Twelve clients upload without pause: the switch happens with a burst in flight, and
+        # the burst goes on until version 2 has answered 30 of them.
+        while not done.is_set():
+            with lock:
+                index = next(counter)
+            answer = send(index)
+            with lock:
+                answers.append(answer)
+                if len(answers) == 20:
+                    _point(link, version_2)
+                if sum(a["version"] == "2" for a in answers) >= 30 or len(answers) > 3000:
+                    done.set()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        for future in [pool.submit(client) for _ in range(12)]:
+            future.result()
+    assert len({a["id"] for a in answers}) == len(answers)  # none answered twice
+    by_version = {"1": "cat", "2": "cat-v2"}
+    wrong = [a for a in answers if by_version.get(a["version"]) != a["label"]]
+    assert wrong == []  # each answered by the version it names, and chelsea is a cat in both
+    counts = {v: sum(a["version"] == v for a in answers) for v in ("1", "2")}
+    assert counts["1"] >= 20 and counts["2"] >= 30
+    print(
+        f"rollout burst: {len(answers)} uploads, {counts['1']} answered by 1, {counts['2']} by"
+        " 2, 0 lost, 0 twice, 0 by the wrong version"
+    )
+
+    _point(link, version_3)
+    wait_until(lambda: "catdog-3 refused" in service.log("worker-0"), "the refusal", 60)
+    still = upload(url, chelsea + b"\x00x", "c.jpg", model="catdog", accept="application/json")
+    assert (still.json()["label"], still.json()["version"]) == ("cat-v2", "2")
+    refusals = [line for line in service.log("worker-0").splitlines() if "refused" in line]
+    assert len(refusals) == 1 and "does not match the sha256" in refusals[0]

@@ -69,17 +69,20 @@ def main(argv: list[str] | None = None) -> int:
             runtime=settings.model_runtime,
             cache_dir=settings.model_cache_dir,
         )
-        # The packages of MODELS, each held for the life of the process.
-        others = {
-            name: load_package_classifier(
+
+        def load_package(name: str, path: str):
+            return load_package_classifier(
                 name,
                 path,
                 settings.torch_threads,
                 runtime=settings.model_runtime,
                 cache_dir=settings.model_cache_dir,
             )
-            for name, path in settings.model_packages.items()
-        }
+
+        # The packages of MODELS, each held until a new version replaces it (worker.served):
+        # loaded from where each path points now, as the rollout compares it.
+        serving = {name: os.path.realpath(p) for name, p in settings.model_packages.items()}
+        others = {name: load_package(name, target) for name, target in serving.items()}
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             others=others,
             ec2=make_client("ec2", settings, pool_size=1),
             requests=requests,
+            rollout=(load_package, (ModelError,), serving),
             **clients,
         )
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet

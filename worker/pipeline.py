@@ -86,6 +86,11 @@ class Pipeline:
         )
 
     @property
+    def models(self):
+        """The models held (worker.served.ServedModels): a rollout replaces one in it."""
+        return self._stages.models
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 

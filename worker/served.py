@@ -1,13 +1,29 @@
 """The models one worker holds, by name: the deployment's default (MODEL) and the packages of
-MODELS, each with the decode its preprocessing wants. A request names one ("" = the default)."""
+MODELS, each with the decode its preprocessing wants. A request names one ("" = the default).
+
+Rollout: a MODELS path may be a symbolic link to a package directory. Publishing a version is
+writing its package beside the old one and pointing the link at it (`ln -sfn catdog-2 catdog`
+swaps it atomically). Every ROLLOUT_CHECK_S each worker looks where its links point, loads and
+checks a new target off the model's thread, and only then serves it: a request takes its model
+when its batch is fetched and keeps it to the end, so requests in flight finish on the version
+they started with (their results say which). A target that fails to load or to pass its check
+is refused with one line, once, and the version in hand keeps serving.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from worker.imaging import decode as decode_image
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_CHECK_S = 2.0  # how often a worker looks for a new version of its packages
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +49,13 @@ class ServedModels:
     def __init__(self, default: Served, others: Mapping[str, Served] | None = None):
         self.default = default
         self._by_name = {default.classifier.name: default, **(others or {})}
+        self._lock = threading.Lock()
+
+    def replace(self, name: str, served: Served) -> None:
+        """Serve `served` as `name` from the next request taken on; those holding the old one
+        keep it (a new dict, never one changed under a reader)."""
+        with self._lock:
+            self._by_name = {**self._by_name, name: served}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -41,3 +64,48 @@ class ServedModels:
     def get(self, name: str) -> Served | None:
         """The model a request names; None for one this worker does not hold."""
         return self.default if not name else self._by_name.get(name)
+
+
+class Rollout:
+    """Looks where each MODELS path points and serves a new target once it has loaded."""
+
+    def __init__(
+        self,
+        models: ServedModels,
+        paths: Mapping[str, str],
+        load: Callable[[str, str], object],
+        refusals: tuple[type[BaseException], ...],
+        serving: Mapping[str, str] | None = None,
+    ):
+        """load(name, package dir) -> classifier, raising one of `refusals` with one line;
+        serving: the directory each model in hand was loaded from (default: where it points)."""
+        self._models, self._load, self._refusals = models, load, refusals
+        self._paths = dict(paths)
+        self._serving = {name: os.path.realpath(path) for name, path in self._paths.items()}
+        self._serving.update(serving or {})
+        self._refused: dict[str, str] = {}
+
+    def serving(self, name: str) -> str:
+        """The package directory `name` is served from now."""
+        return self._serving[name]
+
+    def check(self) -> None:
+        for name, path in self._paths.items():
+            target = os.path.realpath(path)
+            if target in (self._serving[name], self._refused.get(name)):
+                continue
+            try:
+                classifier = self._load(name, target)
+            except self._refusals as error:
+                self._refused[name] = target
+                log.warning(
+                    "model %s: %s refused (%s); %s keeps serving",
+                    name,
+                    target,
+                    error,
+                    self._serving[name],
+                )
+                continue
+            self._models.replace(name, Served.of(classifier))
+            self._serving[name] = target
+            log.info("model %s: now serving version %s from %s", name, classifier.version, target)

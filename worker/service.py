@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
+from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from runtime.usage import publish_usage
@@ -16,7 +17,7 @@ from worker.lanes import Lanes
 from worker.metrics import serve_metrics
 from worker.pipeline import Pipeline
 from worker.reporting import ThroughputReporter, UsageReporter
-from worker.served import Served
+from worker.served import ROLLOUT_CHECK_S, Rollout, Served
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class WorkerService:
     metrics_port: int  # 0: no /metrics
     usage: UsageReporter | None = None
     requests: RequestCounter | None = None
+    rollout: Rollout | None = None  # new versions of the MODELS packages
 
     def run(self) -> None:
         """Consume until pipeline.request_stop(); the batches in hand are finished."""
@@ -36,9 +38,14 @@ class WorkerService:
         self.reporter.start()
         if self.usage is not None:
             self.usage.start()
+        watcher = Every(ROLLOUT_CHECK_S, self.rollout.check, "rollout") if self.rollout else None
+        if watcher is not None:
+            watcher.start()
         try:
             self.pipeline.run()
         finally:
+            if watcher is not None:
+                watcher.stop()
             self.reporter.stop()
             if self.usage is not None:
                 self.usage.stop()
@@ -55,12 +62,14 @@ def build_worker(
     others=None,
     ec2=None,
     requests: RequestCounter | None = None,
+    rollout=None,
 ) -> WorkerService:
     """Raises what boto3 raises when the request queue cannot be found; nothing is started.
 
     classifier: the default model (MODEL); others: the classifiers of MODELS, by name. With an
     ec2 client and the counter of the requests its clients send, the worker tags its instance
-    with what it has used (runtime.usage)."""
+    with what it has used (runtime.usage). rollout: (load, refusals, serving) for
+    worker.served.Rollout, to pick up new versions of the MODELS packages."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     try:
         job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
@@ -102,4 +111,10 @@ def build_worker(
             lambda used: publish_usage(ec2, instance, used),
             run=f"{time.time():.3f}",
         )
-    return WorkerService(pipeline, reporter, settings.worker_metrics_port, usage, requests)
+    watch = None
+    if rollout is not None and settings.model_packages:
+        load, refusals, serving = rollout
+        watch = Rollout(pipeline.models, settings.model_packages, load, refusals, serving)
+    return WorkerService(
+        pipeline, reporter, settings.worker_metrics_port, usage, requests, rollout=watch
+    )

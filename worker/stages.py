@@ -76,7 +76,7 @@ class Stages:
     ):
         """classifier and decode: the default model's; others: the rest this worker holds."""
         self._lanes, self._s3 = lanes, s3
-        self._models = ServedModels(Served(classifier, decode), others)
+        self.models = ServedModels(Served(classifier, decode), others)
         self._input, self._output = input_bucket, output_bucket
         self._reply_prefix = reply_url_prefix(lanes.interactive_url, reply_prefix)
         self._batch_max, self._job_batch_max = batch_max, job_batch_max
@@ -118,13 +118,13 @@ class Stages:
     def _fetch_decode_preprocess(self, delivery: Delivery) -> None:
         if delivery.request.is_async:
             self._mark_started(delivery.request)
-        delivery.served = self._models.get(delivery.request.model)
+        delivery.served = self.models.get(delivery.request.model)
         if delivery.served is None:
             # The web tier checks names against MODELS: a worker configured otherwise says so.
             delivery.result = self._error(
                 delivery,
                 f"model {delivery.request.model!r} is not served here"
-                f" (this worker serves {', '.join(self._models.names)})",
+                f" (this worker serves {', '.join(self.models.names)})",
             )
             return
         if not self.fetch(delivery):

@@ -1,0 +1,65 @@
+"""worker.served.Rollout at unit level: real symbolic links in a temporary directory, a stand-in
+loader. The rollout under load on real processes: tests/test_custom_models.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from worker.served import Rollout, Served, ServedModels
+
+pytestmark = pytest.mark.unit
+
+
+class Named:
+    def __init__(self, name: str, version: str):
+        self.name, self.version, self.min_side = name, version, 256
+
+
+class Refused(Exception):
+    pass
+
+
+def _link(tmp_path, target: str):
+    link = tmp_path / "catdog"
+    tmp = tmp_path / ".catdog-new"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(tmp_path / target)
+    os.replace(tmp, link)  # what `ln -sfn` does: the link changes whole
+    return link
+
+
+def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_path, caplog):
+    for version in ("1", "2", "3"):
+        (tmp_path / f"catdog-{version}").mkdir()
+    link = _link(tmp_path, "catdog-1")
+    loads = []
+
+    def load(name, path):
+        loads.append(path)
+        if path.endswith("3"):
+            raise Refused("model.onnx does not match the sha256 in manifest.json")
+        return Named(name, path.rsplit("-", 1)[-1])
+
+    models = ServedModels(
+        Served(Named("default", "x"), str), {"catdog": Served(Named("catdog", "1"), str)}
+    )
+    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,))
+    held = models.get("catdog")
+    rollout.check()
+    assert loads == [] and models.get("catdog") is held  # nothing new: nothing loaded
+
+    _link(tmp_path, "catdog-2")
+    rollout.check()
+    assert models.get("catdog").classifier.version == "2"
+    assert held.classifier.version == "1"  # what a request in flight holds is not changed
+
+    _link(tmp_path, "catdog-3")
+    rollout.check()
+    rollout.check()  # refused once, not at every look
+    assert loads == [str(tmp_path / "catdog-2"), str(tmp_path / "catdog-3")]
+    assert models.get("catdog").classifier.version == "2"
+    (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "does not match the sha256" in refusal and refusal.endswith("catdog-2 keeps serving")
+    assert models.get("").classifier.name == "default"
