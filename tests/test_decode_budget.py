@@ -8,6 +8,7 @@ import time
 import falcon.testing
 import pytest
 
+from runtime.budget import ByteBudget
 from runtime.pixels import footprint
 from runtime.settings import Settings
 from tests import big_images
@@ -71,3 +72,19 @@ def test_an_image_larger_than_the_whole_budget_decodes_alone():
         assert budget.peak_reserved == budget.cost(image) > budget.budget_bytes
     with budget.reserve(image):  # and gave it all back: the next one is alone too
         assert budget.peak_reserved == budget.cost(image)
+
+
+def test_the_byte_budget_waits_for_room_and_times_out_with_false():
+    """runtime.budget: the one rule under the web's upload memory and the worker's decodes."""
+    budget = ByteBudget(10)
+    assert budget.acquire(6) and budget.acquire(4)  # exactly the limit
+    assert budget.acquire(1, timeout_s=0) is False  # no room: refused at once, nothing held
+    assert budget.held == 10
+    budget.release(4)
+    assert budget.acquire(3, timeout_s=0)
+    budget.release(3)
+    budget.release(6)
+    assert budget.acquire(25, timeout_s=0)  # larger than the whole limit: alone
+    assert budget.acquire(1, timeout_s=0) is False
+    budget.release(25)
+    assert (budget.held, budget.peak) == (0, 25)

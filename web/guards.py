@@ -11,6 +11,7 @@ from collections.abc import Callable
 import falcon
 
 from runtime import sqs
+from runtime.budget import ByteBudget
 from runtime.failures import log_failure
 from web.errors import Overloaded
 
@@ -104,23 +105,15 @@ class UploadMemory:
 
     def __init__(self, limit_bytes: int, wait_s: float):
         self.limit_bytes, self._wait_s = limit_bytes, wait_s
-        self._held = 0
-        self._free = threading.Condition()
+        self._bytes = ByteBudget(limit_bytes)
 
     def take(self, req: falcon.Request, size: int) -> None:
-        with self._free:
-            if not self._free.wait_for(lambda: self._fits(size), timeout=self._wait_s):
-                raise Overloaded(f"{self._held // 2**20} MiB of uploads in hand")
-            self._held += size
+        if not self._bytes.acquire(size, self._wait_s):
+            raise Overloaded(f"{self._bytes.held // 2**20} MiB of uploads in hand")
         req.context.held_bytes = size
-
-    def _fits(self, size: int) -> bool:
-        return self._held == 0 or self._held + size <= self.limit_bytes
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         size = req.context.get("held_bytes", 0)
         if size:
             req.context.held_bytes = 0
-            with self._free:
-                self._held -= size
-                self._free.notify_all()
+            self._bytes.release(size)

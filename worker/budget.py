@@ -9,12 +9,12 @@ before any pixel is allocated, as the web tier refuses it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PIL import Image
 
+from runtime.budget import ByteBudget
 from runtime.pixels import footprint, limit_bytes
 from worker.imaging import ImageError
 
@@ -28,9 +28,12 @@ class DecodeBudget:
     def __init__(self, budget_bytes: int, max_pixels: int):
         self.budget_bytes = budget_bytes
         self._limit_bytes = limit_bytes(max_pixels)
-        self._in_use = 0
-        self.peak_reserved = 0  # the most ever reserved at once: tests and logs read it
-        self._free = threading.Condition()
+        self._bytes = ByteBudget(budget_bytes)
+
+    @property
+    def peak_reserved(self) -> int:
+        """The most ever reserved at once: tests and logs read it."""
+        return self._bytes.peak
 
     def cost(self, data: bytes) -> int:
         """Estimated peak bytes of decoding `data`; ImageError if it is over the limit."""
@@ -47,19 +50,7 @@ class DecodeBudget:
             )
         return size.decoded_bytes * PEAK_FACTOR
 
-    def _fits(self, cost: int) -> bool:
-        return self._in_use == 0 or self._in_use + cost <= self.budget_bytes
-
     @contextmanager
     def reserve(self, data: bytes) -> Iterator[None]:
-        cost = self.cost(data)
-        with self._free:
-            self._free.wait_for(lambda: self._fits(cost))
-            self._in_use += cost
-            self.peak_reserved = max(self.peak_reserved, self._in_use)
-        try:
+        with self._bytes.reserved(self.cost(data)):
             yield
-        finally:
-            with self._free:
-                self._in_use -= cost
-                self._free.notify_all()
