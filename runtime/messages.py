@@ -12,6 +12,7 @@ import json
 import math
 import re
 import secrets
+import unicodedata
 import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,14 @@ MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # What the worker's decoders read, by lowercase format name (Pillow's names, lowered). Here,
 # not in worker/imaging.py, so the web tier checks uploads against it without importing torch.
 IMAGE_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "tiff"})
+
+
+def printable_name(raw: str) -> str:
+    """A filename as messages, results and CSVs carry it: no control characters (a newline, an
+    escape, a NUL), at most MAX_FILENAME characters. The raw name is cut first, so a name as long
+    as its source allows costs nothing."""
+    raw = raw[: 4 * MAX_FILENAME]
+    return "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C")[:MAX_FILENAME]
 
 
 def is_request_id(value: object) -> bool:

@@ -8,15 +8,13 @@ it was refused, and the good ones go on. What the whole archive may cost is boun
 from __future__ import annotations
 
 import tarfile
-import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from runtime.messages import printable_name
 from web.errors import ArchiveError
-
-_MAX_NAME = 255
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,7 @@ class Entry:
 
 def display_name(raw: str) -> tuple[str, str]:
     """The member's name for the CSV, and a reason to refuse it ('' if it is safe)."""
-    # Cut first: a name may be as long as its header allows, and nothing is built from the rest.
-    raw = raw[: 4 * _MAX_NAME]
-    name = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C")[:_MAX_NAME]
+    name = printable_name(raw)  # cut before anything is built from it
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or (name[1:3] == ":/" and name[0].isalpha()):
         return name, "unsafe path in the archive (absolute or with '..')"

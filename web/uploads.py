@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import unicodedata
 import warnings
 from dataclasses import dataclass
 
 import falcon
 from PIL import Image, UnidentifiedImageError
 
-from runtime.messages import IMAGE_FORMATS
+from runtime.messages import IMAGE_FORMATS, MAX_FILENAME, printable_name
 from runtime.pixels import footprint, limit_bytes
 
 FIELDS = ("myfile", "inputFile")  # the two generations of the course's workload generators
 MODEL_FIELD = "model"  # a form field or query parameter naming one of the deployment's models
 MULTIPART_OVERHEAD = 64 * 1024
-_MAX_NAME = 128
 
 
 @dataclass(frozen=True)
@@ -39,10 +37,8 @@ class Upload:
 
 def clean_filename(raw: str | None) -> str:
     """A display name: the last path part, no control characters, bounded length."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().lstrip(".")[:_MAX_NAME]
-    return name or "upload"
+    name = printable_name((raw or "")[-4 * MAX_FILENAME :].replace("\\", "/").rsplit("/", 1)[-1])
+    return name.strip().lstrip(".") or "upload"
 
 
 def make_validator(
