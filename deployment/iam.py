@@ -259,9 +259,10 @@ def web_policy() -> dict:
         # An asynchronous upload a worker has taken is `in progress` (HEAD needs GetObject).
         _statement("ReadStarted", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.STARTED}*")),
         _statement(
-            # A batch job's manifest and results: written by the web tier (refused images) too.
+            # A batch job's manifest and results: written by the web tier (refused images) too,
+            # and deleted when the job could not be queued whole (web.jobs).
             "JobResults",
-            ["s3:GetObject", "s3:PutObject"],
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             bucket_arn("OutputBucket", f"{keys.JOBS}*"),
         ),
         _statement(

@@ -8,6 +8,7 @@ import datetime
 import io
 import json
 import time
+import zipfile
 
 import falcon.testing
 import pytest
@@ -71,6 +72,10 @@ class JobS3:
         self._check(Key)
         self.objects[Bucket, Key] = Body
 
+    def delete_objects(self, *, Bucket, Delete):  # noqa: N803
+        for obj in Delete["Objects"]:
+            self.objects.pop((Bucket, obj["Key"]), None)
+
     def get_paginator(self, name):
         assert name == "list_objects_v2"
         return self
@@ -85,7 +90,20 @@ class JobS3:
 JOB = "c" * 32
 
 
-def _store(s3: JobS3, images: int) -> JobStore:
+class FailingSQS:
+    """SendMessageBatch that succeeds `good` times, then fails as an SQS outage does."""
+
+    def __init__(self, good: int):
+        self.good, self.sent = good, []
+
+    def send_message_batch(self, *, QueueUrl, Entries):  # noqa: N803
+        if len(self.sent) >= self.good:
+            raise EndpointConnectionError(endpoint_url="http://sqs.invalid")
+        self.sent.append(Entries)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def _store(s3: JobS3, images: int, sqs=None) -> JobStore:
     """A job of `images` finished images, all classified."""
     s3.objects["out", f"{job_prefix(JOB)}job.json"] = json.dumps(
         {"id": JOB, "created": time.time(), "source": "archive", "total": images, "rejected": 0}
@@ -95,11 +113,11 @@ def _store(s3: JobS3, images: int) -> JobStore:
         s3.objects["out", job_item_key(JOB, index, True)] = result.encode().encode()
     return JobStore(
         s3=s3,
-        sqs=None,
+        sqs=sqs,
         input_bucket="in",
         output_bucket="out",
         job_queue_url="",
-        limits=JobLimits(10, 10),
+        limits=JobLimits(100, 1000),
         check_image=lambda data: "",
         deadline_s=60,
     )
@@ -137,3 +155,23 @@ def test_a_result_that_cannot_be_read_is_a_503_or_a_row_never_missing():
     assert len(rows) == images
     assert [r["filename"] for r in rows[:-1]] == [f"{i}.jpg" for i in range(images - 1)]
     assert "could not be read" in rows[-1]["error"] and not rows[-1]["label"], rows[-1]
+
+
+def test_a_job_that_cannot_be_queued_whole_leaves_nothing_behind():
+    """Issue 26, finding 7: one SendMessageBatch failing midway answered 503 while the staged
+    inputs, the refused rows and the manifest stayed, and the job never finished."""
+    s3, sqs = JobS3(), FailingSQS(good=1)
+    client = _client(_store(s3, 0, sqs))
+    s3.objects.clear()
+    members = [(f"{i}.jpg", b"image %d" % i) for i in range(15)] + [("../escape.jpg", b"x")]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    response = client.simulate_post(
+        "/jobs", body=archive.getvalue(), headers={"Content-Type": "application/zip"}
+    )
+    assert response.status_code == 503 and response.headers["Retry-After"], response.text
+    assert "Location" not in response.headers  # no job to follow
+    assert len(sqs.sent) == 1  # the first batch went out before the failure
+    assert [key for _, key in s3.objects] == []  # no staged input, refused row or manifest

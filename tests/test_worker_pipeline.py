@@ -332,3 +332,31 @@ def test_an_upload_carried_inline_is_classified_without_a_get(world):
     assert replies[carried.id].sha256 == hashlib.sha256(b"inline-copy").hexdigest()
     assert replies[plain.id].label == "label-fetched"
     assert world.s3.gets == [plain.key]
+
+
+@pytest.mark.parametrize("manifest", [False, True])
+def test_a_job_image_whose_job_was_taken_back_is_dropped(world, manifest):
+    """Issue 26, finding 7: the web discards a job it could not queue whole (its staged inputs
+    and everything else, the manifest never written); a message already sent must not leave a
+    row behind. A job that exists still gets its 'gone' row."""
+    job = "e" * 32
+    request = Request(
+        id="d" * 32,
+        key=keys.staged_key(job, 0),
+        filename="cat.jpg",
+        reply_to="",
+        deadline=NOW + 60,
+        job=job,
+        index=0,
+    )
+    if manifest:
+        world.s3.objects[OUTPUT, keys.job_manifest_key(job)] = b"{}"
+    world.lanes.send(request.encode())
+    world.drain()
+    assert world.lanes.deleted[world.lanes.interactive_url] == [request.encode()]
+    rows = [k for k in world.s3.keys(OUTPUT) if k != keys.job_manifest_key(job)]
+    if manifest:
+        assert rows == [keys.job_item_key(job, 0, False)]
+        assert "gone" in json.loads(world.s3.objects[OUTPUT, rows[0]])["error"]
+    else:
+        assert rows == []

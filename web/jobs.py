@@ -169,7 +169,9 @@ class JobStore:
             "total": total,
             "rejected": len(rejected),
         }
-        self._put(self._output, job_manifest_key(job_id), json.dumps(manifest).encode())
+        # Whole or not at all: the manifest goes last, and a job is found only by it. Anything
+        # failing before it discards what was written; a queued image whose staged input is gone
+        # and whose job has no manifest is dropped by the worker (worker.stages.fetch).
         writes = [
             self._pool.submit(
                 self._put, self._output, job_item_key(job_id, i, False), r.encode().encode()
@@ -177,8 +179,15 @@ class JobStore:
             for i, r in rejected
         ]
         writes += [self._pool.submit(self._send, chunk) for chunk in chunks(items)]
-        for future in writes:
-            future.result()
+        try:
+            for future in writes:
+                future.result()
+            self._put(self._output, job_manifest_key(job_id), json.dumps(manifest).encode())
+        except Exception:
+            for future in writes:  # let the writes in flight land, so that they are discarded too
+                future.exception()
+            self._discard(job_id)
+            raise
         log.info(
             "job %s: %d images queued, %d refused (%s)", job_id, len(items), len(rejected), source
         )
@@ -200,14 +209,16 @@ class JobStore:
             raise Unavailable(f"could not queue {len(response['Failed'])} of the job's images")
 
     def _discard(self, job_id: str) -> None:
-        """Best effort: the lifecycle rule removes whatever is left."""
-        try:
-            keys = [key for key, _, _ in self._list(self._input, job_prefix(job_id), None)]
-            for start in range(0, len(keys), 1000):
-                objects = [{"Key": key} for key in keys[start : start + 1000]]
-                self._s3.delete_objects(Bucket=self._input, Delete={"Objects": objects})
-        except Exception as error:  # noqa: BLE001
-            log.warning("could not discard job %s (%s)", job_id, type(error).__name__)
+        """Everything of the job in both buckets. Best effort: the lifecycle rule removes
+        whatever is left, and without a manifest nothing of it is ever shown."""
+        for bucket in (self._input, self._output):
+            try:
+                keys = [key for key, _, _ in self._list(bucket, job_prefix(job_id), None)]
+                for start in range(0, len(keys), 1000):
+                    objects = [{"Key": key} for key in keys[start : start + 1000]]
+                    self._s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+            except Exception as error:  # noqa: BLE001
+                log.warning("could not discard job %s (%s)", job_id, type(error).__name__)
 
     # Reading a job -------------------------------------------------------------------------
 

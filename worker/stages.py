@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from runtime.failures import describe, is_not_found, log_failure
-from runtime.keys import started_key
+from runtime.keys import job_manifest_key, started_key
 from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage, stored_key
 from worker import jobitems
 from worker.budget import DecodeBudget
@@ -145,7 +145,12 @@ class Stages:
                 response = self._s3.get_object(Bucket=self._input, Key=delivery.request.key)
                 data = response["Body"].read()
         except Exception as error:  # noqa: BLE001 - anything but "gone" is redelivered later
-            if is_not_found(error):
+            if is_not_found(error) and self._job_discarded(delivery.request):
+                log.info(
+                    "job %s was discarded (not queued whole): image dropped", delivery.request.job
+                )
+                delivery.nothing_to_do = True
+            elif is_not_found(error):
                 delivery.result = self._error(delivery, "the uploaded image is gone")
             else:
                 log_failure(log, f"fetch {delivery.request.key}", error, "left for redelivery")
@@ -299,6 +304,17 @@ class Stages:
             token=delivery.request.token,
             sha256=delivery.sha256,
         )
+
+    def _job_discarded(self, request: Request) -> bool:
+        """A job image whose job has no manifest: the web tier could not queue the job whole
+        and took it back (web.jobs), so nobody will ever ask for this row."""
+        if not request.job:
+            return False
+        try:
+            self._s3.head_object(Bucket=self._output, Key=job_manifest_key(request.job))
+        except Exception as error:  # noqa: BLE001 - unknown: store the row, as before
+            return is_not_found(error)
+        return False
 
     def _mark_started(self, request: Request) -> None:
         """An asynchronous upload's state becomes `in progress` (GET /results/<id> says so)."""
