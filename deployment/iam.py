@@ -9,7 +9,8 @@ Three roles, one per host, and no role may assume another:
 - scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
-  queue depth and the throughput metric; pull the host image. No s3: at all.
+  queue depth and the throughput metric; read and write its one estimates object in the output
+  bucket (keys.SCALER_ESTIMATES); pull the host image. No other s3:.
 - web (the web host's instance profile): store uploads, queue requests, read results, list only
   under jobs/, own its reply queue, settle dead letters, pull the host image. No ec2:, no
   iam:, no sts:.
@@ -234,6 +235,12 @@ def scaler_policy() -> dict:
         ),
         # Metric reads have no resource type.
         _statement("ReadThroughput", ["cloudwatch:GetMetricStatistics"], "*"),
+        _statement(
+            # What it measured (boot times, throughput): one object, kept across its restarts.
+            "KeepEstimates",
+            ["s3:GetObject", "s3:PutObject"],
+            bucket_arn("OutputBucket", keys.SCALER_ESTIMATES),
+        ),
         *pull_statements("WebRepository"),
     )
 

@@ -13,6 +13,8 @@ RESULTS = "results/"  # output bucket: one JSON result per request id
 CACHE = "cache/"  # output bucket: results by content hash, when the result cache is on
 STARTED = "started/"  # output bucket: an asynchronous upload a worker has taken
 JOBS = "jobs/"  # both buckets: a batch job's staged images, manifest and results
+# Output bucket: what the scaler measured (boot times, throughput), kept across its restarts.
+SCALER_ESTIMATES = "scaler/estimates.json"
 # The service's own areas: a batch job may never name one as its source, however spelled.
 SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS)
 # What expires after RESULT_EXPIRY_DAYS (runtime.resources), per bucket. The content cache does

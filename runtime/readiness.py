@@ -53,7 +53,12 @@ def _since(tags: dict[str, str], key: str, started_at: float) -> bool:
 
 def is_ready(tags: dict[str, str], started_at: float) -> bool:
     """The tag says the model loaded during this run of the instance (not an earlier one)."""
-    return _since(tags, READY_AT_TAG, started_at)
+    return ready_at(tags, started_at) is not None
+
+
+def ready_at(tags: dict[str, str], started_at: float) -> float | None:
+    """When the model loaded during this run of the instance; None if it has not yet."""
+    return float(tags[READY_AT_TAG]) if _since(tags, READY_AT_TAG, started_at) else None
 
 
 def under_notice(tags: dict[str, str], started_at: float) -> bool:

@@ -146,11 +146,12 @@ class Settings:
     )
 
     # Worker tier.
-    # The web tier keys its result cache by model, its version and preprocess.
+    # The web tier keys its result cache by model, its version and preprocess; the scaler
+    # remembers the workers' throughput by it.
     model: str = _setting(
         "efficientnet_lite0",
         "the default classifier: a built-in name (or a torchvision model)",
-        ("web", "worker"),
+        ("web", "worker", "scaler"),
     )
     models: str = _setting(
         "",
@@ -235,16 +236,22 @@ class Settings:
         2.0, "drain policy: idle seconds (nothing queued) before the fleet goes to zero", "scaler"
     )
     expected_boot_new_s: float = _setting(
-        40.0, "drain policy: seconds a new instance takes until its worker works", "scaler"
+        40.0,
+        "drain policy: seconds a new instance takes until its worker works, until measured",
+        "scaler",
     )
     expected_boot_start_s: float = _setting(
-        10.0, "drain policy: seconds a stopped instance takes to work again", "scaler"
+        10.0,
+        "drain policy: seconds a stopped instance takes to work again, until measured",
+        "scaler",
     )
     arrival_window_s: float = _setting(
         1.0, "arrival rate: the lesser of the last two windows this long (bursts read 0)", "scaler"
     )
     default_throughput_img_s: float = _setting(
-        10.0, "per-worker images/s assumed until workers report theirs", "scaler"
+        10.0,
+        "per-worker images/s assumed until workers first report theirs (then remembered)",
+        "scaler",
     )
     warm_pool_max: int = _setting(2, "stopped instances kept for fast restarts", "scaler")
     stopped_max_age_s: float = _setting(

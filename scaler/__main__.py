@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         ec2=ec2,
         sqs=make_client("sqs", settings, counter=requests),
         cloudwatch=make_client("cloudwatch", settings, counter=requests),
+        s3=make_client("s3", settings, counter=requests),
         runner=runner,
         requests=requests,
     )

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from runtime.readiness import is_ready, under_notice
+from runtime.readiness import ready_at, under_notice
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG, USAGE_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import MARKETS, Settings
@@ -223,7 +223,8 @@ def _instance(raw: dict) -> Instance | None:
         launched_at=run_began,
         restarted=started is not None,
         stopped_at=_tag_float(tags, STOPPED_AT_TAG),
-        ready=is_ready(tags, run_began),
+        ready=ready_at(tags, run_began) is not None,
+        ready_at=ready_at(tags, run_began),
         spot=raw.get("InstanceLifecycle") == "spot",
         instance_type=raw.get("InstanceType", ""),
         notice=under_notice(tags, run_began),

@@ -33,6 +33,7 @@ class Instance:
     instance_type: str = ""  # what its running time is priced at (scaler.billing)
     notice: bool = False  # its worker was given notice during this run and takes no more work
     usage: str = ""  # its worker's usage tag, as written (runtime.usage)
+    ready_at: float | None = None  # epoch seconds its worker became ready in this run
 
 
 @dataclass(frozen=True)

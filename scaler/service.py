@@ -6,6 +6,7 @@ as structured records (see `DecisionRecord`), which the dashboard words as sente
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime import keys
 from runtime.costs import summary
 from runtime.failures import describe
 from runtime.prices import DEFAULT_PRICES, Prices
@@ -24,6 +26,7 @@ from runtime.sqs import BATCH_MAX, QueueAttributeError
 from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.billing import Ledger
 from scaler.decisions import decision_record
+from scaler.estimates import Estimate, Estimates, EstimateStore
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.lanes import job_share, per_instance
@@ -51,6 +54,7 @@ from scaler.runners.base import Runner
 log = logging.getLogger(__name__)
 
 DECISIONS_KEPT = 20
+SAVE_EVERY_S = 60.0  # the most often a changed throughput is written to the estimates store
 _AWS_ERRORS = (ClientError, BotoCoreError)
 
 
@@ -66,6 +70,8 @@ class ScalerConfig:
     boot_start_s: float = 10.0  # ... or after its start from stopped
     idle_delay_s: float = 2.0
     batch_max: int = BATCH_MAX
+    model: str = ""  # whose throughput is remembered
+    instance_type: str = ""  # what a launch tries first ("": the launch template's)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScalerConfig:
@@ -80,11 +86,14 @@ class ScalerConfig:
             boot_start_s=settings.expected_boot_start_s,
             idle_delay_s=settings.idle_delay_s,
             batch_max=settings.batch_max,
+            model=settings.model,
+            instance_type=next(iter(settings.instance_types), ""),
         )
 
     def ready_in_s(self, instance: Instance, now: float) -> float:
-        """Seconds until a pending or running instance works, from its state and (re)start."""
-        if instance.state == "running":
+        """Seconds until a pending or running instance works, from its state and (re)start: a
+        running one whose worker still loads its model works when its boot should end."""
+        if instance.ready:
             return 0.0
         boot = self.boot_start_s if instance.restarted else self.boot_new_s
         return max(0.0, instance.launched_at + boot - now)
@@ -100,6 +109,7 @@ class Scaler:
         throughput: ThroughputGauge,
         arrivals: ArrivalGauge | None = None,
         runner: Runner | None = None,
+        store: EstimateStore | None = None,
         clock: Callable[[], float] = time.time,
         prices: Prices = DEFAULT_PRICES,
         requests: RequestCounter | None = None,
@@ -109,7 +119,15 @@ class Scaler:
         self._ledger = Ledger(prices)
         self._requests = requests  # what this process's clients send
         self._started_at = clock()
+        # What the policy plans with: the configured boot times until measured ones replace them.
+        self._planning = config
         self._policy: Policy = make_policy(config.policy, PolicyConfig.of(config))
+        self._estimates = Estimates(config.boot_new_s, config.boot_start_s)
+        self._store = store
+        if store is not None:
+            self._estimates.load(store.load())
+        self._saved_at = 0.0
+        self._inputs: dict = {}
         self._plan = make_planner(config.policy, config.pool)
         self._window = QuietWindow(config.quiet_period_s)
         self._idle = IdleClock()
@@ -153,12 +171,12 @@ class Scaler:
         except (*_AWS_ERRORS, QueueAttributeError) as error:
             self._failed("sqs", f"queue unreadable ({describe(error)}); fleet stays as it is")
             return
-        throughput = self._throughput.read()
+        img_s, boots = self._learn(now, instances, self._throughput.read())
         try:
             jobs = job_share(
                 depth.job_load,
                 self.config.job_fleet_max,
-                per_instance(self.config.policy, self.config.latency_target_s, throughput.img_s),
+                per_instance(self.config.policy, self.config.latency_target_s, img_s.value),
             )
         except PolicyError as error:
             self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
@@ -169,11 +187,11 @@ class Scaler:
             visible=depth.visible + jobs,
             in_flight=depth.in_flight,
             capacity=capacity(instances),
-            throughput_img_s=throughput.img_s,
+            throughput_img_s=img_s.value,
             window_peak=self._window.peak(now),
             arrival_rate_img_s=arrivals.rate_img_s,
             steady_rate_img_s=arrivals.steady_img_s,
-            ready_in_s=tuple(self.config.ready_in_s(i, now) for i in live),
+            ready_in_s=tuple(self._planning.ready_in_s(i, now) for i in live),
             warm=sum(1 for i in instances if i.state == "stopped"),
             idle_s=self._idle.observe(now, depth.visible),
         )
@@ -185,18 +203,20 @@ class Scaler:
         self._window.observe(now, decision.raw)
         actions = self._plan(decision.desired, instances, now)
         with self._lock:
-            self._depth, self._img_s = depth, throughput.img_s
+            self._depth, self._img_s = depth, img_s.value
         line = (
             f"policy={self.config.policy} visible={depth.visible} in_flight={obs.in_flight} "
             f"jobs={depth.job_load}(counted {jobs}) "
             f"capacity={obs.capacity} warm={obs.warm} arrivals={obs.arrival_rate_img_s:g}/s "
             f"steady={obs.steady_rate_img_s:g}/s idle={obs.idle_s:.1f}s "
             f"throughput={obs.throughput_img_s:.1f}"
-            f"{'' if throughput.measured else '(default)'} peak={obs.window_peak} "
+            f"{'' if img_s.source == 'measured' else f'({img_s.source})'} "
+            f"boot={boots['new'].label()}/{boots['start'].label()} peak={obs.window_peak} "
             f"raw={decision.raw} desired={decision.desired} {actions.describe()} "
             f"rule={decision.code} reason={decision.reason!r}"
         )
         record = decision_record(now, self.config.policy, obs, decision, actions)
+        record["estimates"] = self._inputs
         try:
             launched = self._fleet.apply(actions)
         except _AWS_ERRORS as error:
@@ -218,6 +238,36 @@ class Scaler:
                 log.warning(
                     "fleet unreadable after acting (%s); runner follows next tick", describe(error)
                 )
+
+    def _learn(self, now: float, instances: list[Instance], gauge) -> tuple[Estimate, dict]:
+        """Measure the boots that ended, remember the throughput, and plan with both."""
+        model, kind = self.config.model, self.config.instance_type
+        changed = False
+        for instance_type, boot_kind, boot_s in self._estimates.observe(instances):
+            log.info("boot measured: %s %s ready in %.1fs", instance_type, boot_kind, boot_s)
+            changed = True
+        remembered = gauge.measured and self._estimates.remember_throughput(model, gauge.img_s)
+        img_s = self._estimates.img_s(model, gauge)
+        boots = {k: self._estimates.boot(k, kind) for k in ("new", "start")}
+        # A new boot sample is saved at once; a changed rate at most once a minute (S3 PUTs).
+        if self._store and (changed or (remembered and now - self._saved_at >= SAVE_EVERY_S)):
+            self._saved_at = now
+            self._store.save(self._estimates.to_json())
+        planned = (boots["new"].value, boots["start"].value)
+        if planned != (self._planning.boot_new_s, self._planning.boot_start_s):
+            self._planning = dataclasses.replace(
+                self.config, boot_new_s=planned[0], boot_start_s=planned[1]
+            )
+            self._policy = make_policy(self.config.policy, PolicyConfig.of(self._planning))
+        inputs = {
+            "boot_new_s": boots["new"].as_status(),
+            "boot_start_s": boots["start"].as_status(),
+            "throughput_img_s": img_s.as_status(),
+            "instance_type": kind or "(launch template's)",
+        }
+        with self._lock:
+            self._inputs = inputs
+        return img_s, boots
 
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
@@ -265,6 +315,8 @@ class Scaler:
                 "decisions": list(self._decisions),
                 "throughput_img_s": self._img_s,
                 "cost": self._cost(),
+                # What the policy plans with, and whether each is measured or a default.
+                "estimates": dict(self._inputs),
             }
 
     def _cost(self) -> dict:
@@ -284,11 +336,14 @@ def build_scaler(
     ec2,
     sqs,
     cloudwatch,
+    s3=None,
     runner: Runner | None = None,
     requests: RequestCounter | None = None,
 ) -> Scaler:
     """The scaler for one deployment, from its settings and its AWS clients (and the counter of
-    what they send, for the cost figures)."""
+    what they send, for the cost figures; with s3, what it measures is kept in the output bucket
+    across restarts)."""
+    store = EstimateStore(s3, settings.output_bucket, keys.SCALER_ESTIMATES) if s3 else None
     return Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet.from_settings(ec2, settings),
@@ -302,4 +357,5 @@ def build_scaler(
         runner=runner,
         prices=settings.prices,
         requests=requests,
+        store=store,
     )

@@ -68,6 +68,8 @@ class StatusSource:
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
             "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to
+            # Boot times and throughput the scaler plans with, each measured or a default.
+            "estimates": scaler.get("estimates"),
             "scaler": "ok" if scaler else "unreachable",
             # The fleet's cost as the scaler counts it, plus the requests this process sent.
             "cost": with_requests(
