@@ -3,8 +3,9 @@
 The stack is real: moto behind a TCP proxy (tests/faults.py) that can cut AWS, two web
 processes, the scaler with local worker processes. The load comes in bursts with idle gaps; a
 chaos thread meanwhile kills workers with -9, stops and terminates fleet instances behind the
-scaler's back, kills and restarts the scaler, restarts a web process and cuts AWS. Every request
-is counted until it has its answer.
+scaler's back, kills and restarts the scaler, restarts a web process, cuts AWS and serves a Spot
+interruption notice to the running workers from the tests' metadata stand-in (which every worker
+watches). Every request is counted until it has its answer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scaler.fleet import FLEET_TAG
 from tests.conftest import Service, free_port
 from tests.faults import OutageProxy
 from tests.http_client import upload
+from tests.stand_in.imds import MetadataService
 
 
 @dataclass
@@ -69,6 +71,9 @@ class ChaosStack:
     def __init__(self, moto_endpoint: str, log_dir: Path, fleet_max: int = 2, **env: str):
         self.marker = uuid.uuid4().hex[:12]  # in every process's environment: find orphans
         self.proxy = OutageProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+        # One metadata service for every local worker: a notice reaches those running at the time.
+        self.imds = MetadataService("127.0.0.1", free_port(), "-").start()
+        imds_host, imds_port = self.imds._server.server_address[:2]
         self.fleet = f"chaos-{self.marker}"
         self.status_port = free_port()
         self.service = Service(
@@ -91,6 +96,8 @@ class ChaosStack:
             VISIBILITY_TIMEOUT_S="8",
             MAX_RECEIVE_COUNT="8",
             REPLY_QUEUE_MAX_AGE_S="60",
+            INSTANCE_METADATA_URL=f"http://{imds_host}:{imds_port}",
+            NOTICE_POLL_S="0.5",
             **env,
         )
         self.ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -122,6 +129,7 @@ class ChaosStack:
     def stop(self) -> None:
         self.service.stop()
         self.proxy.close()
+        self.imds.stop()
 
     # Looking at it ---------------------------------------------------------------------------
 
@@ -188,6 +196,13 @@ class ChaosStack:
         self._start_web(port)
         return True
 
+    def spot_notice(self) -> bool:
+        """An interruption notice to the workers running now: they drain and leave, the scaler
+        replaces their instances."""
+        if not self.instances("running"):
+            return False
+        return self.imds.give_notice() > 0
+
     def cut_aws(self, seconds: float = 4.0) -> bool:
         self.proxy.outage(seconds)
         return True
@@ -200,13 +215,22 @@ class ChaosStack:
             "scaler": self.restart_scaler,
             "web": lambda: self.restart_web(rng),
             "aws": self.cut_aws,
+            "spot_notice": self.spot_notice,
         }[fault]()
         if done:
             self.events[fault] += 1
         return fault
 
 
-FAULTS = ("kill_worker", "stop_instance", "terminate_instance", "scaler", "web", "aws")
+FAULTS = (
+    "kill_worker",
+    "stop_instance",
+    "terminate_instance",
+    "scaler",
+    "web",
+    "aws",
+    "spot_notice",
+)
 
 
 def ask(urls: list[str], request_id: str, name: str, data: bytes, tally: Tally, until: float):

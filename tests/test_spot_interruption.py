@@ -1,7 +1,8 @@
 """A Spot interruption notice mid-burst loses nothing (issue 24 item 2).
 
 The stack is real (moto over HTTP, a web process, the scaler launching Spot instances with local
-worker processes); every worker watches the tests' IMDSv2 stand-in, which serves an interruption
+worker processes: tests/chaos.py's, without its faults); every worker watches the tests' IMDSv2
+stand-in, which serves an interruption
 notice to the workers alive while a burst is being answered. Those workers stop receiving,
 finish or give back what they hold and exit; the scaler terminates their instances and launches
 the replacement in the same decision; every request gets exactly one answer.
@@ -19,9 +20,7 @@ import requests
 
 from runtime.resources import NOTICE_AT_TAG
 from tests.chaos import ChaosStack, Tally, ask
-from tests.conftest import free_port
 from tests.http_client import stem, variants
-from tests.stand_in.imds import MetadataService
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e  # starts processes
@@ -64,13 +63,9 @@ def _noticed(stack: ChaosStack) -> list[str]:
 
 @pytest.mark.timeout(600)
 def test_an_interruption_notice_mid_burst_loses_and_duplicates_nothing(moto_endpoint, tmp_path):
-    imds = MetadataService("127.0.0.1", free_port(), "-").start()
-    host, port = imds._server.server_address[:2]
     stack = ChaosStack(
         moto_endpoint,
         tmp_path,
-        INSTANCE_METADATA_URL=f"http://{host}:{port}",
-        NOTICE_POLL_S="0.5",
         FLEET_MARKET="spot",
         # A local launch is ready in seconds: with the 40 s default the policy would rightly
         # let the survivor clear the burst alone, and there would be no replacement to see.
@@ -90,7 +85,7 @@ def test_an_interruption_notice_mid_burst_loses_and_duplicates_nothing(moto_endp
                 futures.append(pool.submit(ask, stack.urls, request_id, name, data, tally, until))
             # Mid-burst: workers are answering and most of the burst still waits.
             wait_until(lambda: len(tally.answers) >= 10, "the first answers", 240, 0.05)
-            assert imds.give_notice() >= 1  # the tokens of the workers running now
+            assert stack.imds.give_notice() >= 1  # the tokens of the workers running now
             wait_until(lambda: _noticed(stack), "a worker to report its notice", 60)
             for future in futures:
                 future.result()
@@ -107,7 +102,6 @@ def test_an_interruption_notice_mid_burst_loses_and_duplicates_nothing(moto_endp
         scaler_log = (tmp_path / "scaler.log").read_text()
     finally:
         stack.stop()
-        imds.stop()
     print("interruption report:", counts, "noticed:", noticed)
     assert counts == {"lost": 0, "duplicated": 0}, counts
     assert right
