@@ -1,19 +1,25 @@
 """The stack's IAM policies: least privilege, as CloudFormation expressions, checked by tests.
 
-Three roles, one per host, and no role may assume another:
+Three roles for two kinds of host. The web host runs two containers from the web image: the
+scaler (host network, so the only process there that reaches instance metadata: the host's
+launch template sets IMDSv2 with a hop limit of 1) holds the instance role, and the web tier
+(a bridge network, one hop too far for a metadata token) holds the web role's short-lived
+credentials, which the scaler obtains with the one AssumeRole below and hands over in a file
+(scaler.web_credentials). No other role may assume another:
 - worker (the fleet's instance profile): its request queue, uploads and jobs' staged images in
   the input bucket, its result prefixes in the output bucket,
   the reply queues by name prefix, its own metric namespace, pulling its image, and three tags
   (WORKER_TAG_KEYS: ready, under notice, usage; on fleet instances: runtime.readiness,
   runtime.usage). No other ec2:.
-- scaler (the scaler host's instance profile): launch only from the fleet's launch template, only
+- scaler (the web host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the
   queue depth and the throughput metric; read and write its one estimates object in the output
-  bucket (keys.SCALER_ESTIMATES); pull the host image. No other s3:.
-- web (the web host's instance profile): store uploads, queue requests, read results, list only
-  under jobs/, own its reply queue, settle dead letters, pull the host image. No ec2:, no
-  iam:, no sts:.
+  bucket (keys.SCALER_ESTIMATES); pull the host image; assume the web role (a policy of its own,
+  as the web role's trust names the scaler role). No other s3:.
+- web (assumable by the scaler role alone, no instance profile): store uploads, queue requests,
+  read results, list only under jobs/, own its reply queue, settle dead letters. No ec2:, no
+  iam:, no sts:, no ecr: (the host pulls its image with the instance role).
 
 How many instances the scaler may run is not expressible in IAM (RunInstances has no count
 condition key): FLEET_MAX in the scaler bounds it, the account's EC2 vCPU quota backs that up.
@@ -76,6 +82,24 @@ def ec2_trust_policy() -> dict:
             "Principal": {"Service": "ec2.amazonaws.com"},
             "Action": "sts:AssumeRole",
         }
+    )
+
+
+def assumed_by_trust_policy(role_resource: str) -> dict:
+    """Only that role of this stack may assume this one (no service, no account root)."""
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": {"Fn::GetAtt": [role_resource, "Arn"]}},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+def web_handover_policy() -> dict:
+    """The scaler role's one right over another role: sessions of the web role, to hand over."""
+    return _document(
+        _statement("AssumeWebRole", ["sts:AssumeRole"], {"Fn::GetAtt": ["WebRole", "Arn"]})
     )
 
 
@@ -327,5 +351,4 @@ def web_policy() -> dict:
             "*",  # PutMetricData has no resource type; the namespace condition scopes it
             {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         ),
-        *pull_statements("WebRepository"),
     )

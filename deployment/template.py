@@ -4,9 +4,12 @@
 like code; a test fails when the file differs from what this module generates, so the template's
 user-data and policies cannot drift from docker/host-user-data.sh and deployment/iam.py.
 
-Three kinds of host, each with its own role: the workers (launched by the scaler from the launch
-template), one web host and one scaler host. The scaler has a host of its own so that the
-internet-facing web process never holds, or can obtain, the right to launch instances.
+Two kinds of host: the workers (launched by the scaler from the launch template, under the worker
+role) and one web host running two containers of the web image. There the scaler, on the host
+network, holds the instance role (the scaler role: it must launch instances); the web tier, on a
+bridge network, cannot get a metadata token (IMDSv2 with a hop limit of 1) and works with the web
+role's short-lived credentials, which the scaler assumes and hands over (runtime.web_credentials),
+so the internet-facing process never holds, or can obtain, the right to launch instances.
 """
 
 from __future__ import annotations
@@ -95,8 +98,11 @@ def parameters() -> dict:
             "Default": CLOUD_MARKET,
             "AllowedValues": list(MARKETS),
         },
-        "WebInstanceType": text("the web host's instance type", "t3.small", instance_type),
-        "ScalerInstanceType": text("the scaler host's instance type", "t3.micro", instance_type),
+        "WebInstanceType": text(
+            "the web host's instance type (it runs the web tier and the scaler)",
+            "t3.small",
+            instance_type,
+        ),
         "FleetMax": {
             "Type": "Number",
             "Description": "most running workers (FLEET_MAX)",
@@ -247,48 +253,64 @@ def _groups(settings: Settings) -> dict:
             "elastic-classifier web host: the upload port from WebCidr",
             [tcp(settings.port, {"CidrIp": ref("WebCidr")}, "uploads")],
         ),
-        "ScalerGroup": _group(
-            "elastic-classifier scaler host: its status port from the web host",
-            [
-                tcp(
-                    settings.scaler_status_port,
-                    {"SourceSecurityGroupId": get_att("WebGroup", "GroupId")},
-                    "the web tier's /status reads the scaler's",
-                )
-            ],
-        ),
     }
 
 
-def _role(tier: str, policy: dict) -> dict:
-    return {
+def _role(tier: str, policy: dict, trust: dict | None = None) -> dict:
+    """A role; with no trust given, an instance profile's (EC2 assumes it)."""
+    role = {
         f"{tier}Role": {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "AssumeRolePolicyDocument": iam.ec2_trust_policy(),
+                "AssumeRolePolicyDocument": trust or iam.ec2_trust_policy(),
                 "Description": iam.sub(f"elastic-classifier {tier.lower()} (${{AWS::StackName}})"),
                 "Policies": [{"PolicyName": tier.lower(), "PolicyDocument": policy}],
             },
         },
-        f"{tier}Profile": {
+    }
+    if trust is None:
+        role[f"{tier}Profile"] = {
             "Type": "AWS::IAM::InstanceProfile",
             "Properties": {"Roles": [ref(f"{tier}Role")]},
-        },
+        }
+    return role
+
+
+def _web_handover() -> dict:
+    """The scaler role's AssumeRole on the web role, apart from its policy: the web role's trust
+    names the scaler role, so inside the scaler role it would be a dependency cycle."""
+    return {
+        "ScalerAssumesWebRole": {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": "assume-web-role",
+                "PolicyDocument": iam.web_handover_policy(),
+                "Roles": [ref("ScalerRole")],
+            },
+        }
     }
 
 
-def _launch_data(tier: str, instance_type: dict, user_data: list, tags: bool) -> dict:
+# A container on a bridge network is one hop further than the host: with a hop limit of 1 its
+# metadata token never arrives, so only host-network processes get the instance role.
+HOST_NETWORK_ONLY = 1
+BRIDGED_CONTAINERS = 2  # the workers' container needs its instance role
+
+
+def _launch_data(
+    role: str, group: str, hop_limit: int, instance_type: dict, user_data: list, tags: bool
+) -> dict:
     data = {
         "ImageId": ref("ImageId"),
         "InstanceType": instance_type,
-        "IamInstanceProfile": {"Arn": get_att(f"{tier}Profile", "Arn")},
-        "SecurityGroupIds": [get_att(f"{tier}Group", "GroupId")],
+        "IamInstanceProfile": {"Arn": get_att(f"{role}Profile", "Arn")},
+        "SecurityGroupIds": [get_att(group, "GroupId")],
         "UserData": {"Fn::Base64": {"Fn::Join": ["", [_as_sub(user_data), userdata.script()]]}},
-        # IMDSv2 only; 2 hops so that the container (one bridge away) reaches its role.
+        # IMDSv2 only (a GET needs a token from a PUT), and how far that token may travel.
         "MetadataOptions": {
             "HttpEndpoint": "enabled",
             "HttpTokens": "required",
-            "HttpPutResponseHopLimit": 2,
+            "HttpPutResponseHopLimit": hop_limit,
         },
         "BlockDeviceMappings": [
             {
@@ -305,11 +327,15 @@ def _launch_data(tier: str, instance_type: dict, user_data: list, tags: bool) ->
     return data
 
 
-def _host(tier: str, instance_type: str, user_data: list) -> dict:
-    """A host the stack runs itself: one instance from a launch template of its own (EC2's
+def _web_host(user_data: list) -> dict:
+    """The one host the stack runs itself: one instance from a launch template of its own (EC2's
     way to IMDSv2-only). A new template version replaces the instance, which is what a
-    settings change needs: user-data runs on the first boot only."""
-    data = _launch_data(tier, ref(instance_type), user_data, False)
+    settings change needs: user-data runs on the first boot only. Its instance profile is the
+    scaler's: the scaler is the process there that must launch instances."""
+    tier = "Web"
+    data = _launch_data(
+        "Scaler", "WebGroup", HOST_NETWORK_ONLY, ref("WebInstanceType"), user_data, False
+    )
     return {
         f"{tier}HostTemplate": {
             "Type": "AWS::EC2::LaunchTemplate",
@@ -332,7 +358,17 @@ def _host(tier: str, instance_type: str, user_data: list) -> dict:
 
 
 def _user_data() -> dict[str, list]:
-    settings = dataclasses.replace(Settings(), host="0.0.0.0", scaler_status_host="0.0.0.0")
+    # The scaler's /status listens on the host (the web container reaches it over the bridge by
+    # the host's name; the security group keeps the port closed to everyone else).
+    settings = dataclasses.replace(
+        Settings(),
+        host="0.0.0.0",
+        scaler_status_host="0.0.0.0",
+        scaler_status_url=userdata.SCALER_STATUS_FROM_BRIDGE.format(
+            port=Settings().scaler_status_port
+        ),
+        web_credentials_dir=userdata.HANDOVER_MOUNT,
+    )
     expressions = {
         "aws_region": ref("AWS::Region"),
         "input_bucket": ref("InputBucket"),
@@ -347,27 +383,20 @@ def _user_data() -> dict[str, list]:
         "fleet_market": ref("FleetMarket"),
         "fleet_instance_types": ref("WorkerInstanceTypes"),
         "worker_image": image("WorkerRepository"),
-        "scaler_status_url": iam.sub(
-            f"http://${{ScalerHost.PrivateIp}}:{settings.scaler_status_port}/status"
-        ),
+        "web_role_arn": get_att("WebRole", "Arn"),
     }
     return {
         "Worker": userdata.header(
             settings,
-            userdata.WORKER,
             image("WorkerRepository"),
-            settings.visibility_timeout_s + 10,  # a batch in flight may finish
+            [(userdata.WORKER, settings.visibility_timeout_s + 10)],  # a batch in flight finishes
             expressions,
         ),
         "Web": userdata.header(
             settings,
-            userdata.WEB,
             image("WebRepository"),
-            int(settings.result_timeout_s) + 10,  # a waiting upload may get its answer
+            userdata.web_host_containers(settings, SCALER_STOP_TIMEOUT_S),
             expressions,
-        ),
-        "Scaler": userdata.header(
-            settings, userdata.SCALER, image("WebRepository"), SCALER_STOP_TIMEOUT_S, expressions
         ),
     }
 
@@ -405,7 +434,6 @@ def _outputs(settings: Settings) -> dict:
         "FleetName": out("value of the workers' fleet tag", iam.sub(iam.FLEET_NAME)),
         "WorkerLaunchTemplate": out("LAUNCH_TEMPLATE", iam.sub(iam.LAUNCH_TEMPLATE)),
         "WebHost": out("the web host's instance id", ref("WebHost")),
-        "ScalerHost": out("the scaler host's instance id", ref("ScalerHost")),
         **{
             f"{tier}Role": out(f"the {tier.lower()} role", ref(f"{tier}Role"))
             for tier in ("Worker", "Web", "Scaler")
@@ -424,24 +452,29 @@ def template() -> dict:
         **_queues(settings),
         **_groups(settings),
         **_role("Worker", iam.worker_policy()),
-        **_role("Web", iam.web_policy()),
+        **_role("Web", iam.web_policy(), iam.assumed_by_trust_policy("ScalerRole")),
         **_role("Scaler", iam.scaler_policy()),
+        **_web_handover(),
         "WorkerLaunchTemplate": {
             "Type": "AWS::EC2::LaunchTemplate",
             "Properties": {
                 "LaunchTemplateName": iam.sub(iam.LAUNCH_TEMPLATE),
                 "LaunchTemplateData": _launch_data(
-                    "Worker", {"Fn::Select": [0, worker_types()]}, user_data["Worker"], True
+                    "Worker",
+                    "WorkerGroup",
+                    BRIDGED_CONTAINERS,
+                    {"Fn::Select": [0, worker_types()]},
+                    user_data["Worker"],
+                    True,
                 ),
             },
         },
-        **_host("Scaler", "ScalerInstanceType", user_data["Scaler"]),
-        **_host("Web", "WebInstanceType", user_data["Web"]),
+        **_web_host(user_data["Web"]),
     }
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "elastic-classifier: buckets, queues, roles, the workers' launch template, "
-        "the web host and the scaler host. Generated by `python -m deployment template`.",
+        "the web host (web tier and scaler). Generated by `python -m deployment template`.",
         "Parameters": parameters(),
         "Resources": resources,
         "Outputs": _outputs(settings),

@@ -1,5 +1,8 @@
 """Every host's EC2 user-data: docker/host-user-data.sh behind a block of quoted settings.
 
+Two kinds of host: a worker (one container) and the web host (the scaler on the host network,
+then the web tier on a bridge, the scaler handing it the web role's session).
+
 One rendering serves both the template and the tests: `header()` yields literal text and, where
 the stack decides a value at deploy time (a bucket's name, a parameter), the CloudFormation
 expression for it. `render()` fills those from the settings, so it returns exactly what the
@@ -22,26 +25,41 @@ Part = str | dict  # literal text, or a CloudFormation expression such as {"Ref"
 
 
 @dataclass(frozen=True)
-class Host:
-    """One kind of host: the container it runs and the settings that container reads."""
+class Container:
+    """One container a host runs: what it reads, where it listens, how it gets credentials."""
 
-    container: str
+    name: str
     tier: str  # settings of this tier (and of "all") go into the container's environment
     extra: tuple[str, ...] = ()  # settings of other tiers it reads too
     port_setting: str = ""  # the setting whose port is published on the host (none if empty)
     command: tuple[str, ...] = ()  # the image's default command if empty
+    # "bridge" (Docker's default network: one hop from the host, so no metadata token under a
+    # hop limit of 1) or "host" (the host's network: the one that reaches instance metadata).
+    network: str = "bridge"
+    # The web role's session (runtime.web_credentials): "writes" it, "reads" it, or neither.
+    handover: str = ""
 
 
 # Beyond the worker tier's own settings, the worker labels its throughput metric by fleet.
-WORKER = Host("classifier-worker", "worker", extra=("fleet_name",))
+WORKER = Container("classifier-worker", "worker", extra=("fleet_name",))
 # The web tier keys its result cache by the workers' model and preprocessing.
-WEB = Host("classifier-web", "web", extra=("model", "preprocess"), port_setting="port")
-SCALER = Host(
+WEB = Container(
+    "classifier-web", "web", extra=("model", "preprocess"), port_setting="port", handover="reads"
+)
+SCALER = Container(
     "classifier-scaler",
     "scaler",
-    port_setting="scaler_status_port",
     command=("python", "-m", "scaler"),
+    network="host",
+    handover="writes",
 )
+# Where both web-host containers mount the handover directory (the same path in each, so the
+# AWS config the scaler writes names the file as the web container sees it).
+HANDOVER_MOUNT = "/run/elastic-classifier/web-credentials"
+# How a bridge-networked container names the host (docker run --add-host ...:host-gateway).
+SCALER_STATUS_FROM_BRIDGE = "http://host.docker.internal:{port}/status"
+# The web image's user (Dockerfile.web's USER): it owns the handover directory on the host.
+IMAGE_UID = 10001
 
 
 # Settings that belong to the image, not to the deployment: the worker image sets
@@ -53,12 +71,11 @@ IMAGE_SETTINGS = frozenset({"model_cache_dir"})
 SCRIPT_SETTINGS = frozenset({"instance_metadata_url"})
 
 
-def host_env(settings: Settings, host: Host) -> dict[str, str]:
-    """The settings a host's container reads, by environment variable, as text."""
-    names = [
-        f.name for f in tier_fields(host.tier) if f.name not in IMAGE_SETTINGS | SCRIPT_SETTINGS
-    ]
-    names += [name for name in host.extra if name not in names]
+def host_env(settings: Settings, container: Container) -> dict[str, str]:
+    """The settings a container reads, by environment variable, as text."""
+    skipped = IMAGE_SETTINGS | SCRIPT_SETTINGS
+    names = [f.name for f in tier_fields(container.tier) if f.name not in skipped]
+    names += [name for name in container.extra if name not in names]
     return {name.upper(): str(getattr(settings, name)) for name in names}
 
 
@@ -75,31 +92,49 @@ def _literal(name: str, value: str) -> str:
     return value.replace("'", "'\\''")
 
 
+def web_host_containers(settings: Settings, scaler_stop_timeout_s: int) -> list:
+    """The web host's containers in start order: the scaler first, as the web container
+    needs the session it hands over."""
+    return [
+        (SCALER, scaler_stop_timeout_s),
+        (WEB, int(settings.result_timeout_s) + 10),  # a waiting upload may get its answer
+    ]
+
+
 def header(
     settings: Settings,
-    host: Host,
     image: Part,
-    stop_timeout_s: int,
+    containers: list[tuple[Container, int]],
     expressions: Mapping[str, dict] | None = None,
 ) -> list[Part]:
-    """The settings block that goes before the script on `host`, as literal text and (for the
-    settings named in `expressions`, by field name) the CloudFormation expressions for them."""
+    """The settings block that goes before the script on a host that runs `containers` (each
+    with its stop timeout) of `image`, as literal text and (for the settings named in
+    `expressions`, by field name) the CloudFormation expressions for them."""
     expressions = expressions or {}
-    env: list[Part] = []
-    for name, value in host_env(settings, host).items():
-        env += ["\n" if env else "", f"{name}="]
-        env.append(expressions.get(name.lower()) or _literal(name, value))
-    port = str(getattr(settings, host.port_setting)) if host.port_setting else ""
     variables: list[tuple[str, list[Part]]] = [
         ("IMAGE", [image if isinstance(image, dict) else _literal("IMAGE", image)]),
-        ("CONTAINER", [host.container]),
-        ("PUBLISH_PORT", [port]),
-        ("COMMAND", [" ".join(host.command)]),
-        ("STOP_TIMEOUT_S", [str(stop_timeout_s)]),
-        ("CONTAINER_ENV", env),
+        ("HANDOVER_MOUNT", [HANDOVER_MOUNT]),
+        ("IMAGE_UID", [str(IMAGE_UID)]),
+        ("CONTAINER_COUNT", [str(len(containers))]),
     ]
+    for number, (container, stop_timeout_s) in enumerate(containers, start=1):
+        env: list[Part] = []
+        for name, value in host_env(settings, container).items():
+            env += ["\n" if env else "", f"{name}="]
+            env.append(expressions.get(name.lower()) or _literal(name, value))
+        port = str(getattr(settings, container.port_setting)) if container.port_setting else ""
+        variables += [
+            (f"CONTAINER_{number}", [container.name]),
+            (f"NETWORK_{number}", [container.network]),
+            (f"HANDOVER_{number}", [container.handover]),
+            (f"PUBLISH_PORT_{number}", [port]),
+            (f"COMMAND_{number}", [" ".join(container.command)]),
+            (f"STOP_TIMEOUT_S_{number}", [str(stop_timeout_s)]),
+            (f"CONTAINER_ENV_{number}", env),
+        ]
     out: list[Part] = [
         "#!/bin/bash\n# Rendered by deployment/userdata.py from docker/host-user-data.sh.\n"
+        "# shellcheck disable=SC2034 # the numbered settings are read by name\n"
     ]
     for name, value in variables:
         out += [f"{name}='", *value, "'\n"]
@@ -108,7 +143,7 @@ def header(
 
 def render(settings: Settings, stop_timeout_s: int) -> str:
     """The workers' user-data for these settings, exactly as the launch template delivers it."""
-    return "".join(header(settings, WORKER, settings.worker_image, stop_timeout_s)) + script()
+    return "".join(header(settings, settings.worker_image, [(WORKER, stop_timeout_s)])) + script()
 
 
 def script() -> str:

@@ -2,8 +2,8 @@
 
 EC2 bills Linux instances per second with a 60 s minimum each time one starts (a launch, or a
 start from stopped): a run of 20 s is paid as 60 s. Requests are priced by class
-(runtime.requests). The fixed hosts (web and scaler) run whatever the traffic and are kept apart,
-so `per_1000_images` is what answering costs: (compute + requests) per 1,000 images.
+(runtime.requests). The fixed host (web tier and scaler) runs whatever the traffic and is kept
+apart, so `per_1000_images` is what answering costs: (compute + requests) per 1,000 images.
 """
 
 from __future__ import annotations

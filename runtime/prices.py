@@ -24,12 +24,11 @@ INSTANCE_HOURLY = {
     "c7g.large": {"on-demand": 0.0725, "spot": 0.029},
     "m6i.large": {"on-demand": 0.096, "spot": 0.040},
     "t3.medium": {"on-demand": 0.0416, "spot": 0.0166},  # the embedded stack's "instances"
-    "t3.small": {"on-demand": 0.0208, "spot": 0.0083},  # the web host's default
-    "t3.micro": {"on-demand": 0.0104, "spot": 0.0042},  # the scaler host's default
+    "t3.small": {"on-demand": 0.0208, "spot": 0.0083},  # the web host's (web and scaler)
+    "t3.micro": {"on-demand": 0.0104, "spot": 0.0042},
 }
 DEFAULT_WORKER_TYPE = "c6i.large"  # the first of the deployed stack's WorkerInstanceTypes
-WEB_HOST_TYPE = "t3.small"
-SCALER_HOST_TYPE = "t3.micro"
+WEB_HOST_TYPE = "t3.small"  # the scaler runs there too: the stack's one fixed host
 
 # $ per request, by price class (runtime.requests maps each API call to one).
 REQUEST_PRICES = {
@@ -53,7 +52,6 @@ class Prices:
     instances: Mapping[str, Mapping[str, float]]  # type -> market -> $/hour
     requests: Mapping[str, float]  # price class -> $/request
     web_host: str = WEB_HOST_TYPE
-    scaler_host: str = SCALER_HOST_TYPE
     worker_type: str = DEFAULT_WORKER_TYPE
 
     def hourly(self, instance_type: str, market: str = "on-demand") -> float:
@@ -66,16 +64,15 @@ class Prices:
 
     @property
     def fixed_hourly(self) -> float:
-        """The hosts that run all month whatever the traffic: the web host and the scaler's."""
-        return self.hourly(self.web_host) + self.hourly(self.scaler_host)
+        """What runs all month whatever the traffic: the web host (web tier and scaler)."""
+        return self.hourly(self.web_host)
 
 
 def parse_prices(raw: str) -> Prices:
     """The default table with PRICES_JSON's overrides; PriceError names the first bad entry."""
     instances = {t: dict(m) for t, m in INSTANCE_HOURLY.items()}
     requests = dict(REQUEST_PRICES)
-    hosts = {"web_host": WEB_HOST_TYPE, "scaler_host": SCALER_HOST_TYPE}
-    hosts["worker_type"] = DEFAULT_WORKER_TYPE
+    hosts = {"web_host": WEB_HOST_TYPE, "worker_type": DEFAULT_WORKER_TYPE}
     if raw.strip():
         try:
             given = json.loads(raw)

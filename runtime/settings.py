@@ -53,6 +53,9 @@ LOG_FORMATS = ("text", "json")
 # under SQS's 256 KiB.
 INLINE_ONE_UNIT_BYTES = 45 * 1024
 INLINE_LIMIT_BYTES = 150 * 1024
+# botocore refreshes a refreshable credential this long before it expires (its advisory window):
+# a handed-over session (runtime.web_credentials) must always have more than this left.
+SDK_REFRESH_WINDOW_S = 15 * 60
 
 
 def _setting(default, help: str, tiers: str | tuple[str, ...] = "all", choices: tuple = ()):
@@ -287,6 +290,27 @@ class Settings:
         "127.0.0.1", "address the scaler's /status binds (0.0.0.0 in a container)", "scaler"
     )
     scaler_status_port: int = _setting(3001, "port of the scaler's JSON /status", "scaler")
+    web_role_arn: str = _setting(
+        "",
+        "role the scaler assumes and hands to the web container beside it, as short-lived"
+        " credentials in WEB_CREDENTIALS_DIR (empty: none; runtime/web_credentials.py)",
+        "scaler",
+    )
+    web_credentials_dir: str = _setting(
+        "",
+        "directory, shared with the web container, where the scaler writes WEB_ROLE_ARN's"
+        " session and the AWS config that reads it",
+        "scaler",
+    )
+    web_credentials_duration_s: int = _setting(
+        3600, "lifetime of each web-role session (900-3600: STS's limit for a role chain)", "scaler"
+    )
+    web_credentials_refresh_s: int = _setting(
+        900,
+        "seconds between web-role sessions; the newest must outlive the SDK's 15-minute"
+        " refresh window by more than this",
+        "scaler",
+    )
     prices_json: str = _setting(
         "",
         "overrides of the price table cost figures use, as JSON (empty: AWS's us-east-1 list"
@@ -357,6 +381,21 @@ class Settings:
                 self.instance_metadata_url.startswith(("http://", "https://"))
                 or not self.instance_metadata_url,
                 "INSTANCE_METADATA_URL must be empty or an http(s):// URL",
+            ),
+            (
+                not self.web_role_arn or self.web_credentials_dir,
+                "WEB_ROLE_ARN needs WEB_CREDENTIALS_DIR",
+            ),
+            (
+                900 <= self.web_credentials_duration_s <= 3600,
+                "WEB_CREDENTIALS_DURATION_S must be 900-3600",
+            ),
+            (
+                1
+                <= self.web_credentials_refresh_s
+                < self.web_credentials_duration_s - SDK_REFRESH_WINDOW_S,
+                "WEB_CREDENTIALS_REFRESH_S must be >= 1 and less than"
+                " WEB_CREDENTIALS_DURATION_S - 900 (the SDK's refresh window)",
             ),
         ]
         checks += [

@@ -1,6 +1,8 @@
 """`python -m scaler`: size the worker fleet to the request queue, tick after tick.
 
-Serves GET /status (JSON) on SCALER_STATUS_HOST:SCALER_STATUS_PORT (127.0.0.1:3001). With a
+Serves GET /status (JSON) on SCALER_STATUS_HOST:SCALER_STATUS_PORT (127.0.0.1:3001). With
+WEB_ROLE_ARN set (the deployed web host) it also hands the web container beside it that role's
+short-lived session and renews it (runtime.web_credentials). With a
 local runner (RUNNER=process or docker) it first creates the workers' launch template if the
 emulated AWS lacks one. SIGTERM or SIGINT stops ticking, drains the local workers and exits 0;
 the EC2 fleet is left as it is.
@@ -18,9 +20,11 @@ import threading
 
 from runtime.clients import make_client
 from runtime.logs import setup_logging
+from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.retry import retry
 from runtime.settings import describe, load_or_exit
+from runtime.web_credentials import WebCredentials
 from scaler.fleet import ensure_local_launch_template
 from scaler.runners import make_runner
 from scaler.service import build_scaler
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    handover = _hand_over_web_credentials(settings)
     server = StatusServer(
         scaler.status, settings.scaler_status_host, settings.scaler_status_port
     ).start()
@@ -95,10 +100,26 @@ def main(argv: list[str] | None = None) -> int:
             stopping.wait(settings.scaler_tick_s)
     finally:
         log.info("stopping: closing status and draining local workers")
+        if handover is not None:
+            handover.stop()
         server.close()
         if runner is not None:
             runner.close()
     return 0
+
+
+def _hand_over_web_credentials(settings) -> Every | None:
+    """On the web host: the web container's session, now (it waits for it), then renewed."""
+    if not settings.web_role_arn:
+        return None
+    keeper = WebCredentials(
+        make_client("sts", settings),
+        settings.web_role_arn,
+        settings.web_credentials_dir,
+        settings.web_credentials_duration_s,
+    )
+    retry(keeper.refresh, "hand over the web role's session")
+    return Every(settings.web_credentials_refresh_s, keeper.refresh, "web-credentials").start()
 
 
 if __name__ == "__main__":

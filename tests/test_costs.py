@@ -40,7 +40,7 @@ def test_summary_splits_compute_requests_and_fixed_hosts():
     request_usd = 2000 * 0.005 / 1000 + 1000 * 0.0004 / 1000 + 3000 * 0.4e-6
     assert cost["requests"] == pytest.approx(request_usd)
     assert cost["per_1000_images"] == pytest.approx(0.01 + request_usd)
-    assert cost["fixed"] == pytest.approx(0.0208 + 0.0104)  # t3.small web + t3.micro scaler
+    assert cost["fixed"] == pytest.approx(0.0208)  # the t3.small web host, scaler included
     assert cost["currency"] == "USD" and cost["compute"] == 0.01
     assert (
         summary(compute=0, requests={}, images=0, fixed_s=0, prices=DEFAULT_PRICES)[
@@ -57,7 +57,9 @@ def test_prices_json_overrides_what_it_names_and_keeps_the_rest():
     assert prices.hourly("c6i.large", "spot") == 0.02
     assert prices.hourly("c6i.large") == DEFAULT_PRICES.hourly("c6i.large")
     assert prices.request("sqs") == 0 and prices.request("s3-put") == 0.005 / 1000
-    assert parse_prices('{"web_host": "t3.micro"}').fixed_hourly == pytest.approx(2 * 0.0104)
+    # One fixed host: the web host runs the scaler too (issue 25).
+    assert parse_prices('{"web_host": "t3.micro"}').fixed_hourly == pytest.approx(0.0104)
+    assert DEFAULT_PRICES.fixed_hourly == pytest.approx(0.0208)
 
 
 @pytest.mark.parametrize(

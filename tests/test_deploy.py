@@ -79,14 +79,17 @@ def stack_settings(stack: Stack) -> Settings:
 
 
 def role_policy(stack: Stack, aws_client, logical_id: str) -> list[dict]:
+    """Every statement of the role's inline policies (its own, and any attached beside it)."""
     iam_client = aws_client("iam")
     role = physical(stack)[logical_id]
-    (name,) = iam_client.list_role_policies(RoleName=role)["PolicyNames"]
-    document = iam_client.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
-    if isinstance(document, str):  # moto hands back a template's policy as a Python repr
-        document = ast.literal_eval(document)
+    statements = []
+    for name in iam_client.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam_client.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(document, str):  # moto hands back a template's policy as a Python repr
+            document = ast.literal_eval(document)
+        statements += document["Statement"]
     out = []
-    for statement in document["Statement"]:
+    for statement in statements:
         action, resource = statement["Action"], statement["Resource"]
         out.append(
             {
@@ -200,12 +203,12 @@ def test_workers_launch_template_delivers_the_rendered_user_data_with_imdsv2_onl
     assert "AWS_ENDPOINT_URL" not in user_data
 
 
-def test_security_groups_open_only_the_upload_port_and_the_scalers_status_to_the_web(deployed):
+def test_security_groups_open_only_the_upload_port(deployed):
     ids = physical(deployed)
     groups = {
         g["GroupId"]: g
         for g in deployed.ec2.describe_security_groups(
-            GroupIds=[ids["WorkerGroup"], ids["WebGroup"], ids["ScalerGroup"]]
+            GroupIds=[ids["WorkerGroup"], ids["WebGroup"]]
         )["SecurityGroups"]
     }
     settings = Settings()
@@ -219,36 +222,50 @@ def test_security_groups_open_only_the_upload_port_and_the_scalers_status_to_the
         ]
 
     assert rules("WorkerGroup") == []
+    # The scaler's status port stays closed: the web container reaches it on the host itself.
     assert rules("WebGroup") == [("tcp", settings.port, settings.port, "203.0.113.0/24")]
-    status_port = settings.scaler_status_port
-    assert rules("ScalerGroup") == [("tcp", status_port, status_port, ids["WebGroup"])]
+    assert "ScalerGroup" not in ids
 
 
-def test_web_and_scaler_hosts_run_under_their_own_profiles(deployed, aws_client):
+def test_two_kinds_of_host_and_the_web_host_runs_the_scaler_under_its_role(deployed, aws_client):
+    """Issue 25: the scaler's container on the web host, which carries the scaler's instance
+    profile, with a metadata hop limit of 1 so that the bridged web container gets no token."""
     ids = physical(deployed)
-    reservations = deployed.ec2.describe_instances(InstanceIds=[ids["WebHost"], ids["ScalerHost"]])
-    states = {
-        i["InstanceId"]: i["State"]["Name"]
-        for r in reservations["Reservations"]
+    templates = {k for k, v in ids.items() if k.endswith("Template") and v.startswith("lt-")}
+    assert templates == {"WorkerLaunchTemplate", "WebHostTemplate"}
+    declared = yaml.safe_load(template.PATH.read_text())["Resources"]
+    hosts = [k for k, v in declared.items() if v["Type"] == "AWS::EC2::Instance"]
+    assert hosts == ["WebHost"]
+    (host,) = [
+        i
+        for r in deployed.ec2.describe_instances(InstanceIds=[ids["WebHost"]])["Reservations"]
         for i in r["Instances"]
-    }
-    assert set(states.values()) <= {"pending", "running"}
-    for host, container in (("Web", "classifier-web"), ("Scaler", "classifier-scaler")):
-        templates = deployed.ec2.describe_launch_template_versions(
-            LaunchTemplateId=ids[f"{host}HostTemplate"], Versions=["$Latest"]
-        )["LaunchTemplateVersions"]
-        data = templates[0]["LaunchTemplateData"]
-        assert data["IamInstanceProfile"]["Arn"].endswith(f"/{ids[f'{host}Profile']}")
-        assert data["MetadataOptions"]["HttpTokens"] == "required"
-        user_data = base64.b64decode(data["UserData"]).decode()
-        assert f"CONTAINER='{container}'" in user_data
-        assert f"INPUT_BUCKET={ids['InputBucket']}\n" in user_data
-    web_user_data = base64.b64decode(
-        launch_data_by_id(deployed, ids["WebHostTemplate"])["UserData"]
-    ).decode()
-    assert "HOST=0.0.0.0\n" in web_user_data
-    assert "MODEL=efficientnet_lite0\n" in web_user_data  # its result cache is per model
-    assert "SCALER_STATUS_URL=http://" in web_user_data
+    ]
+    assert host["State"]["Name"] in {"pending", "running"}
+    data = launch_data_by_id(deployed, ids["WebHostTemplate"])
+    assert data["IamInstanceProfile"]["Arn"].endswith(f"/{ids['ScalerProfile']}")
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert "WebProfile" not in ids  # the web role is no instance's
+    user_data = base64.b64decode(data["UserData"]).decode()
+    web_role = aws_client("iam").get_role(RoleName=ids["WebRole"])["Role"]["Arn"]
+    for expected in (
+        "CONTAINER_COUNT='2'",
+        "CONTAINER_1='classifier-scaler'",
+        "NETWORK_1='host'",
+        "HANDOVER_1='writes'",
+        "CONTAINER_2='classifier-web'",
+        "NETWORK_2='bridge'",
+        "HANDOVER_2='reads'",
+        f"WEB_ROLE_ARN={web_role}\n",
+        f"INPUT_BUCKET={ids['InputBucket']}\n",
+        "HOST=0.0.0.0\n",
+        "MODEL=efficientnet_lite0\n",  # its result cache is per model
+        "SCALER_STATUS_URL=http://host.docker.internal:3001/status\n",
+    ):
+        assert expected in user_data, expected
+    web_env = user_data.split("CONTAINER_ENV_2='", 1)[1].split("'", 1)[0]
+    assert "WEB_ROLE_ARN" not in web_env  # only the scaler assumes it
 
 
 def launch_data_by_id(stack: Stack, template_id: str) -> dict:
@@ -314,7 +331,6 @@ def test_scaler_launches_only_the_fleet_template_type_and_tag_and_passes_only_th
     settings = stack_settings(deployed)
     ids = physical(deployed)
     stmts = role_policy(deployed, aws_client, "ScalerRole")
-    assert not {a for a in actions_of(stmts) if a.startswith("sts:")}
     # Its one S3 object: what it measured, kept across restarts.
     (kept,) = [s for s in stmts if any(a.startswith("s3:") for a in s["Action"])]
     assert kept["Action"] == ["s3:GetObject", "s3:PutObject"]
@@ -369,12 +385,34 @@ def test_scaler_launches_only_the_fleet_template_type_and_tag_and_passes_only_th
     assert {a for a in actions_of(stmts) if a.startswith("iam:")} == {"iam:PassRole"}
 
 
-def test_web_cannot_launch_pass_or_assume_roles(deployed, aws_client):
+def test_web_cannot_launch_pass_assume_or_pull(deployed, aws_client):
     stmts = role_policy(deployed, aws_client, "WebRole")
     actions = actions_of(stmts)
-    assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sts:"))}
-    pull = next(s for s in stmts if "ecr:BatchGetImage" in s["Action"])
-    assert pull["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/elastic-classifier-web"]
+    # The host pulls the web image with the instance (scaler) role: the web tier needs no ecr:.
+    assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sts:", "ecr:"))}
+
+
+def test_the_scaler_may_assume_the_web_role_and_no_other_and_they_share_only_queue_reads(
+    deployed, aws_client
+):
+    ids = physical(deployed)
+    iam_client = aws_client("iam")
+    web_role = iam_client.get_role(RoleName=ids["WebRole"])["Role"]["Arn"]
+    scaler = role_policy(deployed, aws_client, "ScalerRole")
+    (assume,) = [s for s in scaler if any(a.startswith("sts:") for a in s["Action"])]
+    assert assume["Action"] == ["sts:AssumeRole"] and assume["Resource"] == [web_role]
+    assert "Condition" not in assume
+    # Beyond that one AssumeRole, neither role holds a right of the other's but reading the
+    # queue depths (the web tier's backlog limit, the scaler's policy).
+    web = role_policy(deployed, aws_client, "WebRole")
+    shared = {
+        (action, resource)
+        for s in scaler
+        for action in s["Action"]
+        for resource in s["Resource"]
+        if any(action in w["Action"] and resource in w["Resource"] for w in web)
+    }
+    assert {action for action, _ in shared} <= {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
 
 
 def test_web_lists_only_the_job_areas_and_neither_role_reads_the_whole_input_bucket(
@@ -392,15 +430,27 @@ def test_web_lists_only_the_job_areas_and_neither_role_reads_the_whole_input_buc
                 assert f"arn:aws:s3:::{settings.input_bucket}/*" not in s["Resource"], (tier, s)
 
 
-def test_every_role_is_for_ec2_only_and_none_may_assume_another(deployed, aws_client):
+def test_instance_roles_trust_ec2_and_the_web_role_trusts_the_scaler_role_alone(
+    deployed, aws_client
+):
     iam_client = aws_client("iam")
     ids = physical(deployed)
-    for tier in ("Worker", "Web", "Scaler"):
+
+    def principals(tier: str) -> list:
         trust = iam_client.get_role(RoleName=ids[f"{tier}Role"])["Role"]["AssumeRolePolicyDocument"]
         if isinstance(trust, str):
             trust = ast.literal_eval(trust)
-        principals = [s["Principal"] for s in trust["Statement"]]
-        assert principals == [{"Service": "ec2.amazonaws.com"}]
+        assert {s["Action"] for s in trust["Statement"]} == {"sts:AssumeRole"}
+        assert not any("Condition" in s for s in trust["Statement"])
+        return [s["Principal"] for s in trust["Statement"]]
+
+    for tier in ("Worker", "Scaler"):
+        assert principals(tier) == [{"Service": "ec2.amazonaws.com"}]
+    scaler_role = iam_client.get_role(RoleName=ids["ScalerRole"])["Role"]["Arn"]
+    assert principals("Web") == [{"AWS": scaler_role}]
+    # And only the scaler role may call sts: at all.
+    for tier in ("WorkerRole", "WebRole"):
+        assert not {a for a in actions_of(role_policy(deployed, aws_client, tier)) if "sts:" in a}
 
 
 def test_no_policy_grants_everything(deployed, aws_client):

@@ -32,7 +32,7 @@ def settings_for(name: str, **overrides) -> Settings:
 def test_every_host_template_runs_the_one_script_after_its_settings():
     resources = yaml.safe_load(template.PATH.read_text())["Resources"]
     launch_templates = [r for r in resources.values() if r["Type"] == "AWS::EC2::LaunchTemplate"]
-    assert len(launch_templates) == 3  # workers, web host, scaler host
+    assert len(launch_templates) == 2  # workers, the web host (web and scaler)
     for resource in launch_templates:
         joined = resource["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Join"]
         settings_block, script = joined[1]
@@ -46,7 +46,7 @@ def test_user_data_quotes_settings_and_carries_no_credentials():
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     header = script.split("\nset -euo pipefail", 1)[0]
     printed = subprocess.run(
-        ["bash", "-c", header + '\nprintf "%s|%s" "$IMAGE" "$CONTAINER_ENV"'],
+        ["bash", "-c", header + '\nprintf "%s|%s" "$IMAGE" "$CONTAINER_ENV_1"'],
         capture_output=True,
         text=True,
         check=True,
@@ -92,7 +92,13 @@ def _run_stubbed(tmp_path, user_data: str, docker_installed: bool = True) -> lis
     _stub(bin_dir, "curl", 'case "$*" in *api/token*) echo tok;; *instance-id*) echo i-0abc;; esac')
     _stub(bin_dir, "aws", "echo ecr-password")
     _stub(bin_dir, "dnf", f'{shutil.which("ln")} -s "{bin_dir}/docker-stub" "{bin_dir}/docker"')
-    _stub(bin_dir, "docker-stub", "")
+    # The scaler's first handover, as `docker run` of the scaler container makes it.
+    handover = tmp_path / "etc" / "web-credentials" / "config"
+    _stub(
+        bin_dir,
+        "docker-stub",
+        f'case "$*" in *"name classifier-scaler"*) echo >"{handover}";; esac',
+    )
     if docker_installed:
         (bin_dir / "docker").symlink_to(bin_dir / "docker-stub")
     script = tmp_path / "user-data.sh"
@@ -141,15 +147,43 @@ def test_an_image_outside_ecr_is_pulled_without_a_login(tmp_path):
     assert "docker-stub pull registry.example:5000/worker:1" in lines
 
 
-def test_scaler_host_publishes_its_status_port_and_runs_the_scaler(tmp_path):
-    settings = settings_for("sh", scaler_status_host="0.0.0.0")
-    parts = userdata.header(settings, userdata.SCALER, ECR_IMAGE, 30)
+def test_the_web_host_runs_the_scaler_on_the_host_then_the_web_on_a_bridge(tmp_path):
+    """Issue 25: the scaler (host network: it alone reaches instance metadata) writes the web
+    role's session to a directory the web container (a bridge) mounts read-only."""
+    settings = settings_for(
+        "wh",
+        scaler_status_host="0.0.0.0",
+        web_role_arn="arn:aws:iam::1:role/w",
+        web_credentials_dir=userdata.HANDOVER_MOUNT,
+    )
+    parts = userdata.header(settings, ECR_IMAGE, userdata.web_host_containers(settings, 30))
     lines = _run_stubbed(tmp_path, "".join(parts) + userdata.script())
-    run = next(line for line in lines if line.startswith("docker-stub run"))
-    port = settings.scaler_status_port
-    assert f"--publish {port}:{port}" in run
-    assert run.endswith(f"{ECR_IMAGE} python -m scaler")
+    scaler, web = [line for line in lines if line.startswith("docker-stub run")]
+    handover = tmp_path / "etc" / "web-credentials"
+    mount = userdata.HANDOVER_MOUNT
+    assert "--name classifier-scaler" in scaler and scaler.endswith(f"{ECR_IMAGE} python -m scaler")
+    assert "--network host" in scaler and "--publish" not in scaler
+    assert f"--volume {handover}:{mount} " in scaler
+    assert "--name classifier-web" in web and web.endswith(ECR_IMAGE)
+    assert "--network" not in web  # Docker's default bridge
+    assert f"--publish {settings.port}:{settings.port}" in web
+    assert f"--volume {handover}:{mount}:ro" in web
+    assert f"--env AWS_CONFIG_FILE={mount}/config" in web
+    assert "--env AWS_EC2_METADATA_DISABLED=true" in web
+    assert "--add-host host.docker.internal:host-gateway" in web
+    assert oct(handover.stat().st_mode & 0o777) == "0o700"
+    assert handover.stat().st_uid == userdata.IMAGE_UID
     written = (tmp_path / "etc" / "classifier-scaler.env").read_text().splitlines()
     assert "SCALER_STATUS_HOST=0.0.0.0" in written
-    assert f"FLEET_MAX={settings.fleet_max}" in written
+    assert (
+        f"WEB_CREDENTIALS_DIR={mount}" in written
+        and "WEB_ROLE_ARN=arn:aws:iam::1:role/w" in written
+    )
     assert not [line for line in written if line.startswith(("PORT=", "MODEL="))]
+    web_env = (tmp_path / "etc" / "classifier-web.env").read_text()
+    assert "WEB_ROLE_ARN" not in web_env and "PORT=3000" in web_env
+
+
+def test_the_handover_directory_belongs_to_the_web_images_user():
+    dockerfile = (ROOT / "Dockerfile.web").read_text()
+    assert f"USER {userdata.IMAGE_UID}:{userdata.IMAGE_UID}" in dockerfile
