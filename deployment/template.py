@@ -14,7 +14,6 @@ so the internet-facing process never holds, or can obtain, the right to launch i
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import yaml
@@ -358,17 +357,7 @@ def _web_host(user_data: list) -> dict:
 
 
 def _user_data() -> dict[str, list]:
-    # The scaler's /status listens on the host (the web container reaches it over the bridge by
-    # the host's name; the security group keeps the port closed to everyone else).
-    settings = dataclasses.replace(
-        Settings(),
-        host="0.0.0.0",
-        scaler_status_host="0.0.0.0",
-        scaler_status_url=userdata.SCALER_STATUS_FROM_BRIDGE.format(
-            port=Settings().scaler_status_port
-        ),
-        web_credentials_dir=userdata.HANDOVER_MOUNT,
-    )
+    settings = userdata.on_hosts(Settings())
     expressions = {
         "aws_region": ref("AWS::Region"),
         "input_bucket": ref("InputBucket"),

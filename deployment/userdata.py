@@ -13,6 +13,7 @@ instance profile).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,26 @@ def _literal(name: str, value: str) -> str:
     # Inside single quotes only a quote needs care. Expressions are never escaped: the template
     # allows no quote in the parameters and names they resolve to.
     return value.replace("'", "'\\''")
+
+
+def on_hosts(settings: Settings) -> Settings:
+    """The settings as the stack's hosts get them: the web tier listens beyond its container,
+    the scaler's /status on the host (the web container reaches it over the bridge by the host's
+    name; the security group keeps the port closed to everyone else), and the handover where
+    both web-host containers mount it."""
+    return dataclasses.replace(
+        settings,
+        host="0.0.0.0",
+        scaler_status_host="0.0.0.0",
+        scaler_status_url=SCALER_STATUS_FROM_BRIDGE.format(port=settings.scaler_status_port),
+        web_credentials_dir=HANDOVER_MOUNT,
+    )
+
+
+def render_web_host(settings: Settings, image: str, scaler_stop_timeout_s: int) -> str:
+    """The web host's user-data for these settings and web image, as its launch template has it."""
+    containers = web_host_containers(settings, scaler_stop_timeout_s)
+    return "".join(header(settings, image, containers)) + script()
 
 
 def web_host_containers(settings: Settings, scaler_stop_timeout_s: int) -> list:

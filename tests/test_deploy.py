@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 import runtime.cloudwatch
-from deployment import iam, template
+from deployment import iam, template, userdata
 from deployment.stack import Change, Stack
 from deployment.userdata import render
 from runtime import keys
@@ -266,6 +267,20 @@ def test_two_kinds_of_host_and_the_web_host_runs_the_scaler_under_its_role(deplo
         assert expected in user_data, expected
     web_env = user_data.split("CONTAINER_ENV_2='", 1)[1].split("'", 1)[0]
     assert "WEB_ROLE_ARN" not in web_env  # only the scaler assumes it
+    # Exactly what deployment.userdata renders (and the stand-in web host boots).
+    settings = userdata.on_hosts(
+        dataclasses.replace(
+            stack_settings(deployed),
+            fleet_max=8,
+            fleet_market=template.CLOUD_MARKET,
+            fleet_instance_types=",".join(WORKER_TYPES),
+            web_role_arn=web_role,
+        )
+    )
+    web_image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/elastic-classifier-web:1"
+    assert user_data == userdata.render_web_host(
+        settings, web_image, template.SCALER_STOP_TIMEOUT_S
+    )
 
 
 def launch_data_by_id(stack: Stack, template_id: str) -> dict:

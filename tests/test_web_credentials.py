@@ -28,7 +28,7 @@ WEB_SDK = """
 import json, sys, time
 import boto3
 session = boto3.session.Session()
-sts = session.client("sts")
+sts = session.client("sts", region_name="us-east-1")
 first = session.get_credentials().get_frozen_credentials().access_key
 print(json.dumps({"arn": sts.get_caller_identity()["Arn"], "key": first}), flush=True)
 deadline = time.monotonic() + 120

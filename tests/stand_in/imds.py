@@ -1,8 +1,15 @@
 """A small stand-in for EC2's instance metadata service (IMDSv2) for the stand-in instance.
 
-It answers what the user-data and the worker's SDK ask: a session token (PUT), the instance id,
-and the instance profile's temporary credentials. Every GET needs the token, as IMDSv2 with
-required tokens (the launch template's setting) does; a GET without one gets 401.
+It answers what the user-data and the SDKs ask: a session token (PUT), the instance id, and the
+instance profile's temporary credentials. Every GET needs the token, as IMDSv2 with required
+tokens (the launch template's setting) does; a GET without one gets 401.
+
+The hop limit is the real thing, not a check of who asks: the token's response leaves with an IP
+TTL of the launch template's HttpPutResponseHopLimit, as EC2's does. This service is one hop
+from the stand-in instance (the test host, on the instance's network); a container on a bridge
+inside the instance is one more, so under a limit of 1 the instance's kernel drops the answer
+when it would forward it (TTL exhausted) and the container never gets a token, while a
+host-network process there does. Only the PUT's answer is limited, as on EC2.
 
 `give_notice()` serves a Spot interruption notice (or a rebalance recommendation) to the holders
 of the tokens handed out so far: on a shared stand-in (several local workers watching one
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -22,8 +30,15 @@ ROLE = "classifier-worker"
 
 
 class MetadataService:
-    def __init__(self, host: str, port: int, instance_id: str):
-        self.instance_id = instance_id
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        instance_id: str,
+        hop_limit: int | None = None,  # None: the system's TTL (a local worker's shared stand-in)
+        role: str = ROLE,
+    ):
+        self.instance_id, self.role = instance_id, role
         self.tokens: set[str] = set()
         self.notices: dict[str, str] = {}  # token -> the notice path it is served
         self.requests: list[tuple[str, str]] = []  # (method, path): what the instance asked
@@ -36,6 +51,8 @@ class MetadataService:
                     return self._send(HTTPStatus.NOT_FOUND, "")
                 token = secrets.token_urlsafe(24)
                 service.tokens.add(token)
+                if hop_limit is not None:
+                    self.connection.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hop_limit)
                 self._send(HTTPStatus.OK, token)
 
             def do_GET(self) -> None:  # noqa: N802
@@ -68,8 +85,8 @@ class MetadataService:
         if path == f"{base}instance-id":
             return self.instance_id
         if path == credentials:
-            return ROLE
-        if path == credentials + ROLE:
+            return self.role
+        if path == credentials + self.role:
             expires = datetime.now(timezone.utc) + timedelta(hours=6)
             # moto accepts any key; these are the instance profile's, handed out at run time.
             return json.dumps(
