@@ -179,7 +179,7 @@ def test_the_web_host_runs_the_scaler_on_the_host_then_the_web_on_a_bridge(tmp_p
         f"WEB_CREDENTIALS_DIR={mount}" in written
         and "WEB_ROLE_ARN=arn:aws:iam::1:role/w" in written
     )
-    assert not [line for line in written if line.startswith(("PORT=", "MODEL="))]
+    assert not [line for line in written if line.startswith(("PORT=", "HOST="))]
     web_env = (tmp_path / "etc" / "classifier-web.env").read_text()
     assert "WEB_ROLE_ARN" not in web_env and "PORT=3000" in web_env
 
