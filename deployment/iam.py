@@ -143,6 +143,9 @@ def worker_policy() -> dict:
                 bucket_arn("InputBucket", f"{keys.JOBS}*/in/*"),
             ],
         ),
+        # The model area (MODELS=name=s3://<InputBucket>/models/<name>/<version>/): read only.
+        # Nobody in the stack writes it: the operator uploads packages with their own rights.
+        _statement("ReadModels", ["s3:GetObject"], bucket_arn("InputBucket", f"{keys.MODELS}*")),
         _statement(
             "WriteResults",
             ["s3:PutObject"],

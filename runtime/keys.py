@@ -15,8 +15,11 @@ STARTED = "started/"  # output bucket: an asynchronous upload a worker has taken
 JOBS = "jobs/"  # both buckets: a batch job's staged images, manifest and results
 # Output bucket: what the scaler measured (boot times, throughput), kept across its restarts.
 SCALER_ESTIMATES = "scaler/estimates.json"
+# Input bucket: the model area, one package per `models/<name>/<version>/` (worker.package's
+# files). Workers read it; only the operator writes it (deployment/iam.py).
+MODELS = "models/"
 # The service's own areas: a batch job may never name one as its source, however spelled.
-SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS)
+SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS, MODELS)
 # What expires after RESULT_EXPIRY_DAYS (runtime.resources), per bucket. The content cache does
 # not: it belongs to no request, and an entry answers any later upload of the same bytes.
 EXPIRING_INPUTS = (UPLOADS, JOBS)
@@ -36,6 +39,22 @@ def cache_key(model: str, version: str, preprocess: str, sha256: str) -> str:
     """Where a result is cached by content: the same bytes, model and model version give the
     same answer (a retrained model's new version never answers with the old one's results)."""
     return f"{CACHE}{model}/{version}/{preprocess}/{sha256}.json"
+
+
+def model_package_prefix(name: str, version: str) -> str:
+    """Where a model package lies in the input bucket's model area."""
+    return f"{MODELS}{name}/{version}/"
+
+
+def split_s3_url(url: str) -> tuple[str, str] | None:
+    """(bucket, prefix ending in '/') of an `s3://bucket/prefix/` URL; None for anything else
+    (a MODELS entry that is a local path)."""
+    if not url.startswith("s3://"):
+        return None
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket or not prefix.strip("/"):
+        return None
+    return bucket, prefix.rstrip("/") + "/"
 
 
 def started_key(request_id: str) -> str:

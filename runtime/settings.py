@@ -158,8 +158,8 @@ class Settings:
     )
     models: str = _setting(
         "",
-        "model packages served beside MODEL, as NAME=PATH, comma-separated; an upload names one"
-        " with `model` (docs/models.md)",
+        "model packages served beside MODEL, as NAME=PATH (a directory, or s3://BUCKET/PREFIX/),"
+        " comma-separated; an upload names one with `model` (docs/models.md)",
         ("web", "worker"),
     )
     model_optimize: str = _setting(
@@ -453,6 +453,8 @@ class Settings:
                 raise ConfigError(
                     f"MODELS: {name[:64]!r} is not a model name (lowercase letters, digits, . _ -)"
                 )
+            if path.startswith("s3://") and keys.split_s3_url(path) is None:
+                raise ConfigError(f"MODELS: {path[:64]!r} is not s3://BUCKET/PREFIX/")
             if name == self.model or name in found:
                 raise ConfigError(f"MODELS: {name!r} is named twice (MODEL is served already)")
             found[name] = path

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 import pytest
 import requests
 
-from runtime.keys import CACHE
+from runtime.keys import CACHE, model_package_prefix
 from tests.conftest import IMAGES, ROOT, photo_labels
 from tests.http_client import upload
 from tests.job_client import results, wait_done, zip_of
@@ -206,3 +207,30 @@ def test_a_new_version_rolls_out_under_load_with_none_lost_and_none_answered_twi
     assert (still.json()["label"], still.json()["version"]) == ("cat-v2", "2")
     refusals = [line for line in service.log("worker-0").splitlines() if "refused" in line]
     assert len(refusals) == 1 and "does not match the sha256" in refusals[0]
+
+
+def test_a_package_in_the_model_area_of_s3_is_fetched_and_served(service_factory, catdog_package):
+    service = service_factory()
+    s3 = boto3.client("s3", endpoint_url=service.env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    bucket = service.settings.input_bucket
+    prefix = model_package_prefix("catdog", "1")
+    for path in catdog_package.iterdir():
+        s3.upload_file(str(path), bucket, prefix + path.name)
+    # The deployment's own cache (the default model's package is in it already): the copy of the
+    # package goes under s3/ there.
+    cache = Path(service.settings.model_cache_dir)
+    shutil.rmtree(cache / "s3" / bucket, ignore_errors=True)
+    service.start_worker(MODELS=f"catdog=s3://{bucket}/{prefix}")
+    url = service.start_web(MODELS=f"catdog=s3://{bucket}/{prefix}")
+    chelsea = (IMAGES / "chelsea.jpg").read_bytes()
+    answer = upload(url, chelsea, "chelsea.jpg", model="catdog", accept="application/json")
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["label"], answer.json()["version"]) == ("cat", "1")
+    assert (cache / "s3" / bucket / prefix / "model.onnx").is_file()  # fetched once, kept
+
+    # A prefix that holds no package stops the worker at start with one line.
+    missing = f"s3://{bucket}/{model_package_prefix('catdog', '9')}"
+    process = service.start_worker(MODELS=f"catdog={missing}")
+    assert wait_until(lambda: process.poll(), "the worker to stop", 60) == 2
+    (line,) = [x for x in service.log("worker-1").splitlines() if x.startswith("worker: ")]
+    assert line == f"worker: model catdog: {missing}manifest.json does not exist"

@@ -318,12 +318,14 @@ def test_worker_may_use_only_its_queue_buckets_and_reply_queues(deployed, aws_cl
                     [f"{arn}:{settings.reply_queue_prefix}*"],
                 )
             if action.startswith("s3:"):
-                # Inputs: uploads and jobs' staged images only (prefix jobs are off here).
+                # Inputs: uploads and jobs' staged images only (prefix jobs are off here), and
+                # the model area's packages.
                 assert s["Resource"] in (
                     [
                         f"arn:aws:s3:::{settings.input_bucket}/uploads/*",
                         f"arn:aws:s3:::{settings.input_bucket}/jobs/*/in/*",
                     ],
+                    [f"arn:aws:s3:::{settings.input_bucket}/models/*"],
                     [f"arn:aws:s3:::{settings.output_bucket}/{p}/*" for p in WORKER_WRITES],
                     [f"arn:aws:s3:::{settings.output_bucket}/jobs/*"],
                 )
@@ -442,6 +444,19 @@ def test_web_lists_only_the_job_areas_and_neither_role_reads_the_whole_input_buc
     for tier in ("WebRole", "WorkerRole"):
         for s in role_policy(deployed, aws_client, tier):
             if any(a.startswith("s3:") for a in s["Action"]):
+                assert f"arn:aws:s3:::{settings.input_bucket}/*" not in s["Resource"], (tier, s)
+
+
+def test_workers_read_the_model_area_and_nobody_in_the_stack_writes_it(deployed, aws_client):
+    settings = stack_settings(deployed)
+    area = f"arn:aws:s3:::{settings.input_bucket}/models/*"
+    reads = [s for s in role_policy(deployed, aws_client, "WorkerRole") if area in s["Resource"]]
+    assert [s["Action"] for s in reads] == [["s3:GetObject"]]
+    for tier in ("WebRole", "WorkerRole", "ScalerRole"):
+        for s in role_policy(deployed, aws_client, tier):
+            writes = [a for a in s["Action"] if a.startswith("s3:Put") or a == "s3:*"]
+            if writes:
+                assert area not in s["Resource"], (tier, s)
                 assert f"arn:aws:s3:::{settings.input_bucket}/*" not in s["Resource"], (tier, s)
 
 

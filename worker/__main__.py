@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from runtime.logs import setup_logging, trace_sqs
 from runtime.readiness import announce_notice, announce_ready
@@ -56,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that --help and bad settings answer without loading torch, and so that
     # the signal handlers are in place before the slow imports (boto3, the model's runtime) begin.
     from runtime.clients import make_client
+    from runtime.keys import split_s3_url
     from runtime.requests import RequestCounter
     from worker.models import ModelError, load_classifier, load_package_classifier
+    from worker.package import PackageError
+    from worker.remote import fetch_package
     from worker.service import build_worker
 
     try:
@@ -71,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         def load_package(name: str, path: str):
+            if split_s3_url(path) is not None:  # in S3: copied into the cache first
+                try:
+                    path = fetch_package(make_client("s3", settings), path, cache_dir)
+                except PackageError as error:
+                    raise ModelError(f"model {name}: {error}") from None
             return load_package_classifier(
                 name,
                 path,
@@ -81,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # The packages of MODELS, each held until a new version replaces it (worker.served):
         # loaded from where each path points now, as the rollout compares it.
-        serving = {name: os.path.realpath(p) for name, p in settings.model_packages.items()}
+        cache_dir = Path(settings.model_cache_dir)
+        serving = {
+            name: p if split_s3_url(p) else os.path.realpath(p)
+            for name, p in settings.model_packages.items()
+        }
         others = {name: load_package(name, target) for name, target in serving.items()}
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)

@@ -82,7 +82,7 @@ class Rollout:
         self._models, self._load, self._refusals = models, load, refusals
         self._paths = dict(paths)
         self._serving = {name: os.path.realpath(path) for name, path in self._paths.items()}
-        self._serving.update(serving or {})
+        self._serving.update({n: p for n, p in (serving or {}).items() if n in self._paths})
         self._refused: dict[str, str] = {}
 
     def serving(self, name: str) -> str:

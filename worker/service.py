@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
+from runtime.keys import split_s3_url
 from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
@@ -114,7 +115,9 @@ def build_worker(
     watch = None
     if rollout is not None and settings.model_packages:
         load, refusals, serving = rollout
-        watch = Rollout(pipeline.models, settings.model_packages, load, refusals, serving)
+        # Local paths only: a package in S3 gets a new version by a new prefix and setting.
+        local = {n: p for n, p in settings.model_packages.items() if split_s3_url(p) is None}
+        watch = Rollout(pipeline.models, local, load, refusals, serving) if local else None
     return WorkerService(
         pipeline, reporter, settings.worker_metrics_port, usage, requests, rollout=watch
     )
