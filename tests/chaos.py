@@ -5,11 +5,14 @@ processes, the scaler with local worker processes. The load comes in bursts with
 chaos thread meanwhile kills workers with -9, stops and terminates fleet instances behind the
 scaler's back, kills and restarts the scaler, restarts a web process, cuts AWS and serves a Spot
 interruption notice to the running workers from the tests' metadata stand-in (which every worker
-watches). Every request is counted until it has its answer.
+watches). Every request is counted until it has its answer, and every batch job until its
+CSV is read.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import random
 import signal
@@ -28,6 +31,7 @@ from scaler.fleet import FLEET_TAG
 from tests.conftest import Service, free_port
 from tests.faults import OutageProxy
 from tests.http_client import upload
+from tests.job_client import zip_of
 from tests.stand_in.imds import MetadataService
 
 
@@ -38,11 +42,42 @@ class Tally:
     sent: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (name, bytes)
     answers: dict[str, list[dict]] = field(default_factory=dict)  # id -> 200 bodies
     statuses: Counter = field(default_factory=Counter)  # every HTTP status or error seen
+    # Batch jobs: each client's members, and the CSV rows of its job once done (None: never).
+    jobs: list[tuple[list[tuple[str, bytes]], list[dict] | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, request_id: str, body: dict) -> None:
         with self.lock:
             self.answers.setdefault(request_id, []).append(body)
+
+    def record_job(self, members: list[tuple[str, bytes]], rows: list[dict] | None) -> None:
+        with self.lock:
+            self.jobs.append((members, rows))
+
+    def job_counts(self, expected: dict[bytes, str]) -> dict[str, int]:
+        """Per job: finished (its CSV read), every member one row in order, each row's label the
+        model's; rows that failed are counted apart (a failure must still be a row)."""
+        unfinished = sum(1 for _, rows in self.jobs if rows is None)
+        finished = [(members, rows) for members, rows in self.jobs if rows is not None]
+        missing = duplicated = wrong = failed = 0
+        for members, rows in finished:
+            names = [row["filename"] for row in rows]
+            missing += sum(1 for name, _ in members if name not in names)
+            duplicated += len(names) - len(set(names))
+            by_name = dict(members)
+            for row in rows:
+                if row["error"]:
+                    failed += 1
+                elif row["label"] != expected[by_name[row["filename"]]]:
+                    wrong += 1
+        return {
+            "jobs": len(self.jobs),
+            "jobs_unfinished": unfinished,
+            "job_rows_missing": missing,
+            "job_rows_duplicated": duplicated,
+            "job_rows_failed": failed,
+            "job_wrong_labels": wrong,
+        }
 
     def counts(self, expected: dict[bytes, str]) -> dict[str, int]:
         lost = [i for i in self.sent if not self.answers.get(i)]
@@ -255,6 +290,41 @@ def ask(urls: list[str], request_id: str, name: str, data: bytes, tally: Tally, 
             tally.record(request_id, response.json())
             return
         time.sleep(2.0 if response.status_code in (409, 503, 504) else 0.2)
+
+
+def ask_job(urls: list[str], members: list[tuple[str, bytes]], tally: Tally, until: float):
+    """One batch job's client: post a zip of `members` to any web until one takes it (202), then
+    read its progress from any web until it is done, and its CSV."""
+    body, attempt, job_id = zip_of(members), 0, None
+    while time.monotonic() < until:
+        url = urls[attempt % len(urls)]
+        attempt += 1
+        try:
+            if job_id is None:
+                response = requests.post(
+                    f"{url}/jobs",
+                    data=body,
+                    headers={"Content-Type": "application/zip"},
+                    timeout=90,
+                )
+                if response.status_code == 202:
+                    job_id = response.json()["id"]
+            else:
+                response = requests.get(f"{url}/jobs/{job_id}", timeout=30)
+                if response.status_code == 200 and response.json()["state"] == "done":
+                    rows = requests.get(f"{url}/jobs/{job_id}/results.csv", timeout=60)
+                    if rows.status_code == 200:
+                        tally.record_job(members, list(csv.DictReader(io.StringIO(rows.text))))
+                        return
+        except requests.RequestException as error:
+            with tally.lock:
+                tally.statuses[f"job {type(error).__name__}"] += 1
+            time.sleep(1.0)
+            continue
+        with tally.lock:
+            tally.statuses[f"job {response.status_code}"] += 1
+        time.sleep(1.0)
+    tally.record_job(members, None)
 
 
 def ask_async(urls: list[str], request_id: str, name: str, data: bytes, tally: Tally, until: float):

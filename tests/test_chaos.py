@@ -1,5 +1,6 @@
 """Chaos with the scaler running (issue 11 item 3): lost 0, duplicated 0, wrong labels 0, for
-interactive and asynchronous uploads alike (issue 27).
+interactive and asynchronous uploads alike (issue 27), and for batch jobs: each finished, one
+row per image, none twice (issue 26).
 
 `make test` runs a short version (CHAOS_S, 75 s of faults); `make soak` runs it for 10 minutes.
 Expected labels come from the same model run in this process on the same bytes.
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runtime.settings import Settings
-from tests.chaos import FAULTS, ChaosStack, Tally, ask, ask_async
+from tests.chaos import FAULTS, ChaosStack, Tally, ask, ask_async, ask_job
 from tests.http_client import variants
 
 CHAOS_S = float(os.environ.get("CHAOS_S", "75"))
@@ -83,12 +84,16 @@ def test_chaos_with_the_scaler_running_loses_nothing(moto_endpoint, tmp_path):
                     futures.append(
                         pool.submit(client, stack.urls, request_id, name, data, tally, until)
                     )
+                if rng.random() < 0.5:  # a batch job of a few images beside the burst
+                    picked = rng.sample(images, rng.randint(3, 8))
+                    members = [(f"{i:02d}-{name}", data) for i, (name, data) in enumerate(picked)]
+                    futures.append(pool.submit(ask_job, stack.urls, members, tally, until))
                 time.sleep(rng.uniform(2.0, 8.0))  # idle
             stop.set()
             chaos_thread.join()
             for future in futures:
                 future.result()
-        counts = tally.counts(expected)
+        counts = {**tally.counts(expected), **tally.job_counts(expected)}
         # Idle again: the scaler takes the fleet to 0 running, and every worker drains.
         fleet_idle = _wait(lambda: not stack.instances("pending", "running"), 180)
         no_workers = _wait(lambda: not stack.worker_pids(), 90)
@@ -108,5 +113,9 @@ def test_chaos_with_the_scaler_running_loses_nothing(moto_endpoint, tmp_path):
     assert counts["lost"] == 0, report
     assert counts["duplicated"] == 0 and counts["misdirected"] == 0, report
     assert counts["wrong_labels"] == 0, report
+    # Every batch job finished with one row per member, none twice, none mislabelled, none failed.
+    assert counts["jobs"] > 0 and counts["jobs_unfinished"] == 0, report
+    assert counts["job_rows_missing"] == counts["job_rows_duplicated"] == 0, report
+    assert counts["job_wrong_labels"] == counts["job_rows_failed"] == 0, report
     assert fleet_idle and no_workers, report
     assert set(stack.events) == set(FAULTS), report  # every kind of fault happened

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from embedded.provision import provision
 from runtime.messages import Request, new_request_id
 from runtime.settings import Settings
-from web.errors import RequestIdInUse
+from web.errors import RequestIdInUse, Unavailable
 from web.store import UploadStore
 
 SMALL, LARGE = b"\xff\xd8\xff" + b"s" * 1000, b"\xff\xd8\xff" + b"L" * 5000
@@ -115,3 +117,24 @@ def test_a_sync_uploads_id_may_be_retried_once_its_deadline_passed(aws):
         store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)
     now[0] += 120
     store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)
+
+
+def test_aws_away_while_reading_a_state_is_unavailable_not_a_crash(aws):
+    """Seen in the chaos test: GET /results/<id> during an S3 outage answered 500."""
+    settings, s3, sqs, request_url, _ = aws
+    store = UploadStore(
+        s3=boto3.client(
+            "s3",
+            endpoint_url="http://127.0.0.1:9",  # nothing listens: every call fails to connect
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+        ),
+        sqs=sqs,
+        input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket,
+        request_queue_url=request_url,
+        result_timeout_s=60,
+        inline_max_bytes=0,
+    )
+    with pytest.raises(Unavailable, match="could not read the state: EndpointConnectionError"):
+        store.state(new_request_id())

@@ -116,10 +116,10 @@ class UploadStore:
     def _exists(self, bucket: str, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=bucket, Key=key)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - AWS away: a 503 to retry, never a 500
             if is_not_found(error):
                 return False
-            raise
+            raise Unavailable(f"could not read the state: {type(error).__name__}") from error
         return True
 
     def result(self, request_id: str) -> Result | None:
