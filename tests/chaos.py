@@ -31,7 +31,7 @@ from scaler.fleet import FLEET_TAG
 from tests.conftest import Service, free_port
 from tests.faults import OutageProxy
 from tests.http_client import upload
-from tests.job_client import zip_of
+from tests.job_client import post_archive, zip_of
 from tests.stand_in.imds import MetadataService
 
 
@@ -301,12 +301,7 @@ def ask_job(urls: list[str], members: list[tuple[str, bytes]], tally: Tally, unt
         attempt += 1
         try:
             if job_id is None:
-                response = requests.post(
-                    f"{url}/jobs",
-                    data=body,
-                    headers={"Content-Type": "application/zip"},
-                    timeout=90,
-                )
+                response = post_archive(url, body)
                 if response.status_code == 202:
                     job_id = response.json()["id"]
             else:
