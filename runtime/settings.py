@@ -122,6 +122,12 @@ class Settings:
     api_key: str = _setting("", "if set, uploads and results need this key (X-Api-Key)", "web")
     max_backlog: int = _setting(2000, "queued requests past which uploads get 503 (0 = off)", "web")
     job_max_images: int = _setting(10_000, "most images in one batch job", "web")
+    job_max_backlog: int = _setting(
+        50_000, "queued job images past which POST /jobs gets 503 (0 = off)", "web"
+    )
+    job_rate_per_min: int = _setting(
+        10, "POST /jobs per minute per API key, or per client address without one (0 = off)", "web"
+    )
     job_prefixes: str = _setting(
         "",
         "input-bucket prefixes a batch job may name, comma-separated, as whole folders"
@@ -342,6 +348,8 @@ class Settings:
             (self.web_upload_memory_mb >= 1, "WEB_UPLOAD_MEMORY_MB must be >= 1"),
             (self.web_idle_timeout_s >= 1, "WEB_IDLE_TIMEOUT_S must be >= 1"),
             (self.max_backlog >= 0, "MAX_BACKLOG must be >= 0"),
+            (self.job_max_backlog >= 0, "JOB_MAX_BACKLOG must be >= 0"),
+            (self.job_rate_per_min >= 0, "JOB_RATE_PER_MIN must be >= 0"),
             (self.reply_queue_max_age_s >= 3, "REPLY_QUEUE_MAX_AGE_S must be >= 3"),
             (self.result_timeout_s > 0, "RESULT_TIMEOUT_S must be > 0"),
             (self.max_upload_bytes > 0, "MAX_UPLOAD_BYTES must be > 0"),

@@ -18,6 +18,7 @@ from runtime.keys import job_item_key, job_prefix
 from runtime.messages import Result, new_request_id
 from runtime.settings import Settings
 from web.app import create_app
+from web.guards import Backlog
 from web.jobs import JobLimits, JobStore, _csv_line
 
 
@@ -103,7 +104,7 @@ class FailingSQS:
         return {"Successful": [{"Id": e["Id"]} for e in Entries]}
 
 
-def _store(s3: JobS3, images: int, sqs=None) -> JobStore:
+def _store(s3: JobS3, images: int, sqs=None, backlog=None) -> JobStore:
     """A job of `images` finished images, all classified."""
     s3.objects["out", f"{job_prefix(JOB)}job.json"] = json.dumps(
         {"id": JOB, "created": time.time(), "source": "archive", "total": images, "rejected": 0}
@@ -120,11 +121,14 @@ def _store(s3: JobS3, images: int, sqs=None) -> JobStore:
         limits=JobLimits(100, 1000),
         check_image=lambda data: "",
         deadline_s=60,
+        backlog=backlog,
     )
 
 
-def _client(store: JobStore) -> falcon.testing.TestClient:
-    app = create_app(Settings(), gateway=None, ready=lambda: None, status=dict, jobs=store)
+def _client(store: JobStore, **settings) -> falcon.testing.TestClient:
+    app = create_app(
+        Settings(**settings), gateway=None, ready=lambda: None, status=dict, jobs=store
+    )
     return falcon.testing.TestClient(app)
 
 
@@ -175,3 +179,60 @@ def test_a_job_that_cannot_be_queued_whole_leaves_nothing_behind():
     assert "Location" not in response.headers  # no job to follow
     assert len(sqs.sent) == 1  # the first batch went out before the failure
     assert [key for _, key in s3.objects] == []  # no staged input, refused row or manifest
+
+
+class DeepQueue:
+    """A job lane that already holds `visible` images; records what is sent to it."""
+
+    def __init__(self, visible: int):
+        self.visible, self.sent = visible, []
+
+    def get_queue_attributes(self, *, QueueUrl, AttributeNames):  # noqa: N803
+        return {"Attributes": {"ApproximateNumberOfMessages": str(self.visible)}}
+
+    def send_message_batch(self, *, QueueUrl, Entries):  # noqa: N803
+        self.sent.append(Entries)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def _zip(count: int) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(count):
+            zf.writestr(f"{i}.jpg", b"image %d" % i)
+    return archive.getvalue()
+
+
+def test_jobs_past_their_own_backlog_get_503_with_retry_after():
+    """Issue 26, finding 11: MAX_BACKLOG guarded uploads only; jobs queued without a bound."""
+    queue = DeepQueue(visible=51)
+    client = _client(
+        _store(JobS3(), 0, queue, Backlog(queue, "jobs", limit=50, ttl_s=0, what="job images"))
+    )
+    zip_body = {"body": _zip(3), "headers": {"Content-Type": "application/zip"}}
+    refused = client.simulate_post("/jobs", **zip_body)
+    assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
+    assert "51 job images are waiting (limit 50)" in refused.text
+    queue.visible = 49
+    assert client.simulate_post("/jobs", **zip_body).status_code == 202
+    assert len(queue.sent) == 1
+
+
+def test_jobs_are_rate_limited_per_api_key():
+    """Issue 26, finding 11: 20 requests of 21 bytes queued 100 job messages."""
+    queue = DeepQueue(visible=0)
+    client = _client(_store(JobS3(), 0, queue), job_rate_per_min=2, api_key="k")
+    zip_body = {"body": _zip(1), "headers": {"Content-Type": "application/zip", "X-Api-Key": "k"}}
+    answers = [client.simulate_post("/jobs", **zip_body) for _ in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert "more than 2 jobs a minute" in answers[2].text
+    assert len(queue.sent) == 2  # the refused job queued nothing
+
+
+def test_a_refused_job_does_not_count_against_the_rate():
+    client = _client(_store(JobS3(), 0, DeepQueue(visible=0)), job_rate_per_min=1)
+    bad = {"body": b"not an archive", "headers": {"Content-Type": "application/zip"}}
+    assert [client.simulate_post("/jobs", **bad).status_code for _ in range(3)] == [400] * 3
+    good = {"body": _zip(1), "headers": {"Content-Type": "application/zip"}}
+    assert [client.simulate_post("/jobs", **good).status_code for _ in range(2)] == [202, 429]

@@ -290,6 +290,9 @@ def test_a_job_id_with_a_trailing_newline_is_not_looked_up(path):
 class FakeJobs:
     limits = JobLimits(max_images=10, max_image_bytes=1000)
 
+    def admit(self):
+        pass
+
     def from_entries(self, entries, source, model=""):
         return {"id": "j" * 32, "total": len(list(entries))}
 

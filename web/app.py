@@ -8,7 +8,7 @@ from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from web import errors
 from web.gateway import Gateway
-from web.guards import ApiKeyRequired, UploadMemory
+from web.guards import ApiKeyRequired, JobRate, UploadMemory
 from web.history import StatusHistory
 from web.job_resources import JobResource, JobResultsResource, JobsResource
 from web.jobs import JobStore
@@ -39,7 +39,16 @@ def create_app(
     app.add_route("/upload", upload)
     app.add_route("/", PageResource(upload))  # GET: the page; POST: an upload, as on /upload
     app.add_route("/results/{request_id}", ResultResource(gateway))
-    app.add_route("/jobs", JobsResource(jobs, settings.job_max_bytes, memory, settings.model_names))
+    app.add_route(
+        "/jobs",
+        JobsResource(
+            jobs,
+            settings.job_max_bytes,
+            memory,
+            settings.model_names,
+            rate=JobRate(settings.job_rate_per_min),
+        ),
+    )
     app.add_route("/jobs/{job_id}", JobResource(jobs))
     app.add_route("/jobs/{job_id}/results.csv", JobResultsResource(jobs))
     # A folder sent as a form is one part per image (Falcon's default stops at 64).

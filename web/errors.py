@@ -16,6 +16,14 @@ class Overloaded(Exception):
     """The queue holds more than the configured backlog; the client should come back later."""
 
 
+class TooManyJobs(Exception):
+    """A client past its JOB_RATE_PER_MIN: it may send the next job after `retry_after_s`."""
+
+    def __init__(self, per_min: int, retry_after_s: int):
+        super().__init__(f"more than {per_min} jobs a minute from this client")
+        self.retry_after_s = retry_after_s
+
+
 class RequestIdInUse(Exception):
     """A client-chosen request id that another submission holds: never taken over."""
 
@@ -78,6 +86,12 @@ def _overloaded(req, resp, error: Overloaded, params) -> None:
     ) from None
 
 
+def _too_many_jobs(req, resp, error: TooManyJobs, params) -> None:
+    raise falcon.HTTPTooManyRequests(
+        description=f"{error}; retry later", retry_after=error.retry_after_s
+    ) from None
+
+
 def _bad_job(req, resp, error: ArchiveError | JobRefused, params) -> None:
     if isinstance(error, TooManyImages):
         raise falcon.HTTPContentTooLarge(description=str(error)) from None
@@ -102,6 +116,7 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ClassificationFailed, _failed)
     app.add_error_handler(Unavailable, _unavailable)
     app.add_error_handler(Overloaded, _overloaded)
+    app.add_error_handler(TooManyJobs, _too_many_jobs)
     app.add_error_handler((ArchiveError, JobRefused), _bad_job)
     app.add_error_handler(RequestIdInUse, _in_use)
     app.set_error_serializer(serialize_error)

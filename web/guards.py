@@ -1,9 +1,12 @@
-"""Checks an upload passes before any work: the optional API key, and the backlog limit."""
+"""Checks a request passes before any work: the optional API key, the backlog limits, the job
+rate, the upload memory budget."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +16,7 @@ import falcon
 from runtime import sqs
 from runtime.budget import ByteBudget
 from runtime.failures import log_failure
-from web.errors import Overloaded
+from web.errors import Overloaded, TooManyJobs
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,10 @@ class Backlog:
         limit: int,
         ttl_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        what: str = "requests",
     ):
         self._sqs, self._queue_url, self._limit = sqs, queue_url, limit
+        self._what = what  # what the queue holds, for the refusal
         self._ttl_s, self._clock = ttl_s, clock
         self._lock = threading.Lock()
         self._read_at = float("-inf")
@@ -79,7 +84,7 @@ class Backlog:
 
     def check(self) -> None:
         if self._limit and self.depth() > self._limit:
-            raise Overloaded(f"{self._depth} requests are waiting (limit {self._limit})")
+            raise Overloaded(f"{self._depth} {self._what} are waiting (limit {self._limit})")
 
     def depth(self) -> int:
         with self._lock:
@@ -90,6 +95,57 @@ class Backlog:
                 except Exception as error:  # noqa: BLE001 - unknown depth: let the enqueue decide
                     log_failure(log, "read the backlog", error, "keeping the last depth")
             return self._depth
+
+
+class JobRate:
+    """At most `per_min` POST /jobs a minute per client (JOB_RATE_PER_MIN), a token bucket each:
+    one client cannot queue job after job and hold the fleet. A client is the API key it
+    presents (hashed: no key is kept), or its address when it presents none."""
+
+    _MAX_CLIENTS = 10_000  # past this many buckets, those already full again are forgotten
+
+    def __init__(self, per_min: int, clock: Callable[[], float] = time.monotonic):
+        self._per_min, self._clock = per_min, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, req: falcon.Request) -> None:
+        if not self._per_min:
+            return
+        client, now, rate_s = _client(req), self._clock(), self._per_min / 60.0
+        with self._lock:
+            tokens, at = self._buckets.get(client, (float(self._per_min), now))
+            tokens = min(float(self._per_min), tokens + (now - at) * rate_s)
+            if tokens < 1:
+                raise TooManyJobs(self._per_min, math.ceil((1 - tokens) / rate_s))
+            self._buckets[client] = (tokens - 1, now)
+            if len(self._buckets) > self._MAX_CLIENTS:
+                self._forget_full(now, rate_s)
+
+    def give_back(self, req: falcon.Request) -> None:
+        """A request that created no job (refused, or AWS failed) does not count: only jobs
+        queue work."""
+        if not self._per_min:
+            return
+        client = _client(req)
+        with self._lock:
+            if client in self._buckets:
+                tokens, at = self._buckets[client]
+                self._buckets[client] = (min(float(self._per_min), tokens + 1), at)
+
+    def _forget_full(self, now: float, rate_s: float) -> None:
+        self._buckets = {
+            client: (tokens, at)
+            for client, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * rate_s < self._per_min
+        }
+
+
+def _client(req: falcon.Request) -> str:
+    key = req.get_header("X-Api-Key") or req.get_header("Authorization") or ""
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"addr:{req.remote_addr}"
 
 
 class UploadMemory:

@@ -18,7 +18,7 @@ from runtime.messages import is_request_id
 from web import archives
 from web.archives import Entry
 from web.errors import TooManyImages
-from web.guards import UploadMemory
+from web.guards import JobRate, UploadMemory
 from web.jobs import IN_FLIGHT_PUTS, JobStore
 from web.uploads import MODEL_FIELD, chosen_model
 
@@ -33,14 +33,27 @@ class JobsResource:
         max_archive_bytes: int,
         memory: UploadMemory | None = None,
         models: tuple[str, ...] = (),
+        rate: JobRate | None = None,
     ):
         self._jobs = jobs
+        self._rate = rate
         self._max_archive_bytes = max_archive_bytes
         self._memory = memory
         self._models = models  # what `?model=` may name (Settings.model_names)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         jobs = _enabled(self._jobs)
+        if self._rate is None:
+            return self._create(req, resp, jobs)
+        self._rate.take(req)  # 429 past JOB_RATE_PER_MIN, before the body is read
+        try:
+            return self._create(req, resp, jobs)
+        except BaseException:
+            self._rate.give_back(req)  # no job was created: it does not count
+            raise
+
+    def _create(self, req: falcon.Request, resp: falcon.Response, jobs: JobStore) -> None:
+        jobs.admit()  # 503 past JOB_MAX_BACKLOG
         model = chosen_model(req.get_param(MODEL_FIELD) or "", self._models)
         content_type = req.content_type or ""
         if content_type.startswith("application/json"):

@@ -36,6 +36,7 @@ from runtime.messages import Request, Result
 from runtime.sqs import chunks
 from web.archives import Entry
 from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
+from web.guards import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ class JobStore:
         deadline_s: float,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
+        backlog: Backlog | None = None,
     ):
         self._s3, self._sqs = s3, sqs
+        self._backlog = backlog  # the job lane's own bound (JOB_MAX_BACKLOG), beside uploads'
         self._input, self._output = input_bucket, output_bucket
         self._queue_url = job_queue_url
         self.limits = limits
@@ -79,6 +82,12 @@ class JobStore:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="jobs")
 
     # Creating a job ------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Overloaded (503) while the job lane holds more than JOB_MAX_BACKLOG images: checked
+        before a body is read. A job admitted adds at most JOB_MAX_IMAGES."""
+        if self._backlog is not None:
+            self._backlog.check()
 
     def from_entries(self, entries: Iterable[Entry], source: str, model: str = "") -> dict:
         """Stage every good entry in the input bucket, then queue them all (or none); each

@@ -157,4 +157,5 @@ def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
         ),
         check_image=lambda data: image_problem(data, settings.max_pixels),
         deadline_s=settings.result_expiry_days * 86400.0,
+        backlog=Backlog(sqs, job_queue_url, settings.job_max_backlog, what="job images"),
     )
