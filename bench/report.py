@@ -9,6 +9,8 @@ from bench.machine import worker_image_mb
 from bench.model import ModelTiming
 from bench.service import ServiceRun
 from bench.worker import Drain, WorkerRun
+from runtime.costs import cpu_per_1000_usd
+from runtime.prices import DEFAULT_PRICES, MARKETS
 from worker.stats import STAGES
 
 # (key, goal, "min" if the value must reach the goal, "max" if it must stay under it)
@@ -55,6 +57,17 @@ def _per_image_ms(cpu_s: dict[str, float], images: int) -> dict[str, float]:
 
 def _worker_cpu_ms(drain: Drain) -> float:
     return drain.cpu.cpu_s["worker"] * 1e3 / drain.images
+
+
+def _compute_cost(cpu_ms_per_image: float) -> dict:
+    """The fed worker's CPU per image as dollars per 1,000 images on the default worker type,
+    every vCPU busy (runtime.prices; the S3/SQS requests an image makes are apart: /status)."""
+    prices = DEFAULT_PRICES
+    return {
+        "instance_type": prices.worker_type,
+        "cpu_ms_per_img": round(cpu_ms_per_image, 2),
+        **{m: round(cpu_per_1000_usd(cpu_ms_per_image, prices, m), 6) for m in MARKETS},
+    }
 
 
 def _stage_ms(drain: Drain) -> dict[str, float]:
@@ -132,6 +145,7 @@ def summarise(
         "worker_fed_efficiency": round(worker.fed.img_s / one.best_img_s, 3),
         "worker_fed_depth": worker.fed_depth,
         "worker_cpu_efficiency": round(model_cpu_ms / _worker_cpu_ms(worker.fed), 3),
+        "compute_per_1000_images": _compute_cost(_worker_cpu_ms(worker.fed)),
         "worker_overhead_cpu_ms": round(_worker_cpu_ms(worker.fed) - model_cpu_ms, 1),
         "stage_cpu_ms": _stage_ms(worker.fed),
         "worker_img_s_phone": round(worker.phone_full.img_s, 2),
@@ -194,6 +208,11 @@ def summarise(
     return out
 
 
+def _cost_cells(cost: dict) -> tuple[str, str]:
+    value = f"${cost['on-demand']:.5f} (Spot ${cost['spot']:.5f})"
+    return value, f"{cost['instance_type']} at full use, {cost['cpu_ms_per_img']} CPU ms/img"
+
+
 def _runtime_ratio(one: ModelTiming, runtimes: dict[str, float]) -> float | None:
     """The worker's runtime's CPU ms per image / PyTorch jit's (issue 23's goal: <= 0.65)."""
     if "torch" not in runtimes:
@@ -228,6 +247,7 @@ def table(r: dict) -> str:
         ("worker_fed_efficiency", f"{r['worker_fed_efficiency']}", "fed worker / bare model"),
         ("worker_cpu_efficiency", f"{r['worker_cpu_efficiency']}", _worker_cpu_note(r)),
         ("worker_overhead_cpu_ms", f"{r['worker_overhead_cpu_ms']}", "fed worker - bare model"),
+        ("compute per 1,000 images", *_cost_cells(r["compute_per_1000_images"])),
         ("worker, phone photos", f"{r['worker_img_s_phone']} img/s", _phone_note(r)),
         ("  queue kept short", f"{r['worker_fed_img_s_phone']} img/s", "phone photos"),
         ("worker_cpu_efficiency_phone", f"{r['worker_cpu_efficiency_phone']}", "phone photos"),

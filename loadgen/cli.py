@@ -20,7 +20,7 @@ from loadgen import report, schedule
 from loadgen.client import Client, Target, TargetError, check_reachable
 from loadgen.inputs import Expected, InputError, load_expected, load_images
 from loadgen.recorder import Recorder
-from loadgen.status import StatusPoller, read_status
+from loadgen.status import StatusPoller, read_status, run_cost
 from loadgen.summary import Outcome, format_table, summarize
 from loadgen.uploads import Uploads
 from runtime.cli import OneLineParser, non_negative, positive
@@ -197,7 +197,10 @@ def _run(job: Job, args: argparse.Namespace):
     if poller is not None and not interrupted and args.watch_after > 0:
         _watch_scale_in(poller, args.watch_after)
     samples = poller.stop() if poller is not None else None
-    return recorder.outcomes, elapsed, samples, interrupted
+    cost = None
+    if status_doc is not None:
+        cost = run_cost(status_doc, read_status(Client(job.target, CHECK_TIMEOUT_S)))
+    return recorder.outcomes, elapsed, samples, interrupted, cost
 
 
 def _watch_scale_in(poller: StatusPoller, limit_s: float) -> None:
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     plan_text = f"{bound} to {job.target.url} ({len(job.uploads)} images, {mode}{unique})"
     print(f"{PROG}: {plan_text}", file=sys.stderr)
     try:
-        outcomes, elapsed, samples, interrupted = _run(job, args)
+        outcomes, elapsed, samples, interrupted, cost = _run(job, args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -248,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if samples is not None:
         running = [s.running for s in samples if s.running is not None]
         peak = max(running) if running else None
-    summary = summarize(outcomes, elapsed, scored=job.expected is not None, peak_running=peak)
+    summary = summarize(
+        outcomes, elapsed, scored=job.expected is not None, peak_running=peak, cost=cost
+    )
     if args.json:
         print(format_table(summary), file=sys.stderr)
         print(summary.to_json(), flush=True)

@@ -102,3 +102,22 @@ class StatusPoller:
             if self._stop.wait(self._interval_s):
                 break
         self._client.close()
+
+
+def run_cost(before: dict | None, after: dict | None) -> dict | None:
+    """What this run cost, from the `cost` of /status before and after it (this project's
+    service only): compute and requests per 1,000 images answered in between, hosts apart."""
+    try:
+        start, end = before["cost"], after["cost"]
+        parts = {k: end[k] - start[k] for k in ("compute", "requests", "fixed", "images")}
+        currency, fixed_per_hour = end["currency"], end["fixed_per_hour"]
+    except (KeyError, TypeError):
+        return None
+    images = parts["images"]
+    per_1000 = (parts["compute"] + parts["requests"]) * 1000 / images if images > 0 else None
+    return {
+        **parts,
+        "per_1000_images": per_1000,
+        "fixed_per_hour": fixed_per_hour,
+        "currency": currency,
+    }

@@ -61,6 +61,7 @@ class Summary:
     accuracy: Accuracy | None  # None without --expected
     peak_running: int | None  # most running workers /status reported; None: no /status
     cached: int | None = None  # answers from the result cache; None: the server did not say
+    cost: dict | None = None  # loadgen.status.run_cost; None: the server did not say
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -70,7 +71,11 @@ class Summary:
 
 
 def summarize(
-    outcomes: list[Outcome], elapsed_s: float, scored: bool, peak_running: int | None = None
+    outcomes: list[Outcome],
+    elapsed_s: float,
+    scored: bool,
+    peak_running: int | None = None,
+    cost: dict | None = None,
 ) -> Summary:
     ok = [o for o in outcomes if o.ok]
     errors = Counter(o.status for o in outcomes if not o.ok)
@@ -96,6 +101,7 @@ def summarize(
         latency_ms=latency,
         accuracy=accuracy,
         peak_running=peak_running,
+        cost=cost,
     )
 
 
@@ -123,5 +129,15 @@ def format_table(summary: Summary) -> str:
         rows.append(("accuracy", f"{acc.correct}/{acc.scored} = {ratio}"))
     if summary.peak_running is not None:
         rows.append(("peak workers", str(summary.peak_running)))
+    if summary.cost is not None and summary.cost["per_1000_images"] is not None:
+        cost, unit = summary.cost, "$" if summary.cost["currency"] == "USD" else ""
+        rows.append(
+            (
+                "cost",
+                f"{unit}{cost['per_1000_images']:.4g} per 1,000 images (compute "
+                f"{unit}{cost['compute']:.4g}, requests {unit}{cost['requests']:.4g} for "
+                f"{cost['images']} images; hosts {unit}{cost['fixed_per_hour']:.4g}/h apart)",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

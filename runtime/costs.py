@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from runtime.prices import CURRENCY, PRICES_AS_OF, Prices
+from runtime.prices import CURRENCY, INSTANCE_VCPUS, PRICES_AS_OF, Prices
 from runtime.requests import add as add_counts
 
 MINIMUM_BILLED_S = 60.0
@@ -33,6 +33,13 @@ class Run:
 
 def compute_usd(runs: Iterable[Run], prices: Prices) -> float:
     return sum(prices.hourly(r.instance_type, r.market) * billed_s(r.seconds) / 3600 for r in runs)
+
+
+def cpu_per_1000_usd(cpu_ms_per_image: float, prices: Prices, market: str = "on-demand") -> float:
+    """Compute per 1,000 images on the default worker type when its every vCPU is busy."""
+    itype = prices.worker_type
+    cpu_s_usd = prices.hourly(itype, market) / 3600 / INSTANCE_VCPUS.get(itype, 2)
+    return cpu_ms_per_image * cpu_s_usd  # (ms / 1000 per image) x 1,000 images
 
 
 def requests_usd(by_class: Mapping[str, int], prices: Prices) -> float:

@@ -27,6 +27,8 @@ INSTANCE_HOURLY = {
     "t3.small": {"on-demand": 0.0208, "spot": 0.0083},  # the web host's (web and scaler)
     "t3.micro": {"on-demand": 0.0104, "spot": 0.0042},
 }
+# vCPUs of each type: a CPU-second's price is the hour's / 3600 / vCPUs (at full use).
+INSTANCE_VCPUS = {t: 2 for t in INSTANCE_HOURLY}
 DEFAULT_WORKER_TYPE = "c6i.large"  # the first of the deployed stack's WorkerInstanceTypes
 WEB_HOST_TYPE = "t3.small"  # the scaler runs there too: the stack's one fixed host
 

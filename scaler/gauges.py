@@ -30,6 +30,11 @@ class QueueDepth:
         return self.job_visible + self.job_in_flight
 
 
+# The dead-letter queue's depth is only shown (the policy never reads it): read it this often,
+# not every tick. SQS bills each request; this one was a third of an idle scaler's.
+DLQ_REFRESH_S = 30.0
+
+
 class QueueGauge:
     """Reads the request queue's load and the dead-letter queue's depth."""
 
@@ -42,10 +47,14 @@ class QueueGauge:
         *,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen
         sleep: Callable[[float], None] = time.sleep,
+        dlq_refresh_s: float = DLQ_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._sqs = sqs
         self._names = (request_queue, dead_letter_queue)
         self._urls: tuple[str, str] | None = None
+        self._dlq_refresh_s, self._clock = dlq_refresh_s, clock
+        self._dlq: tuple[float, int] | None = None  # (read at, depth)
         self._jobs = JobLaneGauge(sqs, job_queue) if job_queue else None
         self._backoff = backoff
         self._sleep = sleep
@@ -59,10 +68,12 @@ class QueueGauge:
                 )
                 self._urls = (request, dlq)
             request = sqs.read_depth(self._sqs, self._urls[0])
-            dlq = sqs.read_depth(self._sqs, self._urls[1])
+            now = self._clock()
+            if self._dlq is None or now - self._dlq[0] >= self._dlq_refresh_s:
+                self._dlq = (now, sqs.read_depth(self._sqs, self._urls[1]).total)
             jobs = self._jobs.read() if self._jobs else sqs.Depth(0, 0)
             return QueueDepth(
-                request.visible, request.in_flight, dlq.total, jobs.visible, jobs.in_flight
+                request.visible, request.in_flight, self._dlq[1], jobs.visible, jobs.in_flight
             )
 
         try:
@@ -123,6 +134,11 @@ class ThroughputGauge:
         self._clock = clock
         self._last: Throughput = self._default
         self._read_at: float | None = None
+
+    @property
+    def last(self) -> Throughput:
+        """The latest reading (or the default), without asking CloudWatch."""
+        return self._last
 
     def read(self) -> Throughput:
         now = self._clock()

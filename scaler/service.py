@@ -171,7 +171,14 @@ class Scaler:
         except (*_AWS_ERRORS, QueueAttributeError) as error:
             self._failed("sqs", f"queue unreadable ({describe(error)}); fleet stays as it is")
             return
-        img_s, boots = self._learn(now, instances, self._throughput.read())
+        # Nothing queued and nothing running: nothing is arriving either (an accepted upload is
+        # queued before anyone waits for it), so no CloudWatch call this tick. CloudWatch bills
+        # every read; an idle deployment would pay for one per tick (docs/deploy.md, idle cost).
+        quiet = depth.visible + depth.in_flight + depth.job_load == 0 and not any(
+            i.state in ("pending", "running") for i in instances
+        )
+        throughput = self._throughput.last if quiet else self._throughput.read()
+        img_s, boots = self._learn(now, instances, throughput)
         try:
             jobs = job_share(
                 depth.job_load,
@@ -181,7 +188,10 @@ class Scaler:
         except PolicyError as error:
             self._failed("policy", f"bad metrics ({error}); fleet stays as it is")
             return
-        arrivals = self._arrivals.read() if self._arrivals else Arrivals(0.0, 0.0, False)
+        if quiet or self._arrivals is None:
+            arrivals = Arrivals(0.0, 0.0, measured=quiet)
+        else:
+            arrivals = self._arrivals.read()
         live = [i for i in instances if serving(i)]
         obs = Observation(
             visible=depth.visible + jobs,

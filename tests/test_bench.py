@@ -52,6 +52,7 @@ KEYS = {
     "model_cpu_ms_by_runtime",
     "model_cpu_ms_ratio",
     "top1_agreement",
+    "compute_per_1000_images",
 }
 
 
@@ -128,6 +129,10 @@ def test_quick_run_prints_a_table_and_every_key(tmp_path):
     assert set(result["stage_cpu_ms"]) == {*STAGES, "other"}
     assert result["stage_cpu_ms"]["model"] > 0 and result["stage_cpu_ms_phone"]["decode"] > 0
     assert result["burst_errors"] == 0
+    # The worker's CPU per image, priced on the default worker type (runtime.prices).
+    cost = result["compute_per_1000_images"]
+    assert cost["instance_type"] == "c6i.large" and 0 < cost["spot"] < cost["on-demand"]
+    assert any(line.startswith("compute per 1,000 images") and "$" in line for line in lines)
     assert result["lane_errors"] == 0 and result["lane_job_images"] == 20
     assert str(result["model_best_batch"]) in result["model_img_s_by_batch"]
     assert {p.name for p in (tmp_path / "service").glob("*.log")} >= {"moto.log", "web.log"}
@@ -142,3 +147,20 @@ def _processes_with_env(entry: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.e2e  # starts the embedded stack
+def test_an_idle_stack_asks_cloudwatch_nothing():
+    # `python -m bench.idle`, as docs/deploy.md measures an idle day, over a few seconds.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.idle", "6"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    idle = json.loads(done.stdout.strip().splitlines()[-1])
+    assert idle["requests"].get("sqs", 0) > 0  # it was measuring: the scaler read its queues
+    assert not [k for k in idle["requests"] if k.startswith("cloudwatch")], idle
+    assert idle["hosts_usd_per_day"] > idle["requests_usd_per_day"] > 0

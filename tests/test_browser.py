@@ -310,6 +310,13 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
     assert whole["ready"] + whole["starting"] > 0, whole  # the burst's workers, from history
     assert number(browser, "fleet-running") == 0
     assert int(tile(browser, "instance-seconds").replace(",", "")) > 0
+    # What the burst cost: so far (by part) and per 1,000 images answered, from /status.
+    wait_until(lambda: tile(browser, "cost-per-1000").startswith("$"), "the cost per 1,000", 60)
+    assert float(tile(browser, "cost-per-1000").lstrip("$")) > 0
+    assert float(tile(browser, "cost-total").lstrip("$")) > 0
+    assert re.match(
+        r"compute \$[\d.]+ · requests \$[\d.]+ · hosts \$[\d.]+$", tile(browser, "cost-parts")
+    )
     browser.save_screenshot(str(PICTURES / "dashboard-after.png"))
 
 

@@ -6,7 +6,9 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from runtime.costs import Run, billed_s, compute_usd, summary, with_requests
+from loadgen.status import run_cost
+from loadgen.summary import format_table, summarize
+from runtime.costs import Run, billed_s, compute_usd, cpu_per_1000_usd, summary, with_requests
 from runtime.prices import DEFAULT_PRICES, PriceError, parse_prices
 from runtime.requests import RequestCounter, by_class, price_class
 from runtime.settings import ConfigError, Settings
@@ -193,3 +195,29 @@ def test_the_web_adds_its_own_requests_to_the_scalers_cost():
     assert cost["fixed"] == scaler["fixed"]
     alone = with_requests(None, {"sqs": 1}, DEFAULT_PRICES)  # the scaler did not answer
     assert alone["compute"] == 0 and alone["per_1000_images"] is None
+
+
+# ---- loadgen: a run's cost from /status before and after -------------------------------------
+
+
+def test_loadgen_prices_the_run_from_two_status_documents():
+    before = {"cost": {**_COST, "compute": 0.001, "requests": 0.002, "fixed": 0.01, "images": 50}}
+    after = {"cost": {**_COST, "compute": 0.003, "requests": 0.004, "fixed": 0.02, "images": 150}}
+    cost = run_cost(before, after)
+    assert cost["per_1000_images"] == pytest.approx((0.002 + 0.002) * 10)
+    assert cost["images"] == 100 and cost["fixed"] == pytest.approx(0.01)
+    assert run_cost(before, {"fleet": {}}) is None and run_cost(None, after) is None
+    table = format_table(summarize([], 1.0, scored=False, cost=cost))
+    assert (
+        "cost        $0.04 per 1,000 images (compute $0.002, requests $0.002 for 100 images"
+        in table
+    )
+
+
+_COST = {"currency": "USD", "fixed_per_hour": 0.0312, "per_1000_images": None}
+
+
+def test_cpu_per_image_is_priced_per_vcpu_second_of_the_default_type():
+    # c6i.large: $0.085/h over 2 vCPUs; 10 CPU ms an image is 10 CPU s per 1,000 images.
+    assert cpu_per_1000_usd(10.0, DEFAULT_PRICES) == pytest.approx(10 * 0.085 / 3600 / 2)
+    assert cpu_per_1000_usd(10.0, DEFAULT_PRICES, "spot") < cpu_per_1000_usd(10.0, DEFAULT_PRICES)

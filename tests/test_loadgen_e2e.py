@@ -33,3 +33,8 @@ def test_loadgen_course_arguments_against_the_service(running_service, tmp_path)
         rows = list(csv.DictReader(handle))
     assert len(rows) == 30 and {row["status"] for row in rows} == {"200"}
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What the run cost, from /status before and after: here only the web's requests are
+    # counted (no scaler, so no images answered by a fleet it knows of).
+    cost = summary["cost"]
+    assert cost["currency"] == "USD" and cost["requests"] > 0 and cost["images"] == 0
+    assert cost["per_1000_images"] is None

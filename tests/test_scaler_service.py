@@ -19,6 +19,7 @@ import pytest
 from botocore.config import Config
 
 from runtime.cloudwatch import publish_throughput, read_throughput
+from runtime.requests import RequestCounter
 from runtime.retry import Backoff
 from runtime.settings import Settings
 from scaler.fleet import Fleet
@@ -387,3 +388,19 @@ def test_scaler_sizes_the_fleet_from_both_lanes(settings, aws_client):
     _send(sqs, settings.request_queue, 10)  # 10 interactive = 2 more instances
     scaler.tick()
     assert _running(ec2, settings) == 4
+
+
+def test_an_idle_scaler_asks_cloudwatch_nothing_and_reads_the_dlq_seldom(settings, aws_client):
+    counter = RequestCounter()
+    ec2, sqs, cloudwatch = (counter.attach(aws_client(s)) for s in ("ec2", "sqs", "cloudwatch"))
+    scaler = build_scaler(settings, ec2=ec2, sqs=sqs, cloudwatch=cloudwatch, requests=counter)
+    for _ in range(5):
+        scaler.tick()  # nothing queued, nothing running
+    sent = counter.counts()
+    assert not [op for service, op in sent if service == "cloudwatch"], sent
+    # Each tick reads the request and job queues; the dead-letter queue once (DLQ_REFRESH_S).
+    assert sent[("sqs", "GetQueueAttributes")] == 5 * 2 + 1
+    assert scaler.status()["fleet"]["running"] == 0
+    send(sqs, settings, 5)  # work arrives: the arrival rate and throughput are read again
+    scaler.tick()
+    assert counter.counts().get(("cloudwatch", "GetMetricStatistics"), 0) >= 1

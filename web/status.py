@@ -22,8 +22,9 @@ LABEL_SET = "ImageNet, 1000 classes"  # every model in the worker's registry ans
 
 
 class StatusSource:
-    """Each snapshot costs three AWS calls and one to the scaler: it is kept for `ttl_s`, so
-    any number of dashboards, scrapers and pollers cost that once per `ttl_s` per process."""
+    """Each snapshot costs one call to the scaler (and two SQS reads when the scaler does not
+    answer): it is kept for `ttl_s`, so any number of dashboards, scrapers and pollers cost that
+    once per `ttl_s` per process."""
 
     def __init__(
         self,
@@ -63,7 +64,7 @@ class StatusSource:
             "model": self._model,
             "models": list(self._models),
             "labels": LABEL_SET,
-            "queue": {**self._queue(), "dlq": self._depth(self._dlq_url)},
+            "queue": self._queue_of(scaler),
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
@@ -78,6 +79,16 @@ class StatusSource:
                 self._prices,
             ),
         }
+
+    def _queue_of(self, scaler: dict) -> dict:
+        """The scaler's counts from its latest tick when it answers (SQS bills every read, and
+        the scaler reads them anyway); this process's own reads when it does not."""
+        queue = scaler.get("queue")
+        if isinstance(queue, dict) and all(
+            isinstance(queue.get(k), int) for k in ("visible", "in_flight", "dlq")
+        ):
+            return {k: queue[k] for k in ("visible", "in_flight", "dlq")}
+        return {**self._queue(), "dlq": self._depth(self._dlq_url)}
 
     def _queue(self) -> dict:
         try:

@@ -62,7 +62,28 @@ function renderTiles(status) {
   $("latency-p50").textContent = typeof latency.p50 === "number" ? seconds(latency.p50) : "\u2013";
   $("latency-p95").textContent = typeof latency.p95 === "number" ? seconds(latency.p95) : "\u2013";
   $("policy").textContent = status.scaler === "ok" ? status.policy : "unreachable";
+  renderCost(status.cost || {});
   if (status.model) $("about-model").textContent = `${status.model} (${status.labels || "ImageNet"})`;
+}
+
+// Dollars: small sums keep their first significant digits ($0.00042, not $0.00).
+function dollars(value) {
+  if (typeof value !== "number") return "\u2013";
+  if (value === 0) return "$0";
+  const digits = Math.max(2, Math.min(8, 1 - Math.floor(Math.log10(Math.abs(value)))));
+  return `$${value.toFixed(digits)}`;
+}
+
+function renderCost(cost) {
+  const parts = ["compute", "requests", "fixed"].map((k) => cost[k]);
+  const known = parts.every((v) => typeof v === "number");
+  $("cost-total").textContent = known ? dollars(parts.reduce((a, b) => a + b, 0)) : "\u2013";
+  $("cost-parts").textContent = known
+    ? `compute ${dollars(parts[0])} · requests ${dollars(parts[1])} · hosts ${dollars(parts[2])}`
+    : "compute, requests, hosts";
+  $("cost-per-1000").textContent = dollars(cost.per_1000_images);
+  $("cost-images").textContent =
+    typeof cost.images === "number" ? `${cost.images.toLocaleString()} answered, hosts apart` : "compute and requests";
 }
 
 let shownDecisions = "";
