@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -26,6 +27,11 @@ KEYS = {
     "instance_seconds",
     "instance_seconds_min60",
     "starts",
+    "market",
+    "cost_per_1000",
+    "cost_per_1000_per_s",
+    "fixed_usd",
+    "interruptions",
 }
 
 
@@ -46,8 +52,11 @@ def rows_of(*args: str) -> list[dict]:
 def test_json_has_every_trace_and_policy_with_the_keys():
     rows = rows_of()
     names = [t.name for t in standard_traces()]
-    assert {(r["trace"], r["policy"]) for r in rows} == {(t, p) for t in names for p in POLICIES}
-    assert len(rows) == len(names) * len(POLICIES)
+    markets = ("on-demand", "spot")
+    assert {(r["trace"], r["policy"], r["market"]) for r in rows} == {
+        (t, p, m) for t in names for p in POLICIES for m in markets
+    }
+    assert len(rows) == len(names) * len(POLICIES) * len(markets)
     for row in rows:
         assert set(row) == KEYS | ({"default"} if row["policy"] == DEFAULT_POLICY else set())
         assert row.get("default", False) is (row["policy"] == DEFAULT_POLICY)
@@ -55,6 +64,15 @@ def test_json_has_every_trace_and_policy_with_the_keys():
         # Every start is billed at least 60 s.
         assert row["instance_seconds_min60"] >= max(row["instance_seconds"], 60 * row["starts"])
         assert 0 < row["p50_s"] <= row["p95_s"] <= row["completion_s"]
+        # Money: the 60 s minimum costs at least per-second billing; hosts are apart.
+        assert row["cost_per_1000"] >= row["cost_per_1000_per_s"] > 0
+        assert row["fixed_usd"] > 0 and row["interruptions"] == 0  # no rate given
+    by_key = {(r["trace"], r["policy"], r["market"]): r for r in rows}
+    for (trace, policy, market), row in by_key.items():
+        if market == "spot":  # the same run at the Spot price
+            on_demand = by_key[(trace, policy, "on-demand")]
+            assert row["cost_per_1000"] < on_demand["cost_per_1000"]
+            assert row["instance_seconds_min60"] == on_demand["instance_seconds_min60"]
     # The trace set the issue asks for.
     assert {"burst-100", "burst-1000"} <= set(names)
     assert sum(n.startswith("poisson-") for n in names) >= 3
@@ -78,8 +96,8 @@ def write_trace(tmp_path, text: str, name: str = "mine.csv") -> str:
 
 def test_cli_replays_a_csv_trace_on_your_instance_type(tmp_path):
     path = write_trace(tmp_path, "t\n" + "0\n" * 30 + "100.5\n")
-    rows = rows_of("--trace", path, "--policy", "seed")
-    assert [(r["trace"], r["policy"]) for r in rows] == [("mine", "seed")]
+    rows = rows_of("--trace", path, "--policy", "seed", "--market", "spot")
+    assert [(r["trace"], r["policy"], r["market"]) for r in rows] == [("mine", "seed", "spot")]
     assert rows[0]["p95_s"] == pytest.approx(41.0)  # a 40 s boot plus one 1 s batch
     fast = rows_of("--trace", path, "--policy", "seed", "--boot-new-s", "20", "--throughput", "20")
     assert fast[0]["p95_s"] == pytest.approx(20.5)  # half the boot, half the batch time
@@ -92,6 +110,8 @@ def test_cli_replays_a_csv_trace_on_your_instance_type(tmp_path):
     [
         (["--trace", "/nonexistent/trace.csv"], "No such file"),
         (["--boot-new-s", "-1"], "must be >= 0"),
+        (["--market", "reserved"], "invalid choice"),
+        (["--spot-interruptions-per-hour", "-1"], "must be >= 0"),
         (["--throughput", "0"], "must be > 0"),
         (["--tick-s", "soon"], "not a number"),
         (["--tick-s", "nan"], "not a finite number"),
@@ -159,6 +179,26 @@ def test_a_cold_burst_waits_for_the_boot():
     # Three instances boot for 40 s; the batches go to the first to come up.
     assert result.p50_s == pytest.approx(41.0)
     assert result.peak_instances == 3
+
+
+def test_spot_interruptions_lose_nothing_and_are_replaced():
+    trace = burst(1000)
+    config = SimConfig(market="spot", interruptions_per_hour=120.0)  # 1 in 15 ticks each
+    interrupted = simulate(trace, DEFAULT_POLICY, config)
+    calm = simulate(trace, DEFAULT_POLICY, SimConfig(market="spot"))
+    assert interrupted.interruptions > 0 and calm.interruptions == 0
+    assert interrupted.completed == interrupted.requests == 1000
+    assert interrupted.starts > calm.starts  # the scaler replaced what was taken
+    on_demand = simulate(trace, DEFAULT_POLICY, replace(config, market="on-demand"))
+    assert on_demand.interruptions == 0  # only Spot instances are interrupted
+
+
+def test_cost_per_1000_is_compute_under_the_minimum_plus_requests():
+    config = SimConfig(requests_per_image=(("s3-put", 2.0),))
+    result = simulate(burst(100), "seed", config)
+    compute = config.prices.hourly("c6i.large") * result.instance_seconds_min60 / 3600
+    assert result.cost_per_1000 == pytest.approx(compute * 10 + 2 * 0.005)
+    assert result.fixed_usd == pytest.approx(0.0312 * result.completion_s / 3600)
 
 
 def test_min60_billing_charges_each_start_a_minute():

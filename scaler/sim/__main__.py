@@ -1,8 +1,11 @@
 """`python -m scaler.sim`: replay arrival traces through each policy and compare.
 
 The standard traces, or your own (--trace FILE: a CSV of arrival times in seconds under the header
-`t`), on your instance type (--boot-new-s, --boot-start-s, --throughput) and tick (--tick-s).
-Deterministic: the traces come from one seeded RNG and the model has no other randomness.
+`t`), on your instance type (--boot-new-s, --boot-start-s, --throughput, --instance-type) and
+tick (--tick-s), in each market (--market; Spot interruptions at --spot-interruptions-per-hour).
+Cost per 1,000 images is compute under EC2's billing plus requests (runtime.prices); the web and
+scaler hosts' cost over the run is shown apart. Deterministic: the traces and interruptions come
+from seeded RNGs and the model has no other randomness.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from dataclasses import replace
 
 from runtime.cli import OneLineParser, non_negative, positive
+from runtime.prices import INSTANCE_HOURLY, MARKETS, PRICES_AS_OF
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
 from scaler.policies import Limits
@@ -41,6 +45,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--quiet-period-s", type=non_negative(), default=d.quiet_period_s)
     add("--latency-target-s", type=positive(), default=d.latency_target_s)
     add("--warm-pool-max", type=int, default=d.warm_pool_max)
+    add("--market", action="append", choices=MARKETS, help="only this market (repeatable)")
+    add("--instance-type", choices=sorted(INSTANCE_HOURLY), default=sim.instance_type)
+    add(
+        "--spot-interruptions-per-hour",
+        type=non_negative(),
+        default=sim.interruptions_per_hour,
+        help="how often a Spot instance is interrupted (each, per hour running)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.fleet_min <= args.fleet_max or args.fleet_max < 1:
         parser.error("need 0 <= --fleet-min <= --fleet-max and --fleet-max >= 1")
@@ -65,32 +77,36 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         quiet_period_s=args.quiet_period_s,
         idle_delay_s=args.idle_delay_s,
         pool=PoolRules(args.warm_pool_max, Settings().stopped_max_age_s),
+        instance_type=args.instance_type,
+        interruptions_per_hour=args.spot_interruptions_per_hour,
     )
 
 
 COLUMNS = (
-    f"{'trace':<20} {'policy':<7} {'requests':>8} {'p50_s':>7} {'p95_s':>7} {'peak':>5} "
-    f"{'starts':>6} {'inst_s':>7} {'inst_s_min60':>12} {'p95 vs seed':>11} {'inst_s':>7} "
-    f"{'min60':>6}"
+    f"{'trace':<20} {'policy':<7} {'market':<9} {'requests':>8} {'p50_s':>7} {'p95_s':>7} "
+    f"{'peak':>5} {'starts':>6} {'inst_s':>7} {'inst_s_min60':>12} {'$/1000':>8} "
+    f"{'p95 vs seed':>11} {'inst_s':>7} {'min60':>6} {'$/1000':>7}"
 )
 
 
 def table(results: list[Result]) -> str:
-    seed = {r.trace: r for r in results if r.policy == "seed"}
+    seed = {(r.trace, r.market): r for r in results if r.policy == "seed"}
     lines = [COLUMNS, "-" * len(COLUMNS)]
     for r in results:
-        base = seed.get(r.trace)
-        versus = ("", "", "")
+        base = seed.get((r.trace, r.market))
+        versus = ("", "", "", "")
         if base is not None and r.policy != "seed":
             versus = (
                 _change(r.p95_s, base.p95_s),
                 _change(r.instance_seconds, base.instance_seconds),
                 _change(r.instance_seconds_min60, base.instance_seconds_min60),
+                _change(r.cost_per_1000, base.cost_per_1000),
             )
         lines.append(
-            f"{r.trace:<20} {r.policy:<7} {r.requests:>8} {r.p50_s:>7.2f} {r.p95_s:>7.2f} "
-            f"{r.peak_instances:>5} {r.starts:>6} {r.instance_seconds:>7.0f} "
-            f"{r.instance_seconds_min60:>12.0f} {versus[0]:>11} {versus[1]:>7} {versus[2]:>6}"
+            f"{r.trace:<20} {r.policy:<7} {r.market:<9} {r.requests:>8} {r.p50_s:>7.2f} "
+            f"{r.p95_s:>7.2f} {r.peak_instances:>5} {r.starts:>6} {r.instance_seconds:>7.0f} "
+            f"{r.instance_seconds_min60:>12.0f} {r.cost_per_1000:>8.4f} {versus[0]:>11} "
+            f"{versus[1]:>7} {versus[2]:>6} {versus[3]:>7}"
         )
     return "\n".join(lines)
 
@@ -105,7 +121,11 @@ def describe(config: SimConfig) -> str:
         f"{config.throughput_img_s:g} img/s per instance (batches of {config.batch_max}), "
         f"tick {config.tick_s:g}s, fleet {config.limits.min}-{config.limits.max}, "
         f"warm pool {config.pool.warm_pool_max}, idle delay {config.idle_delay_s:g}s, "
-        f"quiet period {config.quiet_period_s:g}s, latency target {config.latency_target_s:g}s"
+        f"quiet period {config.quiet_period_s:g}s, latency target {config.latency_target_s:g}s;"
+        f" priced as {config.instance_type} (runtime.prices, {PRICES_AS_OF}), Spot interruptions"
+        f" {config.interruptions_per_hour:g}/h; $/1000 is compute under the 60 s minimum plus"
+        f" requests; the web and scaler hosts cost ${config.prices.fixed_hourly:.4f}/h apart"
+        " (fixed_usd in --json)"
     )
 
 
@@ -125,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             if not args.only or t.name.startswith(tuple(args.only))
         ]
     policies = args.policy or list(POLICIES)
-    results = [simulate(trace, policy, config) for trace in traces for policy in policies]
+    markets = args.market or list(MARKETS)
+    results = [
+        simulate(trace, policy, replace(config, market=market))
+        for trace in traces
+        for market in markets
+        for policy in policies
+    ]
     if args.json:
         for result in results:
             row = result.as_dict()

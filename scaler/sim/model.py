@@ -8,16 +8,23 @@ batch_overhead_s + n * service_s. A stopped instance finishes its batch first (t
 Instance-seconds count from launch or start until stopped, under two billing models: per second,
 and per second with EC2's minimum of 60 s for each start. The drain policy sees the arrival rate
 as the live scaler measures it (the lesser of two windows' rates) and each instance's expected
-ready time. Not modelled: SQS receive sampling, visibility timeouts, failures.
+ready time. Money (runtime.prices): compute at the market's price under both billing models, plus
+the requests an image makes (measured on the live stack: docs/scaling.md), per 1,000 images; the
+web and scaler hosts' fixed cost over the run apart. On the Spot market an instance may be
+interrupted (interruptions_per_hour, seeded): it is gone at once, the messages it held go back to
+the queue, and the scaler sees the capacity drop at its next tick. Not modelled: SQS receive
+sampling, visibility timeouts, failures.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
+from runtime.prices import DEFAULT_PRICES, DEFAULT_WORKER_TYPE, Prices
 from runtime.sqs import BATCH_MAX
 from runtime.stats import percentile
 from scaler.plan import Instance, PoolRules, capacity
@@ -45,6 +52,18 @@ class SimConfig:
     arrival_lag_s: float = 1.0
     min_billed_s: float = 60.0  # EC2's minimum charge for each start
     horizon_s: float = 3600.0  # after the last arrival, give up (a policy that never drains)
+    market: str = "on-demand"  # or "spot": the price, and whether interruptions happen
+    instance_type: str = DEFAULT_WORKER_TYPE
+    interruptions_per_hour: float = 0.0  # per Spot instance running
+    interruption_seed: int = 7
+    # Requests per image as the live stack counted them on a 100-image burst (docs/scaling.md):
+    # the upload, its cache entry and the result (S3 PUTs), SQS sends, receives and deletes.
+    requests_per_image: tuple[tuple[str, float], ...] = (
+        ("s3-put", 3.05),
+        ("s3-get", 0.16),
+        ("sqs", 2.2),
+    )
+    prices: Prices = DEFAULT_PRICES
 
     @property
     def throughput_img_s(self) -> float:
@@ -65,6 +84,11 @@ class Result:
     starts: int  # launches and starts from stopped
     completed: int
     requests: int
+    market: str = "on-demand"
+    cost_per_1000: float = 0.0  # compute under EC2's billing (60 s minimum) + requests, $
+    cost_per_1000_per_s: float = 0.0  # the same, were every second billed without the minimum
+    fixed_usd: float = 0.0  # the web and scaler hosts over the run: apart, traffic or not
+    interruptions: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -77,6 +101,11 @@ class Result:
             "instance_seconds": round(self.instance_seconds, 1),
             "instance_seconds_min60": round(self.instance_seconds_min60, 1),
             "starts": self.starts,
+            "market": self.market,
+            "cost_per_1000": round(self.cost_per_1000, 6),
+            "cost_per_1000_per_s": round(self.cost_per_1000_per_s, 6),
+            "fixed_usd": round(self.fixed_usd, 6),
+            "interruptions": self.interruptions,
         }
 
 
@@ -117,6 +146,8 @@ class _Run:
         self.instance_seconds = 0.0
         self.peak = 0
         self.pending_arrivals = len(trace.arrivals)
+        self.rng = random.Random(config.interruption_seed)
+        self.interruptions = 0
         for t in trace.arrivals:
             self._push(t, "arrive", "")
         self._push(0.0, "tick", "")
@@ -173,6 +204,8 @@ class _Run:
 
     def _done(self, iid: str, now: float) -> None:
         machine = self.machines[iid]
+        if machine.state == "terminated":
+            return  # interrupted mid-batch: its messages went back to the queue
         self.latencies += [now - arrived for arrived in machine.batch]
         self.last_done = now
         machine.batch = []
@@ -184,8 +217,22 @@ class _Run:
         machine.stopped_at = now
         self._bill(machine, now)
 
+    def _interrupt(self, now: float) -> None:
+        """Spot interruptions since the last tick: each live instance at the configured rate."""
+        if self.config.market != "spot" or self.config.interruptions_per_hour <= 0:
+            return
+        chance = self.config.interruptions_per_hour * self.config.tick_s / 3600
+        for machine in self.machines.values():
+            if machine.state in ("pending", "running", "stopping") and self.rng.random() < chance:
+                self.interruptions += 1
+                self.queue.extendleft(reversed(machine.batch))  # handed back, oldest first
+                machine.batch = []
+                self._bill(machine, now)
+                machine.state = "terminated"
+
     def _tick(self, now: float) -> bool:
         """One scaler round; False once all work is done and the fleet has settled."""
+        self._interrupt(now)
         views = [m.view() for m in self.machines.values() if m.state != "terminated"]
         in_flight = sum(len(m.batch) for m in self.machines.values())
         live = [m for m in self.machines.values() if m.state in ("pending", "running")]
@@ -257,6 +304,9 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
     run = _Run(trace, policy_name, config)
     run.run()
     latencies = sorted(run.latencies)
+    prices, done = config.prices, max(1, len(latencies))
+    hourly = prices.hourly(config.instance_type, config.market)
+    requests = sum(prices.request(name) * n for name, n in config.requests_per_image) * 1000
     return Result(
         trace=trace.name,
         policy=policy_name,
@@ -270,4 +320,9 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
         starts=run.starts,
         completed=len(latencies),
         requests=len(trace.arrivals),
+        market=config.market,
+        cost_per_1000=hourly * run.billed_min / 3600 * 1000 / done + requests,
+        cost_per_1000_per_s=hourly * run.instance_seconds / 3600 * 1000 / done + requests,
+        fixed_usd=prices.fixed_hourly * run.last_done / 3600,
+        interruptions=run.interruptions,
     )
