@@ -198,7 +198,9 @@ def test_cost_per_1000_is_compute_under_the_minimum_plus_requests():
     result = simulate(burst(100), "seed", config)
     compute = config.prices.hourly("c6i.large") * result.instance_seconds_min60 / 3600
     assert result.cost_per_1000 == pytest.approx(compute * 10 + 2 * 0.005)
-    assert result.fixed_usd == pytest.approx(0.0312 * result.completion_s / 3600)
+    assert result.fixed_usd == pytest.approx(
+        config.prices.fixed_hourly * result.completion_s / 3600
+    )
 
 
 def test_min60_billing_charges_each_start_a_minute():

@@ -4,7 +4,7 @@ The standard traces, or your own (--trace FILE: a CSV of arrival times in second
 `t`), on your instance type (--boot-new-s, --boot-start-s, --throughput, --instance-type) and
 tick (--tick-s), in each market (--market; Spot interruptions at --spot-interruptions-per-hour).
 Cost per 1,000 images is compute under EC2's billing plus requests (runtime.prices); the web and
-scaler hosts' cost over the run is shown apart. Deterministic: the traces and interruptions come
+scaler host's cost over the run is shown apart. Deterministic: the traces and interruptions come
 from seeded RNGs and the model has no other randomness.
 """
 
@@ -124,7 +124,7 @@ def describe(config: SimConfig) -> str:
         f"quiet period {config.quiet_period_s:g}s, latency target {config.latency_target_s:g}s;"
         f" priced as {config.instance_type} (runtime.prices, {PRICES_AS_OF}), Spot interruptions"
         f" {config.interruptions_per_hour:g}/h; $/1000 is compute under the 60 s minimum plus"
-        f" requests; the web and scaler hosts cost ${config.prices.fixed_hourly:.4f}/h apart"
+        f" requests; the fixed host costs ${config.prices.fixed_hourly:.4f}/h apart"
         " (fixed_usd in --json)"
     )
 

@@ -10,7 +10,7 @@ and per second with EC2's minimum of 60 s for each start. The drain policy sees 
 as the live scaler measures it (the lesser of two windows' rates) and each instance's expected
 ready time. Money (runtime.prices): compute at the market's price under both billing models, plus
 the requests an image makes (measured on the live stack: docs/scaling.md), per 1,000 images; the
-web and scaler hosts' fixed cost over the run apart. On the Spot market an instance may be
+fixed host's cost over the run apart. On the Spot market an instance may be
 interrupted (interruptions_per_hour, seeded): it is gone at once, the messages it held go back to
 the queue, and the scaler sees the capacity drop at its next tick. Not modelled: SQS receive
 sampling, visibility timeouts, failures.
@@ -87,7 +87,7 @@ class Result:
     market: str = "on-demand"
     cost_per_1000: float = 0.0  # compute under EC2's billing (60 s minimum) + requests, $
     cost_per_1000_per_s: float = 0.0  # the same, were every second billed without the minimum
-    fixed_usd: float = 0.0  # the web and scaler hosts over the run: apart, traffic or not
+    fixed_usd: float = 0.0  # the fixed host over the run: apart, traffic or not
     interruptions: int = 0
 
     def as_dict(self) -> dict:
