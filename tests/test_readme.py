@@ -23,30 +23,10 @@ import pytest
 from runtime.settings import Settings, markdown_table
 from tests.conftest import ROOT, free_port
 from tests.support.fake_gateway import FakeGateway
+from tests.support.readme import README, README_BASE, code_blocks, shell_commands
 from web.app import create_app
 
-README = (ROOT / "README.md").read_text()
 SETTINGS_DOC = (ROOT / "docs" / "settings.md").read_text()
-README_BASE = "http://127.0.0.1:3000"
-
-
-def code_blocks(text: str) -> list[list[str]]:
-    """Each shell block's commands: comments dropped, backslash continuations joined.
-
-    A block fenced as ```text (the diagram) is not shell and is left out.
-    """
-    blocks = []
-    for lang, body in re.findall(r"^```([a-z]*)\n(.*?)^```", text, flags=re.M | re.S):
-        if lang == "text":
-            continue
-        joined = body.replace("\\\n", " ")
-        lines = [line.split(" #")[0].strip() for line in joined.splitlines()]
-        blocks.append([line for line in lines if line and not line.startswith("#")])
-    return blocks
-
-
-def shell_commands() -> list[list[str]]:
-    return [shlex.split(line) for block in code_blocks(README) for line in block]
 
 
 def test_readme_starts_with_make_up_and_make_test():
