@@ -203,6 +203,13 @@ class Settings:
     worker_decode_budget_mb: int = _setting(
         1024, "estimated peak memory of the decodes a worker runs at once", "worker"
     )
+    worker_models_memory_mb: int = _setting(
+        1024,
+        "estimated memory of the model packages a worker holds at once (MODELS, and a new"
+        " version beside the old during a rollout); over it a worker refuses to start, or the"
+        " version, with one line",
+        "worker",
+    )
     receive_wait_s: int = _setting(10, "SQS long-poll wait (0-20)", "worker")
     fetch_concurrency: int = _setting(10, "parallel S3 downloads per batch", "worker")
     torch_threads: int = _setting(0, "intra-op threads for the model (0 = all cores)", "worker")
@@ -371,6 +378,7 @@ class Settings:
             (1 <= self.job_batch_max <= 10, "JOB_BATCH_MAX must be 1-10"),
             (0 <= self.receive_wait_s <= 20, "RECEIVE_WAIT_S must be 0-20"),
             (self.worker_decode_budget_mb >= 1, "WORKER_DECODE_BUDGET_MB must be >= 1"),
+            (self.worker_models_memory_mb >= 1, "WORKER_MODELS_MEMORY_MB must be >= 1"),
             (self.visibility_timeout_s >= 1, "VISIBILITY_TIMEOUT_S must be >= 1"),
             (self.max_receive_count >= 1, "MAX_RECEIVE_COUNT must be >= 1"),
             (0 <= self.fleet_min <= self.fleet_max, "need 0 <= FLEET_MIN <= FLEET_MAX"),

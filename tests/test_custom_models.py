@@ -234,3 +234,4 @@ def test_a_package_in_the_model_area_of_s3_is_fetched_and_served(service_factory
     assert wait_until(lambda: process.poll(), "the worker to stop", 60) == 2
     (line,) = [x for x in service.log("worker-1").splitlines() if x.startswith("worker: ")]
     assert line == f"worker: model catdog: {missing}manifest.json does not exist"
+    shutil.rmtree(cache / "s3" / bucket)  # this test's copy: nothing of it outlives the test

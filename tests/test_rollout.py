@@ -7,14 +7,15 @@ import os
 
 import pytest
 
-from worker.served import Rollout, Served, ServedModels
+from worker.served import Rollout, Served, ServedModels, over_bound
 
 pytestmark = pytest.mark.unit
 
 
 class Named:
-    def __init__(self, name: str, version: str):
+    def __init__(self, name: str, version: str, artefact_bytes: int = 0):
         self.name, self.version, self.min_side = name, version, 256
+        self.artefact_bytes = artefact_bytes
 
 
 class Refused(Exception):
@@ -63,3 +64,33 @@ def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_pa
     (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "does not match the sha256" in refusal and refusal.endswith("catdog-2 keeps serving")
     assert models.get("").classifier.name == "default"
+
+
+def test_a_version_that_would_break_the_memory_bound_is_refused_and_the_old_keeps_serving(
+    tmp_path, caplog
+):
+    for version in ("1", "2"):
+        (tmp_path / f"catdog-{version}").mkdir()
+    link = _link(tmp_path, "catdog-1")
+    mib = 2**20
+    held = Served(Named("catdog", "1", 300 * mib), str)
+    models = ServedModels(Served(Named("default", "x"), str), {"catdog": held})
+
+    def load(name, path):
+        return Named(name, "2", 400 * mib)  # 640 MiB held beside the old one's 480
+
+    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,), bound_mb=1000)
+    _link(tmp_path, "catdog-2")
+    rollout.check()
+    assert models.get("catdog") is held
+    (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "needs about 1120 MiB, more than the 1000 MiB of WORKER_MODELS_MEMORY_MB" in refusal
+
+
+def test_the_memory_bound_counts_each_package_by_its_artefact():
+    mib = 2**20
+    models = [Named("a", "1", 100 * mib), Named("b", "1", 200 * mib), Named("torch", "")]
+    assert over_bound(models, 480) == ""
+    assert over_bound(models, 479) == (
+        "holding 3 models needs about 480 MiB, more than the 479 MiB of WORKER_MODELS_MEMORY_MB"
+    )

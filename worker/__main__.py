@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.models import ModelError, load_classifier, load_package_classifier
     from worker.package import PackageError
     from worker.remote import fetch_package
+    from worker.served import over_bound
     from worker.service import build_worker
 
     try:
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, p in settings.model_packages.items()
         }
         others = {name: load_package(name, target) for name, target in serving.items()}
+        problem = over_bound([classifier, *others.values()], settings.worker_models_memory_mb)
+        if problem:
+            raise ModelError(problem)
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG

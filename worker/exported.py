@@ -59,6 +59,7 @@ class OnnxClassifier:
     forward_batch: int
     min_side: int | None
     top1_agreement: float  # on the sample photos, against PyTorch fp32 (1.0: all agree)
+    artefact_bytes: int = 0  # the size of its model.onnx: what holding it costs (worker.served)
     pixels: str = "pil"  # what decode() hands prepare(): a PIL image, no torch tensor
 
     @property
@@ -224,6 +225,7 @@ def serve(
         forward_batch=record["forward_batch"],
         min_side=package.manifest.preprocessing.resize_side,
         top1_agreement=record["top1_agreement"],
+        artefact_bytes=package.artefact.stat().st_size,
     )
 
 

@@ -24,6 +24,30 @@ from worker.imaging import decode as decode_image
 log = logging.getLogger(__name__)
 
 ROLLOUT_CHECK_S = 2.0  # how often a worker looks for a new version of its packages
+# Resident memory a loaded package costs per byte of its model.onnx: 26 to 27 MiB for the
+# 17.8 MiB EfficientNet-Lite0 artefact on onnxruntime and OpenVINO (`python -m bench.model_load`,
+# a second copy in one process); rounded up.
+MEMORY_PER_ARTEFACT_BYTE = 1.6
+
+
+class OverBound(Exception):
+    """Holding one more model would break WORKER_MODELS_MEMORY_MB (one line)."""
+
+
+def footprint_mb(classifier) -> float:
+    """The estimated memory of holding `classifier` (0 for one without an artefact: PyTorch)."""
+    return getattr(classifier, "artefact_bytes", 0) * MEMORY_PER_ARTEFACT_BYTE / 2**20
+
+
+def over_bound(classifiers, bound_mb: int) -> str:
+    """Why holding all of `classifiers` at once breaks WORKER_MODELS_MEMORY_MB ('' if not)."""
+    total = sum(footprint_mb(c) for c in classifiers)
+    if total <= bound_mb:
+        return ""
+    return (
+        f"holding {len(classifiers)} models needs about {total:.0f} MiB, more than the"
+        f" {bound_mb} MiB of WORKER_MODELS_MEMORY_MB"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +85,9 @@ class ServedModels:
     def names(self) -> tuple[str, ...]:
         return tuple(self._by_name)
 
+    def classifiers(self) -> list:
+        return [served.classifier for served in self._by_name.values()]
+
     def get(self, name: str) -> Served | None:
         """The model a request names; None for one this worker does not hold."""
         return self.default if not name else self._by_name.get(name)
@@ -76,6 +103,7 @@ class Rollout:
         load: Callable[[str, str], object],
         refusals: tuple[type[BaseException], ...],
         serving: Mapping[str, str] | None = None,
+        bound_mb: int = 2**31,
     ):
         """load(name, package dir) -> classifier, raising one of `refusals` with one line;
         serving: the directory each model in hand was loaded from (default: where it points)."""
@@ -84,6 +112,7 @@ class Rollout:
         self._serving = {name: os.path.realpath(path) for name, path in self._paths.items()}
         self._serving.update({n: p for n, p in (serving or {}).items() if n in self._paths})
         self._refused: dict[str, str] = {}
+        self._bound_mb = bound_mb  # WORKER_MODELS_MEMORY_MB: the old version is held too
 
     def serving(self, name: str) -> str:
         """The package directory `name` is served from now."""
@@ -96,7 +125,11 @@ class Rollout:
                 continue
             try:
                 classifier = self._load(name, target)
-            except self._refusals as error:
+                # Requests in flight hold the old version until they finish: count both.
+                problem = over_bound([*self._models.classifiers(), classifier], self._bound_mb)
+                if problem:
+                    raise OverBound(problem)
+            except (*self._refusals, OverBound) as error:
                 self._refused[name] = target
                 log.warning(
                     "model %s: %s refused (%s); %s keeps serving",

@@ -117,7 +117,9 @@ def build_worker(
         load, refusals, serving = rollout
         # Local paths only: a package in S3 gets a new version by a new prefix and setting.
         local = {n: p for n, p in settings.model_packages.items() if split_s3_url(p) is None}
-        watch = Rollout(pipeline.models, local, load, refusals, serving) if local else None
+        if local:
+            bound = settings.worker_models_memory_mb
+            watch = Rollout(pipeline.models, local, load, refusals, serving, bound)
     return WorkerService(
         pipeline, reporter, settings.worker_metrics_port, usage, requests, rollout=watch
     )

@@ -47,7 +47,7 @@ function facts(answer, elapsedMs) {
   if (answer.cached) parts.push("from the cache");
   else if (timings.worker_start) parts.push("included a worker start");
   if (answer.instance) parts.push(`worker ${answer.instance}`);
-  if (answer.model) parts.push(answer.model);
+  if (answer.model) parts.push(answer.version ? `${answer.model} ${answer.version}` : answer.model);
   line.append(parts.join(" \u00b7 "));
   if (answer.id) {
     const link = element("a", "", "result JSON");
