@@ -104,6 +104,8 @@ def on_hosts(settings: Settings) -> Settings:
         scaler_status_host="0.0.0.0",
         scaler_status_url=SCALER_STATUS_FROM_BRIDGE.format(port=settings.scaler_status_port),
         web_credentials_dir=HANDOVER_MOUNT,
+        # Beside the session, where both containers see it (runtime.wake).
+        scaler_wake_token_file=f"{HANDOVER_MOUNT}/wake-token",
     )
 
 

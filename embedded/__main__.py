@@ -36,6 +36,10 @@ def cmd_up(args, settings: Settings) -> int:
     env.setdefault("TORCH_THREADS", str(max(1, cores // max(1, int(env["FLEET_MAX"])))))
     env.setdefault("RUNNER", "process")
     env.setdefault("SCALER_STATUS_URL", f"http://127.0.0.1:{settings.scaler_status_port}/status")
+    # The web tier wakes the scaler when work reaches an idle fleet (runtime.wake).
+    env.setdefault(
+        "SCALER_WAKE_TOKEN_FILE", str(Path(args.log_dir).resolve() / "scaler-wake-token")
+    )
     stack = Stack(env=env, log_dir=Path(args.log_dir))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

@@ -303,6 +303,13 @@ class Settings:
         "127.0.0.1", "address the scaler's /status binds (0.0.0.0 in a container)", "scaler"
     )
     scaler_status_port: int = _setting(3001, "port of the scaler's JSON /status", "scaler")
+    scaler_wake_token_file: str = _setting(
+        "",
+        "file the scaler writes a fresh token to at start; a web process beside it reads it to"
+        " wake the scaler at once when work reaches an idle fleet (empty: no wake, the next"
+        " tick decides; runtime/wake.py)",
+        ("web", "scaler"),
+    )
     web_role_arn: str = _setting(
         "",
         "role the scaler assumes and hands to the web container beside it, as short-lived"

@@ -24,11 +24,13 @@ from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.retry import retry
 from runtime.settings import describe, load_or_exit
+from runtime.wake import new_token
 from runtime.web_credentials import WebCredentials
 from scaler.fleet import ensure_local_launch_template
 from scaler.runners import make_runner
 from scaler.service import build_scaler
 from scaler.status import StatusServer
+from scaler.wake import Wake
 
 log = logging.getLogger("scaler")
 
@@ -75,17 +77,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stopping = threading.Event()
+    # A web process beside the scaler wakes it when work arrives into an idle fleet.
+    wake = Wake(lambda: _nothing_queued(scaler.status()))
 
     def on_signal(signum, _frame):
         if stopping.is_set():
             log.warning("already stopping: draining workers (SIGKILL after the drain timeout)")
         stopping.set()
+        wake.now()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     handover = _hand_over_web_credentials(settings)
+    token = new_token(settings.scaler_wake_token_file) if settings.scaler_wake_token_file else ""
     server = StatusServer(
-        scaler.status, settings.scaler_status_host, settings.scaler_status_port
+        scaler.status,
+        settings.scaler_status_host,
+        settings.scaler_status_port,
+        wake=wake.wake,
+        token=token,
     ).start()
     log.info(
         "scaling fleet %s with policy %s every %gs (runner %s)",
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stopping.is_set():
             scaler.tick()
-            stopping.wait(settings.scaler_tick_s)
+            wake.wait(settings.scaler_tick_s)
     finally:
         log.info("stopping: closing status and draining local workers")
         if handover is not None:
@@ -106,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         if runner is not None:
             runner.close()
     return 0
+
+
+def _nothing_queued(status: dict) -> bool:
+    """What the last tick read: only then is a wake worth a tick of its own."""
+    queue = status["queue"]
+    return not any(queue[k] for k in ("visible", "in_flight", "jobs_visible", "jobs_in_flight"))
 
 
 def _hand_over_web_credentials(settings) -> Every | None:

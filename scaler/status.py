@@ -1,4 +1,5 @@
-"""A small JSON status endpoint (GET /status) served from background threads.
+"""A small JSON status endpoint (GET /status) served from background threads, and POST /wake
+for the web process beside the scaler (runtime.wake), with the token the scaler wrote.
 
 The standard library's WSGI server, one thread per connection and a read timeout: a reader that
 stalls (a half-open socket, a slow client) must not make every web process report the scaler
@@ -7,12 +8,15 @@ unreachable, as the single-threaded server did.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socketserver
 import threading
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from runtime.wake import TOKEN_HEADER, WAKE_PATH
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,26 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("status: " + format, *args)
 
 
-def status_app(status: Callable[[], dict]):
+def status_app(
+    status: Callable[[], dict],
+    wake: Callable[[], bool] | None = None,
+    token: str = "",
+):
+    def wake_app(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST":
+            start_response("405 Method Not Allowed", [("Allow", "POST")])
+            return [b""]
+        given = environ.get("HTTP_" + TOKEN_HEADER.upper().replace("-", "_"), "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            start_response("403 Forbidden", [("Content-Type", "application/json")])
+            return [b'{"error": "wake needs the scaler\'s token"}']
+        woken = wake()
+        start_response("204 No Content" if woken else "202 Accepted", [])
+        return [b""]
+
     def app(environ, start_response):
+        if wake is not None and token and environ.get("PATH_INFO") == WAKE_PATH:
+            return wake_app(environ, start_response)
         if environ.get("PATH_INFO") != "/status":
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error": "not found"}']
@@ -50,11 +72,18 @@ def status_app(status: Callable[[], dict]):
 
 
 class StatusServer:
-    def __init__(self, status: Callable[[], dict], host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        status: Callable[[], dict],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        wake: Callable[[], bool] | None = None,
+        token: str = "",
+    ):
         self._server: WSGIServer = make_server(
             host,
             port,
-            status_app(status),
+            status_app(status, wake, token),
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )

@@ -263,6 +263,8 @@ def test_two_kinds_of_host_and_the_web_host_runs_the_scaler_under_its_role(deplo
         "HOST=0.0.0.0\n",
         "MODEL=efficientnet_lite0\n",  # its result cache is per model
         "SCALER_STATUS_URL=http://host.docker.internal:3001/status\n",
+        # Both containers: the scaler writes the wake token where the web container reads it.
+        "SCALER_WAKE_TOKEN_FILE=/run/elastic-classifier/web-credentials/wake-token\n",
     ):
         assert expected in user_data, expected
     web_env = user_data.split("CONTAINER_ENV_2='", 1)[1].split("'", 1)[0]

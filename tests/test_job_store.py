@@ -104,7 +104,7 @@ class FailingSQS:
         return {"Successful": [{"Id": e["Id"]} for e in Entries]}
 
 
-def _store(s3: JobS3, images: int, sqs=None, backlog=None) -> JobStore:
+def _store(s3: JobS3, images: int, sqs=None, backlog=None, accepted=lambda: None) -> JobStore:
     """A job of `images` finished images, all classified."""
     s3.objects["out", f"{job_prefix(JOB)}job.json"] = json.dumps(
         {"id": JOB, "created": time.time(), "source": "archive", "total": images, "rejected": 0}
@@ -122,6 +122,7 @@ def _store(s3: JobS3, images: int, sqs=None, backlog=None) -> JobStore:
         check_image=lambda data: "",
         deadline_s=60,
         backlog=backlog,
+        accepted=accepted,
     )
 
 
@@ -236,3 +237,20 @@ def test_a_refused_job_does_not_count_against_the_rate():
     assert [client.simulate_post("/jobs", **bad).status_code for _ in range(3)] == [400] * 3
     good = {"body": _zip(1), "headers": {"Content-Type": "application/zip"}}
     assert [client.simulate_post("/jobs", **good).status_code for _ in range(2)] == [202, 429]
+
+
+def test_a_queued_job_wakes_the_scaler_once_and_a_failed_one_never():
+    """Issue 25 item 3: the web tells the scaler beside it of each accepted job (runtime.wake)."""
+    for good, wakes in ((100, 1), (0, 0)):
+        told = []
+        s3 = JobS3()
+        client = _client(_store(s3, 0, FailingSQS(good=good), accepted=lambda: told.append(1)))  # noqa: B023
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            for i in range(3):
+                zf.writestr(f"{i}.jpg", b"image %d" % i)
+        response = client.simulate_post(
+            "/jobs", body=archive.getvalue(), headers={"Content-Type": "application/zip"}
+        )
+        assert response.status_code == (202 if good else 503), response.text
+        assert len(told) == wakes

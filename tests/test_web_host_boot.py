@@ -225,6 +225,12 @@ def test_the_web_host_runs_both_containers_and_holds_no_credential(host):
         )
         modes[container] = mode.strip()
     assert modes == {"classifier-scaler": "host", "classifier-web": "default"}
+    # The scaler's wake token, where the web container reads it (runtime.wake).
+    code, _ = on(
+        host.instance, "docker", "exec", "classifier-web", "test", "-s",
+        f"{userdata.HANDOVER_MOUNT}/wake-token",
+    )  # fmt: skip
+    assert code == 0
 
 
 def test_the_web_container_gets_no_metadata_token_and_no_instance_role(host):

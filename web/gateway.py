@@ -24,9 +24,11 @@ class Gateway:
         async_deadline_s: float = 7 * 86400.0,
         backlog: Backlog | None = None,
         arrivals: ArrivalCounter | None = None,
+        accepted: Callable[[], None] = lambda: None,  # an upload was queued (the scaler's wake)
         clock: Callable[[], float] = time.time,
     ):
         self._store, self._replies = store, replies
+        self._accepted = accepted
         self._async_deadline_s = async_deadline_s  # until the stored result would expire
         self._backlog, self._arrivals, self._clock = backlog, arrivals, clock
         # Cache writes happen after the answer, off the client's path and off the workers.
@@ -64,7 +66,7 @@ class Gateway:
         request = Request.create(
             request_id or new_request_id(), upload.filename, "", deadline, model=upload.model
         )
-        self._store.submit(request, upload.data)
+        self._enqueue(request, upload)  # counted and told like a waiting upload
         return request.id
 
     def state(self, request_id: str) -> str | None:
@@ -86,6 +88,7 @@ class Gateway:
         self._store.submit(request, upload.data)
         if self._arrivals is not None:
             self._arrivals.add()  # the scaler's arrival rate: what reached the queue
+        self._accepted()
 
     @staticmethod
     def _check_bytes(result: Result, upload: Upload) -> None:

@@ -70,9 +70,11 @@ class JobStore:
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
         backlog: Backlog | None = None,
+        accepted: Callable[[], None] = lambda: None,  # a job was queued (the scaler's wake)
     ):
         self._s3, self._sqs = s3, sqs
         self._backlog = backlog  # the job lane's own bound (JOB_MAX_BACKLOG), beside uploads'
+        self._accepted = accepted
         self._input, self._output = input_bucket, output_bucket
         self._queue_url = job_queue_url
         self.limits = limits
@@ -200,6 +202,8 @@ class JobStore:
         log.info(
             "job %s: %d images queued, %d refused (%s)", job_id, len(items), len(rejected), source
         )
+        if items:
+            self._accepted()
         return manifest
 
     def _put(self, bucket: str, key: str, body: bytes) -> None:

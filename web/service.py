@@ -24,6 +24,7 @@ from web.guards import Backlog
 from web.history import StatusHistory
 from web.jobs import JobLimits, JobStore
 from web.replies import Replies
+from web.scaler_wake import ScalerWaker
 from web.status import StatusSource
 from web.store import UploadStore
 from web.uploads import image_problem
@@ -38,6 +39,7 @@ class WebService:
     _sampler: Every
     _arrivals: ArrivalCounter | None = None
     _dead_letters: DeadLetters | None = None
+    _waker: ScalerWaker | None = None
 
     @property
     def reply_queue_url(self) -> str:
@@ -50,6 +52,8 @@ class WebService:
             self._dead_letters.stop()
         if self._arrivals is not None:
             self._arrivals.stop()
+        if self._waker is not None:
+            self._waker.stop()
         self.replies.close()
 
 
@@ -95,6 +99,12 @@ def build_web(
     arrivals = (
         ArrivalCounter(cloudwatch, settings.fleet_name).start() if cloudwatch is not None else None
     )
+    # Beside the scaler (the web host, `make up`): it hears of work at once (runtime.wake).
+    waker = (
+        ScalerWaker(settings.scaler_status_url, settings.scaler_wake_token_file).start()
+        if settings.scaler_wake_token_file
+        else None
+    )
     status = StatusSource(
         sqs,
         request_queue_url,
@@ -118,11 +128,12 @@ def build_web(
             async_deadline_s=settings.result_expiry_days * 86400.0,
             backlog=Backlog(sqs, request_queue_url, settings.max_backlog),
             arrivals=arrivals,
+            accepted=waker.arrived if waker else lambda: None,
         ),
         ready=store.ready,
         status=status.snapshot,
         history=history,
-        jobs=_job_store(settings, job_s3, job_sqs),
+        jobs=_job_store(settings, job_s3, job_sqs, waker),
         requests=requests,
     )
     dead_letters = DeadLetters(
@@ -133,10 +144,10 @@ def build_web(
         reply_prefix=reply_url_prefix(request_queue_url, settings.reply_queue_prefix),
         why=deadletters.reason(settings.max_receive_count),
     )
-    return WebService(app, replies, sampler.start(), arrivals, dead_letters.start())
+    return WebService(app, replies, sampler.start(), arrivals, dead_letters.start(), waker)
 
 
-def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
+def _job_store(settings: Settings, s3, sqs, waker: ScalerWaker | None) -> JobStore | None:
     try:
         job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
     except Exception:  # noqa: BLE001 - provisioned without a job lane: POST /jobs answers 503
@@ -158,4 +169,5 @@ def _job_store(settings: Settings, s3, sqs) -> JobStore | None:
         check_image=lambda data: image_problem(data, settings.max_pixels),
         deadline_s=settings.result_expiry_days * 86400.0,
         backlog=Backlog(sqs, job_queue_url, settings.job_max_backlog, what="job images"),
+        accepted=waker.arrived if waker else lambda: None,
     )
