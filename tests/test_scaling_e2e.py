@@ -145,7 +145,10 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     # In order: the fleet grew on a projection, and the last decision took it to zero because
     # nothing had waited for the idle delay (measured by the scaler from its last busy tick).
     grew = next(i for i, d in enumerate(decisions) if d["actions"] and d["actions"]["launch"])
-    assert decisions[grew]["code"] == "drain-projection" and decisions[grew]["desired"] == 2
+    # A projection, or (when the burst's first second arrives faster than the whole fleet could
+    # answer) "overloaded": the most either way.
+    assert decisions[grew]["code"] in ("drain-projection", "overloaded"), decisions[grew]
+    assert decisions[grew]["desired"] == 2
     # The decision that stopped the last workers: nothing waiting for the idle delay (the
     # scaler counts from its last tick that saw work waiting), so at most a tick later.
     stopped = [i for i, d in enumerate(decisions) if d["actions"] and d["actions"]["stop"]]
