@@ -22,25 +22,10 @@ from runtime import web_credentials
 from runtime.settings import SDK_REFRESH_WINDOW_S, ConfigError, Settings
 from tests.conftest import ROOT, free_port
 from tests.support.waiting import wait_until
+from tests.support.web_sdk import WEB_SDK
+
 
 # What the web container runs, in short: one long-lived SDK session, as a web process keeps.
-WEB_SDK = """
-import json, sys, time
-import boto3
-session = boto3.session.Session()
-sts = session.client("sts", region_name="us-east-1")
-first = session.get_credentials().get_frozen_credentials().access_key
-print(json.dumps({"arn": sts.get_caller_identity()["Arn"], "key": first}), flush=True)
-deadline = time.monotonic() + 120
-while session.get_credentials().get_frozen_credentials().access_key == first:
-    if time.monotonic() > deadline:
-        sys.exit("the SDK kept its first session")
-    time.sleep(0.2)
-renewed = session.get_credentials().get_frozen_credentials().access_key
-print(json.dumps({"arn": sts.get_caller_identity()["Arn"], "key": renewed}), flush=True)
-"""
-
-
 @pytest.fixture
 def web_role(aws_client) -> str:
     name = f"web-{uuid.uuid4().hex[:8]}"

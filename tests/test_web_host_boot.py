@@ -44,7 +44,7 @@ from tests.http_client import photos
 from tests.stand_in import instances
 from tests.stand_in.imds import MetadataService
 from tests.stand_in.instances import CREDENTIALS, on
-from tests.test_web_credentials import WEB_SDK
+from tests.support.web_sdk import WEB_SDK
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
