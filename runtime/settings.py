@@ -137,6 +137,11 @@ class Settings:
     job_max_bytes: int = _setting(
         2 * 1024**3, "largest batch-job archive (spooled to disk, never held in memory)", "web"
     )
+    job_spool_max_bytes: int = _setting(
+        8 * 1024**3,
+        "disk the batch-job bodies in hand may take at once (a job past it: 503, try again)",
+        "web",
+    )
     job_max_inflated_bytes: int = _setting(
         4 * 1024**3,
         "most bytes one batch-job archive may inflate to (members, headers and skipped data)",
@@ -378,6 +383,7 @@ class Settings:
             ),
             (self.job_max_images >= 1, "JOB_MAX_IMAGES must be >= 1"),
             (self.job_max_bytes > 0, "JOB_MAX_BYTES must be > 0"),
+            (self.job_spool_max_bytes > 0, "JOB_SPOOL_MAX_BYTES must be > 0"),
             (self.job_max_inflated_bytes > 0, "JOB_MAX_INFLATED_BYTES must be > 0"),
             (self.job_max_ratio >= 1, "JOB_MAX_RATIO must be >= 1"),
             (self.job_fleet_max >= 0, "JOB_FLEET_MAX must be >= 0"),

@@ -19,6 +19,7 @@ import requests
 
 from tests.conftest import Service
 from tests.job_client import zip_of
+from tests.support.waiting import wait_until
 
 LIMIT = 1024 * 1024
 IDLE_S = 3
@@ -110,11 +111,15 @@ def test_requests_that_never_send_their_body_are_dropped(web):
 
 @pytest.fixture(scope="module")
 def routed(moto_endpoint, tmp_path_factory):
-    """Jobs may send 8 MiB, an upload 1 MiB; an API key is set."""
+    """Jobs may send 8 MiB, 10 MiB of them in hand at once; an upload 1 MiB; an API key is set."""
     service = Service(moto_endpoint, tmp_path_factory.mktemp("routes"), "routes26")
     service.provision()
     url = service.start_web(
-        MAX_UPLOAD_BYTES=str(LIMIT), JOB_MAX_BYTES=str(8 * LIMIT), API_KEY=KEY, WEB_THREADS="4"
+        MAX_UPLOAD_BYTES=str(LIMIT),
+        JOB_MAX_BYTES=str(8 * LIMIT),
+        JOB_SPOOL_MAX_BYTES=str(10 * LIMIT),
+        API_KEY=KEY,
+        WEB_THREADS="4",
     )
     yield url
     service.stop()
@@ -181,3 +186,45 @@ def test_a_job_with_the_key_is_read_from_the_one_spool(routed):
     accepted = requests.post(f"{routed}/jobs", data=zip_of(members), headers=headers, timeout=60)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["total"] == 3
+
+
+def test_job_bodies_in_hand_share_a_cap_on_disk(routed):
+    """Issue 26 finding 4: a dozen large job bodies could fill the host's disk. What they may take
+    at once is JOB_SPOOL_MAX_BYTES; past it a job is 503 with Retry-After, and a client that walks
+    away mid-body gives its share back."""
+    key = f"X-Api-Key: {KEY}"
+    holder = _connect(routed)
+    holder.sendall(_head(6 * LIMIT, "/jobs", key) + b"PK\x03\x04")  # 6 of the 10 MiB, then stalls
+
+    def refused() -> tuple[str, bytes] | None:
+        with _connect(routed, timeout_s=2) as sock:
+            sock.sendall(_head(6 * LIMIT, "/jobs", key))
+            try:
+                data = sock.recv(65536)  # refused from its headers while the holder holds
+            except TimeoutError:  # the holder's headers were not routed yet: this one waits
+                return None
+            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+                data += sock.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            return head.decode(), body
+
+    try:
+        head, body = wait_until(refused, "a second large job refused while the first holds")
+        assert head.startswith("HTTP/1.1 503"), head
+        assert "\r\nRetry-After: 5" in head, head
+        assert b"batch-job bodies are in hand" in body and len(body.strip().splitlines()) == 1
+    finally:
+        holder.close()
+    junk = b"PK\x03\x04" + b"\0" * (6 * LIMIT - 4)  # not a zip: read whole, then 400
+
+    def admitted() -> requests.Response | None:
+        response = requests.post(
+            f"{routed}/jobs",
+            data=junk,
+            headers={"Content-Type": "application/zip", "X-Api-Key": KEY},
+            timeout=60,
+        )
+        assert response.status_code in (400, 503), response.text
+        return (response,) if response.status_code == 400 else None
+
+    wait_until(admitted, "the walked-away body's share given back")

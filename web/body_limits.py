@@ -10,19 +10,25 @@ request line and headers, before a body byte is read:
 - with API_KEY set, a body past SMALL_BODY_BYTES is read only from a request that presents the
   key (401 otherwise);
 - a declared Content-Length past the route's limit is refused at once; a chunked body is
-  counted as it streams and refused at the limit.
+  counted as it streams and refused at the limit;
+- the job bodies in hand (being received, or spooled while their job is made) hold their size of
+  JOB_SPOOL_MAX_BYTES, the disk they may take at once: a job past it is 503 with Retry-After.
+  The hold ends when Waitress closes the request, or when a connection dropped mid-body lets its
+  parser go (weakref.finalize): a client that walks away cannot keep the disk.
 
 Each refusal is one line of plain text; Waitress closes the connection after it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.utilities import Error, RequestEntityTooLarge
 
+from runtime.budget import ByteBudget
 from runtime.settings import Settings
 from web.guards import key_matches
 from web.uploads import MULTIPART_OVERHEAD
@@ -35,18 +41,24 @@ class BodyLimits:
     upload_bytes: int
     job_bytes: int
     api_key: str = ""
+    job_spool: ByteBudget = field(default_factory=lambda: ByteBudget(8 * 1024**3))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BodyLimits:
         upload = settings.max_upload_bytes + MULTIPART_OVERHEAD
-        return cls(upload, settings.job_max_bytes, settings.api_key)
+        spool = ByteBudget(settings.job_spool_max_bytes)
+        return cls(upload, settings.job_max_bytes, settings.api_key, spool)
 
     @property
     def largest(self) -> int:
         return max(self.upload_bytes, self.job_bytes, SMALL_BODY_BYTES)
 
+    @staticmethod
+    def is_job(method: str, path: str) -> bool:
+        return method == "POST" and path == "/jobs"
+
     def limit(self, method: str, path: str) -> int:
-        if method == "POST" and path == "/jobs":
+        if self.is_job(method, path):
             return self.job_bytes
         if method == "POST" and path in ("/upload", "/"):
             return self.upload_bytes
@@ -78,6 +90,7 @@ class _Capped:
 class RoutedParser(HTTPRequestParser):
     limits: BodyLimits  # set by channel_class
     _limit = 0
+    _spooled = None  # the job body's hold on the spool budget, released once
 
     def received(self, data) -> int:
         routed = self.headers_finished
@@ -104,8 +117,30 @@ class RoutedParser(HTTPRequestParser):
             self.completed = True
         elif self.content_length > self._limit:
             self.error, self.completed = self._too_large(), True
+        elif self.limits.is_job(self.command, self.path) and not self._hold_spool():
+            held = self.limits.job_spool.held // 2**20
+            self.error = Refused(
+                503,
+                "Service Unavailable",
+                f"{held} MiB of batch-job bodies are in hand: try again shortly",
+                [("Retry-After", "5")],
+            )
+            self.completed = True
         else:  # Waitress refuses at >= max_request_body_size: a body of the limit passes
             self.adj = _Capped(self.adj, self._limit + 1)
+
+    def _hold_spool(self) -> bool:
+        size = self._limit if self.chunked else self.content_length
+        spool = self.limits.job_spool
+        if not spool.acquire(size, timeout_s=0):
+            return False
+        self._spooled = weakref.finalize(self, spool.release, size)
+        return True
+
+    def close(self) -> None:
+        super().close()
+        if self._spooled is not None:
+            self._spooled()  # a finalizer runs once: a later collection releases nothing
 
     def _over_server_limit(self) -> bool:
         return isinstance(self.error, RequestEntityTooLarge)
