@@ -10,6 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
+from runtime.messages import MAX_FILENAME
 from tests.http_client import photos, upload
 
 
@@ -90,7 +91,7 @@ def test_hostile_filenames_shape_nothing(running_service, s3_sqs, filename):
     assert response.status_code == 200, response.text
     body = response.json()
     assert "/" not in body["filename"] and "\x00" not in body["filename"]
-    assert len(body["filename"]) <= 128
+    assert len(body["filename"]) <= MAX_FILENAME
     # Stored under the id only (a cache hit has no upload of its own, only its result).
     assert _eventually_stored(s3, running_service.settings.output_bucket, body["id"])
 

@@ -39,3 +39,28 @@ def test_with_the_scaler_answering_the_queue_is_its_count_and_sqs_is_not_read():
     finally:
         server.close()
     assert sqs.calls == 0  # the scaler read them at its tick: no second bill for the same count
+
+
+class Counts:
+    """Stands in for runtime.requests.RequestCounter: the requests this process sent so far."""
+
+    def __init__(self):
+        self.s3_puts = 0
+
+    def by_class(self) -> dict[str, int]:
+        return {"s3-put": self.s3_puts}
+
+
+def test_this_processs_requests_are_current_in_every_snapshot():
+    """Within the TTL the AWS reads are kept, but the web's own request count is not: loadgen
+    prices a run of a second or two from the snapshots before and after it (saw 0.0 here)."""
+    sqs, counts = CountingSqs(), Counts()
+    source = StatusSource(
+        sqs, "q", "dlq", f"http://127.0.0.1:{free_port()}/status", ttl_s=60, requests=counts
+    )
+    before = source.snapshot()["cost"]
+    counts.s3_puts += 30
+    after = source.snapshot()["cost"]
+    assert sqs.calls == 2  # still one read of the queues
+    assert after["request_counts"]["s3-put"] == before["request_counts"].get("s3-put", 0) + 30
+    assert after["requests"] > before["requests"]

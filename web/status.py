@@ -48,16 +48,23 @@ class StatusSource:
         self._scaler_url = scaler_url
         self._ttl_s, self._clock = ttl_s, clock
         self._lock = threading.Lock()  # callers during a read wait for it, not call AWS too
-        self._kept: tuple[float, dict] | None = None
+        self._kept: tuple[float, tuple[dict, dict | None]] | None = None
 
     def snapshot(self) -> dict:
         with self._lock:
             now = self._clock()
             if self._kept is None or now - self._kept[0] >= self._ttl_s:
                 self._kept = (now, self._read())
-            return self._kept[1]
+            doc, fleet_cost = self._kept[1]
+        # This process's requests are counted here, not read: always current, so a client
+        # comparing two snapshots (loadgen's cost of a run) sees what happened in between.
+        return {**doc, "cost": with_requests(fleet_cost, self._request_counts(), self._prices)}
 
-    def _read(self) -> dict:
+    def _request_counts(self) -> dict:
+        return self._requests.by_class() if self._requests is not None else {}
+
+    def _read(self) -> tuple[dict, dict | None]:
+        """The kept part of a snapshot, and the fleet's cost as the scaler counts it."""
         scaler = self._scaler()
         return {
             "time": round(time.time(), 3),  # the page's charts use the server's clock
@@ -72,13 +79,7 @@ class StatusSource:
             # Boot times and throughput the scaler plans with, each measured or a default.
             "estimates": scaler.get("estimates"),
             "scaler": "ok" if scaler else "unreachable",
-            # The fleet's cost as the scaler counts it, plus the requests this process sent.
-            "cost": with_requests(
-                scaler.get("cost"),
-                self._requests.by_class() if self._requests is not None else {},
-                self._prices,
-            ),
-        }
+        }, scaler.get("cost")
 
     def _queue_of(self, scaler: dict) -> dict:
         """The scaler's counts from its latest tick when it answers (SQS bills every read, and
