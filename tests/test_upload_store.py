@@ -31,16 +31,20 @@ def aws(in_process_aws):
     return settings, s3, sqs, urls["request_queue_url"], reply_url
 
 
-def make_store(aws, inline_max_bytes: int) -> UploadStore:
+def make_store(aws, **options) -> UploadStore:
+    """The store on the test's buckets and queue; `options` (s3, clock, inline_max_bytes...)
+    replace the defaults."""
     settings, s3, sqs, request_url, _ = aws
     return UploadStore(
-        s3=s3,
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        request_queue_url=request_url,
-        result_timeout_s=60,
-        inline_max_bytes=inline_max_bytes,
+        **{
+            "s3": s3,
+            "sqs": sqs,
+            "input_bucket": settings.input_bucket,
+            "output_bucket": settings.output_bucket,
+            "request_queue_url": request_url,
+            "result_timeout_s": 60,
+            **options,
+        }
     )
 
 
@@ -55,7 +59,7 @@ def test_uploads_up_to_the_inline_limit_ride_in_their_message_and_all_are_stored
     aws, inline_max_bytes
 ):
     settings, s3, *_ = aws
-    store = make_store(aws, inline_max_bytes)
+    store = make_store(aws, inline_max_bytes=inline_max_bytes)
     small, large = (Request.create(new_request_id(), name, "", 0) for name in ("s.jpg", "l.jpg"))
     store.submit(small, SMALL)
     store.submit(large, LARGE)
@@ -73,15 +77,7 @@ def test_an_async_uploads_id_stays_claimed_until_its_own_deadline(aws):
     client could take its id over; its GET /results/<id> then showed the other's image."""
     settings, s3, sqs, request_url, reply_url = aws
     now = [time.time()]
-    store = UploadStore(
-        s3=s3,
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        request_queue_url=request_url,
-        result_timeout_s=60,
-        clock=lambda: now[0],
-    )
+    store = make_store(aws, clock=lambda: now[0])
     victim_id = new_request_id()
     week = 7 * 86400.0
     store.submit(Request.create(victim_id, "victim.jpg", "", now[0] + week), SMALL)
@@ -102,15 +98,7 @@ def test_an_async_uploads_id_stays_claimed_until_its_own_deadline(aws):
 def test_a_sync_uploads_id_may_be_retried_once_its_deadline_passed(aws):
     settings, s3, sqs, request_url, reply_url = aws
     now = [time.time()]
-    store = UploadStore(
-        s3=s3,
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        request_queue_url=request_url,
-        result_timeout_s=60,
-        clock=lambda: now[0],
-    )
+    store = make_store(aws, clock=lambda: now[0])
     request_id = new_request_id()
     store.submit(Request.create(request_id, "a.jpg", reply_url, now[0] + 60), SMALL)
     with pytest.raises(RequestIdInUse):
@@ -121,20 +109,12 @@ def test_a_sync_uploads_id_may_be_retried_once_its_deadline_passed(aws):
 
 def test_aws_away_while_reading_a_state_is_unavailable_not_a_crash(aws):
     """Seen in the chaos test: GET /results/<id> during an S3 outage answered 500."""
-    settings, s3, sqs, request_url, _ = aws
-    store = UploadStore(
-        s3=boto3.client(
-            "s3",
-            endpoint_url="http://127.0.0.1:9",  # nothing listens: every call fails to connect
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-        ),
-        sqs=sqs,
-        input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket,
-        request_queue_url=request_url,
-        result_timeout_s=60,
-        inline_max_bytes=0,
+    unreachable = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",  # nothing listens: every call fails to connect
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
     )
+    store = make_store(aws, s3=unreachable)
     with pytest.raises(Unavailable, match="could not read the state: EndpointConnectionError"):
         store.state(new_request_id())
