@@ -242,7 +242,8 @@ class ChaosStack:
         self.proxy.outage(seconds)
         return True
 
-    def one_fault(self, rng: random.Random, fault: str) -> str:
+    def one_fault(self, rng: random.Random, fault: str) -> bool:
+        """Inflict `fault`; False when it could not happen now (no worker or instance running)."""
         done = {
             "kill_worker": lambda: self.kill_worker(rng),
             "stop_instance": lambda: self.interrupt_instance(rng, "stop"),
@@ -254,7 +255,7 @@ class ChaosStack:
         }[fault]()
         if done:
             self.events[fault] += 1
-        return fault
+        return bool(done)
 
 
 FAULTS = (
