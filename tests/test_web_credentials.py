@@ -26,6 +26,18 @@ from tests.support.web_sdk import WEB_SDK
 
 
 # What the web container runs, in short: one long-lived SDK session, as a web process keeps.
+def _web_env(config, endpoint: str, home) -> dict[str, str]:
+    """The web container's view: no keys in its environment, only the config file."""
+    return {
+        "PATH": os.environ["PATH"],
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "HOME": str(home),
+    }
+
+
 @pytest.fixture
 def web_role(aws_client) -> str:
     name = f"web-{uuid.uuid4().hex[:8]}"
@@ -70,14 +82,7 @@ def test_the_scaler_hands_over_a_session_the_web_sdk_signs_with_and_renews(
         assert str(handover / web_credentials.CREDENTIALS_NAME) in config.read_text()
 
         # The web container's view: no keys in its environment, only the config file.
-        web_env = {
-            "PATH": os.environ["PATH"],
-            "AWS_CONFIG_FILE": str(config),
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "HOME": str(tmp_path),
-        }
+        web_env = _web_env(config, moto_endpoint, tmp_path)
         done = subprocess.run(
             [sys.executable, "-c", WEB_SDK],
             env=web_env,
@@ -104,14 +109,7 @@ def test_without_a_handover_the_web_sdk_finds_no_credentials(moto_endpoint, tmp_
     config.write_text(web_credentials.config_text(str(tmp_path / "missing")))
     done = subprocess.run(
         [sys.executable, "-c", "import boto3; boto3.client('sts').get_caller_identity()"],
-        env={
-            "PATH": os.environ["PATH"],
-            "AWS_CONFIG_FILE": str(config),
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "HOME": str(tmp_path),
-        },
+        env=_web_env(config, moto_endpoint, tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
