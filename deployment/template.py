@@ -38,6 +38,18 @@ _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into u
 CLOUD_MARKET = "spot-with-fallback"
 # Several types, so Spot capacity is found in one of them; the first is the template's.
 WORKER_TYPES = "c6i.large,c7i.large,m6i.large"
+# A package of the stack's model area: NAME=s3://<InputBucket>/models/NAME/VERSION/, the name
+# twice alike (the \N back-reference; CloudFormation's Java patterns have them too). Bucket and
+# version take no quote, space or `$`, as the value goes into user-data quoted.
+_MODEL = r"[a-z0-9][a-z0-9._-]{0,63}"  # runtime.messages.MODEL_NAME
+_BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+
+
+def _model_entry(group: int) -> str:
+    return rf"({_MODEL})=s3://{_BUCKET_NAME}/{keys.MODELS}\{group}/[A-Za-z0-9._-]+/"
+
+
+MODELS_PATTERN = rf"^(?:{_model_entry(1)}(?:,{_model_entry(2)})*)?$"
 
 
 def worker_types() -> dict:
@@ -116,6 +128,12 @@ def parameters() -> dict:
             "AllowedValues": list(POLICIES),
         },
         "Model": text("classifier the workers run (MODEL)", Settings.model),
+        "Models": text(
+            "packages served beside Model (MODELS), comma-separated"
+            " NAME=s3://<InputBucket>/models/NAME/VERSION/; empty: none (docs/models.md)",
+            Settings.models,
+            MODELS_PATTERN,
+        ),
         "ImageId": {
             "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
             "Description": "machine image of every host (needs bash, curl and dnf or docker)",
@@ -367,6 +385,7 @@ def _user_data() -> dict[str, list]:
         "fleet_name": iam.sub(iam.FLEET_NAME),
         "launch_template": iam.sub(iam.LAUNCH_TEMPLATE),
         "model": ref("Model"),
+        "models": ref("Models"),
         "fleet_max": ref("FleetMax"),
         "policy": ref("Policy"),
         "fleet_market": ref("FleetMarket"),

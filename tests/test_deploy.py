@@ -23,7 +23,7 @@ import yaml
 
 import runtime.cloudwatch
 from deployment import iam, template, userdata
-from deployment.stack import Change, Stack
+from deployment.stack import Change, DeployError, Stack
 from deployment.userdata import render
 from runtime import keys
 from runtime.resources import WORKER_TAG_KEYS, queue_retention_s
@@ -460,6 +460,48 @@ def test_workers_read_the_model_area_and_nobody_in_the_stack_writes_it(deployed,
             if writes:
                 assert area not in s["Resource"], (tier, s)
                 assert f"arn:aws:s3:::{settings.input_bucket}/*" not in s["Resource"], (tier, s)
+
+
+def test_the_models_parameter_reaches_the_workers_and_the_web_tier(stack):
+    """Issue 22: a deployment declares its packages (Models); the workers load them, the web
+    tier checks names against them. On AWS an operator sets it by an update, once the first
+    deploy made the bucket and they published there; moto computes no change for an update of
+    parameters alone, so here the stack is created with it."""
+    bucket = "published-here"
+    models = (
+        f"catdog=s3://{bucket}/{keys.model_package_prefix('catdog', '1')},"
+        f"species=s3://{bucket}/{keys.model_package_prefix('species', 'v2')}"
+    )
+
+    stack.deploy({**PARAMETERS, "Models": models})
+
+    settings = stack_settings(stack)
+    served = dataclasses.replace(settings, models=models)
+    assert list(served.model_packages) == ["catdog", "species"]
+    user_data = base64.b64decode(launch_data(stack, settings.launch_template)["UserData"])
+    assert user_data.decode() == render(served, stop_timeout_s=settings.visibility_timeout_s + 10)
+    web_host = launch_data_by_id(stack, physical(stack)["WebHostTemplate"])
+    web_env = base64.b64decode(web_host["UserData"]).decode().split("CONTAINER_ENV_2='")[1]
+    assert f"\nMODELS={models}\n" in web_env.split("'", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "models, why",
+    [
+        ("catdog=s3://b-1/models/dog/1/", "the name twice alike"),
+        ("catdog=s3://b-1/uploads/catdog/1/", "outside the model area"),
+        ("catdog=/opt/packages/catdog-1", "a host has no local package"),
+        ("catdog=s3://b-1/models/catdog/1", "a prefix ends in /"),
+        ("catdog=s3://b-1/models/catdog/1/;reboot", "nothing after the entries"),
+        ("catdog=s3://b-1/models/catdog/$(id)/", "no shell in user-data"),
+    ],
+)
+def test_a_models_value_outside_the_model_area_is_one_line_before_any_change(stack, models, why):
+    with pytest.raises(DeployError) as refused:
+        stack.deploy({**PARAMETERS, "Models": models})
+    assert str(refused.value).startswith("Models="), why
+    assert "\n" not in str(refused.value)
+    assert stack.status() is None
 
 
 def test_instance_roles_trust_ec2_and_the_web_role_trusts_the_scaler_role_alone(
