@@ -14,8 +14,7 @@ from runtime.settings import Settings
 from tests import big_images
 from tests.support.multipart import form
 from web.app import create_app
-from worker.budget import PEAK_FACTOR, DecodeBudget
-from worker.imaging import ImageError
+from worker.imaging import PEAK_FACTOR, DecodeBudget, ImageError
 
 BOMB = big_images.png16(6300, 6300)  # 39.7 M pixels: under the 40 M limit, 238 MB decoded
 

@@ -19,10 +19,9 @@ from tests.support.multipart import form
 from web import errors
 from web.app import create_app
 from web.errors import ClassificationFailed, Overloaded, ResultTimeout, Unavailable
-from web.guards import Backlog, UploadMemory
+from web.guards import Backlog, UploadMemory, clean_filename
 from web.job_resources import JobsResource
 from web.jobs import JobLimits
-from web.uploads import clean_filename
 
 
 def _jpeg() -> bytes:

@@ -308,8 +308,7 @@ def test_the_worker_refuses_an_image_over_the_decoded_size_limit(world):
     """Issue 11 finding 6: the worker decoded without the pixel limit; a request put on the
     queue behind the web tier's back must not make it allocate a gigabyte."""
     from tests.big_images import png16
-    from worker.budget import DecodeBudget
-    from worker.imaging import decode
+    from worker.imaging import DecodeBudget, decode
 
     world.send(5, png16(6300, 6300))
     world.drain(decode=decode, budget=DecodeBudget(2**30, Settings().max_pixels))

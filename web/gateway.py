@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from runtime.messages import Request, Result, new_request_id
 from web.arrivals import ArrivalCounter
 from web.errors import ClassificationFailed, RequestIdInUse
-from web.guards import Backlog
+from web.guards import Backlog, Upload
 from web.replies import Replies
 from web.store import UploadStore
-from web.uploads import Upload
 
 
 class Gateway:

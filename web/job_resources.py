@@ -18,9 +18,8 @@ from runtime.messages import is_request_id
 from web import archives
 from web.archives import Entry
 from web.errors import TooManyImages
-from web.guards import JobRate, UploadMemory
+from web.guards import MODEL_FIELD, JobRate, UploadMemory, chosen_model
 from web.jobs import IN_FLIGHT_PUTS, JobStore
-from web.uploads import MODEL_FIELD, chosen_model
 
 _CHUNK = 1024 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # a JSON body, or a form field that is not a file
@@ -82,7 +81,7 @@ class JobsResource:
         }
 
     def _hold(self, req: falcon.Request, jobs: JobStore, body_bytes: int | None) -> None:
-        """Count the job's images in memory against the uploads' budget (guards.UploadMemory):
+        """Count the job's images in memory against the uploads' budget (web.guards.UploadMemory):
         the one being read and those being staged, never more than a form's body itself."""
         if self._memory is not None:
             working_set = (IN_FLIGHT_PUTS + 1) * jobs.limits.max_image_bytes

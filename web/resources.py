@@ -9,7 +9,7 @@ import falcon
 from runtime.failures import log_failure
 from runtime.messages import is_request_id
 from web.gateway import Gateway
-from web.uploads import Upload
+from web.guards import Upload
 
 log = logging.getLogger(__name__)
 

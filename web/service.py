@@ -20,14 +20,13 @@ from web.app import create_app
 from web.arrivals import ArrivalCounter
 from web.deadletters import DeadLetters
 from web.gateway import Gateway
-from web.guards import Backlog
+from web.guards import Backlog, image_problem
 from web.history import StatusHistory
 from web.jobs import JobLimits, JobStore
 from web.replies import Replies
 from web.scaler_wake import ScalerWaker
 from web.status import StatusSource
 from web.store import UploadStore
-from web.uploads import image_problem
 
 log = logging.getLogger(__name__)
 

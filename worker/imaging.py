@@ -15,6 +15,13 @@ A model that resizes its input (short side 256 for the default) needs no more pi
 `min_side`; the model's own resize then does the one real resample. A 4000x3000 phone photo
 decodes straight to 500x375, several times faster than in full (docs/performance.md). Other
 formats, and JPEGs already too small to scale, decode in full.
+
+Decodes run only while their estimated peak memory fits the worker's decode budget
+(`DecodeBudget`). The intake fetches and decodes up to FETCH_CONCURRENCY images at once; ten of
+the largest allowed images at once would take several GB. Each decode reserves its estimated peak
+(decoded size x PEAK_FACTOR) and waits while the reservations in hand would exceed the budget; an
+image larger than the whole budget decodes alone. An image over the decoded-size limit is refused
+before any pixel is allocated, as the web tier refuses it.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ from __future__ import annotations
 import io
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from runtime.budget import ByteBudget
 from runtime.messages import IMAGE_FORMATS
+from runtime.pixels import footprint, limit_bytes
 
 _TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
 # What decode() returns: "tensor", a (3, H, W) uint8 torch tensor (PyTorch's transforms take it),
@@ -189,3 +200,41 @@ def _reason(exc: BaseException) -> str:
     if ".cpp:" in text:
         text = text.rsplit(".cpp:", 1)[1].split(",", 1)[-1].strip()
     return text[:200]
+
+
+# Peak resident bytes over decoded bytes, measured per decode path on 6300x6300 images
+# (docs/reliability.md): JPEG and 8-bit PNG 1x, 16-bit PNG 1.5x, the Pillow formats (TIFF,
+# WebP, GIF, BMP) up to 5x. One factor, the largest, keeps the rule simple and safe.
+PEAK_FACTOR = 5
+
+
+class DecodeBudget:
+    def __init__(self, budget_bytes: int, max_pixels: int):
+        self.budget_bytes = budget_bytes
+        self._limit_bytes = limit_bytes(max_pixels)
+        self._bytes = ByteBudget(budget_bytes)
+
+    @property
+    def peak_reserved(self) -> int:
+        """The most ever reserved at once: tests and logs read it."""
+        return self._bytes.peak
+
+    def cost(self, data: bytes) -> int:
+        """Estimated peak bytes of decoding `data`; ImageError if it is over the limit."""
+        try:
+            size = footprint(data)
+        except Image.DecompressionBombError as error:
+            raise ImageError(f"too many pixels: {error}") from None
+        except Exception:  # noqa: BLE001 - not an image header: the decoder says why, cheaply
+            return 0
+        if size.decoded_bytes > self._limit_bytes:
+            raise ImageError(
+                f"{size.describe()} needs {size.decoded_bytes // 2**20} MiB decoded, more than "
+                f"the {self._limit_bytes // 2**20} MiB allowed (MAX_PIXELS x 3 bytes)"
+            )
+        return size.decoded_bytes * PEAK_FACTOR
+
+    @contextmanager
+    def reserve(self, data: bytes) -> Iterator[None]:
+        with self._bytes.reserved(self.cost(data)):
+            yield

@@ -2,6 +2,11 @@
 images), and what becomes of each message taken from them (deleted, given back, kept hidden),
 plus the replies out.
 
+Messages in hand are kept hidden while they are still being worked on (`VisibilityKeeper`): a
+batch that runs past the visibility timeout (a slow model, a cold start) would otherwise be
+handed to a second worker and classified twice. Extending by the full timeout every half timeout
+means a worker that dies (kill -9) gives its messages back within one timeout.
+
 A person waiting on the page must not queue behind a 10,000-image job, so the job lane is read
 only when a short poll finds the interactive lane empty. Each batch comes from one lane, so its
 messages are deleted, released and kept hidden on the queue they came from.
@@ -13,10 +18,14 @@ dramatiq's tests hand its worker a StubBroker.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 
 from runtime import sqs as sqs_calls
-from worker.visibility import VisibilityKeeper
+from runtime.periodic import Every
+
+log = logging.getLogger(__name__)
 
 
 class Lanes:
@@ -105,3 +114,40 @@ class Lanes:
     def reply(self, reply_to: str, bodies: Sequence[str]) -> None:
         # Not sent: the result is stored, and the client can GET /results/{id}.
         sqs_calls.send_batch(self._sqs, reply_to, bodies, f"reply to {reply_to}")
+
+
+class VisibilityKeeper:
+    """One thread for the whole worker: extends every receipt between track() and untrack()."""
+
+    def __init__(self, sqs, queue_url: str, timeout_s: int):
+        self._sqs, self._queue_url, self._timeout_s = sqs, queue_url, timeout_s
+        self._receipts: dict[str, None] = {}
+        self._lock = threading.Lock()
+        self._every = Every(timeout_s / 2, self.extend, "visibility")
+
+    def start(self) -> VisibilityKeeper:
+        self._every.start()
+        return self
+
+    def stop(self) -> None:
+        self._every.stop()
+
+    def track(self, receipts: list[str]) -> None:
+        with self._lock:
+            self._receipts.update(dict.fromkeys(receipts))
+
+    def untrack(self, receipts: list[str]) -> None:
+        with self._lock:
+            for receipt in receipts:
+                self._receipts.pop(receipt, None)
+
+    def extend(self) -> int:
+        with self._lock:
+            receipts = list(self._receipts)
+        # Not extended: worst case the batch is redelivered.
+        sqs_calls.change_visibility_batch(
+            self._sqs, self._queue_url, receipts, self._timeout_s, "extend visibility"
+        )
+        if receipts:
+            log.info("extended visibility of %d messages", len(receipts))
+        return len(receipts)

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from runtime.failures import log_failure
 from runtime.retry import Backoff, Streak
 from runtime.sqs import BATCH_MAX
-from worker.budget import DecodeBudget
 from worker.delivery import Batch
+from worker.imaging import DecodeBudget
 from worker.lanes import Lanes
 from worker.stages import Stages
 from worker.stats import Stats

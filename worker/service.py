@@ -13,7 +13,7 @@ from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from runtime.usage import publish_usage
-from worker.budget import DecodeBudget
+from worker.imaging import DecodeBudget
 from worker.lanes import Lanes
 from worker.metrics import serve_metrics
 from worker.pipeline import Pipeline

@@ -28,9 +28,8 @@ from concurrent.futures import Executor
 from runtime.failures import describe, is_not_found, log_failure
 from runtime.keys import job_manifest_key, started_key
 from runtime.messages import MessageError, Request, Result, reply_url_prefix, salvage, stored_key
-from worker import jobitems
-from worker.budget import DecodeBudget
-from worker.delivery import Batch, Delivery
+from worker.delivery import Batch, Claims, Delivery, skip_done
+from worker.imaging import DecodeBudget
 from worker.lanes import Lanes
 from worker.served import Served, ServedModels
 from worker.stats import STAGES, Stats
@@ -83,7 +82,7 @@ class Stages:
         self._job_prefixes = job_prefixes  # where a job image may lie besides its staged input
         self._budget, self._pool, self.stats = budget, pool, stats
         self._ready_at, self._clock, self._instance = ready_at, clock, instance
-        self._claims = jobitems.Claims()
+        self._claims = Claims()
 
     # Before the model --------------------------------------------------------------------
 
@@ -105,7 +104,7 @@ class Stages:
         """Everything before the model: fetch, decode and preprocess, the I/O in parallel."""
         self._lanes.hold(batch.lane, batch.receipts)
         # A job image delivered twice is classified once: skip what is already stored.
-        jobitems.skip_done(self._s3, self._output, batch.deliveries, self._pool, self._claims)
+        skip_done(self._s3, self._output, batch.deliveries, self._pool, self._claims)
         list(self._pool.map(self._fetch_decode_preprocess, batch.runnable))
         batch.timings_ms["intake"] = batch.age_ms()
 
