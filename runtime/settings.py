@@ -6,6 +6,7 @@ deployment code agree. Units are part of the names. A bad value fails at start w
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -529,6 +530,18 @@ def load_or_exit(prog: str, env: Mapping[str, str] | None = None) -> Settings:
     except ConfigError as error:
         print(f"{prog}: bad setting: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def load_for_tier(tier: str, description: str, argv: list[str] | None = None) -> Settings:
+    """`python -m <tier>`'s command line, which takes no option but --help (the tier's settings
+    listed under `description`), then the tier's settings as load_or_exit reads them."""
+    argparse.ArgumentParser(
+        prog=f"python -m {tier}",
+        description=f"{description} Settings (environment):",
+        epilog=describe((tier,)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
+    return load_or_exit(tier)
 
 
 def describe(tiers: tuple[str, ...] = TIERS) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -10,7 +9,7 @@ import sys
 from runtime.clients import make_client
 from runtime.logs import setup_logging, trace_sqs
 from runtime.requests import RequestCounter
-from runtime.settings import describe, load_or_exit
+from runtime.settings import load_for_tier
 from web.server import DescriptorError, create_server
 from web.service import build_web
 
@@ -26,13 +25,7 @@ def _raise_shutdown(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(
-        prog="python -m web",
-        description="Serve the upload API (Falcon on Waitress). Settings (environment):",
-        epilog=describe(("web",)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    ).parse_args(argv)
-    settings = load_or_exit("web")
+    settings = load_for_tier("web", "Serve the upload API (Falcon on Waitress).", argv)
     setup_logging(settings.log_format, tier="web")
 
     # Short read timeouts: an upload must fail over to a 503 well before RESULT_TIMEOUT_S.

@@ -7,7 +7,6 @@ queue when its visibility timeout ends.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from runtime.logs import setup_logging, trace_sqs
 from runtime.readiness import announce_notice, announce_ready
-from runtime.settings import EXIT_CONFIG, describe, load_or_exit
+from runtime.settings import EXIT_CONFIG, load_for_tier
 
 EXIT_OK = 0
 EXIT_COLD = 3
@@ -26,13 +25,7 @@ log = logging.getLogger("worker")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(
-        prog="python -m worker",
-        description="Classify images from the request queue. Settings (environment):",
-        epilog=describe(("worker",)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    ).parse_args(argv)
-    settings = load_or_exit("worker")
+    settings = load_for_tier("worker", "Classify images from the request queue.", argv)
     setup_logging(
         settings.log_format, tier="worker", fields={"instance": os.environ.get("INSTANCE_ID", "-")}
     )
