@@ -140,7 +140,7 @@ def worker_policy() -> dict:
             ["s3:GetObject"],
             [
                 bucket_arn("InputBucket", f"{keys.UPLOADS}*"),
-                bucket_arn("InputBucket", f"{keys.JOBS}*/in/*"),
+                bucket_arn("InputBucket", f"{keys.JOBS}*/{keys.STAGED}*"),
             ],
         ),
         # The model area (MODELS=name=s3://<InputBucket>/models/<name>/<version>/): read only.

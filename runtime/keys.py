@@ -24,6 +24,7 @@ SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS, MODELS)
 # not: it belongs to no request, and an entry answers any later upload of the same bytes.
 EXPIRING_INPUTS = (UPLOADS, JOBS)
 EXPIRING_OUTPUTS = (RESULTS, STARTED, JOBS)
+STAGED = "in/"  # under a job's prefix, input bucket: the images the web tier staged for it
 MAX_PREFIX = 1024  # an S3 key's own limit, in characters here
 
 
@@ -86,7 +87,7 @@ def job_item_key(job_id: str, index: int, ok: bool) -> str:
 def staged_key(job_id: str, index: int) -> str:
     """A job image the web tier staged from an archive or a form: the only input of the job's
     own that a worker reads (anything else must lie under an allowed prefix)."""
-    return f"{job_prefix(job_id)}in/{index:07d}"
+    return f"{job_prefix(job_id)}{STAGED}{index:07d}"
 
 
 class PrefixError(ValueError):

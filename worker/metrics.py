@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from runtime.requests import RequestCollector, RequestCounter
+from runtime.sqs import BATCH_MAX
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # an SQS receive returns at most 10
+BATCH_SIZE_BUCKETS = tuple(range(1, BATCH_MAX + 1))  # one per size an SQS receive can return
 
 
 class StatsCollector:
