@@ -316,6 +316,12 @@ class Settings:
         " tick decides; runtime/wake.py)",
         ("web", "scaler"),
     )
+    scaler_wake_token_owner: str = _setting(
+        "",
+        "UID:GID the scaler gives its wake token file to, where it runs as root and the web as"
+        " another user (compose: the web image's 10001:10001); empty: the scaler's own user",
+        "scaler",
+    )
     web_role_arn: str = _setting(
         "",
         "role the scaler assumes and hands to the web container beside it, as short-lived"
@@ -411,6 +417,11 @@ class Settings:
                 self.instance_metadata_url.startswith(("http://", "https://"))
                 or not self.instance_metadata_url,
                 "INSTANCE_METADATA_URL must be empty or an http(s):// URL",
+            ),
+            (
+                not self.scaler_wake_token_owner
+                or re.fullmatch(r"\d+:\d+", self.scaler_wake_token_owner) is not None,
+                "SCALER_WAKE_TOKEN_OWNER must be empty or UID:GID (two numbers)",
             ),
             (
                 not self.web_role_arn or self.web_credentials_dir,

@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     handover = _hand_over_web_credentials(settings)
-    token = new_token(settings.scaler_wake_token_file) if settings.scaler_wake_token_file else ""
+    token = (
+        new_token(settings.scaler_wake_token_file, settings.scaler_wake_token_owner)
+        if settings.scaler_wake_token_file
+        else ""
+    )
     server = StatusServer(
         scaler.status,
         settings.scaler_status_host,

@@ -87,6 +87,28 @@ def test_scaler_runs_workers_as_containers_on_the_compose_network(compose):
     assert condition == "service_completed_successfully"
 
 
+def test_the_web_wakes_the_scaler_with_a_token_on_a_tmpfs_only_they_share(compose):
+    """runtime/wake.py: the token lives in the scaler's IPC tmpfs (/dev/shm), which the web joins
+    and nothing else does; no volume holds it, and the wake port is not published."""
+    web, scaler = compose["services"]["web"], compose["services"]["scaler"]
+    token_file = scaler["environment"]["SCALER_WAKE_TOKEN_FILE"]
+    assert token_file.startswith("/dev/shm/")
+    assert web["environment"]["SCALER_WAKE_TOKEN_FILE"] == token_file
+    assert (scaler["ipc"], web["ipc"]) == ("shareable", "service:scaler")
+    joined = [s for s, spec in compose["services"].items() if str(spec.get("ipc", "")) != ""]
+    assert sorted(joined) == ["scaler", "web"]
+    web_user = next(
+        line.split()[1]
+        for line in (ROOT / "Dockerfile.web").read_text().splitlines()
+        if line.startswith("USER ")
+    )
+    assert scaler["environment"]["SCALER_WAKE_TOKEN_OWNER"] == web_user
+    assert "ports" not in scaler
+    assert not any(
+        "shm" in str(v) for spec in compose["services"].values() for v in spec.get("volumes", [])
+    )
+
+
 def test_web_scaler_and_provision_share_the_web_image(compose):
     services = compose["services"]
     assert services["provision"]["build"]["dockerfile"] == "Dockerfile.web"

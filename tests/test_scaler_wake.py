@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from embedded.stack import python_module, wait_http
-from runtime.wake import TOKEN_HEADER, wake_url
+from runtime import wake as wake_module
+from runtime.wake import TOKEN_HEADER, new_token, read_token, wake_url
 from scaler.fleet import ensure_local_launch_template
 from scaler.status import status_app
 from scaler.wake import Wake
@@ -132,3 +133,24 @@ def test_the_wake_url_sits_beside_the_status():
     assert wake_url("http://host.docker.internal:3001/status") == (
         "http://host.docker.internal:3001/wake"
     )
+
+
+@pytest.mark.unit
+def test_the_token_is_given_to_its_owner_before_it_can_be_read(tmp_path, monkeypatch):
+    """Compose: the scaler runs as root, the web as 10001; the file is the web's before the rename
+    makes it visible (a fake chown: only root may give a file away)."""
+    target = tmp_path / "wake-token"
+    given = []
+
+    def chown(path, uid, gid):
+        assert not target.exists()  # still the temporary
+        given.append((path, uid, gid))
+
+    monkeypatch.setattr(wake_module.os, "chown", chown)
+    token = new_token(str(target), "10001:10002")
+    ((path, uid, gid),) = given
+    assert (uid, gid) == (10001, 10002) and path != str(target)
+    assert read_token(str(target)) == token and target.stat().st_mode & 0o077 == 0
+    given.clear()
+    new_token(str(target))  # no owner: the scaler's own user keeps it
+    assert given == []

@@ -53,6 +53,8 @@ def test_environment_overrides_and_region_fallback():
         ({"MODELS": "Cat Dog=/m"}, "MODELS: 'Cat Dog' is not a model name"),
         ({"MODELS": "a=/m,a=/n"}, "MODELS: 'a' is named twice"),
         ({"MODELS": "efficientnet_lite0=/m"}, "named twice"),
+        ({"SCALER_WAKE_TOKEN_OWNER": "app"}, "SCALER_WAKE_TOKEN_OWNER must be empty or UID:GID"),
+        ({"SCALER_WAKE_TOKEN_OWNER": "10001:"}, "SCALER_WAKE_TOKEN_OWNER"),
     ],
 )
 def test_bad_values_fail_with_one_line(env, message):

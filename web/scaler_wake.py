@@ -18,6 +18,7 @@ class ScalerWaker:
     def __init__(self, status_url: str, token_file: str, timeout_s: float = 1.0):
         self._url, self._token_file, self._timeout_s = wake_url(status_url), token_file, timeout_s
         self._token: str | None = None
+        self._warned = False
         self._arrived = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scaler-wake", daemon=True)
@@ -62,6 +63,12 @@ class ScalerWaker:
             except OSError as error:
                 log.debug("scaler wake failed: %s", error)
                 return False
+        if not self._warned:  # once: every burst of uploads would say it again
+            self._warned = True
+            # Compose: a scaler container restarted alone has a /dev/shm this one does not see.
+            log.warning(
+                "the scaler refuses %s's token: no wakes, its tick decides", self._token_file
+            )
         return False
 
     def _read_token(self, fresh: bool) -> str | None:
