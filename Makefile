@@ -9,7 +9,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 TEMPLATE := deployment/template.yaml
 
-.PHONY: install up test lint scan format bench soak sim images clean
+.PHONY: install up forget test lint scan format bench soak sim images clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(STAMP)
 up: install
 	$(PY) -m worker.models export
 	$(PY) -m embedded up
+
+# What `make up` measured (boot times, throughput) is kept in .run/ for the next one; this drops it.
+forget: install
+	$(PY) -m embedded forget
 
 lint: install
 	$(VENV)/bin/ruff check .

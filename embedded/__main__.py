@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from embedded.kept import SYNC_EVERY_S, KeptEstimates, forget, kept_path
 from embedded.provision import provision
 from embedded.stack import Stack, StackError, aws_env, default_env, python_module, wait_http
 from runtime.clients import make_client
@@ -41,6 +42,7 @@ def cmd_up(args, settings: Settings) -> int:
         "SCALER_WAKE_TOKEN_FILE", str(Path(args.log_dir).resolve() / "scaler-wake-token")
     )
     stack = Stack(env=env, log_dir=Path(args.log_dir))
+    kept = None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -48,7 +50,12 @@ def cmd_up(args, settings: Settings) -> int:
         print(f"starting embedded AWS (moto) on {endpoint}; logs in {args.log_dir}/", flush=True)
         stack.start_moto("127.0.0.1", args.aws_port)
         os.environ.update(aws_env(endpoint, settings.aws_region))
-        provision(settings, make_client("s3", settings), make_client("sqs", settings))
+        s3 = make_client("s3", settings)
+        provision(settings, s3, make_client("sqs", settings))
+        # What the last run measured, back into the fresh moto before the scaler reads it.
+        kept = KeptEstimates(kept_path(args.log_dir), s3, settings.output_bucket)
+        if kept.restore():
+            print(f"planning with the estimates kept in {kept.path} (forget: make forget)")
         health_url = f"http://127.0.0.1:{settings.port}/healthz"
         wait_http(health_url, 60, stack.start("web", python_module("web")))
         if args.workers is None:
@@ -57,7 +64,11 @@ def cmd_up(args, settings: Settings) -> int:
             stack.start(f"worker-{i}", python_module("worker"), {"INSTANCE_ID": f"local-{i}"})
         print(f"serving on http://127.0.0.1:{settings.port}  (Ctrl-C stops everything)", flush=True)
         restarts = Restarts()
+        synced_at = time.monotonic()
         while not stopping:
+            if time.monotonic() - synced_at >= SYNC_EVERY_S:
+                synced_at = time.monotonic()
+                kept.save()
             dead = stack.dead()
             if dead == ["web"] and restarts.allow(time.monotonic()):
                 _restart_web(stack, health_url, args.log_dir)
@@ -70,6 +81,10 @@ def cmd_up(args, settings: Settings) -> int:
         return 1
     finally:
         print("stopping ...", flush=True)
+        # The scaler saves what it measured until it stops; moto goes last, after the copy.
+        stack.stop(keep=("moto",))
+        if kept is not None:
+            kept.save()
         stack.stop()
 
 
@@ -99,6 +114,15 @@ def _restart_web(stack: Stack, health_url: str, log_dir: str) -> None:
     print("web restarted", flush=True)
 
 
+def cmd_forget(args, settings: Settings) -> int:
+    path = kept_path(args.log_dir)
+    if forget(path):
+        print(f"forgot the measured estimates ({path}); the next up starts from the defaults")
+    else:
+        print(f"nothing kept in {path}; the next up starts from the defaults")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedded", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,8 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run N fixed workers instead of the scaler (default: the scaler decides)",
     )
-    up.add_argument("--log-dir", default=".run", help="where each process logs (default .run)")
+    up.add_argument(
+        "--log-dir",
+        default=".run",
+        help="where each process logs and the measured estimates are kept (default .run)",
+    )
     up.set_defaults(run=cmd_up)
+    forgets = commands.add_parser(
+        "forget", help="delete the kept estimates: the next up plans with the defaults"
+    )
+    forgets.add_argument("--log-dir", default=".run", help="the run directory (default .run)")
+    forgets.set_defaults(run=cmd_forget)
     commands.add_parser(
         "provision", help="create the buckets and queues (idempotent)"
     ).set_defaults(run=cmd_provision)

@@ -92,9 +92,12 @@ class Stack:
     def dead(self) -> list[str]:
         return [name for name, process in self.processes if process.poll() is not None]
 
-    def stop(self, timeout_s: float = 45.0) -> None:
+    def stop(self, timeout_s: float = 45.0, keep: tuple[str, ...] = ()) -> None:
+        """Stop every process but those in `keep` (what the launcher still reads, moto)."""
         # The scaler drains its workers first (up to the visibility timeout, 30 s by default).
-        for _name, process in reversed(self.processes):
+        for name, process in reversed(self.processes):
+            if name in keep:
+                continue
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -102,7 +105,7 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        self.processes.clear()
+        self.processes = [(n, p) for n, p in self.processes if n in keep]
 
 
 def python_module(module: str) -> list[str]:

@@ -202,6 +202,15 @@ return counts;
 def test_upload_a_photo_and_see_its_label_top5_and_where_it_came_from(browser, elastic):
     open_page(browser, elastic.webs[0])
     assert number(browser, "fleet-running") == 0  # nothing runs before the first upload
+    # Nothing measured yet on this fleet: the scaler plans with the defaults, and says so.
+    wait_until(
+        lambda: tile(browser, "estimate-boot-new-source") == "default, until measured",
+        "the default boot time on the page",
+        30,
+    )
+    assert tile(browser, "estimate-boot-new") == "40.0 s"  # EXPECTED_BOOT_NEW_S's default
+    assert tile(browser, "estimate-throughput") == "1.0 img/s"  # this fixture's default
+    assert tile(browser, "estimate-throughput-source") == "default, until measured"
     name = "chelsea.jpg"
     browser.find_element(By.ID, "files").send_keys(str(IMAGES / name))
     card = wait_until(
@@ -289,6 +298,15 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
         return idle and number(browser, "fleet-pending") == 0 and number(browser, "fleet-stopped")
 
     wait_until(scaled_in, "scale-in to stopped instances", 180)
+    # The burst's launches were measured: the page shows the boot the scaler now plans with.
+    measured = re.compile(r"^measured( once|, median of \d+)$")
+    wait_until(
+        lambda: measured.match(tile(browser, "estimate-boot-new-source")),
+        "a measured boot from launch on the page",
+        60,
+    )
+    boot_s = float(tile(browser, "estimate-boot-new").removesuffix(" s"))
+    assert 0 < boot_s < 40.0, boot_s  # a local worker is ready well before the 40 s default
     # The chart's right edge (its newest seconds) shows the same once those samples arrive.
     edge = {}
 

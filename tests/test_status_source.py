@@ -64,3 +64,22 @@ def test_this_processs_requests_are_current_in_every_snapshot():
     assert sqs.calls == 2  # still one read of the queues
     assert after["request_counts"]["s3-put"] == before["request_counts"].get("s3-put", 0) + 30
     assert after["requests"] > before["requests"]
+
+
+def test_the_estimates_the_scaler_plans_with_reach_the_page_each_with_its_source():
+    """What the dashboard's "plans with" tiles read: the scaler's estimates as it reports them,
+    and none (not stale ones) when the scaler does not answer."""
+    estimates = {
+        "boot_new_s": {"value": 4.5, "source": "measured", "samples": 3},
+        "boot_start_s": {"value": 10.0, "source": "default", "samples": 0},
+        "throughput_img_s": {"value": 31.0, "source": "remembered", "samples": 0},
+        "instance_type": "(launch template's)",
+    }
+    server = StatusServer(lambda: {"fleet": {"running": 0}, "estimates": estimates}).start()
+    try:
+        source = StatusSource(CountingSqs(), "q", "dlq", f"http://127.0.0.1:{server.port}/status")
+        assert source.snapshot()["estimates"] == estimates
+    finally:
+        server.close()
+    unreachable = StatusSource(CountingSqs(), "q", "dlq", f"http://127.0.0.1:{free_port()}/status")
+    assert unreachable.snapshot()["estimates"] is None

@@ -63,6 +63,7 @@ function renderTiles(status) {
   $("latency-p95").textContent = typeof latency.p95 === "number" ? seconds(latency.p95) : "\u2013";
   $("policy").textContent = status.scaler === "ok" ? status.policy : "unreachable";
   renderCost(status.cost || {});
+  renderEstimates(status.estimates || {});
   if (status.model) $("about-model").textContent = `${status.model} (${status.labels || "ImageNet"})`;
 }
 
@@ -84,6 +85,28 @@ function renderCost(cost) {
   $("cost-per-1000").textContent = dollars(cost.per_1000_images);
   $("cost-images").textContent =
     typeof cost.images === "number" ? `${cost.images.toLocaleString()} answered, hosts apart` : "compute and requests";
+}
+
+// Where each input the scaler plans with comes from: said beside its value, never left to guess.
+const SOURCES = {
+  measured: (e) => (e.samples > 1 ? `measured, median of ${e.samples}` : e.samples === 1 ? "measured once" : "measured now"),
+  remembered: () => "remembered: last measured",
+  default: () => "default, until measured",
+};
+
+function renderEstimate(id, estimate, unit, fallback) {
+  const known = estimate && typeof estimate.value === "number";
+  $(id).textContent = known ? `${estimate.value.toFixed(1)} ${unit}` : "\u2013";
+  const source = known && SOURCES[estimate.source];
+  $(`${id}-source`).textContent = source ? source(estimate) : fallback;
+  $(id).dataset.source = known ? estimate.source : "";
+}
+
+function renderEstimates(estimates) {
+  renderEstimate("estimate-boot-new", estimates.boot_new_s, "s", "a new instance to ready");
+  renderEstimate("estimate-boot-start", estimates.boot_start_s, "s", "a stopped one to ready");
+  renderEstimate("estimate-throughput", estimates.throughput_img_s, "img/s", "images a second");
+  $("estimate-type").textContent = estimates.instance_type || "\u2013";
 }
 
 let shownDecisions = "";
