@@ -8,9 +8,9 @@ credentials, which the scaler obtains with the one AssumeRole below and hands ov
 (scaler.web_credentials). No other role may assume another:
 - worker (the fleet's instance profile): its request queue, uploads and jobs' staged images in
   the input bucket, its result prefixes in the output bucket,
-  the reply queues by name prefix, its own metric namespace, pulling its image, and three tags
-  (WORKER_TAG_KEYS: ready, under notice, usage; on fleet instances: runtime.readiness,
-  runtime.usage). No other ec2:.
+  the reply queues by name prefix, its own metric namespace, pulling its image, and four tags
+  (WORKER_TAG_KEYS: ready, under notice, usage, models; on fleet instances: runtime.readiness,
+  runtime.usage, runtime.model_versions). No other ec2:.
 - scaler (the web host's instance profile): launch only from the fleet's launch template, only
   tagged as the fleet, only of the stack's worker instance types and only with IMDSv2; start,
   stop, terminate and tag only fleet-tagged instances; pass only the worker's role; read the

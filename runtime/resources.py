@@ -18,7 +18,10 @@ NOTICE_AT_TAG = "elastic-classifier:notice-at"
 # Set by a worker on its own instance as it works: images answered and AWS requests sent during
 # this run (runtime.usage); the scaler's fleet listing reads it for the cost figures, free.
 USAGE_TAG = "elastic-classifier:usage"
-WORKER_TAG_KEYS = (READY_AT_TAG, NOTICE_AT_TAG, USAGE_TAG)
+# Set by a worker on its own instance: the model versions it serves (runtime.model_versions),
+# for the dashboard's list of workers.
+MODELS_TAG = "elastic-classifier:models"
+WORKER_TAG_KEYS = (READY_AT_TAG, NOTICE_AT_TAG, USAGE_TAG, MODELS_TAG)
 
 # Every queue is encrypted at rest with SQS-managed keys (the API's string form here;
 # CloudFormation takes the same attribute as a boolean).

@@ -19,8 +19,9 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
+from runtime.model_versions import parse_models
 from runtime.readiness import ready_at, under_notice
-from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG, USAGE_TAG
+from runtime.resources import FLEET_TAG, MODELS_TAG, STARTED_AT_TAG, STOPPED_AT_TAG, USAGE_TAG
 from runtime.retry import Backoff, retry
 from runtime.settings import MARKETS, Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
@@ -229,6 +230,7 @@ def _instance(raw: dict) -> Instance | None:
         instance_type=raw.get("InstanceType", ""),
         notice=under_notice(tags, run_began),
         usage=tags.get(USAGE_TAG, ""),
+        models=parse_models(tags.get(MODELS_TAG, "")),
     )
 
 

@@ -34,6 +34,8 @@ class Instance:
     notice: bool = False  # its worker was given notice during this run and takes no more work
     usage: str = ""  # its worker's usage tag, as written (runtime.usage)
     ready_at: float | None = None  # epoch seconds its worker became ready in this run
+    # (name, version) its worker serves, default first, as its tag says (runtime.model_versions)
+    models: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,19 @@ def count_states(instances: Iterable[Instance]) -> dict[str, int]:
 def starting(instances: Iterable[Instance]) -> int:
     """Running instances whose worker still loads its model: capacity that serves nothing yet."""
     return sum(1 for i in instances if i.state == "running" and not i.ready)
+
+
+def workers(instances: Iterable[Instance]) -> list[dict]:
+    """The running instances for /status, each with the model versions its worker serves; none
+    until its worker is ready in this run (a restarted instance's tag is its last run's)."""
+    return [
+        {
+            "id": i.instance_id,
+            "models": [{"name": n, "version": v} for n, v in i.models] if i.ready else [],
+        }
+        for i in sorted(instances, key=lambda i: i.instance_id)
+        if i.state == "running"
+    ]
 
 
 def serving(instance: Instance) -> bool:

@@ -38,6 +38,7 @@ from scaler.plan import (
     count_states,
     serving,
     starting,
+    workers,
 )
 from scaler.policies import (
     IdleClock,
@@ -142,6 +143,7 @@ class Scaler:
         self._last_key: tuple | None = None
         self._depth = QueueDepth(0, 0, 0)
         self._fleet_counts = self._counts([])
+        self._workers: list[dict] = []
         self._img_s = 0.0
 
     def tick(self) -> None:
@@ -282,6 +284,7 @@ class Scaler:
     def _follow(self, instances: list[Instance]) -> None:
         with self._lock:
             self._fleet_counts = self._counts(instances)
+            self._workers = workers(instances)
             self._ledger.observe(instances, self._clock())
         if self._runner is not None:
             self._runner.reconcile([view(i) for i in instances])
@@ -320,6 +323,7 @@ class Scaler:
                     "jobs_in_flight": self._depth.job_in_flight,
                 },
                 "fleet": dict(self._fleet_counts),
+                "workers": list(self._workers),  # which model versions each worker serves
                 "policy": self.config.policy,
                 "limits": {"min": self.config.limits.min, "max": self.config.limits.max},
                 "decisions": list(self._decisions),

@@ -267,6 +267,14 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
             return seen["starting"] > 0 and seen["capacity"] == FLEET_MAX
 
         wait_until(grown, f"{FLEET_MAX} workers, shown as starting while they load", 180, 0.25)
+        # Each running worker is listed with the model version it serves once it has loaded.
+        serving = re.compile(r"^i-[0-9a-f]+: efficientnet_lite0 [0-9a-zA-Z]+$")
+        wait_until(
+            lambda: any(serving.match(line) for line in tile(browser, "workers").splitlines()),
+            "a worker's model version in the list of workers",
+            60,
+            0.25,
+        )
         time.sleep(2)  # a few more samples on the chart before the picture
         browser.save_screenshot(str(PICTURES / "dashboard.png"))
         statuses = [answer.result().status_code for answer in answers]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from runtime.model_versions import announce_models, format_models, parse_models
 from runtime.readiness import announce_ready
 from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
@@ -17,6 +20,7 @@ from scaler.plan import (
     count_states,
     plan,
     plan_original,
+    workers,
 )
 from tests.support.fleet import unique_settings
 
@@ -256,6 +260,48 @@ def test_a_worker_is_ready_only_once_it_tagged_this_run(ec2, settings):
     (restarted,) = fleet.instances()
     assert not restarted.ready  # the old tag is from the previous run
     assert not announce_ready(ec2, "", now=1.0)  # no instance id (a worker run by hand)
+
+
+class Named:
+    """Stands in for a loaded classifier: what the models tag says of it."""
+
+    def __init__(self, name: str, version: str):
+        self.name, self.version = name, version
+
+
+def test_the_fleet_reads_which_versions_a_worker_serves_once_it_is_ready(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template, clock=lambda: 5e9)
+    fleet.apply(Actions(launch=1))
+    (launched,) = fleet.instances()
+    iid = launched.instance_id
+    assert launched.models == ()  # its worker is loading the model
+    assert workers([dataclasses.replace(launched, state="pending")]) == []  # not a worker yet
+    served = [Named("efficientnet_lite0", "3f2a"), Named("catdog", "1")]
+    assert announce_models(ec2, iid, served)
+    assert announce_ready(ec2, iid, now=launched.launched_at + 6)
+    (tagged,) = fleet.instances()
+    assert tagged.models == (("efficientnet_lite0", "3f2a"), ("catdog", "1"))
+    running = dataclasses.replace(tagged, state="running")
+    assert workers([running]) == [
+        {
+            "id": iid,
+            "models": [
+                {"name": "efficientnet_lite0", "version": "3f2a"},
+                {"name": "catdog", "version": "1"},
+            ],
+        }
+    ]
+    # Started again: the tag is its last run's until its worker is ready again.
+    assert workers([dataclasses.replace(running, ready=False)]) == [{"id": iid, "models": []}]
+    assert not announce_models(ec2, "", served)  # no instance id (a worker run by hand)
+
+
+def test_the_models_tag_is_read_whatever_else_it_holds():
+    assert format_models([Named("a", "1"), Named("b", "")]) == "a=1 b=?"
+    assert len(format_models([Named("m" * 200, "1"), Named("n" * 200, "2")])) == 256
+    assert parse_models("a=1 junk =2 b= c=3") == (("a", "1"), ("c", "3"))
+    assert parse_models("") == ()
 
 
 def test_scale_out_starts_the_warm_pool_before_launching(ec2, fleet):

@@ -46,7 +46,9 @@ def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_pa
     models = ServedModels(
         Served(Named("default", "x"), str), {"catdog": Served(Named("catdog", "1"), str)}
     )
-    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,))
+    switched = []  # what the worker's retag would say, at each switch
+    told = lambda: switched.append([c.version for c in models.classifiers()])  # noqa: E731
+    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,), on_switch=told)
     held = models.get("catdog")
     rollout.check()
     assert loads == [] and models.get("catdog") is held  # nothing new: nothing loaded
@@ -64,6 +66,7 @@ def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_pa
     (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "does not match the sha256" in refusal and refusal.endswith("catdog-2 keeps serving")
     assert models.get("").classifier.name == "default"
+    assert switched == [["x", "2"]]  # told once, after version 2 served; not for the refusal
 
 
 def test_a_version_that_would_break_the_memory_bound_is_refused_and_the_old_keeps_serving(

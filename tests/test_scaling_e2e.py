@@ -141,6 +141,13 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     )
     assert peak == 2
     assert idle["policy"] == "drain"
+    # The dashboard's list of workers: each running one says which model version it serves,
+    # from the tag its worker process wrote on its (moto) instance.
+    shown = {w["id"]: w["models"] for _, status in watch.samples for w in status["workers"]}
+    served = [models for models in shown.values() if models]
+    assert served and all(iid.startswith("i-") for iid in shown), shown
+    assert all([m["name"] for m in models] == [idle["model"]] for models in served), shown
+    assert all(models[0]["version"] not in ("", "?") for models in served), shown
     decisions = idle["decisions"]
     # In order: the fleet grew on a projection, and the last decision took it to zero because
     # nothing had waited for the idle delay (measured by the scaler from its last busy tick).

@@ -41,6 +41,18 @@ def test_with_the_scaler_answering_the_queue_is_its_count_and_sqs_is_not_read():
     assert sqs.calls == 0  # the scaler read them at its tick: no second bill for the same count
 
 
+def test_the_scalers_list_of_workers_and_their_versions_is_passed_on():
+    listed = [{"id": "i-1", "models": [{"name": "efficientnet_lite0", "version": "3f2a"}]}]
+    server = StatusServer(lambda: {"fleet": {"running": 1}, "workers": listed}).start()
+    try:
+        source = StatusSource(CountingSqs(), "q", "dlq", f"http://127.0.0.1:{server.port}/status")
+        assert source.snapshot()["workers"] == listed
+    finally:
+        server.close()
+    unreachable = StatusSource(CountingSqs(), "q", "dlq", f"http://127.0.0.1:{free_port()}/s")
+    assert unreachable.snapshot()["workers"] == []  # no scaler: no worker known
+
+
 class Counts:
     """Stands in for runtime.requests.RequestCounter: the requests this process sent so far."""
 

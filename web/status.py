@@ -73,6 +73,7 @@ class StatusSource:
             "labels": LABEL_SET,
             "queue": self._queue_of(scaler),
             "fleet": scaler.get("fleet", dict(_EMPTY_FLEET)),
+            "workers": scaler.get("workers", []),  # id and model versions of each running one
             "policy": scaler.get("policy", "unknown"),
             "decisions": scaler.get("decisions", []),
             "limits": scaler.get("limits"),  # the fleet minimum and maximum the scaler keeps to

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from runtime.logs import setup_logging, trace_sqs
+from runtime.model_versions import announce_models
 from runtime.readiness import announce_notice, announce_ready
 from runtime.settings import EXIT_CONFIG, load_for_tier
 
@@ -143,10 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         getattr(classifier, "runtime", "torch"),
         "".join(f", {name} {c.version} on {c.runtime}" for name, c in others.items()),
     )
-    # The scaler shows this instance as "starting" until this tag says the model is loaded.
+
+    # The scaler shows this instance as "starting" until this tag says the model is loaded, and
+    # then the versions it serves (a rollout switch retags them, worker.service).
     # In the background: the queue must not wait on an EC2 call (slow or failing, it is only shown).
+    def announce() -> None:
+        ec2 = make_client("ec2", settings, pool_size=1)
+        announce_models(ec2, instance, worker.pipeline.models.classifiers())
+        announce_ready(ec2, instance)
+
     threading.Thread(
-        target=lambda: announce_ready(make_client("ec2", settings, pool_size=1), instance),
+        target=announce,
         name="announce-ready",
         daemon=True,
     ).start()

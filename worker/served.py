@@ -104,15 +104,18 @@ class Rollout:
         refusals: tuple[type[BaseException], ...],
         serving: Mapping[str, str] | None = None,
         bound_mb: int = 2**31,
+        on_switch: Callable[[], object] | None = None,
     ):
         """load(name, package dir) -> classifier, raising one of `refusals` with one line;
-        serving: the directory each model in hand was loaded from (default: where it points)."""
+        serving: the directory each model in hand was loaded from (default: where it points);
+        on_switch: called after a new version is served (the worker retags its instance)."""
         self._models, self._load, self._refusals = models, load, refusals
         self._paths = dict(paths)
         self._serving = {name: os.path.realpath(path) for name, path in self._paths.items()}
         self._serving.update({n: p for n, p in (serving or {}).items() if n in self._paths})
         self._refused: dict[str, str] = {}
         self._bound_mb = bound_mb  # WORKER_MODELS_MEMORY_MB: the old version is held too
+        self._on_switch = on_switch
 
     def serving(self, name: str) -> str:
         """The package directory `name` is served from now."""
@@ -142,3 +145,5 @@ class Rollout:
             self._models.replace(name, Served.of(classifier))
             self._serving[name] = target
             log.info("model %s: now serving version %s from %s", name, classifier.version, target)
+            if self._on_switch is not None:
+                self._on_switch()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
 from runtime.keys import split_s3_url
+from runtime.model_versions import announce_models
 from runtime.periodic import Every
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
@@ -119,7 +120,12 @@ def build_worker(
         local = {n: p for n, p in settings.model_packages.items() if split_s3_url(p) is None}
         if local:
             bound = settings.worker_models_memory_mb
-            watch = Rollout(pipeline.models, local, load, refusals, serving, bound)
+            # The dashboard's list of workers shows the new version from its next poll.
+            retag = None
+            if ec2 is not None and instance:
+                models = pipeline.models
+                retag = lambda: announce_models(ec2, instance, models.classifiers())  # noqa: E731
+            watch = Rollout(pipeline.models, local, load, refusals, serving, bound, on_switch=retag)
     return WorkerService(
         pipeline, reporter, settings.worker_metrics_port, usage, requests, rollout=watch
     )

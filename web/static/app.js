@@ -157,12 +157,28 @@ function renderCharts(now) {
   $("queue-chart").setAttribute("aria-label", `Queue now: ${count(last.visible)} waiting, ${count(last.in_flight)} in flight`);
 }
 
+let shownWorkers = "";
+
+// One line a running worker: its instance and the model versions it serves (the default first).
+function renderWorkers(workers) {
+  const lines = (workers || []).map((worker) => {
+    const models = (worker.models || []).map((m) => `${m.name} ${m.version}`).join(", ");
+    return `${worker.id}: ${models || "loading the model"}`;
+  });
+  const shown = lines.join("\n");
+  if (shown === shownWorkers) return; // redraw only on a change
+  shownWorkers = shown;
+  const items = lines.length ? lines : ["none running"];
+  $("workers").replaceChildren(...items.map((line) => element("li", "", line)));
+}
+
 function render(status) {
   const now = typeof status.time === "number" ? status.time : Date.now() / 1000;
   const queue = status.queue || {};
   addSample({ t: now, visible: queue.visible, in_flight: queue.in_flight, fleet: status.fleet || {} });
   addDecisions(status.decisions, status.limits);
   renderTiles(status);
+  renderWorkers(status.workers);
   renderDecisions();
   renderCharts(now);
   explainWaiting(status.fleet || {});
