@@ -49,6 +49,7 @@ def decision_record(
             "throughput_img_s": round(obs.throughput_img_s, 3),
             "idle_s": round(obs.idle_s, 1),
             "ready_in_s": [round(r, 1) for r in obs.ready_in_s],
+            "paid_left_s": [round(r, 1) for r in obs.paid_left_s],
         }
     if actions is not None:
         record["actions"] = {

@@ -10,7 +10,10 @@ the warm pool alone clears it whenever new launches could not finish sooner.
 
 While work waits the fleet never shrinks. Once nothing waits, it keeps what the arrival rate
 needs, and once nothing has waited for the idle delay (longer while a steady trickle flows) and
-nothing arrives, it goes to its minimum.
+nothing arrives, it goes to its minimum. Under EC2's billing (per second, 60 s minimum per start)
+an instance still inside its paid minimum is kept whatever the idle time: stopping it saves
+nothing and starting it again pays a new minimum. It goes when its paid time runs out, so the
+idle delay in effect is max(idle delay, what is left of the minimum).
 
 Pure: the numbers come in an Observation, nothing here reads a clock or calls AWS.
 """
@@ -159,18 +162,29 @@ def drain(obs: Observation, limits: Limits, params: DrainParams) -> Decision:
         return Decision(clamp(desired, limits), raw, reason, code, tuple({**facts, **more}.items()))
 
     hold = idle_hold_s(obs.steady_rate_img_s, params)
+    paid = obs.paid
+    facts["paid"] = paid
     if obs.visible == 0 and rate == 0 and obs.idle_s >= hold:
+        if paid:
+            return decide(
+                paid,
+                0,
+                "idle-paid",
+                f"nothing waiting for {obs.idle_s:g}s >= {hold:g}s: keep {paid} until their paid"
+                f" minimum runs out (the most {max(obs.paid_left_s):.0f}s more)",
+            )
         return decide(0, 0, "idle", f"nothing waiting for {obs.idle_s:g}s >= {hold:g}s: to zero")
     need = sustained_need(max(rate, obs.steady_rate_img_s), per, params.utilization)
     if obs.visible == 0:
         # Nothing waits: busy instances finish their batches even when stopped, so keep what the
-        # arrivals need (one, until the idle delay runs out) and let the rest go.
-        keep = min(obs.capacity, max(need, 1))
+        # arrivals need (one, until the idle delay runs out) and let the rest go, except those
+        # already paid for.
+        keep = min(obs.capacity, max(need, 1, paid))
         return decide(
             keep,
             need,
             "keep-up",
-            f"nothing waiting: keep {keep} for {rate:g}/s arriving",
+            f"nothing waiting: keep {keep} for {rate:g}/s arriving ({paid} paid for)",
             sustained_need=need,
         )
     fleets = [candidate_ready_times(obs, size, params) for size in range(limits.max + 1)]

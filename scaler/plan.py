@@ -2,7 +2,8 @@
 
 Rules: pending and running instances are capacity (so a burst does not launch a second herd while
 the first boots); scale-out starts stopped instances (the warm pool) before launching; scale-in
-cancels new launches still pending, then stops running instances, newest first; stopped instances
+cancels new launches still pending, then stops running instances, newest first (under a paid
+minimum, those whose paid time has run out first); stopped instances
 beyond the pool, or stopped too long, are terminated. A Spot instance is terminated where an
 on-demand one would be stopped: EC2 cannot stop a one-time Spot instance, so it never joins the
 warm pool. An instance whose worker was given notice (a Spot interruption or a rebalance
@@ -42,6 +43,13 @@ class Instance:
 class PoolRules:
     warm_pool_max: int  # stopped instances kept for fast restarts
     stopped_max_age_s: float  # stopped longer than this: terminate
+    min_billed_s: float = 0.0  # each run is paid at least this long (EC2: 60 s); 0 per second
+
+
+def paid_left_s(instance: Instance, now: float, min_billed_s: float) -> float:
+    """Seconds of this run's paid minimum not yet used: 0 once it has run that long."""
+    # Clamped both ways: a start stamped ahead of this clock (skew) is paid at most the minimum.
+    return min(min_billed_s, max(0.0, min_billed_s - (now - instance.launched_at)))
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,12 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
         # A pending restart is left for a later tick, when it can be stopped back into the pool.
         booting = [i for i in by_state["pending"] if not i.restarted]
         cancel = sorted(booting, key=lambda i: i.launched_at, reverse=True)[: have - desired]
-        newest_first = sorted(by_state["running"], key=lambda i: i.launched_at, reverse=True)
+        # Under a paid minimum, those whose paid time has run out go first (they cost by the
+        # second), then those with the least paid time left.
+        newest_first = sorted(
+            by_state["running"],
+            key=lambda i: (paid_left_s(i, now, rules.min_billed_s), -i.launched_at),
+        )
         going = newest_first[: have - desired - len(cancel)]
         stop = [i for i in going if not i.spot]
         cancel += [i for i in going if i.spot]

@@ -40,10 +40,19 @@ class Observation:
     ready_in_s: tuple[float, ...] = ()
     warm: int = 0  # stopped instances that a start brings back faster than a launch
     idle_s: float = 0.0  # seconds since a tick last saw any load
+    # Seconds each pending or running instance is already paid for and not yet used: under EC2's
+    # billing (a 60 s minimum per start) what is left of its minimum; 0 billed per second.
+    paid_left_s: tuple[float, ...] = ()
 
     @property
     def load(self) -> int:
         return self.visible + self.in_flight
+
+    @property
+    def paid(self) -> int:
+        """Instances still inside their paid minimum: stopping one saves nothing, and starting it
+        again would begin a new one."""
+        return sum(1 for left in self.paid_left_s if left > 0)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,11 @@ def check_observation(obs: Observation, limits: Limits) -> None:
     for rate in (obs.arrival_rate_img_s, obs.steady_rate_img_s):
         if not (rate >= 0 and math.isfinite(rate)):
             raise PolicyError(f"arrival rates must be numbers >= 0, got {rate!r}")
-    if obs.warm < 0 or not obs.idle_s >= 0 or any(not r >= 0 for r in obs.ready_in_s):
-        raise PolicyError(f"negative warm pool, idle time or ready time in {obs}")
+    times = (*obs.ready_in_s, *obs.paid_left_s)
+    if obs.warm < 0 or not obs.idle_s >= 0 or any(not r >= 0 for r in times):
+        raise PolicyError(f"negative warm pool, idle time, ready or paid time in {obs}")
+    if len(obs.paid_left_s) > obs.capacity:
+        raise PolicyError(f"{len(obs.paid_left_s)} paid times for a capacity of {obs.capacity}")
     if not 0 <= limits.min <= limits.max:
         raise PolicyError(f"need 0 <= min <= max, got {limits}")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime import keys
-from runtime.costs import summary
+from runtime.costs import MINIMUM_BILLED_S, summary
 from runtime.failures import describe
 from runtime.prices import DEFAULT_PRICES, Prices
 from runtime.requests import RequestCounter, add
@@ -36,6 +36,7 @@ from scaler.plan import (
     PoolRules,
     capacity,
     count_states,
+    paid_left_s,
     serving,
     starting,
     workers,
@@ -81,7 +82,9 @@ class ScalerConfig:
             limits=Limits(settings.fleet_min, settings.fleet_max),
             latency_target_s=settings.latency_target_s,
             quiet_period_s=settings.quiet_period_s,
-            pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s),
+            # EC2 bills each start at least MINIMUM_BILLED_S: the planner stops first the
+            # instances whose paid time has run out.
+            pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s, MINIMUM_BILLED_S),
             job_fleet_max=settings.job_fleet_max,
             boot_new_s=settings.expected_boot_new_s,
             boot_start_s=settings.expected_boot_start_s,
@@ -204,6 +207,7 @@ class Scaler:
             arrival_rate_img_s=arrivals.rate_img_s,
             steady_rate_img_s=arrivals.steady_img_s,
             ready_in_s=tuple(self._planning.ready_in_s(i, now) for i in live),
+            paid_left_s=tuple(paid_left_s(i, now, self.config.pool.min_billed_s) for i in live),
             warm=sum(1 for i in instances if i.state == "stopped"),
             idle_s=self._idle.observe(now, depth.visible),
         )

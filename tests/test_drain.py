@@ -24,7 +24,9 @@ LIMITS = Limits(0, 12)
 PARAMS = DrainParams(boot_new_s=40.0, boot_start_s=10.0, idle_delay_s=2.0, batch_max=10)
 
 
-def obs(visible, in_flight=0, ready=(), *, warm=0, rate=0.0, steady=0.0, idle=0.0, img_s=10.0):
+def obs(
+    visible, in_flight=0, ready=(), *, warm=0, rate=0.0, steady=0.0, idle=0.0, img_s=10.0, paid=()
+):
     return Observation(
         visible,
         in_flight,
@@ -35,6 +37,7 @@ def obs(visible, in_flight=0, ready=(), *, warm=0, rate=0.0, steady=0.0, idle=0.
         ready_in_s=tuple(ready),
         warm=warm,
         idle_s=idle,
+        paid_left_s=tuple(paid),
     )
 
 
@@ -66,6 +69,13 @@ def obs(visible, in_flight=0, ready=(), *, warm=0, rate=0.0, steady=0.0, idle=0.
         (obs(0, 0, [0] * 3, idle=4.0, steady=0.5), 1, "keep-up"),
         (obs(0, 0, [0] * 3, idle=6.0, steady=0.5), 0, "idle"),
         (obs(0), 0, "keep-up"),
+        # EC2's paid minimum: idle instances still paid for stay until their paid time runs out
+        # (stopping one saves nothing; a restart pays a new minimum), then go.
+        (obs(0, 0, [0] * 3, idle=9.0, paid=[30, 0.5, 0]), 2, "idle-paid"),
+        (obs(0, 0, [0] * 3, idle=9.0, paid=[0, 0, 0]), 0, "idle"),
+        (obs(0, 0, [0] * 3, idle=9.0), 0, "idle"),  # billed per second: nothing is paid ahead
+        (obs(0, 30, [0] * 5, paid=[50, 50, 50, 0, 0]), 3, "keep-up"),
+        (obs(0, 0, [0] * 5, rate=8.0, paid=[10, 0, 0, 0, 0]), 2, "keep-up"),
     ],
 )
 def test_drain_table(observation, desired, code):
@@ -172,3 +182,10 @@ def test_every_policy_setting_name_builds_a_policy():
     assert DEFAULT_POLICY == "drain" and DEFAULT_POLICY in POLICIES
     for name in POLICIES:
         assert make_policy(name, PolicyConfig(LIMITS))(obs(100)).desired > 0
+
+
+def test_more_paid_times_than_instances_is_refused():
+    with pytest.raises(PolicyError, match="paid times"):
+        drain(obs(0, 0, [0], paid=[10, 10]), LIMITS, PARAMS)
+    with pytest.raises(PolicyError, match="paid time"):
+        drain(obs(0, 0, [0], paid=[-1]), LIMITS, PARAMS)

@@ -18,6 +18,7 @@ from scaler.plan import (
     PoolRules,
     capacity,
     count_states,
+    paid_left_s,
     plan,
     plan_original,
     workers,
@@ -66,6 +67,22 @@ def test_scale_in_cancels_booting_launches_then_stops_newest_running():
     ]
     assert plan(3, fleet, NOW, RULES) == Actions(terminate=("p-new",))
     assert plan(1, fleet, NOW, RULES) == Actions(stop=("r-new", "r-old"), terminate=("p-new",))
+
+
+def test_under_a_paid_minimum_scale_in_stops_what_is_no_longer_paid_for_first():
+    # At 100 s: r-old has run 99 s (paid time used up), r-mid 60.5 s, r-new 30 s (30 s paid left).
+    fleet = [
+        inst("r-new", "running", launched_at=70.0),
+        inst("r-old", "running", launched_at=1.0),
+        inst("r-mid", "running", launched_at=39.5),
+    ]
+    paid = PoolRules(warm_pool_max=3, stopped_max_age_s=3600.0, min_billed_s=60.0)
+    assert plan(1, fleet, 100.0, paid) == Actions(stop=("r-mid", "r-old"))
+    # Billed per second, newest first as ever.
+    assert plan(1, fleet, 100.0, dataclasses.replace(paid, min_billed_s=0.0)) == Actions(
+        stop=("r-new", "r-mid")
+    )
+    assert paid_left_s(fleet[0], 100.0, 60.0) == 30.0 and paid_left_s(fleet[1], 100.0, 60.0) == 0
 
 
 def test_scale_in_keeps_at_most_the_warm_pool_stopped():

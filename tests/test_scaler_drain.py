@@ -104,7 +104,7 @@ def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
     settings, aws_client
 ):
     ec2, sqs = aws_client("ec2"), aws_client("sqs")
-    clock = Clock(1_000.0)
+    clock = Clock(float(int(time.time())))  # EC2's launch times: the paid minute is real
     scaler = Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet(ec2, settings.fleet_name, settings.launch_template, clock=clock),
@@ -123,13 +123,22 @@ def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
 
     sqs.purge_queue(QueueUrl=url)  # the workers took everything
     clock.now += 1.0
-    scaler.tick()  # nothing waits: one stays for the idle delay
-    assert fleet_states(ec2, settings) == ["running"] + ["stopped"] * 3
+    scaler.tick()  # nothing waits, but all four are inside EC2's paid minute: all stay
+    assert fleet_states(ec2, settings) == ["running"] * 4
+    kept = scaler.status()["decisions"][-1]
+    assert all(57.0 <= left <= 60.0 for left in kept["inputs"]["paid_left_s"])
+    assert kept["facts"]["paid"] == 4 and len(kept["inputs"]["paid_left_s"]) == 4
     clock.now += 1.0
-    scaler.tick()  # nothing waited for the delay and nothing arrives: to zero
-    assert fleet_states(ec2, settings) == ["stopped"] * 2  # the warm pool; the rest terminated
+    scaler.tick()  # idle for the delay, still paid for: kept until the paid time runs out
+    assert fleet_states(ec2, settings) == ["running"] * 4
+    clock.now += 58.0
+    scaler.tick()  # the paid minute is up and nothing arrives: to zero
+    assert fleet_states(ec2, settings) == ["stopped"] * 4
     codes = [d["code"] for d in scaler.status()["decisions"]]
-    assert codes[-2:] == ["keep-up", "idle"]
+    assert codes[-2:] == ["keep-up", "idle"]  # a decision is listed when it changes
+    clock.now += 2.0
+    scaler.tick()  # stopped beyond the warm pool: terminated
+    assert fleet_states(ec2, settings) == ["stopped"] * 2
     assert scaler.status()["fleet"]["running"] == 0
 
     send(sqs, settings, 5)

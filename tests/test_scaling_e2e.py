@@ -21,6 +21,7 @@ import requests
 
 from embedded.stack import PLACEHOLDER_CREDENTIALS, wait_http
 from runtime.cloudwatch import read_arrivals
+from runtime.costs import MINIMUM_BILLED_S
 from runtime.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.http_client import stem, stem_and_label, upload, variants
@@ -129,8 +130,9 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     for (name, _), response in zip(images, answers, strict=True):
         assert response.status_code == 200, response.text
         assert stem_and_label(response.text)[0] == stem(name)
-    # Back to zero running: the idle delay and a tick, with generous slack for a busy machine.
-    deadline = drained_at + IDLE_DELAY_S + 30.0
+    # Back to zero running once the workers' paid minute (EC2 bills each start at least 60 s)
+    # and the idle delay are over, with generous slack for a busy machine.
+    deadline = drained_at + MINIMUM_BILLED_S + IDLE_DELAY_S + 30.0
     while time.monotonic() < deadline and _fleet(url)["fleet"]["running"] > 0:
         time.sleep(0.2)
     idle = _fleet(url)
@@ -157,12 +159,13 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     assert decisions[grew]["code"] in ("drain-projection", "overloaded"), decisions[grew]
     assert decisions[grew]["desired"] == 2
     # The decision that stopped the last workers: nothing waiting for the idle delay (the
-    # scaler counts from its last tick that saw work waiting), so at most a tick later.
+    # scaler counts from its last tick that saw work waiting) and their paid minute used up.
     stopped = [i for i, d in enumerate(decisions) if d["actions"] and d["actions"]["stop"]]
     last = decisions[stopped[-1]]
     assert stopped[-1] > grew
     assert (last["code"], last["desired"], last["inputs"]["visible"]) == ("idle", 0, 0), last
-    assert IDLE_DELAY_S <= last["inputs"]["idle_s"] <= IDLE_DELAY_S + 10 * TICK_S, last
+    assert IDLE_DELAY_S <= last["inputs"]["idle_s"] <= MINIMUM_BILLED_S + 10 * TICK_S, last
+    assert last["facts"]["paid"] == 0 and not any(last["inputs"]["paid_left_s"]), last
     assert all(d["desired"] == 0 for d in decisions[stopped[-1] :])
     # The web tier counted every accepted upload for the scaler's arrival rate.
     counts = read_arrivals(embedded["cloudwatch"], Settings().fleet_name, 600)

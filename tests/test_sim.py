@@ -28,6 +28,7 @@ KEYS = {
     "instance_seconds_min60",
     "starts",
     "market",
+    "billing",
     "cost_per_1000",
     "cost_per_1000_per_s",
     "fixed_usd",
@@ -52,11 +53,11 @@ def rows_of(*args: str) -> list[dict]:
 def test_json_has_every_trace_and_policy_with_the_keys():
     rows = rows_of()
     names = [t.name for t in standard_traces()]
-    markets = ("on-demand", "spot")
-    assert {(r["trace"], r["policy"], r["market"]) for r in rows} == {
-        (t, p, m) for t in names for p in POLICIES for m in markets
+    markets, billings = ("on-demand", "spot"), ("min60", "per-second")
+    assert {(r["trace"], r["policy"], r["market"], r["billing"]) for r in rows} == {
+        (t, p, m, b) for t in names for p in POLICIES for m in markets for b in billings
     }
-    assert len(rows) == len(names) * len(POLICIES) * len(markets)
+    assert len(rows) == len(names) * len(POLICIES) * len(markets) * len(billings)
     for row in rows:
         assert set(row) == KEYS | ({"default"} if row["policy"] == DEFAULT_POLICY else set())
         assert row.get("default", False) is (row["policy"] == DEFAULT_POLICY)
@@ -66,11 +67,13 @@ def test_json_has_every_trace_and_policy_with_the_keys():
         assert 0 < row["p50_s"] <= row["p95_s"] <= row["completion_s"]
         # Money: the 60 s minimum costs at least per-second billing; hosts are apart.
         assert row["cost_per_1000"] >= row["cost_per_1000_per_s"] > 0
+        if row["billing"] == "per-second":  # the row's cost is its billing's
+            assert row["cost_per_1000"] == row["cost_per_1000_per_s"]
         assert row["fixed_usd"] > 0 and row["interruptions"] == 0  # no rate given
-    by_key = {(r["trace"], r["policy"], r["market"]): r for r in rows}
-    for (trace, policy, market), row in by_key.items():
+    by_key = {(r["trace"], r["policy"], r["market"], r["billing"]): r for r in rows}
+    for (trace, policy, market, billing), row in by_key.items():
         if market == "spot":  # the same run at the Spot price
-            on_demand = by_key[(trace, policy, "on-demand")]
+            on_demand = by_key[(trace, policy, "on-demand", billing)]
             assert row["cost_per_1000"] < on_demand["cost_per_1000"]
             assert row["instance_seconds_min60"] == on_demand["instance_seconds_min60"]
     # The trace set the issue asks for.
@@ -96,8 +99,10 @@ def write_trace(tmp_path, text: str, name: str = "mine.csv") -> str:
 
 def test_cli_replays_a_csv_trace_on_your_instance_type(tmp_path):
     path = write_trace(tmp_path, "t\n" + "0\n" * 30 + "100.5\n")
-    rows = rows_of("--trace", path, "--policy", "seed", "--market", "spot")
-    assert [(r["trace"], r["policy"], r["market"]) for r in rows] == [("mine", "seed", "spot")]
+    rows = rows_of("--trace", path, "--policy", "seed", "--market", "spot", "--billing", "min60")
+    assert [(r["trace"], r["policy"], r["market"], r["billing"]) for r in rows] == [
+        ("mine", "seed", "spot", "min60")
+    ]
     assert rows[0]["p95_s"] == pytest.approx(41.0)  # a 40 s boot plus one 1 s batch
     fast = rows_of("--trace", path, "--policy", "seed", "--boot-new-s", "20", "--throughput", "20")
     assert fast[0]["p95_s"] == pytest.approx(20.5)  # half the boot, half the batch time
@@ -239,30 +244,42 @@ def test_fleet_min_keeps_instances_and_max_caps_them():
 
 
 # Where the default does not beat the original design, and by how much at most (docs/scaling.md
-# says why): a lone request every couple of minutes costs the drain policy one 60 s minimum per
-# restart, where the original's 40 s launches catch a second request more often; and on the step
-# trace with fast (20 s) boots the original's thrashing happens to have instances booting when
-# the step comes.
+# says why): on the step trace with fast (20 s) boots the original's thrashing happens to have
+# instances booting when the step comes; the drain policy sees the step as a rate a tick later.
 KNOWN_MISSES = {
-    ("sparse-1/120s", "instance_seconds_min60"): 1.5,
-    ("step-1-20-1/s", "p95_s"): 1.2,
+    ("step-1-20-1/s", "min60", "p95_s"): 1.35,
+    ("step-1-20-1/s", "per-second", "p95_s"): 1.2,
 }
 
 
+@pytest.mark.parametrize("billing", ["min60", "per-second"])
 @pytest.mark.parametrize(("boot_new_s", "boot_start_s"), [(40.0, 10.0), (20.0, 5.0), (60.0, 15.0)])
-def test_default_policy_beats_the_original_design(boot_new_s, boot_start_s):
-    config = SimConfig(boot_new_s=boot_new_s, boot_start_s=boot_start_s)
-    much_better = 0
-    for trace in standard_traces():
+def test_default_policy_beats_the_original_design(boot_new_s, boot_start_s, billing):
+    """The issue's goal: p95 and cost per 1,000 images no worse than the original on every
+    standard trace under each billing model (the policy told which), 30 % better on most."""
+    config = SimConfig(boot_new_s=boot_new_s, boot_start_s=boot_start_s, billing=billing)
+    much_better, traces = 0, standard_traces()
+    for trace in traces:
         new, old = simulate(trace, DEFAULT_POLICY, config), simulate(trace, "seed", config)
-        for key in ("p95_s", "instance_seconds", "instance_seconds_min60"):
-            bound = KNOWN_MISSES.get((trace.name, key), 1.0)
-            assert getattr(new, key) <= getattr(old, key) * bound + 1e-6, (trace.name, key)
+        for key in ("p95_s", "cost_per_1000"):
+            bound = KNOWN_MISSES.get((trace.name, billing, key), 1.0)
+            assert getattr(new, key) <= getattr(old, key) * bound + 1e-9, (trace.name, key)
         much_better += any(
-            getattr(new, key) <= 0.7 * getattr(old, key)
-            for key in ("p95_s", "instance_seconds", "instance_seconds_min60")
+            getattr(new, key) <= 0.7 * getattr(old, key) for key in ("p95_s", "cost_per_1000")
         )
-    assert much_better >= 6
+    assert much_better > len(traces) / 2
+
+
+def test_an_idle_instance_inside_its_paid_minute_is_kept_not_restarted():
+    """Two lone requests 40 s apart, 10 s boots: under EC2's billing the instance that served the
+    first is still paid for when the second comes, so one start serves both; billed per second
+    it goes after the idle delay and the second request pays a restart."""
+    lone_pair, fast = Trace("pair", (0.0, 40.0)), SimConfig(boot_new_s=10.0, boot_start_s=5.0)
+    paid = simulate(lone_pair, DEFAULT_POLICY, replace(fast, billing="min60"))
+    per_second = simulate(lone_pair, DEFAULT_POLICY, replace(fast, billing="per-second"))
+    assert paid.starts == 1 and paid.instance_seconds_min60 == pytest.approx(60.0, abs=2.1)
+    assert per_second.starts == 2
+    assert paid.completion_s < per_second.completion_s  # the second answered at once
 
 
 def test_simulated_scaler_uses_the_deployments_defaults():

@@ -20,7 +20,7 @@ from runtime.prices import INSTANCE_HOURLY, MARKETS, PRICES_AS_OF
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
 from scaler.policies import Limits
-from scaler.sim.model import Result, SimConfig, simulate
+from scaler.sim.model import BILLINGS, Result, SimConfig, simulate
 from scaler.sim.traces import TraceError, from_csv, standard_traces
 
 
@@ -46,6 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--latency-target-s", type=positive(), default=d.latency_target_s)
     add("--warm-pool-max", type=int, default=d.warm_pool_max)
     add("--market", action="append", choices=MARKETS, help="only this market (repeatable)")
+    add(
+        "--billing",
+        action="append",
+        choices=BILLINGS,
+        help="only this billing model (repeatable): min60 is EC2's, per second with a 60 s"
+        " minimum per start; the policy is told which",
+    )
     add("--instance-type", choices=sorted(INSTANCE_HOURLY), default=sim.instance_type)
     add(
         "--spot-interruptions-per-hour",
@@ -83,17 +90,17 @@ def config_from(args: argparse.Namespace) -> SimConfig:
 
 
 COLUMNS = (
-    f"{'trace':<20} {'policy':<7} {'market':<9} {'requests':>8} {'p50_s':>7} {'p95_s':>7} "
-    f"{'peak':>5} {'starts':>6} {'inst_s':>7} {'inst_s_min60':>12} {'$/1000':>8} "
-    f"{'p95 vs seed':>11} {'inst_s':>7} {'min60':>6} {'$/1000':>7}"
+    f"{'trace':<20} {'policy':<7} {'market':<9} {'billing':<10} {'requests':>8} "
+    f"{'p50_s':>7} {'p95_s':>7} {'peak':>5} {'starts':>6} {'inst_s':>7} {'inst_s_min60':>12} "
+    f"{'$/1000':>8} {'p95 vs seed':>11} {'inst_s':>7} {'min60':>6} {'$/1000':>7}"
 )
 
 
 def table(results: list[Result]) -> str:
-    seed = {(r.trace, r.market): r for r in results if r.policy == "seed"}
+    seed = {(r.trace, r.market, r.billing): r for r in results if r.policy == "seed"}
     lines = [COLUMNS, "-" * len(COLUMNS)]
     for r in results:
-        base = seed.get((r.trace, r.market))
+        base = seed.get((r.trace, r.market, r.billing))
         versus = ("", "", "", "")
         if base is not None and r.policy != "seed":
             versus = (
@@ -103,9 +110,10 @@ def table(results: list[Result]) -> str:
                 _change(r.cost_per_1000, base.cost_per_1000),
             )
         lines.append(
-            f"{r.trace:<20} {r.policy:<7} {r.market:<9} {r.requests:>8} {r.p50_s:>7.2f} "
-            f"{r.p95_s:>7.2f} {r.peak_instances:>5} {r.starts:>6} {r.instance_seconds:>7.0f} "
-            f"{r.instance_seconds_min60:>12.0f} {r.cost_per_1000:>8.4f} {versus[0]:>11} "
+            f"{r.trace:<20} {r.policy:<7} {r.market:<9} {r.billing:<10} {r.requests:>8} "
+            f"{r.p50_s:>7.2f} {r.p95_s:>7.2f} {r.peak_instances:>5} {r.starts:>6} "
+            f"{r.instance_seconds:>7.0f} {r.instance_seconds_min60:>12.0f} "
+            f"{r.cost_per_1000:>8.4f} {versus[0]:>11} "
             f"{versus[1]:>7} {versus[2]:>6} {versus[3]:>7}"
         )
     return "\n".join(lines)
@@ -123,7 +131,7 @@ def describe(config: SimConfig) -> str:
         f"warm pool {config.pool.warm_pool_max}, idle delay {config.idle_delay_s:g}s, "
         f"quiet period {config.quiet_period_s:g}s, latency target {config.latency_target_s:g}s;"
         f" priced as {config.instance_type} (runtime.prices, {PRICES_AS_OF}), Spot interruptions"
-        f" {config.interruptions_per_hour:g}/h; $/1000 is compute under the 60 s minimum plus"
+        f" {config.interruptions_per_hour:g}/h; $/1000 is compute under the row's billing plus"
         f" requests; the fixed host costs ${config.prices.fixed_hourly:.4f}/h apart"
         " (fixed_usd in --json)"
     )
@@ -146,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     policies = args.policy or list(POLICIES)
     markets = args.market or list(MARKETS)
+    billings = args.billing or list(BILLINGS)
     results = [
-        simulate(trace, policy, replace(config, market=market))
+        simulate(trace, policy, replace(config, market=market, billing=billing))
         for trace in traces
+        for billing in billings
         for market in markets
         for policy in policies
     ]

@@ -22,15 +22,17 @@ import bisect
 import heapq
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from runtime.prices import DEFAULT_PRICES, DEFAULT_WORKER_TYPE, Prices
 from runtime.sqs import BATCH_MAX
 from runtime.stats import percentile
-from scaler.plan import Instance, PoolRules, capacity
+from scaler.plan import Instance, PoolRules, capacity, paid_left_s
 from scaler.policies import IdleClock, Limits, Observation, PolicyConfig, QuietWindow
 from scaler.registry import make_planner, make_policy
 from scaler.sim.traces import Trace
+
+BILLINGS = ("min60", "per-second")  # EC2's (60 s minimum per start), and without the minimum
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class SimConfig:
     # The live gauge's windows end where the web tier has surely published: a second back.
     arrival_lag_s: float = 1.0
     min_billed_s: float = 60.0  # EC2's minimum charge for each start
+    # What the policy and the planner are told the fleet is billed by, and what cost_per_1000
+    # prices: "min60" (EC2's: per second, min_billed_s per start) or "per-second".
+    billing: str = "min60"
     horizon_s: float = 3600.0  # after the last arrival, give up (a policy that never drains)
     market: str = "on-demand"  # or "spot": the price, and whether interruptions happen
     instance_type: str = DEFAULT_WORKER_TYPE
@@ -64,6 +69,11 @@ class SimConfig:
         ("sqs", 2.2),
     )
     prices: Prices = DEFAULT_PRICES
+
+    @property
+    def paid_minimum_s(self) -> float:
+        """The minimum each start is paid for under this run's billing."""
+        return self.min_billed_s if self.billing == "min60" else 0.0
 
     @property
     def throughput_img_s(self) -> float:
@@ -85,7 +95,8 @@ class Result:
     completed: int
     requests: int
     market: str = "on-demand"
-    cost_per_1000: float = 0.0  # compute under EC2's billing (60 s minimum) + requests, $
+    billing: str = "min60"
+    cost_per_1000: float = 0.0  # compute under the run's billing + requests, $
     cost_per_1000_per_s: float = 0.0  # the same, were every second billed without the minimum
     fixed_usd: float = 0.0  # the fixed host over the run: apart, traffic or not
     interruptions: int = 0
@@ -102,6 +113,7 @@ class Result:
             "instance_seconds_min60": round(self.instance_seconds_min60, 1),
             "starts": self.starts,
             "market": self.market,
+            "billing": self.billing,
             "cost_per_1000": round(self.cost_per_1000, 6),
             "cost_per_1000_per_s": round(self.cost_per_1000_per_s, 6),
             "fixed_usd": round(self.fixed_usd, 6),
@@ -131,7 +143,8 @@ class _Run:
         self.config = config
         # The policy expects the boot times the model uses, as the live scaler's settings say them.
         self.policy = make_policy(policy_name, PolicyConfig.of(config))
-        self.planner = make_planner(policy_name, config.pool)
+        pool = replace(config.pool, min_billed_s=config.paid_minimum_s)
+        self.planner = make_planner(policy_name, pool)
         self.window = QuietWindow(config.quiet_period_s)
         self.idle = IdleClock()
         self.arrived: list[float] = []
@@ -245,6 +258,7 @@ class _Run:
             arrival_rate_img_s=self._arrival_rate(now, self.config.arrival_window_s),
             steady_rate_img_s=self._arrival_rate(now, self.config.steady_window_s),
             ready_in_s=tuple(max(0.0, m.ready_at - now) for m in live),
+            paid_left_s=tuple(paid_left_s(m.view(), now, self.config.paid_minimum_s) for m in live),
             warm=sum(1 for m in self.machines.values() if m.state == "stopped"),
             idle_s=self.idle.observe(now, len(self.queue)),
         )
@@ -307,6 +321,7 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
     prices, done = config.prices, max(1, len(latencies))
     hourly = prices.hourly(config.instance_type, config.market)
     requests = sum(prices.request(name) * n for name, n in config.requests_per_image) * 1000
+    billed = run.billed_min if config.billing == "min60" else run.instance_seconds
     return Result(
         trace=trace.name,
         policy=policy_name,
@@ -321,7 +336,8 @@ def simulate(trace: Trace, policy_name: str, config: SimConfig = SimConfig()) ->
         completed=len(latencies),
         requests=len(trace.arrivals),
         market=config.market,
-        cost_per_1000=hourly * run.billed_min / 3600 * 1000 / done + requests,
+        billing=config.billing,
+        cost_per_1000=hourly * billed / 3600 * 1000 / done + requests,
         cost_per_1000_per_s=hourly * run.instance_seconds / 3600 * 1000 / done + requests,
         fixed_usd=prices.fixed_hourly * run.last_done / 3600,
         interruptions=run.interruptions,
