@@ -59,8 +59,13 @@ class ArrayTransform:
                 top = int(round((height - pre.crop) / 2.0))
                 left = int(round((width - pre.crop) / 2.0))
             image = image.crop((left, top, left + pre.crop, top + pre.crop))
-        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
-        return np.ascontiguousarray(pixels * self._scale - self._offset, dtype=np.float32)
+        # Channels first while still uint8 (a quarter of the bytes to move), then one float32
+        # array scaled and shifted in place: the same values as (x - mean) / std computed on a
+        # float copy, at about 0.35 instead of 0.85 CPU ms per image (docs/performance.md).
+        pixels = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)).astype(np.float32)
+        pixels *= self._scale
+        pixels -= self._offset
+        return pixels
 
 
 def _pad(image: Image.Image, crop: int) -> Image.Image:
