@@ -5,6 +5,11 @@ worker processes) on free ports, then, TRIALS times: waits until no worker runs 
 one photo (async, so the answer does not wait for the worker) and reads the scaler's /status
 until a decision starts or launches an instance. The figure is that decision's time (the start
 of the tick that acted, and so of its start or launch call) minus the upload's.
+
+`--compose`: the same figure on `docker compose up` (compose.yaml, images already built, as
+tests/test_compose_stack.py runs it), read through the web container's /status; each trial is a
+fresh stack (up, one upload into its idle fleet, down). `--no-wake` turns the wake off (an
+override that empties SCALER_WAKE_TOKEN_FILE): the "before" figure, in the same run.
 """
 
 from __future__ import annotations
@@ -92,14 +97,73 @@ def _acting(status: dict, after: float) -> dict | None:
     return None
 
 
+_NO_WAKE = """services:
+  web: {environment: {SCALER_WAKE_TOKEN_FILE: ""}}
+  scaler: {environment: {SCALER_WAKE_TOKEN_FILE: ""}}
+"""
+
+
+def _compose_trial(no_wake: bool) -> tuple[float, str]:
+    """One fresh compose stack: up, the first upload into its idle fleet, down."""
+    env = {
+        **os.environ,
+        "WEB_PORT": str(_free_port()),
+        "AWS_PORT": str(_free_port()),
+        "FLEET_MAX": "1",
+    }
+    command = ["docker", "compose", "-f", "compose.yaml"]
+    if no_wake:
+        override = Path(tempfile.mkdtemp(prefix="bench-wake-")) / "no-wake.yaml"
+        override.write_text(_NO_WAKE)
+        command += ["-f", str(override)]
+    web = f"http://127.0.0.1:{env['WEB_PORT']}"
+
+    def compose(*args: str) -> None:
+        subprocess.run([*command, *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    compose("up", "--detach", "--no-build", "--pull", "never")
+    try:
+        status = f"{web}/status"
+        ready = lambda: (s := _get(status))["scaler"] == "ok" and s["decisions"] and _idle(s)  # noqa: E731
+        _wait(ready, "an idle compose fleet", 300, 0.5)
+        uploaded = time.time()
+        _upload(web)
+        record = _wait(lambda: _acting(_get(status), 0.0), "a start or launch", 120)
+        return max(0.0, record["at"] - uploaded), record["code"]
+    finally:
+        compose("down")
+
+
+def _summary(figures: list[float]) -> dict:
+    return {
+        "upload_to_start_or_launch_s": [round(f, 2) for f in figures],
+        "median_s": round(statistics.median(figures), 2),
+        "max_s": round(max(figures), 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wake", description=__doc__)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--compose", action="store_true", help="on docker compose up")
+    parser.add_argument("--no-wake", action="store_true", help="the wake off: the tick decides")
     args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error("--trials must be >= 1")
+    if args.compose:
+        figures = []
+        for trial in range(args.trials):
+            figure, code = _compose_trial(args.no_wake)
+            figures.append(figure)
+            print(f"trial {trial + 1}: {figure:.2f} s ({code})", flush=True)
+        print(json.dumps({"wake": not args.no_wake, **_summary(figures)}))
+        return 0
     ports = {"PORT": _free_port(), "SCALER_STATUS_PORT": _free_port()}
     aws_port = _free_port()
     log_dir = tempfile.mkdtemp(prefix="bench-wake-")
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "FLEET_MAX": "1"}
+    if args.no_wake:
+        env["SCALER_WAKE_TOKEN_FILE"] = ""
     stack = subprocess.Popen(
         [sys.executable, "-m", "embedded", "up", "--aws-port", str(aws_port), "--log-dir", log_dir],
         cwd=ROOT,
@@ -129,15 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(stack.pid, signal.SIGINT)
         stack.wait(timeout=120)
-    print(
-        json.dumps(
-            {
-                "upload_to_start_or_launch_s": [round(f, 2) for f in figures],
-                "median_s": round(statistics.median(figures), 2),
-                "max_s": round(max(figures), 2),
-            }
-        )
-    )
+    print(json.dumps({"wake": not args.no_wake, **_summary(figures)}))
     return 0
 
 

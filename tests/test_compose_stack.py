@@ -162,6 +162,33 @@ def test_status_and_metrics_answer_through_the_web_container(stack):
     assert ok and ok[0] >= BURST + len(photos()), metrics.text[:2000]
 
 
+def test_the_web_container_wakes_the_scaler_and_nothing_else_may(stack):
+    """runtime/wake.py in compose: the web holds the scaler's token (their shared /dev/shm);
+    another container of the network (LocalStack's, which has curl) is refused."""
+    wake = (
+        "import sys; from web.scaler_wake import ScalerWaker; from runtime.settings import"
+        " Settings; s = Settings.from_env(); sys.exit(0 if ScalerWaker(s.scaler_status_url,"
+        " s.scaler_wake_token_file).wake() else 1)"
+    )
+    stack.compose("exec", "-T", "web", "python", "-c", wake, timeout=120)
+    stranger = stack.compose(
+        "exec",
+        "-T",
+        "localstack",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "http://scaler:3001/wake",
+        timeout=120,
+    )
+    assert stranger.strip() == "403"
+
+
 def test_compose_down_leaves_no_worker_container_network_or_volume(stack):
     assert stack.workers(), "the earlier tests left the fleet running"
     client = stack.client
