@@ -59,6 +59,16 @@ def folded_networks(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def catdog_package(folded_networks, tmp_path_factory) -> Path:
+    """catdog version 1, packaged by `python -m worker.models package` from the TorchScript file
+    (tests that publish other versions write them beside it)."""
+    from tests.support import folded
+
+    out = tmp_path_factory.mktemp("models") / "catdog-1"
+    return folded.package(folded_networks["pt"], folded_networks["labels"], out, "1")
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory, exported_model):
     """One moto server process for the session; tests isolate by resource names."""
     port = free_port()

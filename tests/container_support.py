@@ -30,6 +30,7 @@ LOCALSTACK_IMAGE = re.search(
 )[1]
 # compose.yaml's labels for the scaler's worker containers (scaler/runners/docker.py).
 FLEET_LABEL = "elastic-classifier.fleet"
+INSTANCE_LABEL = "elastic-classifier.instance-id"
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -101,7 +102,14 @@ def answers_200(url: str) -> bool:
 
 
 def label_of(url: str, name: str, data: bytes, timeout: float = 900) -> str:
-    """Upload a photo and return its label.
+    """The label of the photo's answer (answer_of)."""
+    return answer_of(url, name, data, timeout=timeout)["label"]
+
+
+def answer_of(
+    url: str, name: str, data: bytes, *, model: str | None = None, timeout: float = 900
+) -> dict:
+    """Upload a photo (for `model`, default: the deployment's) and return its JSON answer.
 
     An upload waits RESULT_TIMEOUT_S (60 s) and then answers 504 naming GET /results/<id>; a
     cold fleet (a worker container to start, its model to load, on a shared machine) can take
@@ -109,7 +117,7 @@ def label_of(url: str, name: str, data: bytes, timeout: float = 900) -> str:
     """
     from tests.http_client import upload
 
-    response = upload(url, data, name, accept="application/json", timeout=timeout)
+    response = upload(url, data, name, accept="application/json", timeout=timeout, model=model)
     if response.status_code == 504:
         found = re.search(r"/results/([0-9a-f]+)", response.text)
         assert found, response.text
@@ -117,4 +125,4 @@ def label_of(url: str, name: str, data: bytes, timeout: float = 900) -> str:
         wait_for(lambda: answers_200(result), f"{result} after a 504", timeout, every=2)
         response = requests.get(result, timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()["label"]
+    return response.json()

@@ -116,6 +116,17 @@ def test_web_scaler_and_provision_share_the_web_image(compose):
     assert images == {"elastic-classifier-web:latest"}
 
 
+def _config(env: dict[str, str]) -> dict:
+    """What `docker compose` itself makes of the file under `env` (the variables it reads
+    unset otherwise): its services."""
+    command = [*compose_v2(), "-f", "compose.yaml", "config", "--format", "json"]
+    read = ("WEB_PORT", "AWS_PORT", "BIND_ADDRESS", "MODELS")
+    clean = {k: v for k, v in os.environ.items() if k not in read}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**clean, **env})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["services"]
+
+
 @pytest.mark.parametrize(
     ("env", "host_ip", "web", "aws"),
     [
@@ -125,13 +136,19 @@ def test_web_scaler_and_provision_share_the_web_image(compose):
     ],
 )
 def test_ports_are_on_loopback_by_default_and_configurable(env, host_ip, web, aws):
-    """What `docker compose` itself makes of the file: no port on every interface by default."""
-    command = [*compose_v2(), "-f", "compose.yaml", "config", "--format", "json"]
-    clean = {k: v for k, v in os.environ.items() if k not in ("WEB_PORT", "AWS_PORT")}
-    clean.pop("BIND_ADDRESS", None)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**clean, **env})
-    assert done.returncode == 0, done.stderr
-    services = json.loads(done.stdout)["services"]
+    """No port on every interface by default."""
+    services = _config(env)
     for service, published in (("web", web), ("localstack", aws)):
         (port,) = services[service]["ports"]
         assert (port["host_ip"], port["published"]) == (host_ip, published)
+
+
+@pytest.mark.parametrize("models", ["catdog=s3://classifier-input/models/catdog/1/", ""])
+def test_models_reach_the_web_and_through_the_scaler_every_worker(models):
+    """MODELS (docs/models.md): the web checks upload names against it, and the scaler hands it
+    on to each worker container it starts; unset, it is empty and no worker gets it."""
+    from scaler.runners.docker import worker_environment
+
+    services = _config({"MODELS": models} if models else {})
+    assert services["web"]["environment"]["MODELS"] == models
+    assert worker_environment(services["scaler"]["environment"]).get("MODELS", "") == models

@@ -3,7 +3,12 @@
 compose.yaml is used unchanged, LocalStack included: `make images` built its image from PyPI under
 the tag compose.yaml names (no registry answers here), and the project's images from the
 Dockerfiles.
-The tests run in order on one stack: photos get their labels through the web container, the
+The stack serves a model package beside the built-in model (issue 22), as a user sets one up:
+`python -m worker.models package` makes it on the host (tests/support/folded.py's cat / dog /
+other network), it is put into LocalStack's input bucket at models/catdog/1/, and compose runs
+with MODELS naming it.
+The tests run in order on one stack: from a cold fleet the package answers by name and the
+built-in model by default, photos get their labels through the web container, the
 README's curl lines answer as written (on the stack's port), a burst
 makes the scaler start worker containers up to the fleet maximum, /status and /metrics answer
 through the web container, and `docker compose down` leaves nothing behind.
@@ -15,15 +20,20 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, photo_labels
+from runtime.keys import model_package_prefix
+from runtime.settings import Settings
+from tests.conftest import IMAGES, ROOT, free_port, photo_labels
 from tests.container_support import (
     FLEET_LABEL,
+    INSTANCE_LABEL,
     LOCALSTACK_IMAGE,
     WEB_IMAGE,
     WORKER_IMAGE,
+    answer_of,
     answers_200,
     built_images,
     compose_v2,
@@ -32,7 +42,7 @@ from tests.container_support import (
     run,
     wait_for,
 )
-from tests.http_client import photos, variants
+from tests.http_client import photos, upload, variants
 from tests.support.readme import README_BASE, shell_commands
 
 pytestmark = pytest.mark.containers
@@ -41,6 +51,9 @@ PROJECT = "elastic-classifier"  # compose.yaml's `name:`
 NETWORK = "elastic-classifier"  # compose.yaml's named default network
 FLEET_MAX = 2  # two cores here
 BURST = 270  # enough that a second worker may pay (and distinct crops)
+# compose sets no bucket names: provision makes the settings' defaults.
+INPUT_BUCKET = Settings().input_bucket
+CATDOG = f"s3://{INPUT_BUCKET}/{model_package_prefix('catdog', '1')}"
 
 
 class Stack:
@@ -51,6 +64,7 @@ class Stack:
             "AWS_PORT": str(free_port()),
             "FLEET_MAX": str(FLEET_MAX),
             "WORKER_IMAGE": WORKER_IMAGE,
+            "MODELS": f"catdog={CATDOG}",
         }
         self.command = [*compose, "-f", "compose.yaml"]
         self.url = f"http://127.0.0.1:{self.env['WEB_PORT']}"
@@ -65,9 +79,21 @@ class Stack:
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "60", timeout=120)
 
+    def publish(self, package) -> None:
+        """What `aws s3 cp --recursive PACKAGE s3://...` does, against LocalStack's port."""
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.env['AWS_PORT']}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        for path in package.iterdir():
+            s3.upload_file(str(path), INPUT_BUCKET, model_package_prefix("catdog", "1") + path.name)
+
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(catdog_package):
     client = engine()
     compose = compose_v2()
     built_images(client, WEB_IMAGE, WORKER_IMAGE, LOCALSTACK_IMAGE)
@@ -81,6 +107,9 @@ def stack():
         print(stack.logs())
         raise
     stack.figures["up_s"] = time.monotonic() - started
+    # Provisioned (the web waits for it) and no worker yet: the fleet starts at the first upload.
+    assert stack.workers() == []
+    stack.publish(catdog_package)
     yield stack
     # Whatever a failed test left: the last test checks that `down` alone leaves nothing.
     run([*stack.command, "down", "--volumes", "--remove-orphans"], env=stack.env, timeout=300)
@@ -89,13 +118,30 @@ def stack():
     print(f"compose figures: {stack.figures}")
 
 
-def test_photos_get_their_labels_through_the_web_container(stack):
+def test_the_package_in_s3_and_the_built_in_model_answer_by_name(stack):
     assert stack.workers() == []  # a cold fleet: fleet_min is 0
-    (first_name, first_data, first_ok), *rest = photos()
+    chelsea = (IMAGES / "chelsea.jpg").read_bytes()
     started = time.monotonic()
-    assert label_of(stack.url, first_name, first_data) in first_ok
+    custom = answer_of(stack.url, "chelsea.jpg", chelsea, model="catdog")
     stack.figures["first_answer_cold_fleet_s"] = round(time.monotonic() - started, 1)
-    for name, data, ok in rest:
+    assert (custom["label"], custom["model"], custom["version"]) == ("cat", "catdog", "1")
+    assert {entry["label"] for entry in custom["top5"]} == {"cat", "dog", "other"}  # its own
+    default = answer_of(stack.url, "chelsea.jpg", chelsea)
+    assert default["label"] in photo_labels()["chelsea.jpg"]  # tabby or tiger cat
+    assert default["model"] == "efficientnet_lite0" and default["version"]
+    unknown = upload(stack.url, chelsea, "chelsea.jpg", model="dogcat")
+    assert unknown.status_code == 400
+    assert "unknown model 'dogcat': this deployment serves efficientnet_lite0, catdog" in (
+        unknown.text
+    )
+    # The scaler handed MODELS on to the worker container it started for the answering instance.
+    (worker,) = [c for c in stack.workers() if c.labels[INSTANCE_LABEL] == custom["instance"]]
+    assert f"MODELS=catdog={CATDOG}" in worker.attrs["Config"]["Env"]
+    assert "catdog 1 on" in worker.logs().decode()  # it holds the package, and says on what
+
+
+def test_photos_get_their_labels_through_the_web_container(stack):
+    for name, data, ok in photos():
         assert label_of(stack.url, name, data) in ok, name
     assert len(stack.workers()) >= 1  # the scaler ran a worker container for them
 

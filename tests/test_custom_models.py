@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,34 +16,13 @@ import pytest
 import requests
 
 from runtime.keys import CACHE, model_package_prefix
-from tests.conftest import IMAGES, ROOT, photo_labels
+from tests.conftest import IMAGES, photo_labels
 from tests.http_client import upload
 from tests.job_client import results, wait_done, zip_of
+from tests.support import folded
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _package(network, labels, out, version: str):
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.models", "package", f"--network={network}"]
-        + [f"--labels={labels}", "--name=catdog", f"--version={version}"]
-        + [f"--out={out}", "--mean=0.5,0.5,0.5", "--std=0.5,0.5,0.5"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def catdog_package(folded_networks, tmp_path_factory):
-    """Version 1, from the TorchScript file."""
-    out = tmp_path_factory.mktemp("models") / "catdog-1"
-    return _package(folded_networks["pt"], folded_networks["labels"], out, "1")
 
 
 def test_the_custom_model_and_the_default_answer_by_name_in_one_run(
@@ -151,7 +128,7 @@ def test_a_new_version_rolls_out_under_load_with_none_lost_and_none_answered_twi
     root = catdog_package.parent
     labels_v2 = root / "labels-v2.txt"
     labels_v2.write_text("cat-v2\ndog-v2\nother-v2\n")
-    version_2 = _package(folded_networks["onnx"], labels_v2, root / "catdog-2", "2")
+    version_2 = folded.package(folded_networks["onnx"], labels_v2, root / "catdog-2", "2")
     # Version 3 fails its check at load: its artefact is not the one its manifest hashes.
     version_3 = root / "catdog-3"
     shutil.copytree(version_2, version_3)

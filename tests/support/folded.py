@@ -9,6 +9,9 @@ any photo: a logit sum is not a probability.)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -67,3 +70,20 @@ def save_onnx(model: torch.nn.Module, path: Path) -> Path:
 def write_labels(path: Path) -> Path:
     path.write_text("".join(f"{label}\n" for label in LABELS))
     return path
+
+
+def package(network: Path, labels: Path, out: Path, version: str) -> Path:
+    """`python -m worker.models package` as a user runs it: catdog VERSION into `out`."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.models", "package", f"--network={network}"]
+        + [f"--labels={labels}", "--name=catdog", f"--version={version}"]
+        + [f"--out={out}", "--mean=0.5,0.5,0.5", "--std=0.5,0.5,0.5"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
