@@ -4,9 +4,10 @@ A boot is the seconds from an instance's launch (or its start out of the warm po
 worker's ready tag (runtime.readiness): what the drain policy must wait before an added instance
 works. Each instance type keeps its last SAMPLES_KEPT boots of each kind; the estimate is their
 median, which one slow boot (an image pull, a cold cache) does not move. The workers' throughput
-per model is remembered too, so that after an idle period (no recent report) the scaler plans
-with what the workers last did rather than with the configured default. Defaults stand only
-until the first measurement; every estimate says which it is.
+is measured from their usage tags (images per busy second of the runs in progress, read with the
+same listing: `reported_rate`) and remembered per model, so that after an idle period (no worker
+running) the scaler plans with what the workers last did rather than with the configured
+default. Defaults stand only until the first measurement; every estimate says which it is.
 
 Kept as one small JSON object in the output bucket (runtime.keys.SCALER_ESTIMATES), the same in
 the cloud and on `make up`: it survives a scaler restart or a new scaler host.
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.failures import describe, is_not_found
+from runtime.usage import parse_usage
 from scaler.gauges import Throughput
-from scaler.plan import Instance
+from scaler.plan import CAPACITY_STATES, Instance
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ class Estimates:
     def img_s(self, model: str, gauge: Throughput) -> Estimate:
         """The workers' rate: measured now, else the last measured, else the gauge's default."""
         if gauge.measured:
-            return Estimate(gauge.img_s, "measured")
+            return Estimate(gauge.img_s, "measured", gauge.workers)
         if model in self.throughput:
             return Estimate(self.throughput[model], "remembered")
         return Estimate(gauge.img_s, "default")
@@ -131,6 +133,33 @@ class Estimates:
         recorded = data.get("recorded", [])
         if isinstance(recorded, list):
             self._recorded = [str(r) for r in recorded][-RECORDED_KEPT:]
+
+
+def reported_rate(instances: Iterable[Instance]) -> Throughput | None:
+    """Per-worker images per busy second, over the runs in progress whose workers have answered
+    something, from their usage tags (runtime.usage); None when no such run has told one.
+
+    A tag written in an earlier run of the instance (a start from stopped keeps its tags) is no
+    measure of this one. The sum of images over the sum of busy seconds weighs each worker by its
+    busy time, as one worker's cumulative figure weighs its own batches."""
+    images, busy_s, workers = 0, 0.0, 0
+    for instance in instances:
+        usage = parse_usage(instance.usage) if instance.usage else None
+        if instance.state not in CAPACITY_STATES or usage is None:
+            continue
+        if not _this_run(usage.run, instance.launched_at) or usage.images <= 0:
+            continue
+        if usage.busy_s <= 0:  # a worker that does not tell its busy time
+            continue
+        images, busy_s, workers = images + usage.images, busy_s + usage.busy_s, workers + 1
+    return Throughput(images / busy_s, measured=True, workers=workers) if workers else None
+
+
+def _this_run(run: str, launched_at: float) -> bool:
+    try:
+        return float(run) >= launched_at  # the worker process started after this run began
+    except ValueError:
+        return False
 
 
 def _number(value: object) -> bool:

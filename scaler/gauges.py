@@ -1,4 +1,5 @@
-"""What the scaler measures: queue depths from SQS, per-worker throughput from CloudWatch."""
+"""What the scaler measures: queue depths from SQS, per-worker throughput from CloudWatch (where
+no worker tells it in its usage tag: scaler.estimates.reported_rate)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ class JobLaneGauge:
 class Throughput:
     img_s: float
     measured: bool  # False: the configured default, no worker has reported yet
+    workers: int = 0  # how many workers' reports it comes from, where known (usage tags)
 
 
 class ThroughputGauge:

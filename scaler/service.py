@@ -26,7 +26,7 @@ from runtime.sqs import BATCH_MAX, QueueAttributeError
 from scaler.arrivals import ArrivalGauge, Arrivals
 from scaler.billing import Ledger
 from scaler.decisions import decision_record
-from scaler.estimates import Estimate, Estimates, EstimateStore
+from scaler.estimates import Estimate, Estimates, EstimateStore, reported_rate
 from scaler.fleet import Fleet, view
 from scaler.gauges import QueueDepth, QueueGauge, ThroughputGauge
 from scaler.lanes import job_share, per_instance
@@ -131,6 +131,7 @@ class Scaler:
         if store is not None:
             self._estimates.load(store.load())
         self._saved_at = 0.0
+        self._rate_unsaved = False  # a changed throughput waits for its minute
         self._inputs: dict = {}
         self._plan = make_planner(config.policy, config.pool)
         self._window = QuietWindow(config.quiet_period_s)
@@ -182,7 +183,11 @@ class Scaler:
         quiet = depth.visible + depth.in_flight + depth.job_load == 0 and not any(
             i.state in ("pending", "running") for i in instances
         )
-        throughput = self._throughput.last if quiet else self._throughput.read()
+        # The workers' usage tags came with the listing (EC2 bills no call): while a worker run
+        # tells its rate, CloudWatch is not asked. It stands in for workers that tag nothing.
+        throughput = reported_rate(instances)
+        if throughput is None:
+            throughput = self._throughput.last if quiet else self._throughput.read()
         img_s, boots = self._learn(now, instances, throughput)
         try:
             jobs = job_share(
@@ -225,8 +230,7 @@ class Scaler:
             f"jobs={depth.job_load}(counted {jobs}) "
             f"capacity={obs.capacity} warm={obs.warm} arrivals={obs.arrival_rate_img_s:g}/s "
             f"steady={obs.steady_rate_img_s:g}/s idle={obs.idle_s:.1f}s "
-            f"throughput={obs.throughput_img_s:.1f}"
-            f"{'' if img_s.source == 'measured' else f'({img_s.source})'} "
+            f"throughput={img_s.label('')} "
             f"boot={boots['new'].label()}/{boots['start'].label()} peak={obs.window_peak} "
             f"raw={decision.raw} desired={decision.desired} {actions.describe()} "
             f"rule={decision.code} reason={decision.reason!r}"
@@ -258,16 +262,21 @@ class Scaler:
     def _learn(self, now: float, instances: list[Instance], gauge) -> tuple[Estimate, dict]:
         """Measure the boots that ended, remember the throughput, and plan with both."""
         model, kind = self.config.model, self.config.instance_type
-        changed = False
+        save_now = False
         for instance_type, boot_kind, boot_s in self._estimates.observe(instances):
             log.info("boot measured: %s %s ready in %.1fs", instance_type, boot_kind, boot_s)
-            changed = True
-        remembered = gauge.measured and self._estimates.remember_throughput(model, gauge.img_s)
+            save_now = True
+        if gauge.measured:
+            # The first rate of a model is saved at once, like a new boot: a burst of seconds
+            # may be all the scaler sees of it before the fleet stops.
+            save_now |= model not in self._estimates.throughput
+            self._rate_unsaved |= self._estimates.remember_throughput(model, gauge.img_s)
         img_s = self._estimates.img_s(model, gauge)
         boots = {k: self._estimates.boot(k, kind) for k in ("new", "start")}
-        # A new boot sample is saved at once; a changed rate at most once a minute (S3 PUTs).
-        if self._store and (changed or (remembered and now - self._saved_at >= SAVE_EVERY_S)):
-            self._saved_at = now
+        # A changed rate is saved at most once a minute (S3 PUTs), but saved.
+        due = self._rate_unsaved and now - self._saved_at >= SAVE_EVERY_S
+        if self._store and (save_now or due):
+            self._saved_at, self._rate_unsaved = now, False
             self._store.save(self._estimates.to_json())
         planned = (boots["new"].value, boots["start"].value)
         if planned != (self._planning.boot_new_s, self._planning.boot_start_s):

@@ -275,6 +275,15 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
             60,
             0.25,
         )
+        # The rate is measured within the burst, from the running workers' usage tags.
+        wait_until(
+            lambda: re.match(
+                r"^measured now, [12] workers?$", tile(browser, "estimate-throughput-source")
+            ),
+            "the workers' rate measured within the burst",
+            60,
+            0.25,
+        )
         time.sleep(2)  # a few more samples on the chart before the picture
         browser.save_screenshot(str(PICTURES / "dashboard.png"))
         statuses = [answer.result().status_code for answer in answers]
@@ -315,6 +324,14 @@ def test_dashboard_explains_a_burst_scale_out_scale_in_and_keeps_history(browser
     )
     boot_s = float(tile(browser, "estimate-boot-new").removesuffix(" s"))
     assert 0 < boot_s < 40.0, boot_s  # a local worker is ready well before the 40 s default
+    # With no worker running, the burst's rate is what the scaler remembers for the next one.
+    wait_until(
+        lambda: tile(browser, "estimate-throughput-source") == "remembered: last measured",
+        "the burst's rate remembered once the workers stopped",
+        60,
+    )
+    img_s = float(tile(browser, "estimate-throughput").removesuffix(" img/s"))
+    assert img_s > 1.0, img_s  # not this fixture's default
     # The chart's right edge (its newest seconds) shows the same once those samples arrive.
     edge = {}
 

@@ -145,8 +145,17 @@ def test_usage_survives_its_tag_and_rejects_what_is_not_one():
     usage = Usage("1700000000.5", 12, {"s3-put": 24, "sqs": 40, "s3-get": 0})
     assert format_usage(usage) == "run=1700000000.5 images=12 s3-put=24 sqs=40"
     assert parse_usage(format_usage(usage)) == Usage("1700000000.5", 12, {"s3-put": 24, "sqs": 40})
+    # The busy seconds (what the scaler's throughput divides by) come right after the images.
+    busy = Usage("1700000000.5", 12, {"sqs": 40}, busy_s=1.23456)
+    assert format_usage(busy) == "run=1700000000.5 images=12 busy_s=1.235 sqs=40"
+    assert parse_usage(format_usage(busy)) == Usage("1700000000.5", 12, {"sqs": 40}, 1.235)
+    assert format_usage(Usage("r", 300, {f"class-{k}": 10**6 for k in range(40)}, 9.5)).startswith(
+        "run=r images=300 busy_s=9.500 "
+    )  # cut at EC2's 256 characters, the busy time kept
     for bad in ("", "images=3", "run=1 images=x", "run=1 images=-1", "run=1 images=2 sqs=a"):
         assert parse_usage(bad) is None
+    for bad in ("busy_s=-1", "busy_s=nan", "busy_s=inf", "busy_s=soon"):
+        assert parse_usage(f"run=1 images=2 {bad}") is None
 
 
 def _instance(state: str, at: float, usage: Usage | None = None, iid: str = "i-1") -> Instance:

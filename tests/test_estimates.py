@@ -1,10 +1,12 @@
 """What the scaler learns (scaler.estimates): boot times per instance type and kind, throughput
-per model, kept as one S3 object across restarts; then, against a real moto server and the
-scaler's own /status, a measured boot time after one launch that a restarted scaler still has."""
+per model (from the workers' usage tags, else CloudWatch), kept as one S3 object across
+restarts; then, against a real moto server and the scaler's own /status, a measured boot time
+after one launch that a restarted scaler still has."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import pytest
@@ -13,11 +15,13 @@ from embedded.provision import provision
 from runtime import keys
 from runtime.readiness import announce_ready
 from runtime.settings import Settings
-from scaler.estimates import SAMPLES_KEPT, Estimate, Estimates, EstimateStore
+from runtime.usage import Usage, format_usage
+from scaler.estimates import SAMPLES_KEPT, Estimate, Estimates, EstimateStore, reported_rate
 from scaler.fleet import ensure_local_launch_template
-from scaler.gauges import Throughput
-from scaler.plan import Instance
-from scaler.service import build_scaler
+from scaler.gauges import QueueDepth, Throughput
+from scaler.plan import Instance, PoolRules
+from scaler.policies import Limits
+from scaler.service import Scaler, ScalerConfig, build_scaler
 from tests.support.stub_s3 import StubS3
 
 
@@ -113,6 +117,137 @@ def test_malformed_estimates_are_dropped_not_trusted(kept):
     estimates.load(json.loads(json.dumps(kept)))
     assert estimates.boot("new", "t") == Estimate(40.0, "default")
     assert estimates.img_s("m", Throughput(10.0, False)).source == "default"
+
+
+def _worker(iid: str, images: int, busy_s: float, *, state="running", run=110.0, **more):
+    """A fleet instance launched at 100 whose worker (started at `run`) tagged its usage."""
+    tag = format_usage(Usage(f"{run:.3f}", images, {"sqs": 3}, busy_s))
+    return Instance(iid, state, 100.0, ready=True, ready_at=105.0, usage=tag, **more)
+
+
+@pytest.mark.parametrize(
+    ("fleet", "expected"),
+    [
+        ([], None),
+        ([_worker("a", 20, 2.0)], (10.0, 1)),
+        # Two workers: images over busy seconds, each weighed by its busy time.
+        ([_worker("a", 20, 2.0), _worker("b", 60, 2.0)], (20.0, 2)),
+        ([_worker("a", 20, 2.0), _worker("b", 0, 0.0)], (10.0, 1)),  # b has answered nothing
+        ([_worker("a", 20, 2.0, run=90.0)], None),  # the tag of the instance's earlier run
+        ([_worker("a", 20, 2.0, state="stopped")], None),  # its run is over: not measured now
+        ([_worker("a", 20, 2.0, state="pending")], (10.0, 1)),
+        ([Instance("a", "running", 100.0, usage="run=110 images=20 sqs=3")], None),  # no busy_s
+        ([Instance("a", "running", 100.0, usage="garbage")], None),
+        ([Instance("a", "running", 100.0, usage="run=x images=20 busy_s=2")], None),
+        ([Instance("a", "running", 100.0)], None),  # no tag yet
+    ],
+)
+def test_the_rate_the_workers_tell_in_their_usage_tags(fleet, expected):
+    found = reported_rate(fleet)
+    assert (None if found is None else (found.img_s, found.workers)) == expected, found
+    assert found is None or found.measured
+
+
+class TaggedFleet:
+    """The scaler's fleet as listings it is handed: instances() and an apply() that does nothing."""
+
+    def __init__(self, *listings: list[Instance]):
+        self.listings = list(listings)
+
+    def instances(self) -> list[Instance]:
+        return self.listings[0] if len(self.listings) == 1 else self.listings.pop(0)
+
+    def apply(self, actions) -> list[str]:
+        return []
+
+
+class FixedQueue:
+    def __init__(self, visible: int):
+        self.depth = QueueDepth(visible, 0, 0)
+
+    def read(self) -> QueueDepth:
+        return self.depth
+
+
+class CountedGauge:
+    """The CloudWatch throughput gauge, counting how often it is asked."""
+
+    def __init__(self):
+        self.reads = 0
+        self.last = Throughput(10.0, measured=False)
+
+    def read(self) -> Throughput:
+        self.reads += 1
+        return self.last
+
+
+def _tagged_scaler(fleet, s3, clock):
+    config = ScalerConfig(
+        policy="drain",
+        limits=Limits(0, 2),
+        latency_target_s=5.0,
+        quiet_period_s=0.0,
+        pool=PoolRules(2, 3600.0),
+        model="resnet18",
+    )
+    gauge = CountedGauge()
+    store = EstimateStore(s3, "out", keys.SCALER_ESTIMATES)
+    scaler = Scaler(
+        config,
+        fleet=fleet,
+        queue=FixedQueue(50),
+        throughput=gauge,
+        store=store,
+        clock=lambda: clock[0],
+    )
+    return scaler, gauge
+
+
+def test_a_burst_is_measured_from_the_tags_saved_at_once_and_cloudwatch_is_not_asked(caplog):
+    s3, clock = StubS3(), [1000.0]
+    fleet = TaggedFleet(
+        # Both workers ready (their boots measured and saved), nothing answered yet.
+        [_ready(iid, 100.0, 5.0, kind="") for iid in ("a", "b")],
+        [_worker("a", 10, 0.8), _worker("b", 20, 1.2)],  # the first batches' tags
+    )
+    scaler, gauge = _tagged_scaler(fleet, s3, clock)
+    scaler.tick()
+    assert scaler.status()["estimates"]["throughput_img_s"]["source"] == "default"
+    assert gauge.reads == 1  # no worker tells its rate yet: CloudWatch stands in
+    clock[0] += 2.0
+    with caplog.at_level(logging.DEBUG, logger="scaler.service"):
+        scaler.tick()  # the same decision: its line is logged at debug only
+    status = scaler.status()
+    assert status["estimates"]["throughput_img_s"] == {
+        "value": 15.0,
+        "source": "measured",
+        "samples": 2,
+    }
+    assert status["throughput_img_s"] == 15.0
+    assert gauge.reads == 1  # the tags came with the listing
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decision")]
+    assert "throughput=15.0(measured)" in line and "boot=5.0s(measured)" in line
+    # Saved at once, two seconds after the boots were (a changed rate waits its minute).
+    kept = json.loads(s3.objects["out", keys.SCALER_ESTIMATES])
+    assert kept["throughput_img_s"] == {"resnet18": 15.0}
+
+
+def test_a_changed_rate_is_saved_when_its_minute_is_up_even_once_the_fleet_is_idle():
+    s3, clock = StubS3(), [1000.0]
+    fleet = TaggedFleet([_worker("a", 10, 1.0)], [_worker("a", 100, 5.0)], [])
+    scaler, _ = _tagged_scaler(fleet, s3, clock)
+    scaler.tick()  # 10 img/s, the model's first: saved at once
+    clock[0] += 5.0
+    scaler.tick()  # 20 img/s: changed, but within the minute of the last save
+    assert json.loads(s3.objects["out", keys.SCALER_ESTIMATES])["throughput_img_s"] == {
+        "resnet18": 10.0
+    }
+    clock[0] += 60.0
+    scaler.tick()  # the workers have stopped; what they did is kept
+    assert json.loads(s3.objects["out", keys.SCALER_ESTIMATES])["throughput_img_s"] == {
+        "resnet18": 20.0
+    }
+    assert scaler.status()["estimates"]["throughput_img_s"]["source"] == "remembered"
 
 
 # ---- a real moto server over HTTP ----------------------------------------------------------------

@@ -6,6 +6,7 @@ fleet to zero once nothing has waited for IDLE_DELAY_S.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -120,7 +121,7 @@ def _burst(url: str, images):
         return list(pool.map(lambda item: upload(url, item[1], item[0]), images))
 
 
-def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
+def test_burst_takes_fleet_from_zero_to_max_and_back(embedded, tmp_path):
     url = embedded["url"]
     assert _fleet(url)["fleet"]["running"] == 0
     watch = FleetWatch(url)
@@ -130,6 +131,15 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     for (name, _), response in zip(images, answers, strict=True):
         assert response.status_code == 200, response.text
         assert stem_and_label(response.text)[0] == stem(name)
+    # The workers' rate, measured from this burst's work (their usage tags), not the default;
+    # CloudWatch's one-a-minute reading carries no worker count.
+    rate = wait_until(
+        lambda: (r := _fleet(url)["estimates"]["throughput_img_s"])["samples"] >= 1 and r,
+        "a throughput measured from the workers' usage tags",
+        30,
+    )
+    print("throughput after the burst:", rate)
+    assert rate["source"] == "measured" and 0 < rate["value"] < 10_000, rate
     # Back to zero running once the workers' paid minute (EC2 bills each start at least 60 s)
     # and the idle delay are over, with generous slack for a busy machine.
     deadline = drained_at + MINIMUM_BILLED_S + IDLE_DELAY_S + 30.0
@@ -167,6 +177,20 @@ def test_burst_takes_fleet_from_zero_to_max_and_back(embedded):
     assert IDLE_DELAY_S <= last["inputs"]["idle_s"] <= MINIMUM_BILLED_S + 10 * TICK_S, last
     assert last["facts"]["paid"] == 0 and not any(last["inputs"]["paid_left_s"]), last
     assert all(d["desired"] == 0 for d in decisions[stopped[-1] :])
+    # The decision that stopped them planned with the measured rate, and its line says so.
+    planned = last["estimates"]["throughput_img_s"]
+    assert planned["source"] == "measured" and planned["samples"] >= 1, last
+    assert f"throughput={planned['value']:.1f}(measured)" in last["text"], last
+    # Remembered as make up remembers it: in the run directory's estimates.json.
+    kept = wait_until(
+        lambda: (
+            (tmp_path / "estimates.json").is_file()
+            and json.loads((tmp_path / "estimates.json").read_text())["throughput_img_s"]
+        ),
+        "the measured throughput kept in the run directory",
+        30,
+    )
+    assert kept.get(idle["model"], 0) > 0, kept
     # The web tier counted every accepted upload for the scaler's arrival rate.
     counts = read_arrivals(embedded["cloudwatch"], Settings().fleet_name, 600)
     assert sum(n for _, n in counts) == len(images)

@@ -39,6 +39,14 @@ class Stats:
             self.busy_s += time.perf_counter() - self._since
 
     @property
+    def busy_so_far_s(self) -> float:
+        """busy_s with the busy period still open: a worker that always has a batch in hand
+        (one fetching while another runs the model) would otherwise report no busy time at all."""
+        with self._lock:
+            open_s = time.perf_counter() - self._since if self._in_hand else 0.0
+            return self.busy_s + open_s
+
+    @property
     def images_per_busy_s(self) -> float:
         return self.images / self.busy_s if self.busy_s else 0.0
 

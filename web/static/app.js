@@ -88,24 +88,29 @@ function renderCost(cost) {
 }
 
 // Where each input the scaler plans with comes from: said beside its value, never left to guess.
+// A boot estimate's samples are boots (its median's); a throughput's, the workers it is from.
+const MEASURED = {
+  boots: (n) => (n > 1 ? `measured, median of ${n}` : n === 1 ? "measured once" : "measured now"),
+  workers: (n) => (n > 0 ? `measured now, ${n} worker${n > 1 ? "s" : ""}` : "measured now"),
+};
 const SOURCES = {
-  measured: (e) => (e.samples > 1 ? `measured, median of ${e.samples}` : e.samples === 1 ? "measured once" : "measured now"),
+  measured: (e, samples) => MEASURED[samples](e.samples),
   remembered: () => "remembered: last measured",
   default: () => "default, until measured",
 };
 
-function renderEstimate(id, estimate, unit, fallback) {
+function renderEstimate(id, estimate, unit, fallback, samples = "boots") {
   const known = estimate && typeof estimate.value === "number";
   $(id).textContent = known ? `${estimate.value.toFixed(1)} ${unit}` : "\u2013";
   const source = known && SOURCES[estimate.source];
-  $(`${id}-source`).textContent = source ? source(estimate) : fallback;
+  $(`${id}-source`).textContent = source ? source(estimate, samples) : fallback;
   $(id).dataset.source = known ? estimate.source : "";
 }
 
 function renderEstimates(estimates) {
   renderEstimate("estimate-boot-new", estimates.boot_new_s, "s", "a new instance to ready");
   renderEstimate("estimate-boot-start", estimates.boot_start_s, "s", "a stopped one to ready");
-  renderEstimate("estimate-throughput", estimates.throughput_img_s, "img/s", "images a second");
+  renderEstimate("estimate-throughput", estimates.throughput_img_s, "img/s", "images a second", "workers");
   $("estimate-type").textContent = estimates.instance_type || "\u2013";
 }
 
