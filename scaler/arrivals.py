@@ -4,6 +4,8 @@ Two rates, each the lesser of two back-to-back windows' rates: a burst fills one
 the other, so it reads as no rate at all (the warm pool handles it), while a sustained stream
 fills both. `rate` uses short windows (ARRIVAL_WINDOW_S) to see a step up within a tick or two;
 `steady` uses 30 s windows to tell a trickle that is still flowing from one that has stopped.
+`last_at` is when the latest counted upload came, at the latest: the idle clock restarts there,
+since a worker that takes a trickle's requests as they come leaves none for a tick to see.
 The simulator computes the same from its exact arrival times.
 """
 
@@ -31,6 +33,8 @@ class Arrivals:
     rate_img_s: float
     steady_img_s: float
     measured: bool  # False: the counts could not be read, the last known rates are used
+    # Epoch seconds: the end of the latest complete second with uploads; None if none was read.
+    last_at: float | None = None
 
 
 def lesser_window_rate(counts: Iterable[tuple[float, float]], end: float, window_s: float) -> float:
@@ -42,6 +46,12 @@ def lesser_window_rate(counts: Iterable[tuple[float, float]], end: float, window
         elif end - 2 * window_s < at <= end - window_s:
             prior += n
     return min(recent, prior) / window_s
+
+
+def last_arrival_at(counts: Iterable[tuple[float, float]], end: float) -> float | None:
+    """The end of the latest second up to `end` that counted any upload (its latest moment)."""
+    seconds = [at for at, n in counts if n > 0 and at <= end]
+    return max(seconds) + 1.0 if seconds else None
 
 
 class ArrivalGauge:
@@ -72,7 +82,8 @@ class ArrivalGauge:
             )
         except (ClientError, BotoCoreError) as error:
             log.warning("arrival counts unreadable (%s); using the last rates", error)
-            self._last = Arrivals(self._last.rate_img_s, self._last.steady_img_s, measured=False)
+            last = self._last
+            self._last = Arrivals(last.rate_img_s, last.steady_img_s, False, last.last_at)
             return self._last
         # Each count is stamped with the start of its second, and the web tier publishes a
         # second within a quarter second of its end: the windows end at the last such second.
@@ -81,5 +92,6 @@ class ArrivalGauge:
             lesser_window_rate(counts, end, self._window_s),
             lesser_window_rate(counts, end, self._steady_s),
             measured=True,
+            last_at=last_arrival_at(counts, end),
         )
         return self._last

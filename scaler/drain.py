@@ -9,11 +9,12 @@ load; a burst has no sustained rate behind it (the rate is the lesser of two sho
 the warm pool alone clears it whenever new launches could not finish sooner.
 
 While work waits the fleet never shrinks. Once nothing waits, it keeps what the arrival rate
-needs, and once nothing has waited for the idle delay (longer while a steady trickle flows) and
-nothing arrives, it goes to its minimum. Under EC2's billing (per second, 60 s minimum per start)
-an instance still inside its paid minimum is kept whatever the idle time: stopping it saves
-nothing and starting it again pays a new minimum. It goes when its paid time runs out, so the
-idle delay in effect is max(idle delay, what is left of the minimum).
+needs, and once nothing has waited or arrived for the idle delay (longer while a steady trickle
+flows, but never longer than a restart costs) and nothing arrives, it goes to its minimum. Under
+EC2's billing (per second, 60 s minimum per start) an instance still inside its paid minimum is
+kept whatever the idle time: stopping it saves nothing and starting it again pays a new minimum.
+It goes when its paid time runs out, so the idle delay in effect is max(idle delay, what is left
+of the minimum).
 
 Pure: the numbers come in an Observation, nothing here reads a clock or calls AWS.
 """
@@ -128,12 +129,18 @@ def idle_hold_s(steady_rate: float, params: DrainParams) -> float:
     """How long an empty queue waits before the fleet goes to zero.
 
     The idle delay; longer while a steady trickle still flows, so that the next request (due in
-    1 / rate seconds) does not pay a restart: up to TRICKLE_GAPS gaps, at most TRICKLE_HOLD_MAX_S.
-    A burst shows no steady rate, so after one the fleet goes to zero after the idle delay.
+    1 / rate seconds) does not pay a restart: up to TRICKLE_GAPS gaps, at most TRICKLE_HOLD_MAX_S,
+    and never longer than the restart it may save costs (boot_start_s: a restarted instance is
+    billed while it boots, and the next request waits as long). Past that the hold has cost more
+    than the restart would; stopping there pays at most twice what hindsight would (the
+    break-even rule of renting versus buying), whatever the gaps: three mean gaps assume Poisson
+    gaps, and on long-tailed ones three mean gaps often pass with nothing. A burst shows no
+    steady rate, so after one the fleet goes to zero after the idle delay.
     """
     if steady_rate <= 0:
         return params.idle_delay_s
-    return max(params.idle_delay_s, min(TRICKLE_GAPS / steady_rate, TRICKLE_HOLD_MAX_S))
+    trickle = min(TRICKLE_GAPS / steady_rate, TRICKLE_HOLD_MAX_S, params.boot_start_s)
+    return max(params.idle_delay_s, trickle)
 
 
 def sustained_need(rate: float, per_instance: float, utilization: float) -> int:

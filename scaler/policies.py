@@ -209,17 +209,23 @@ class QuietWindow:
 
 
 class IdleClock:
-    """How long the queue has been idle: seconds since the last tick that saw any load.
+    """How long the queue has been idle: seconds since anything last waited or arrived.
 
-    Counted from that busy tick, not from the first idle one, so the fleet goes to zero at most
-    idle delay + one tick after the queue empties. Timestamps come from the caller.
+    Counted from the later of the last tick that saw work waiting and the last arrival the
+    caller has counted (the web tier's per-second counts, published a second or so late).
+    The arrivals matter: a running worker takes a trickle's requests as they come, so a tick
+    seldom sees one waiting, and a clock fed the queue alone would call a flowing trickle idle.
+    So the fleet goes to zero at most idle delay + one tick after the last request came or
+    waited. Timestamps come from the caller.
     """
 
     def __init__(self):
         self._busy_at: float | None = None
 
-    def observe(self, now: float, load: int) -> float:
-        """Record this tick's load; return the idle seconds the policy should see."""
+    def observe(self, now: float, load: int, last_arrival_at: float | None = None) -> float:
+        """Record this tick's load and latest counted arrival; return the idle seconds."""
         if load > 0 or self._busy_at is None:
             self._busy_at = now
+        if last_arrival_at is not None:
+            self._busy_at = max(self._busy_at, min(last_arrival_at, now))
         return now - self._busy_at

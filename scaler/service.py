@@ -214,7 +214,7 @@ class Scaler:
             ready_in_s=tuple(self._planning.ready_in_s(i, now) for i in live),
             paid_left_s=tuple(paid_left_s(i, now, self.config.pool.min_billed_s) for i in live),
             warm=sum(1 for i in instances if i.state == "stopped"),
-            idle_s=self._idle.observe(now, depth.visible),
+            idle_s=self._idle.observe(now, depth.visible, arrivals.last_at),
         )
         try:
             decision = self._policy(obs)

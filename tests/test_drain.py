@@ -68,6 +68,9 @@ def obs(
         # A steady trickle of 0.5/s holds the last worker for three mean gaps (6 s).
         (obs(0, 0, [0] * 3, idle=4.0, steady=0.5), 1, "keep-up"),
         (obs(0, 0, [0] * 3, idle=6.0, steady=0.5), 0, "idle"),
+        # A slower trickle (0.2/s: 15 s for three gaps) is held only as long as a restart costs.
+        (obs(0, 0, [0] * 3, idle=9.0, steady=0.2), 1, "keep-up"),
+        (obs(0, 0, [0] * 3, idle=10.0, steady=0.2), 0, "idle"),
         (obs(0), 0, "keep-up"),
         # EC2's paid minimum: idle instances still paid for stay until their paid time runs out
         # (stopping one saves nothing; a restart pays a new minimum), then go.
@@ -134,7 +137,11 @@ def test_candidates_restart_the_pool_before_launching_and_shed_the_latest():
 def test_hold_and_need():
     assert idle_hold_s(0.0, PARAMS) == 2.0
     assert idle_hold_s(0.5, PARAMS) == 6.0
-    assert idle_hold_s(0.01, PARAMS) == 30.0  # capped
+    # Never longer than the restart it may save costs: the 10 s boot from the warm pool.
+    assert idle_hold_s(0.2, PARAMS) == 10.0
+    assert idle_hold_s(0.01, PARAMS) == 10.0
+    slow_restarts = DrainParams(boot_new_s=90.0, boot_start_s=45.0, idle_delay_s=2.0)
+    assert idle_hold_s(0.01, slow_restarts) == 30.0  # and never past TRICKLE_HOLD_MAX_S
     assert idle_hold_s(100.0, PARAMS) == 2.0  # never below the idle delay
     assert sustained_need(0.0, 10.0, 0.75) == 0
     assert sustained_need(7.5, 10.0, 0.75) == 1

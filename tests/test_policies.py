@@ -159,6 +159,18 @@ def test_idle_clock_counts_from_the_last_busy_tick():
     assert clock.observe(9.0, 0) == 5.0
 
 
+def test_idle_clock_restarts_at_each_counted_arrival():
+    """A worker takes a trickle's requests as they come, so no tick sees one waiting: the
+    arrivals the web tier counted are what say the trickle still flows."""
+    clock = IdleClock()
+    assert clock.observe(0.0, 3) == 0.0
+    assert clock.observe(2.0, 0, last_arrival_at=None) == 2.0
+    assert clock.observe(4.0, 0, last_arrival_at=3.0) == 1.0  # arrived after the busy tick
+    assert clock.observe(6.0, 0, last_arrival_at=3.0) == 3.0  # the same arrival: no restart
+    assert clock.observe(8.0, 0, last_arrival_at=1.0) == 5.0  # an older one never turns it back
+    assert clock.observe(10.0, 0, last_arrival_at=12.0) == 0.0  # stamped ahead of this clock
+
+
 def test_quiet_window_reports_nothing_until_watched_a_full_period():
     window = QuietWindow(30.0)
     assert window.peak(0.0) is None

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.cloudwatch import publish_arrivals
 from runtime.settings import Settings
-from scaler.arrivals import ArrivalGauge, lesser_window_rate
+from scaler.arrivals import ArrivalGauge, last_arrival_at, lesser_window_rate
 from scaler.fleet import Fleet
 from scaler.gauges import QueueGauge, ThroughputGauge
 from scaler.plan import Instance
@@ -44,6 +44,19 @@ def test_lesser_window_rate(counts, end, window, rate):
     assert lesser_window_rate(counts, end, window) == pytest.approx(rate)
 
 
+@pytest.mark.parametrize(
+    ("counts", "end", "last_at"),
+    [
+        ([(8.0, 2), (9.0, 1)], 10.0, 10.0),  # an upload in second 9 came by 10 at the latest
+        ([(8.0, 2), (11.0, 4)], 10.0, 9.0),  # second 11 is not complete yet: not counted
+        ([(8.0, 0)], 10.0, None),
+        ([], 10.0, None),
+    ],
+)
+def test_last_arrival_is_the_end_of_the_latest_counted_second(counts, end, last_at):
+    assert last_arrival_at(counts, end) == last_at
+
+
 def test_web_counts_reach_the_scaler_as_rates(settings, aws_client):
     cloudwatch = aws_client("cloudwatch")
     now = float(int(time.time()))
@@ -58,6 +71,7 @@ def test_web_counts_reach_the_scaler_as_rates(settings, aws_client):
     reading = gauge.read()
     assert reading.measured
     assert (reading.rate_img_s, reading.steady_img_s) == (pytest.approx(5.0), pytest.approx(5.0))
+    assert reading.last_at == now  # the last second counted, now - 1, ended at now
     # Another fleet's counts are not ours.
     other = ArrivalGauge(cloudwatch, f"{settings.fleet_name}-x", 1.0, clock=lambda: now + 0.5)
     assert other.read().rate_img_s == 0.0
@@ -100,19 +114,48 @@ def test_ready_times_come_from_state_and_start():
     assert config.ready_in_s(Instance("d", "pending", 0.0), 100.0) == 0.0  # late: any moment
 
 
-def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
-    settings, aws_client
-):
-    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+def live_scaler(settings, aws_client) -> tuple[Scaler, Clock]:
+    """The drain scaler on moto, with a clock the test moves."""
+    ec2, sqs, cloudwatch = aws_client("ec2"), aws_client("sqs"), aws_client("cloudwatch")
     clock = Clock(float(int(time.time())))  # EC2's launch times: the paid minute is real
     scaler = Scaler(
         ScalerConfig.from_settings(settings),
         fleet=Fleet(ec2, settings.fleet_name, settings.launch_template, clock=clock),
         queue=QueueGauge(sqs, settings.request_queue, settings.dead_letter_queue),
-        throughput=ThroughputGauge(aws_client("cloudwatch"), settings.fleet_name, 10.0),
-        arrivals=ArrivalGauge(aws_client("cloudwatch"), settings.fleet_name, 1.0, clock=clock),
+        throughput=ThroughputGauge(cloudwatch, settings.fleet_name, 10.0),
+        arrivals=ArrivalGauge(cloudwatch, settings.fleet_name, 1.0, clock=clock),
         clock=clock,
     )
+    return scaler, clock
+
+
+def test_a_counted_upload_keeps_the_worker_that_took_it(settings, aws_client):
+    """The worker took the upload as it came, so the queue is empty at the tick; the web tier's
+    count of it restarts the idle clock, and the worker stays until nothing has arrived for the
+    idle delay."""
+    ec2, sqs, cloudwatch = aws_client("ec2"), aws_client("sqs"), aws_client("cloudwatch")
+    scaler, clock = live_scaler(settings, aws_client)
+    url = send(sqs, settings, 5)
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["running"]
+    sqs.purge_queue(QueueUrl=url)
+    clock.now += 61.0  # past the paid minute: only the idle clock keeps it now
+    publish_arrivals(cloudwatch, settings.fleet_name, {int(clock.now) - 2: 1})
+    scaler.tick()
+    kept = scaler.status()["decisions"][-1]
+    assert fleet_states(ec2, settings) == ["running"], kept
+    assert kept["code"] == "keep-up" and kept["inputs"]["idle_s"] == pytest.approx(1.0)
+    clock.now += 4.0  # nothing more arrived: idle for longer than the 2 s delay
+    scaler.tick()
+    assert fleet_states(ec2, settings) == ["stopped"]
+    assert scaler.status()["decisions"][-1]["code"] == "idle"
+
+
+def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
+    settings, aws_client
+):
+    ec2, sqs = aws_client("ec2"), aws_client("sqs")
+    scaler, clock = live_scaler(settings, aws_client)
     url = send(sqs, settings, 40)  # four batches: four instances clear it in one round
     scaler.tick()
     assert fleet_states(ec2, settings) == ["running"] * 4

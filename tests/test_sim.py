@@ -14,6 +14,7 @@ from scaler.arrivals import PUBLISH_LAG_S, STEADY_WINDOW_S
 from scaler.policies import Limits
 from scaler.sim.model import SimConfig, simulate
 from scaler.sim.traces import Trace, TraceError, burst, bursts, from_csv, standard_traces
+from scaler.sim.unseen import SHAPES
 
 pytestmark = pytest.mark.e2e  # starts processes (or reads built images)
 
@@ -170,6 +171,42 @@ def test_seeded_traces_repeat_and_differ_by_seed():
     assert bursts(5, 2, 60).arrivals == (0.0,) * 5 + (60.0,) * 5
 
 
+def test_unseen_traces_are_written_the_same_for_the_same_seed(tmp_path):
+    def write(folder: str, seed: str) -> dict[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "scaler.sim.unseen", str(tmp_path / folder), "--seed", seed],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "wrote 4 traces" in done.stdout
+        return {p.name: p.read_text() for p in sorted((tmp_path / folder).iterdir())}
+
+    first, again, other = write("a", "3"), write("b", "3"), write("c", "4")
+    assert sorted(first) == sorted(f"{shape}.csv" for shape in SHAPES)
+    assert first == again and first != other
+    for name in first:
+        trace = from_csv(str(tmp_path / "a" / name))
+        assert trace.name == name.removesuffix(".csv") and len(trace.arrivals) > 10
+    # The spike is 500 requests at once at 10 minutes, on a 0.2/s trickle.
+    spike = from_csv(str(tmp_path / "a" / "trickle_spike.csv")).arrivals
+    assert spike.count(600.0) >= 500 and 150 < len(spike) - 500 < 350
+
+
+def test_unseen_traces_refuse_a_folder_they_cannot_write(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, "-m", "scaler.sim.unseen", str(blocker / "traces")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("trace", standard_traces(), ids=lambda t: t.name)
 def test_every_request_completes(trace, policy):
@@ -245,10 +282,11 @@ def test_fleet_min_keeps_instances_and_max_caps_them():
 
 # Where the default does not beat the original design, and by how much at most (docs/scaling.md
 # says why): on the step trace with fast (20 s) boots the original's thrashing happens to have
-# instances booting when the step comes; the drain policy sees the step as a rate a tick later.
+# instances booting when the step comes, while the drain policy runs the one worker the trickle
+# needs and sees the step as a rate a tick later (8.86 s against 7.70 s under both billings).
 KNOWN_MISSES = {
-    ("step-1-20-1/s", "min60", "p95_s"): 1.35,
-    ("step-1-20-1/s", "per-second", "p95_s"): 1.2,
+    ("step-1-20-1/s", "min60", "p95_s"): 1.16,
+    ("step-1-20-1/s", "per-second", "p95_s"): 1.16,
 }
 
 
@@ -270,6 +308,54 @@ def test_default_policy_beats_the_original_design(boot_new_s, boot_start_s, bill
     assert much_better > len(traces) / 2
 
 
+# The unseen traces the goal is checked on: the generator's first three seeds, as files read the
+# way `--trace` reads them. The misses (docs/scaling.md says why): the spike of 500 on a trickle
+# finds the original design with an instance it launched for the trickle just booting, and the
+# drain policy with the trickle's one worker and an empty warm pool (it ran a single instance).
+UNSEEN_SEEDS = (1, 2, 3)
+UNSEEN_KNOWN_MISSES = {
+    (1, "trickle_spike", 20.0, "p95_s"): 1.05,  # 23 s against 22 s
+    (3, "trickle_spike", 60.0, "p95_s"): 1.07,  # 52 s against 49 s
+}
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory) -> dict[int, list[Trace]]:
+    traces = {}
+    for seed in UNSEEN_SEEDS:
+        folder = tmp_path_factory.mktemp(f"unseen-{seed}")
+        subprocess.run(
+            [sys.executable, "-m", "scaler.sim.unseen", str(folder), "--seed", str(seed)],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        traces[seed] = [from_csv(str(folder / f"{shape}.csv")) for shape in SHAPES]
+    return traces
+
+
+@pytest.mark.parametrize("billing", ["min60", "per-second"])
+@pytest.mark.parametrize(("boot_new_s", "boot_start_s"), [(40.0, 10.0), (20.0, 5.0), (60.0, 15.0)])
+def test_default_policy_beats_the_original_design_on_unseen_traces(
+    unseen, boot_new_s, boot_start_s, billing
+):
+    """The issue's goal on traces the policy was not designed on, fresh draws from a seed."""
+    config = SimConfig(boot_new_s=boot_new_s, boot_start_s=boot_start_s, billing=billing)
+    much_better, cases = 0, 0
+    for seed, traces in unseen.items():
+        for trace in traces:
+            new, old = simulate(trace, DEFAULT_POLICY, config), simulate(trace, "seed", config)
+            for key in ("p95_s", "cost_per_1000"):
+                bound = UNSEEN_KNOWN_MISSES.get((seed, trace.name, boot_new_s, key), 1.0)
+                case = (seed, trace.name, key)
+                assert getattr(new, key) <= getattr(old, key) * bound + 1e-9, case
+            cases += 1
+            much_better += any(
+                getattr(new, key) <= 0.7 * getattr(old, key) for key in ("p95_s", "cost_per_1000")
+            )
+    assert much_better > cases / 2
+
+
 def test_an_idle_instance_inside_its_paid_minute_is_kept_not_restarted():
     """Two lone requests 40 s apart, 10 s boots: under EC2's billing the instance that served the
     first is still paid for when the second comes, so one start serves both; billed per second
@@ -280,6 +366,30 @@ def test_an_idle_instance_inside_its_paid_minute_is_kept_not_restarted():
     assert paid.starts == 1 and paid.instance_seconds_min60 == pytest.approx(60.0, abs=2.1)
     assert per_second.starts == 2
     assert paid.completion_s < per_second.completion_s  # the second answered at once
+
+
+def test_a_flowing_trickle_keeps_its_worker():
+    """One request every 1.5 s for 20 minutes: the worker takes each as it comes, so no tick sees
+    one waiting, and the 1 s rate windows often read 0; the counted arrivals restart the idle
+    clock and the hold of three gaps keeps the worker. Until the steady rate's two 30 s windows
+    have filled (the first minute) the hold is the bare idle delay, which a 1.5 s gap seen a
+    second late can outlast: a start or two there, none after."""
+    trickle = Trace("trickle", tuple(1.5 * k for k in range(1, 800)))
+    config = SimConfig(boot_new_s=10.0, boot_start_s=5.0, billing="per-second")
+    result = simulate(trickle, DEFAULT_POLICY, config)
+    assert result.starts <= 3
+    assert result.p95_s < 1.0  # all but the first minute's few are answered at once
+
+
+def test_a_long_tailed_trickle_is_held_no_longer_than_a_restart_costs():
+    """Requests 12 s apart with 5 s restarts: holding the idle worker for three gaps (30 s at
+    most) would keep it through every gap; a restart costs the 5 s boot, so past that the hold
+    costs more than it can save and the worker goes."""
+    spaced = Trace("spaced", tuple(12.0 * k for k in range(1, 60)))
+    config = SimConfig(boot_new_s=20.0, boot_start_s=5.0, billing="per-second")
+    result = simulate(spaced, DEFAULT_POLICY, config)
+    assert result.starts > 30
+    assert result.instance_seconds < 0.9 * result.completion_s
 
 
 def test_simulated_scaler_uses_the_deployments_defaults():

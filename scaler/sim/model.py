@@ -7,7 +7,8 @@ start. An idle running worker takes up to batch_max waiting messages at once and
 batch_overhead_s + n * service_s. A stopped instance finishes its batch first (the drain).
 Instance-seconds count from launch or start until stopped, under two billing models: per second,
 and per second with EC2's minimum of 60 s for each start. The drain policy sees the arrival rate
-as the live scaler measures it (the lesser of two windows' rates) and each instance's expected
+as the live scaler measures it (the lesser of two windows' rates), the latest arrival as its
+counts show it (a second late: the idle clock restarts there) and each instance's expected
 ready time. Money (runtime.prices): compute at the market's price under both billing models, plus
 the requests an image makes (measured on the live stack: docs/scaling.md), per 1,000 images; the
 fixed host's cost over the run apart. On the Spot market an instance may be
@@ -260,7 +261,7 @@ class _Run:
             ready_in_s=tuple(max(0.0, m.ready_at - now) for m in live),
             paid_left_s=tuple(paid_left_s(m.view(), now, self.config.paid_minimum_s) for m in live),
             warm=sum(1 for m in self.machines.values() if m.state == "stopped"),
-            idle_s=self.idle.observe(now, len(self.queue)),
+            idle_s=self.idle.observe(now, len(self.queue), self._last_arrival(now)),
         )
         decision = self.policy(obs)
         self.window.observe(now, decision.raw)
@@ -302,6 +303,11 @@ class _Run:
             for lo, hi in ((now - w, now), (now - 2 * w, now - w))
         ]
         return min(counts) / w
+
+    def _last_arrival(self, now: float) -> float | None:
+        """The latest arrival the live gauge would have counted by now (arrival_lag_s back)."""
+        seen = bisect.bisect_right(self.arrived, now - self.config.arrival_lag_s)
+        return self.arrived[seen - 1] if seen else None
 
     def _boot(self, machine: _Machine, now: float, restarted: bool) -> None:
         machine.state = "pending"
