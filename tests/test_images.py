@@ -247,6 +247,42 @@ def test_jpeg_too_small_to_scale_decodes_in_full_as_before():
     assert torch.equal(decode(data, min_side=256), decode(data))
 
 
+def _small_jpegs(gradient) -> dict[str, bytes]:
+    """JPEGs too small to scale: the sample photos under 512 px, one rotated, grey and CMYK."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpegs = {}
+    for name in photo_names():
+        with Image.open(IMAGES / name) as image:
+            if image.format == "JPEG" and min(image.size) < 512:  # half would be under 256
+                jpegs[name] = (IMAGES / name).read_bytes()
+    assert len(jpegs) >= 5
+    jpegs["rotated"] = encode(gradient, "jpeg", exif=exif.tobytes())
+    jpegs["grey"] = encode(gradient.convert("L"), "jpeg")
+    jpegs["cmyk"] = encode(gradient.convert("CMYK"), "jpeg")
+    return jpegs
+
+
+@pytest.mark.parametrize("min_side", [256, None])
+def test_a_pil_decode_opens_a_jpeg_too_small_to_scale_once_for_the_same_pixels(
+    gradient, min_side, monkeypatch
+):
+    """output="pil" decodes the JPEG in full from the open it tried to scale in: the pixels of
+    a plain Pillow decode (EXIF rotation applied, RGB), one Image.open instead of two."""
+    opened = []
+    pillow_open = Image.open
+    for name, data in _small_jpegs(gradient).items():
+        with pillow_open(io.BytesIO(data)) as image:
+            expected = np.array(ImageOps.exif_transpose(image).convert("RGB"))
+        opened.clear()
+        monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or pillow_open(*a, **k))
+        got = decode(data, min_side=min_side, output="pil")
+        monkeypatch.undo()
+        assert got.mode == "RGB", name
+        np.testing.assert_array_equal(np.asarray(got), expected, err_msg=name)
+        assert len(opened) == 1, name
+
+
 @pytest.mark.parametrize("fmt", sorted(IMAGE_FORMATS - {"jpeg"}))
 def test_other_formats_ignore_min_side(fmt, large_photo):
     source = large_photo.resize((640, 427))

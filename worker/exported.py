@@ -1,11 +1,11 @@
 """A built-in model as a cached, verified package, run by onnxruntime or OpenVINO.
 
-The cache (MODEL_CACHE_DIR) holds one package per model name, weights and exporter version
-(`<name>-<key>/`, key = hash of all three): a new torch, new weights or a new export format make
-a new package, never a stale one. Beside it, machine.json remembers per artefact, runtime, thread
-count and CPU what was checked and measured there once: that the runtime's answers match PyTorch
-fp32 on the sample photos, and the fastest pass size. A start with both in the cache imports no
-torch and times nothing.
+The cache (MODEL_CACHE_DIR) holds one package per model name, weights, exporter version and
+preprocess version (`<name>-<key>/`, key = hash of all four): a new torch, new weights, a new
+export format or a new preprocess make a new package, never a stale one. Beside it, machine.json
+remembers per artefact, preprocess, runtime, thread count and CPU what was checked and measured
+there once: that the runtime's answers match PyTorch fp32 on the sample photos, and the fastest
+pass size. A start with both in the cache imports no torch and times nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from worker.imaging import decode
 from worker.models import RUNTIME_PREFERENCE, TOP_K, pass_timings
 from worker.package import ModelPackage, PackageError, Preprocessing, load_package, sha256_file
-from worker.preprocess import ArrayTransform
+from worker.preprocess import PREPROCESS_VERSION, ArrayTransform
 from worker.runtimes import Session, available, open_session
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ def source_of(name: str) -> dict:
         "weights": weights_id,
         "exporter": f"torch-{_version('torch')}+onnxscript-{_version('onnxscript')}"
         f"+format-{EXPORT_FORMAT}",
+        # The reference answers are PyTorch's on this preprocess's arrays (REFERENCE).
+        "preprocess": PREPROCESS_VERSION,
     }
 
 
@@ -321,7 +323,9 @@ class MachineRecords:
 
     @staticmethod
     def key(package: ModelPackage, runtime: str, threads: int) -> str:
-        return f"{package.manifest.sha256[:16]}/{runtime}/{threads}t/{_cpu()}"
+        # The check ran on the arrays of one preprocess: a new one checks again.
+        artefact = package.manifest.sha256[:16]
+        return f"{artefact}/p{PREPROCESS_VERSION}/{runtime}/{threads}t/{_cpu()}"
 
     def _all(self) -> dict:
         try:
