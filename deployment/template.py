@@ -38,15 +38,17 @@ _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # no quote, space or `$`: values go into u
 CLOUD_MARKET = "spot-with-fallback"
 # Several types, so Spot capacity is found in one of them; the first is the template's.
 WORKER_TYPES = "c6i.large,c7i.large,m6i.large"
-# A package of the stack's model area: NAME=s3://<InputBucket>/models/NAME/VERSION/, the name
-# twice alike (the \N back-reference; CloudFormation's Java patterns have them too). Bucket and
-# version take no quote, space or `$`, as the value goes into user-data quoted.
+# A package of the stack's model area: NAME=s3://<InputBucket>/models/NAME/VERSION/, or without
+# the version (NAME=s3://<InputBucket>/models/NAME/: workers follow models/NAME/CURRENT), the
+# name twice alike (the \N back-reference; CloudFormation's Java patterns have them too). Bucket
+# and version take no quote, space or `$`, as the value goes into user-data quoted.
 _MODEL = r"[a-z0-9][a-z0-9._-]{0,63}"  # runtime.messages.MODEL_NAME
 _BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_VERSION = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # runtime.keys.MODEL_VERSION: never `..`
 
 
 def _model_entry(group: int) -> str:
-    return rf"({_MODEL})=s3://{_BUCKET_NAME}/{keys.MODELS}\{group}/[A-Za-z0-9._-]+/"
+    return rf"({_MODEL})=s3://{_BUCKET_NAME}/{keys.MODELS}\{group}/(?:{_VERSION}/)?"
 
 
 MODELS_PATTERN = rf"^(?:{_model_entry(1)}(?:,{_model_entry(2)})*)?$"
@@ -130,7 +132,8 @@ def parameters() -> dict:
         "Model": text("classifier the workers run (MODEL)", Settings.model),
         "Models": text(
             "packages served beside Model (MODELS), comma-separated"
-            " NAME=s3://<InputBucket>/models/NAME/VERSION/; empty: none (docs/models.md)",
+            " NAME=s3://<InputBucket>/models/NAME/VERSION/, or NAME=s3://<InputBucket>/models/NAME/"
+            " to follow the version models/NAME/CURRENT names; empty: none (docs/models.md)",
             Settings.models,
             MODELS_PATTERN,
         ),

@@ -6,6 +6,7 @@ them), so a key moved here moves the grant with it.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 UPLOADS = "uploads/"  # input bucket: the uploaded bytes, one object per request id
@@ -18,6 +19,13 @@ SCALER_ESTIMATES = "scaler/estimates.json"
 # Input bucket: the model area, one package per `models/<name>/<version>/` (worker.package's
 # files). Workers read it; only the operator writes it (deployment/iam.py).
 MODELS = "models/"
+# Beside a model's versions, `models/<name>/CURRENT`: an object whose body is the version its
+# workers serve (a MODELS entry `s3://BUCKET/models/<name>/` follows it, worker.sources), as a
+# symbolic link names its target. Upper case, as git's HEAD: it reads as no version's name.
+MODEL_POINTER = "CURRENT"
+# A version as a path segment of the model area and of the worker's cache: no '/', and no
+# leading dot (so never `.` or `..`, which a local cache path would climb out of).
+MODEL_VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 # The service's own areas: a batch job may never name one as its source, however spelled.
 SERVICE_AREAS = (UPLOADS, RESULTS, CACHE, STARTED, JOBS, MODELS)
 # What expires after RESULT_EXPIRY_DAYS (runtime.resources), per bucket. The content cache does
@@ -45,6 +53,29 @@ def cache_key(model: str, version: str, preprocess: str, sha256: str) -> str:
 def model_package_prefix(name: str, version: str) -> str:
     """Where a model package lies in the input bucket's model area."""
     return f"{MODELS}{name}/{version}/"
+
+
+def is_model_version(value: str) -> bool:
+    return MODEL_VERSION.fullmatch(value) is not None
+
+
+def model_area(name: str) -> str:
+    """Every version of one model, and its pointer, lie under this prefix."""
+    return f"{MODELS}{name}/"
+
+
+def model_pointer_key(name: str) -> str:
+    return f"{model_area(name)}{MODEL_POINTER}"
+
+
+def followed_model(url: str) -> tuple[str, str] | None:
+    """(bucket, model name) of a versionless `s3://BUCKET/models/NAME/` URL, which follows the
+    pointer models/NAME/CURRENT; None for anything else (a version's prefix, a local path)."""
+    bucket, prefix = split_s3_url(url) or ("", "")
+    name = prefix[len(MODELS) : -1]
+    if not bucket or not prefix.startswith(MODELS) or not name or "/" in name:
+        return None
+    return bucket, name
 
 
 def split_s3_url(url: str) -> tuple[str, str] | None:

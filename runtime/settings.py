@@ -170,9 +170,16 @@ class Settings:
     )
     models: str = _setting(
         "",
-        "model packages served beside MODEL, as NAME=PATH (a directory, or s3://BUCKET/PREFIX/),"
+        "model packages served beside MODEL, as NAME=PATH (a directory, or s3://BUCKET/PREFIX/;"
+        " s3://BUCKET/models/NAME/ follows the version models/NAME/CURRENT names),"
         " comma-separated; an upload names one with `model` (docs/models.md)",
         ("web", "worker"),
+    )
+    model_pointer_check_s: float = _setting(
+        10.0,
+        "seconds between a worker's reads of the version pointer (models/NAME/CURRENT) of each"
+        " versionless S3 entry of MODELS: one conditional GET a read, $0.0035 a worker-day at 10",
+        "worker",
     )
     model_optimize: str = _setting(
         "jit",
@@ -413,6 +420,7 @@ class Settings:
             (self.warm_pool_max >= 0, "WARM_POOL_MAX must be >= 0"),
             (0 <= self.worker_metrics_port < 65536, "WORKER_METRICS_PORT must be 0-65535"),
             (self.notice_poll_s > 0, "NOTICE_POLL_S must be > 0"),
+            (self.model_pointer_check_s > 0, "MODEL_POINTER_CHECK_S must be > 0"),
             (
                 self.instance_metadata_url.startswith(("http://", "https://"))
                 or not self.instance_metadata_url,

@@ -470,14 +470,15 @@ def test_the_models_parameter_reaches_the_workers_and_the_web_tier(stack):
     bucket = "published-here"
     models = (
         f"catdog=s3://{bucket}/{keys.model_package_prefix('catdog', '1')},"
-        f"species=s3://{bucket}/{keys.model_package_prefix('species', 'v2')}"
+        f"species=s3://{bucket}/{keys.model_package_prefix('species', 'v2')},"
+        f"pets=s3://{bucket}/{keys.model_area('pets')}"  # no version: follows models/pets/CURRENT
     )
 
     stack.deploy({**PARAMETERS, "Models": models})
 
     settings = stack_settings(stack)
     served = dataclasses.replace(settings, models=models)
-    assert list(served.model_packages) == ["catdog", "species"]
+    assert list(served.model_packages) == ["catdog", "species", "pets"]
     user_data = base64.b64decode(launch_data(stack, settings.launch_template)["UserData"])
     assert user_data.decode() == render(served, stop_timeout_s=settings.visibility_timeout_s + 10)
     web_host = launch_data_by_id(stack, physical(stack)["WebHostTemplate"])
@@ -494,6 +495,11 @@ def test_the_models_parameter_reaches_the_workers_and_the_web_tier(stack):
         ("catdog=s3://b-1/models/catdog/1", "a prefix ends in /"),
         ("catdog=s3://b-1/models/catdog/1/;reboot", "nothing after the entries"),
         ("catdog=s3://b-1/models/catdog/$(id)/", "no shell in user-data"),
+        ("catdog=s3://b-1/models/catdog", "a model's area ends in / too"),
+        ("catdog=s3://b-1/models/dog/", "the name twice alike, without a version too"),
+        ("catdog=s3://b-1/models/catdog//", "no empty version"),
+        ("catdog=s3://b-1/models/catdog/../", "no version climbs out of the model's area"),
+        ("catdog=s3://b-1/models/", "a model's area, not the whole model area"),
     ],
 )
 def test_a_models_value_outside_the_model_area_is_one_line_before_any_change(stack, models, why):

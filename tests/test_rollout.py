@@ -8,6 +8,7 @@ import os
 import pytest
 
 from worker.served import Rollout, Served, ServedModels, over_bound
+from worker.sources import watched
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +32,11 @@ def _link(tmp_path, target: str):
     return link
 
 
+def _links(link) -> dict:
+    """What the worker watches of MODELS=catdog=<link>: where the link points now."""
+    return watched({"catdog": str(link)}, s3=None, check_s=10)
+
+
 def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_path, caplog):
     for version in ("1", "2", "3"):
         (tmp_path / f"catdog-{version}").mkdir()
@@ -48,7 +54,7 @@ def test_a_new_target_is_served_once_loaded_and_a_bad_one_is_refused_once(tmp_pa
     )
     switched = []  # what the worker's retag would say, at each switch
     told = lambda: switched.append([c.version for c in models.classifiers()])  # noqa: E731
-    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,), on_switch=told)
+    rollout = Rollout(models, _links(link), load, (Refused,), on_switch=told)
     held = models.get("catdog")
     rollout.check()
     assert loads == [] and models.get("catdog") is held  # nothing new: nothing loaded
@@ -82,7 +88,7 @@ def test_a_version_that_would_break_the_memory_bound_is_refused_and_the_old_keep
     def load(name, path):
         return Named(name, "2", 400 * mib)  # 640 MiB held beside the old one's 480
 
-    rollout = Rollout(models, {"catdog": str(link)}, load, (Refused,), bound_mb=1000)
+    rollout = Rollout(models, _links(link), load, (Refused,), bound_mb=1000)
     _link(tmp_path, "catdog-2")
     rollout.check()
     assert models.get("catdog") is held

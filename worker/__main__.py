@@ -53,11 +53,52 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.clients import make_client
     from runtime.keys import split_s3_url
     from runtime.requests import RequestCounter
-    from worker.models import ModelError, load_classifier, load_package_classifier
-    from worker.package import PackageError
+    from worker.models import (
+        ModelError,
+        ModelUnreadable,
+        load_classifier,
+        load_package_classifier,
+    )
+    from worker.package import PackageError, Unreadable
     from worker.remote import fetch_package
     from worker.served import over_bound
     from worker.service import build_worker
+    from worker.sources import watched
+
+    # Every request the worker sends is counted: its /metrics and its instance's usage tag,
+    # the reads of its packages and their pointers included.
+    requests = RequestCounter()
+    clients = {
+        name: make_client(name, settings, counter=requests) for name in ("sqs", "s3", "cloudwatch")
+    }
+    cache_dir = Path(settings.model_cache_dir)
+
+    def load_package(name: str, path: str):
+        if split_s3_url(path) is not None:  # in S3: copied into the cache first
+            try:
+                path = fetch_package(clients["s3"], path, cache_dir)
+            except Unreadable as error:
+                raise ModelUnreadable(f"model {name}: {error}") from None
+            except PackageError as error:
+                raise ModelError(f"model {name}: {error}") from None
+        return load_package_classifier(
+            name,
+            path,
+            settings.torch_threads,
+            runtime=settings.model_runtime,
+            cache_dir=settings.model_cache_dir,
+        )
+
+    # Where each MODELS entry that can change is now: a link's target, a pointer's version.
+    sources = watched(settings.model_packages, clients["s3"], settings.model_pointer_check_s)
+
+    def where(name: str, path: str) -> str:
+        if name not in sources:
+            return path
+        try:
+            return sources[name]()
+        except PackageError as error:
+            raise ModelError(f"model {name}: {error}") from None
 
     try:
         classifier = load_classifier(
@@ -68,28 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             runtime=settings.model_runtime,
             cache_dir=settings.model_cache_dir,
         )
-
-        def load_package(name: str, path: str):
-            if split_s3_url(path) is not None:  # in S3: copied into the cache first
-                try:
-                    path = fetch_package(make_client("s3", settings), path, cache_dir)
-                except PackageError as error:
-                    raise ModelError(f"model {name}: {error}") from None
-            return load_package_classifier(
-                name,
-                path,
-                settings.torch_threads,
-                runtime=settings.model_runtime,
-                cache_dir=settings.model_cache_dir,
-            )
-
         # The packages of MODELS, each held until a new version replaces it (worker.served):
-        # loaded from where each path points now, as the rollout compares it.
-        cache_dir = Path(settings.model_cache_dir)
-        serving = {
-            name: p if split_s3_url(p) else os.path.realpath(p)
-            for name, p in settings.model_packages.items()
-        }
+        # loaded from where each entry points now, as the rollout compares it.
+        serving = {name: where(name, p) for name, p in settings.model_packages.items()}
         others = {name: load_package(name, target) for name, target in serving.items()}
         problem = over_bound([classifier, *others.values()], settings.worker_models_memory_mb)
         if problem:
@@ -97,11 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as error:
         print(f"worker: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    # Every request the worker sends is counted: its /metrics and its instance's usage tag.
-    requests = RequestCounter()
-    clients = {
-        name: make_client(name, settings, counter=requests) for name in ("sqs", "s3", "cloudwatch")
-    }
     instance = os.environ.get("INSTANCE_ID", "")
     # One line per request id received and replied: follow it from the web.
     trace_sqs(clients["sqs"], log)
@@ -113,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             others=others,
             ec2=make_client("ec2", settings, pool_size=1),
             requests=requests,
-            rollout=(load_package, (ModelError,), serving),
+            rollout={
+                "sources": sources,
+                "load": load_package,
+                "refusals": (ModelError, PackageError),
+                "serving": serving,
+                "retried": (ModelUnreadable,),
+            },
             **clients,
         )
     except Exception as error:  # noqa: BLE001 - one line and exit: nothing started yet

@@ -8,7 +8,9 @@ PyTorch's (timed once per machine and remembered); any refusal (runtime missing,
 failed) is one logged line and PyTorch serves instead. A worker whose package is already in the
 cache never imports torch.
 
-`python -m worker.models export NAME` makes the package ahead of time (the worker image does).
+`python -m worker.models export NAME` makes the package ahead of time (the worker image does);
+`package` makes one of a user's network, `check` reads one again, and `publish` points a model
+in S3 at one of its versions (docs/models.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ RUNTIME_PREFERENCE = ("openvino", "onnxruntime")
 
 class ModelError(RuntimeError):
     """A model that is not known, not available offline, or whose weights do not fit."""
+
+
+class ModelUnreadable(ModelError):
+    """A package that could not be read this time (S3 did not answer): at start it stops the
+    worker as any ModelError does; in a rollout it is tried again, not refused."""
 
 
 def load_classifier(
@@ -184,11 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     package.add_argument("--interpolation", default="bicubic")
     check = commands.add_parser("check", help="check a model package already made")
     check.add_argument("package_dir", help="the package directory")
+    publish = commands.add_parser(
+        "publish",
+        help="point a model in S3 at one of its versions, once that version's package is whole",
+    )
+    publish.add_argument("model_url", help="s3://BUCKET/models/NAME/ (what MODELS names)")
+    publish.add_argument("--version", required=True, help="a version under it, uploaded already")
     args = parser.parse_args(argv)
     if args.command == "package":
         return _package(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "publish":
+        return _publish(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from runtime.settings import ConfigError, Settings
@@ -225,6 +240,25 @@ def _check(args) -> int:
         return 1
     manifest = package.manifest
     print(f"{manifest.name} {manifest.version}: {package.root} ({len(package.labels)} classes, ok)")
+    return 0
+
+
+def _publish(args) -> int:
+    """Credentials come from the environment, as for any AWS client (boto3's chain)."""
+    from runtime.clients import make_client
+    from runtime.settings import ConfigError, Settings
+    from worker.package import PackageError
+    from worker.remote import publish
+
+    try:
+        s3 = make_client("s3", Settings.from_env(), pool_size=4)
+        package, before = publish(s3, args.model_url, args.version)
+    except (ConfigError, PackageError) as error:
+        print(f"worker.models: {error}", file=sys.stderr)
+        return 1
+    manifest = package.manifest
+    was = f"version {before}" if before else "no version"
+    print(f"{manifest.name}: version {manifest.version} published ({was} before)")
     return 0
 
 

@@ -29,6 +29,11 @@ class PackageError(ValueError):
     """A package that is missing a file, has a malformed manifest, or does not match its hash."""
 
 
+class Unreadable(PackageError):
+    """A package (or the pointer naming one) that could not be read this time: S3 did not
+    answer, or refused the read. Unlike a missing or malformed package, it may read later."""
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a decoded image becomes the network's input: resize the short side to `resize_side`

@@ -1,20 +1,20 @@
 """The models one worker holds, by name: the deployment's default (MODEL) and the packages of
 MODELS, each with the decode its preprocessing wants. A request names one ("" = the default).
 
-Rollout: a MODELS path may be a symbolic link to a package directory. Publishing a version is
-writing its package beside the old one and pointing the link at it (`ln -sfn catdog-2 catdog`
-swaps it atomically). Every ROLLOUT_CHECK_S each worker looks where its links point, loads and
-checks a new target off the model's thread, and only then serves it: a request takes its model
-when its batch is fetched and keeps it to the end, so requests in flight finish on the version
-they started with (their results say which). A target that fails to load or to pass its check
-is refused with one line, once, and the version in hand keeps serving.
+Rollout: a MODELS entry may change where its package is (worker.sources): a local path that is
+a symbolic link to a package directory (`ln -sfn catdog-2 catdog` swaps it atomically), or a
+versionless S3 entry whose pointer (models/NAME/CURRENT) names a version. Every ROLLOUT_CHECK_S
+each worker looks where each points, loads and checks a new target off the model's thread, and
+only then serves it: a request takes its model when its batch is fetched and keeps it to the
+end, so requests in flight finish on the version they started with (their results say which).
+A target that fails to load or to pass its check is refused with one line, once, and the version
+in hand keeps serving; one that could not be read this time (S3 did not answer) is tried again.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,36 +94,47 @@ class ServedModels:
 
 
 class Rollout:
-    """Looks where each MODELS path points and serves a new target once it has loaded."""
+    """Looks where each MODELS entry points and serves a new target once it has loaded."""
 
     def __init__(
         self,
         models: ServedModels,
-        paths: Mapping[str, str],
+        sources: Mapping[str, Callable[[], str]],
         load: Callable[[str, str], object],
         refusals: tuple[type[BaseException], ...],
         serving: Mapping[str, str] | None = None,
         bound_mb: int = 2**31,
         on_switch: Callable[[], object] | None = None,
+        retried: tuple[type[BaseException], ...] = (),
     ):
-        """load(name, package dir) -> classifier, raising one of `refusals` with one line;
-        serving: the directory each model in hand was loaded from (default: where it points);
-        on_switch: called after a new version is served (the worker retags its instance)."""
-        self._models, self._load, self._refusals = models, load, refusals
-        self._paths = dict(paths)
-        self._serving = {name: os.path.realpath(path) for name, path in self._paths.items()}
-        self._serving.update({n: p for n, p in (serving or {}).items() if n in self._paths})
-        self._refused: dict[str, str] = {}
+        """sources: per name, a call saying where its package is now (worker.sources.watched),
+        raising one of `refusals` with one line; load(name, where) -> classifier, raising one of
+        `refusals` with one line, or one of `retried` when it could not read the package this
+        time (not refused: tried again at the next look); serving: where each model in hand was
+        loaded from (default: where its source says now); on_switch: called after a new version
+        is served (the worker retags its instance)."""
+        self._models, self._load = models, load
+        self._refusals, self._retried = refusals, retried
+        self._sources = dict(sources)
+        self._serving = {n: (serving or {}).get(n) or where() for n, where in sources.items()}
+        self._refused: dict[str, str] = {}  # name -> the target refused last
+        # (name, "where" or "load") -> the last line said of a look that failed that way
+        self._said: dict[tuple[str, str], str] = {}
         self._bound_mb = bound_mb  # WORKER_MODELS_MEMORY_MB: the old version is held too
         self._on_switch = on_switch
 
     def serving(self, name: str) -> str:
-        """The package directory `name` is served from now."""
+        """Where the package `name` is served from now."""
         return self._serving[name]
 
     def check(self) -> None:
-        for name, path in self._paths.items():
-            target = os.path.realpath(path)
+        for name, where in self._sources.items():
+            try:
+                target = where()
+            except self._refusals as error:
+                self._say_once(name, "where", f"{error}; {self._serving[name]} keeps serving")
+                continue
+            self._said.pop((name, "where"), None)
             if target in (self._serving[name], self._refused.get(name)):
                 continue
             try:
@@ -132,6 +143,14 @@ class Rollout:
                 problem = over_bound([*self._models.classifiers(), classifier], self._bound_mb)
                 if problem:
                     raise OverBound(problem)
+            except self._retried as error:
+                self._say_once(
+                    name,
+                    "load",
+                    f"{target} not loaded now ({error}); tried again at the next look;"
+                    f" {self._serving[name]} keeps serving",
+                )
+                continue
             except (*self._refusals, OverBound) as error:
                 self._refused[name] = target
                 log.warning(
@@ -142,8 +161,15 @@ class Rollout:
                     self._serving[name],
                 )
                 continue
+            self._said.pop((name, "load"), None)
             self._models.replace(name, Served.of(classifier))
             self._serving[name] = target
             log.info("model %s: now serving version %s from %s", name, classifier.version, target)
             if self._on_switch is not None:
                 self._on_switch()
+
+    def _say_once(self, name: str, kind: str, line: str) -> None:
+        # A pointer unread or a package unreachable for minutes is one line, not one a look.
+        if self._said.get((name, kind)) != line:
+            self._said[name, kind] = line
+            log.warning("model %s: %s", name, line)

@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 
 from runtime.cloudwatch import publish_throughput
-from runtime.keys import split_s3_url
 from runtime.model_versions import announce_models
 from runtime.periodic import Every
 from runtime.requests import RequestCounter
@@ -70,8 +69,9 @@ def build_worker(
 
     classifier: the default model (MODEL); others: the classifiers of MODELS, by name. With an
     ec2 client and the counter of the requests its clients send, the worker tags its instance
-    with what it has used (runtime.usage). rollout: (load, refusals, serving) for
-    worker.served.Rollout, to pick up new versions of the MODELS packages."""
+    with what it has used (runtime.usage). rollout: worker.served.Rollout's arguments beyond the
+    models, the bound and the retag (sources, load, refusals, serving, retried), to pick up new
+    versions of the MODELS packages."""
     queue_url = sqs.get_queue_url(QueueName=settings.request_queue)["QueueUrl"]
     try:
         job_queue_url = sqs.get_queue_url(QueueName=settings.job_queue)["QueueUrl"]
@@ -114,18 +114,14 @@ def build_worker(
             run=f"{time.time():.3f}",
         )
     watch = None
-    if rollout is not None and settings.model_packages:
-        load, refusals, serving = rollout
-        # Local paths only: a package in S3 gets a new version by a new prefix and setting.
-        local = {n: p for n, p in settings.model_packages.items() if split_s3_url(p) is None}
-        if local:
-            bound = settings.worker_models_memory_mb
-            # The dashboard's list of workers shows the new version from its next poll.
-            retag = None
-            if ec2 is not None and instance:
-                models = pipeline.models
-                retag = lambda: announce_models(ec2, instance, models.classifiers())  # noqa: E731
-            watch = Rollout(pipeline.models, local, load, refusals, serving, bound, on_switch=retag)
+    if rollout is not None and rollout["sources"]:
+        # The dashboard's list of workers shows the new version from its next poll.
+        retag = None
+        if ec2 is not None and instance:
+            models = pipeline.models
+            retag = lambda: announce_models(ec2, instance, models.classifiers())  # noqa: E731
+        bound = settings.worker_models_memory_mb
+        watch = Rollout(pipeline.models, bound_mb=bound, on_switch=retag, **rollout)
     return WorkerService(
         pipeline, reporter, settings.worker_metrics_port, usage, requests, rollout=watch
     )
