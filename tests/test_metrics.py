@@ -211,6 +211,19 @@ def test_stats_collector_reads_stats_at_scrape_time():
     assert families["classifier_worker_images"].samples[0].value == 13
 
 
+def test_busy_seconds_served_count_the_batch_still_in_hand():
+    # A worker that always has a batch in hand (one fetching while another runs the model)
+    # never closes its busy period: /metrics must not read 0 busy seconds from it.
+    stats = Stats(images=5)
+    stats.begin()
+    time.sleep(0.05)
+    families = {f.name: f for f in StatsCollector(stats).collect()}
+    busy = families["classifier_worker_busy_seconds"].samples[0].value
+    assert stats.busy_s == 0.0 and busy >= 0.05
+    rate = families["classifier_worker_images_per_busy_second"].samples[0].value
+    assert 0 < rate <= 5 / 0.05
+
+
 def test_stage_cpu_seconds_are_served_by_stage():
     stats = Stats(stage_cpu_s=Counter({"decode": 1.5, "model": 4.0}))
     families = {f.name: f for f in StatsCollector(stats).collect()}

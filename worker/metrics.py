@@ -42,8 +42,8 @@ class StatsCollector:
         )
         yield CounterMetricFamily(
             "classifier_worker_busy_seconds",
-            "seconds spent on batches (fetch, model, store, reply)",
-            value=stats.busy_s,
+            "seconds spent on batches (fetch, model, store, reply), the one in hand included",
+            value=stats.busy_so_far_s,
         )
         yield CounterMetricFamily(
             "classifier_worker_model_seconds",

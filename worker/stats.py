@@ -48,7 +48,8 @@ class Stats:
 
     @property
     def images_per_busy_s(self) -> float:
-        return self.images / self.busy_s if self.busy_s else 0.0
+        busy_s = self.busy_so_far_s
+        return self.images / busy_s if busy_s else 0.0
 
     @property
     def in_hand(self) -> int:
