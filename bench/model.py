@@ -71,7 +71,7 @@ def by_runtime(
 ) -> dict[str, float]:
     """The bare model's CPU ms per image at its best pass size, one thread, for PyTorch (jit)
     and each ONNX runtime installed; `measured` is reused for its own runtime."""
-    from worker.runtimes import ONNX_RUNTIMES, available
+    from worker.served import ONNX_RUNTIMES, available
 
     cpu_ms = {measured.runtime: measured.cpu_ms[measured.best_batch]}
     for runtime in ("torch", *(r for r in ONNX_RUNTIMES if available(r))):

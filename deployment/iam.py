@@ -294,7 +294,7 @@ def web_policy() -> dict:
         _statement("ReadStarted", ["s3:GetObject"], bucket_arn("OutputBucket", f"{keys.STARTED}*")),
         _statement(
             # A batch job's manifest and results: written by the web tier (refused images) too,
-            # and deleted when the job could not be queued whole (web.jobs).
+            # and deleted when the job could not be queued whole (web.jobs.store).
             "JobResults",
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             bucket_arn("OutputBucket", f"{keys.JOBS}*"),

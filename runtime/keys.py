@@ -101,7 +101,7 @@ def job_prefix(job_id: str) -> str:
 
 def job_manifest_key(job_id: str) -> str:
     """The job as it was accepted (its total, source and creation time), in the output bucket:
-    written last, so a job exists once it is whole (web.jobs)."""
+    written last, so a job exists once it is whole (web.jobs.store)."""
     return f"{job_prefix(job_id)}job.json"
 
 

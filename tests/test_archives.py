@@ -20,9 +20,9 @@ from tests.job_client import (
     with_folders,
     zip_of,
 )
-from web.archives import display_name, entries, kind
 from web.errors import ArchiveError, TooManyImages
-from web.zip_directory import check_entries
+from web.jobs.archives import display_name, entries, kind
+from web.jobs.zip_directory import check_entries
 
 LIMIT = 1000
 

@@ -1,4 +1,4 @@
-"""web.jobs.JobStore's own rules with stub clients (unit level): the CSV it writes, what it
+"""web.jobs.store.JobStore's own rules with stub clients (unit level): the CSV it writes, what it
 answers when AWS fails, what a failed creation leaves behind."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from runtime.messages import Result, new_request_id
 from runtime.settings import Settings
 from web.app import create_app
 from web.guards import Backlog
-from web.jobs import JobLimits, JobStore, _csv_line
+from web.jobs.store import JobLimits, JobStore, _csv_line
 
 
 def _cell(value: str) -> str:

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.imaging import decode
+from worker.imaging import ArrayTransform, decode, vertical_first
 from worker.package import Preprocessing
-from worker.preprocess import ArrayTransform
-from worker.resample import vertical_first
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 
 from runtime.settings import ConfigError, Settings
-from worker import exported
-from worker.imaging import decode
+from worker import exported, served
+from worker.imaging import ArrayTransform, decode
 from worker.models import DEFAULT_MODEL, load_classifier
-from worker.preprocess import ArrayTransform
-from worker.runtimes import ONNX_RUNTIMES, available
+from worker.served import ONNX_RUNTIMES, available
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -250,5 +249,5 @@ def test_reference_preprocessing_stays_on_torch(cache):
 
 
 def test_softmax_of_large_logits_is_finite():
-    probs = exported.softmax(np.array([[1000.0, 999.0, -1000.0]], dtype=np.float32))
+    probs = served.softmax(np.array([[1000.0, 999.0, -1000.0]], dtype=np.float32))
     assert np.isfinite(probs).all() and abs(float(probs.sum()) - 1.0) < 1e-6

@@ -20,8 +20,8 @@ from web import errors
 from web.app import create_app
 from web.errors import ClassificationFailed, Overloaded, ResultTimeout, Unavailable
 from web.guards import Backlog, UploadMemory, clean_filename
-from web.job_resources import JobsResource
-from web.jobs import JobLimits
+from web.jobs.resources import JobsResource
+from web.jobs.store import JobLimits
 
 
 def _jpeg() -> bytes:
@@ -263,7 +263,7 @@ def test_every_route_needs_the_key_but_the_declared_open_ones():
 
 
 class RecordingJobs:
-    """Stands in for web.jobs.JobStore: records every id it is asked about."""
+    """Stands in for web.jobs.store.JobStore: records every id it is asked about."""
 
     def __init__(self):
         self.seen = []

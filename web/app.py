@@ -7,14 +7,13 @@ import falcon
 from runtime.requests import RequestCounter
 from runtime.settings import Settings
 from web import errors
-from web.gateway import Gateway
 from web.guards import ApiKeyRequired, JobRate, UploadMemory, make_validator
 from web.history import StatusHistory
-from web.job_resources import JobResource, JobResultsResource, JobsResource
-from web.jobs import JobStore
+from web.jobs.resources import JobResource, JobResultsResource, JobsResource
+from web.jobs.store import JobStore
 from web.metrics import MetricsResource, WebMetrics
 from web.page import STATIC_DIR, PageResource
-from web.resources import HealthResource, ResultResource, StatusResource, UploadResource
+from web.resources import Gateway, HealthResource, ResultResource, StatusResource, UploadResource
 
 
 def create_app(

@@ -19,11 +19,11 @@ from runtime.settings import Settings
 from web.app import create_app
 from web.arrivals import ArrivalCounter
 from web.deadletters import DeadLetters
-from web.gateway import Gateway
 from web.guards import Backlog, image_problem
 from web.history import StatusHistory
-from web.jobs import JobLimits, JobStore
+from web.jobs.store import JobLimits, JobStore
 from web.replies import Replies
+from web.resources import Gateway
 from web.scaler_wake import ScalerWaker
 from web.status import StatusSource
 from web.store import UploadStore
@@ -127,7 +127,7 @@ def build_web(
             async_deadline_s=settings.result_expiry_days * 86400.0,
             backlog=Backlog(sqs, request_queue_url, settings.max_backlog),
             arrivals=arrivals,
-            accepted=waker.arrived if waker else lambda: None,
+            accepted=waker.arrived if waker else None,
         ),
         ready=store.ready,
         status=status.snapshot,

@@ -22,7 +22,7 @@ import torch
 from worker import torch_models
 from worker.exported import REFERENCE, Refused, sample_inputs, verify
 from worker.package import ARTEFACT, ModelPackage, load_package, write_package
-from worker.runtimes import ONNX_RUNTIMES, available, open_session
+from worker.served import ONNX_RUNTIMES, available, open_session
 
 
 def export_package(name: str, root: Path, source: dict) -> ModelPackage:

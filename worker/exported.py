@@ -18,18 +18,15 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
 
 import numpy as np
 
-from worker.imaging import decode
-from worker.models import RUNTIME_PREFERENCE, TOP_K, pass_timings
+from worker.imaging import PREPROCESS_VERSION, ArrayTransform, decode
+from worker.models import RUNTIME_PREFERENCE, pass_timings
 from worker.package import ModelPackage, PackageError, Preprocessing, load_package, sha256_file
-from worker.preprocess import PREPROCESS_VERSION, ArrayTransform
-from worker.runtimes import Session, available, open_session
+from worker.served import OnnxClassifier, Session, available, open_session, softmax
 
 log = logging.getLogger(__name__)
 
@@ -44,52 +41,6 @@ SCORE_TOLERANCE = 1e-3
 
 class Refused(Exception):
     """The exported model cannot serve (one line): PyTorch serves instead."""
-
-
-@dataclass(frozen=True, eq=False)
-class OnnxClassifier:
-    """The Classifier interface (prepare, classify, name, categories, min_side, forward_batch)
-    on an ONNX runtime session."""
-
-    name: str
-    version: str
-    session: Session
-    transform: ArrayTransform
-    categories: Sequence[str]
-    forward_batch: int
-    min_side: int | None
-    top1_agreement: float  # on the sample photos, against PyTorch fp32 (1.0: all agree)
-    artefact_bytes: int = 0  # the size of its model.onnx: what holding it costs (worker.served)
-    pixels: str = "pil"  # what decode() hands prepare(): a PIL image, no torch tensor
-
-    @property
-    def runtime(self) -> str:
-        return self.session.runtime
-
-    def prepare(self, image) -> np.ndarray:
-        if hasattr(image, "permute"):  # a (3, H, W) torch tensor, as torch's decode gives
-            image = np.asarray(image.permute(1, 2, 0))
-        return self.transform(image)
-
-    def classify(self, arrays: Sequence[np.ndarray]) -> list[list[tuple[str, float]]]:
-        """Top-5 (label, probability) per array, best first; passes of at most forward_batch."""
-        results: list = [None] * len(arrays)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, array in enumerate(arrays):
-            groups.setdefault(tuple(array.shape), []).append(i)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.forward_batch):
-                chunk = indices[start : start + self.forward_batch]
-                probs = softmax(self.session.run(np.stack([arrays[i] for i in chunk])))
-                for row, i in enumerate(chunk):
-                    top = np.argsort(-probs[row], kind="stable")[:TOP_K]
-                    results[i] = [(self.categories[c], float(probs[row, c])) for c in top]
-        return results
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def source_of(name: str) -> dict:

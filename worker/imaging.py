@@ -1,4 +1,6 @@
-"""Turn uploaded bytes into an RGB image, or one typed error that says why not.
+"""Uploaded bytes to a model's input: decoded to an RGB image within the decode budget, or one
+typed error that says why not (`decode`); then resized, cropped and normalised as the model's
+package says, in Pillow and numpy (`ArrayTransform`, below).
 
 An image here is a uint8 tensor of shape (3, H, W): what torchvision's transforms take and what
 `transforms.ToTensor()` yields (divided by 255) for the same pixels; or, for a model that runs
@@ -26,6 +28,7 @@ before any pixel is allocated, as the web tier refuses it.
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 import warnings
@@ -38,10 +41,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from runtime.budget import ByteBudget
 from runtime.messages import IMAGE_FORMATS
 from runtime.pixels import footprint, limit_bytes
+from worker.package import Preprocessing
 
 _TORCHVISION_FORMATS = frozenset({"jpeg", "png"})
 # What decode() returns: "tensor", a (3, H, W) uint8 torch tensor (PyTorch's transforms take it),
-# or "pil", an RGB PIL image (worker.preprocess takes it; torch is never imported for it).
+# or "pil", an RGB PIL image (ArrayTransform below takes it; torch is never imported for it).
 OUTPUTS = ("tensor", "pil")
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec and warns on every
 # call; they are still the fastest JPEG/PNG path here (see decode), so the notice is silenced.
@@ -244,3 +248,160 @@ class DecodeBudget:
     def reserve(self, data: bytes) -> Iterator[None]:
         with self._bytes.reserved(self.cost(data)):
             yield
+
+
+# ---- Preprocessing -------------------------------------------------------------------------------
+# A package's preprocessing in Pillow and numpy: what torchvision's Resize, CenterCrop, ToDtype
+# and Normalize do, without torch, so a worker on onnxruntime or OpenVINO never imports it.
+#
+# The sizes follow torchvision exactly (short side to `resize_side`, the long side floored; the
+# crop's offsets rounded). The resample is Pillow's, which antialiases as torchvision's
+# `antialias=True` does but with a slightly different bicubic kernel: the pixels differ by a few
+# levels, the labels do not (tests/test_runtimes.py compares both on every sample and phone photo).
+# Only the centre crop is resampled (below): within one level of resizing the whole image
+# then cropping it, the same top-1 (tests/test_preprocess_values.py).
+
+# Which arrays ArrayTransform makes: bump it whenever they change, even by one level in a pixel.
+# A built-in model's export computes PyTorch's reference answers on these arrays, and each
+# runtime is checked against those answers on the same arrays (worker.exported), so the version
+# is part of what an export depends on: a changed preprocess makes a new package, never a check
+# of new arrays against answers on old ones. 2: the resize computes only the centre crop.
+PREPROCESS_VERSION = 2
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) with the short side `side` and the long side floored, as torchvision."""
+    if width <= height:
+        return side, int(side * height / width)
+    return int(side * width / height), side
+
+
+class ArrayTransform:
+    """An RGB PIL image (or an (H, W, 3) uint8 array) -> the (3, h, w) float32 array."""
+
+    def __init__(self, pre: Preprocessing):
+        self.pre = pre
+        std = np.asarray(pre.std, dtype=np.float32)
+        # (x / 255 - mean) / std as one multiply and one subtract per pixel.
+        self._scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
+        self._offset = (np.asarray(pre.mean, dtype=np.float32) / std).reshape(3, 1, 1)
+
+    def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        pre = self.pre
+        if pre.resize_side is not None:
+            size = resized_size(*image.size, pre.resize_side)
+            if size != image.size:
+                if pre.crop is not None and pre.crop <= min(size):
+                    image = resized_crop(image, size, pre.crop, _RESAMPLE[pre.interpolation])
+                else:
+                    image = image.resize(size, _RESAMPLE[pre.interpolation])
+        if pre.crop is not None and image.size != (pre.crop, pre.crop):
+            image = _centre_crop(image, pre.crop)
+        return self._normalised(np.asarray(image))
+
+    def _normalised(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, H, W) float32, (x / 255 - mean) / std.
+
+        Read channels-first straight from the uint8 pixels into one float32 array (each uint8
+        is exact in float32, so the product is that of a float copy), then shifted in place:
+        the values of (x - mean) / std on a float copy, bit for bit, with no copy in between
+        (docs/performance.md)."""
+        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), self._scale, out=out)
+        out -= self._offset
+        return out
+
+
+def _centre_crop(image: Image.Image, crop: int) -> Image.Image:
+    left, top = crop_offsets(*image.size, crop)
+    if top < 0 or left < 0:
+        # Smaller than the crop (no resize before it): torchvision pads with zeros.
+        image = _pad(image, crop)
+        left, top = crop_offsets(*image.size, crop)
+    return image.crop((left, top, left + crop, top + crop))
+
+
+def _pad(image: Image.Image, crop: int) -> Image.Image:
+    width, height = image.size
+    canvas = Image.new("RGB", (max(width, crop), max(height, crop)))
+    canvas.paste(image, ((canvas.width - width) // 2, (canvas.height - height) // 2))
+    return canvas
+
+
+# ---- Resampling only the centre crop -------------------------------------------------------------
+# The centre crop of a resized image, resampling only the crop's pixels (issue 23).
+#
+# Resizing a 4:3 photo's short side to 256 and keeping the centre 224 x 224 throws away more than a
+# third of the pixels the resize computed (224 x 224 of 341 x 256). Pillow's `resize(box=...)`
+# computes only a region: the crop's box in source coordinates, resized to the crop's size, uses
+# the same kernels over the same source pixels as the whole resize did (a kernel still reaches
+# outside the box, as far as the image goes), at about half the CPU.
+#
+# Two things keep it apart from the whole resize, and what is done about each:
+#
+# - Pillow takes the box as single-precision floats and places the kernel centres from it, so a
+#   few coefficients round the other way: up to 1 level in 255, in at most 0.04 % of the values on
+#   the sample and phone photos (tests/test_preprocess_values.py). Accepted: issue 23's rule is the
+#   same top-1 and top-5 scores within a few points, which it meets on every sample and phone photo.
+# - Pillow resamples in two passes, horizontal and vertical, each rounded to 8 bits, and since
+#   Pillow 13 it runs the vertical one first when the height loses more than twice the pixels the
+#   width loses (`Resample.c`). That compares the whole image with the output size, so a tall
+#   image's crop and the whole image can get different orders, and the order moves pixels by up
+#   to 23 levels on noise. Where they would differ, the crop is resampled in two one-axis passes
+#   in the whole image's order.
+
+
+def crop_offsets(width: int, height: int, crop: int) -> tuple[int, int]:
+    """(left, top) of the centre crop, rounded as torchvision's CenterCrop rounds them."""
+    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+
+
+def resized_crop(
+    image: Image.Image, size: tuple[int, int], crop: int, resample: Image.Resampling
+) -> Image.Image:
+    """What `image.resize(size, resample)` then its centre `crop` x `crop` would give (within a
+    level), resampling only the crop; `size` must be at least `crop` on both sides."""
+    width, height = size
+    left, top = crop_offsets(width, height, crop)
+    scale_x, scale_y = image.width / width, image.height / height
+    x0, x1 = left * scale_x, (left + crop) * scale_x
+    y0, y1 = top * scale_y, (top + crop) * scale_y
+    whole_first = vertical_first(image.size, size)
+    if whole_first == vertical_first(image.size, (crop, crop)):
+        return image.resize((crop, crop), resample, box=(x0, y0, x1, y1))
+    if whole_first:
+        rows = image.resize((image.width, crop), resample, box=(0, y0, image.width, y1))
+        return rows.resize((crop, crop), resample, box=(x0, 0, x1, crop))
+    columns = image.resize((crop, image.height), resample, box=(x0, 0, x1, image.height))
+    return columns.resize((crop, crop), resample, box=(0, y0, crop, y1))
+
+
+def vertical_first(source: tuple[int, int], out: tuple[int, int]) -> bool:
+    """Whether Pillow's resize of a `source` image to `out` runs its vertical pass first."""
+    (width, height), (out_width, out_height) = source, out
+    lost_height = height - out_height
+    return _orders_passes() and lost_height > 0 and lost_height > 2 * (width - out_width)
+
+
+@functools.cache
+def _orders_passes() -> bool:
+    """Whether this Pillow runs the vertical pass first where the height loses the most (13
+    does, earlier ones never do): one tiny resize where the rule says vertical first, against
+    each order done by hand."""
+    source = Image.fromarray(np.random.default_rng(13).integers(0, 256, (60, 6), dtype=np.uint8))
+    resample = Image.Resampling.BICUBIC
+    whole = np.asarray(source.resize((4, 12), resample))
+    by_rows = np.asarray(source.resize((6, 12), resample).resize((4, 12), resample))
+    by_columns = np.asarray(source.resize((4, 60), resample).resize((4, 12), resample))
+    if np.array_equal(by_rows, by_columns):
+        raise RuntimeError("the pass-order probe cannot tell the orders apart")
+    return bool(np.array_equal(whole, by_rows))

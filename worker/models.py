@@ -88,7 +88,7 @@ def load_classifier(
 
     classifier = torch_models.load_classifier(name, preprocess, threads, optimize=optimize)
     # The PyTorch path runs on the CPU (it always has); a GPU serves through onnxruntime's
-    # CUDA provider where onnxruntime-gpu is installed (worker.runtimes).
+    # CUDA provider where onnxruntime-gpu is installed (worker.served).
     log.info("model %s runs on torch (cpu, passes of %d)", name, classifier.forward_batch)
     return dataclasses.replace(classifier, version=_torch_version(name))
 

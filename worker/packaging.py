@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.exported import REFERENCE, Refused, sample_inputs, softmax, verify
+from worker.exported import REFERENCE, Refused, sample_inputs, verify
 from worker.package import (
     ARTEFACT,
     LABELS,
@@ -34,7 +34,7 @@ from worker.package import (
     load_package,
     write_package,
 )
-from worker.runtimes import ONNX_RUNTIMES, Session, available, open_session
+from worker.served import ONNX_RUNTIMES, Session, available, open_session, softmax
 
 ONNX_SUFFIXES = (".onnx",)
 # Each accepted format by what its file is called (kept beside the exporter: worker.export).

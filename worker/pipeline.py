@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from runtime.failures import log_failure
 from runtime.retry import Backoff, Streak
 from runtime.sqs import BATCH_MAX
-from worker.delivery import Batch
 from worker.imaging import DecodeBudget
 from worker.lanes import Lanes
-from worker.stages import Stages
+from worker.stages import Batch, Stages
 from worker.stats import Stats
 
 log = logging.getLogger(__name__)

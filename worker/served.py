@@ -1,5 +1,6 @@
-"""The models one worker holds, by name: the deployment's default (MODEL) and the packages of
-MODELS, each with the decode its preprocessing wants. A request names one ("" = the default).
+"""The models one worker holds, by name, and what runs them: the deployment's default (MODEL) and
+the packages of MODELS, each with the decode its preprocessing wants; a request names one ("" =
+the default). A package's model.onnx runs on an onnxruntime or OpenVINO session (below).
 
 Rollout: a MODELS entry may change where its package is (worker.sources): a local path that is
 a symbolic link to a package directory (`ln -sfn catdog-2 catdog` swaps it atomically), or a
@@ -14,12 +15,18 @@ in hand keeps serving; one that could not be read this time (S3 did not answer) 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from worker.imaging import ArrayTransform
 from worker.imaging import decode as decode_image
+from worker.models import TOP_K
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ def over_bound(classifiers, bound_mb: int) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Served:
-    classifier: object  # worker.torch_models.Classifier or worker.exported.OnnxClassifier
+    classifier: object  # worker.torch_models.Classifier or worker.served.OnnxClassifier
     decode: Callable[[bytes], object]
 
     @classmethod
@@ -173,3 +180,137 @@ class Rollout:
         if self._said.get((name, kind)) != line:
             self._said[name, kind] = line
             log.warning("model %s: %s", name, line)
+
+
+# ---- Runtimes ------------------------------------------------------------------------------------
+# The runtimes that run a package's model.onnx (one `Session.run(batch) -> logits` each), and the
+# classifier over a session (`OnnxClassifier`). Imported lazily: `import onnxruntime` or
+# `import openvino` costs a tenth of a second, `import torch` two (docs/performance.md), and a
+# worker pays only for the one it uses.
+
+ONNX_RUNTIMES = ("openvino", "onnxruntime")
+
+
+def available(runtime: str) -> bool:
+    return importlib.util.find_spec(runtime) is not None
+
+
+class Session:
+    """A compiled model for one runtime. `device` says where it runs (logged at start)."""
+
+    runtime: str
+    device: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class OnnxRuntimeSession(Session):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are not ours
+        # Where CUDA is present the runtime's GPU provider takes the model (issue 23 item 5).
+        providers = [
+            p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()
+        ] + ["CPUExecutionProvider"]
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self._input = self._session.get_inputs()[0].name
+        self.device = "cuda" if self._session.get_providers()[0].startswith("CUDA") else "cpu"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+class OpenVinoSession(Session):
+    runtime = "openvino"
+    device = "cpu"
+
+    def __init__(self, path: Path, threads: int, cache_dir: Path | None):
+        import openvino as ov
+
+        config = {
+            # OpenVINO's default on a CPU with bf16 is bf16: about one label in fifteen changes
+            # on real photos (issue 23's table). The service answers as the fp32 model does.
+            "INFERENCE_PRECISION_HINT": "f32",
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if cache_dir is not None:
+            # The compiled blob is kept: a later start loads it instead of compiling again.
+            config["CACHE_DIR"] = str(cache_dir)
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._request = compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # share_inputs: no copy of the batch; the outputs are copied out before the next call.
+        outputs = self._request.infer({0: batch}, share_inputs=True)
+        return np.array(outputs[0], copy=True)
+
+
+def open_session(runtime: str, path: Path, threads: int, cache_dir: Path | None = None) -> Session:
+    """Raise RuntimeError (one line) when the runtime is missing or refuses the file."""
+    if not available(runtime):
+        raise RuntimeError(f"runtime {runtime} is not installed")
+    try:
+        if runtime == "onnxruntime":
+            return OnnxRuntimeSession(path, threads)
+        if runtime == "openvino":
+            return OpenVinoSession(path, threads, cache_dir)
+    except Exception as exc:  # noqa: BLE001 - each runtime has its own error types
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise RuntimeError(f"{runtime} cannot load {path}: {first}") from None
+    raise RuntimeError(f"runtime {runtime!r} is not known")
+
+
+@dataclass(frozen=True, eq=False)
+class OnnxClassifier:
+    """The Classifier interface (prepare, classify, name, categories, min_side, forward_batch)
+    on an ONNX runtime session."""
+
+    name: str
+    version: str
+    session: Session
+    transform: ArrayTransform
+    categories: Sequence[str]
+    forward_batch: int
+    min_side: int | None
+    top1_agreement: float  # on the sample photos, against PyTorch fp32 (1.0: all agree)
+    artefact_bytes: int = 0  # the size of its model.onnx: what holding it costs (worker.served)
+    pixels: str = "pil"  # what decode() hands prepare(): a PIL image, no torch tensor
+
+    @property
+    def runtime(self) -> str:
+        return self.session.runtime
+
+    def prepare(self, image) -> np.ndarray:
+        if hasattr(image, "permute"):  # a (3, H, W) torch tensor, as torch's decode gives
+            image = np.asarray(image.permute(1, 2, 0))
+        return self.transform(image)
+
+    def classify(self, arrays: Sequence[np.ndarray]) -> list[list[tuple[str, float]]]:
+        """Top-5 (label, probability) per array, best first; passes of at most forward_batch."""
+        results: list = [None] * len(arrays)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, array in enumerate(arrays):
+            groups.setdefault(tuple(array.shape), []).append(i)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.forward_batch):
+                chunk = indices[start : start + self.forward_batch]
+                probs = softmax(self.session.run(np.stack([arrays[i] for i in chunk])))
+                for row, i in enumerate(chunk):
+                    top = np.argsort(-probs[row], kind="stable")[:TOP_K]
+                    results[i] = [(self.categories[c], float(probs[row, c])) for c in top]
+        return results
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -1,4 +1,4 @@
-"""The one stand-in for web.gateway.Gateway in unit tests of the web app."""
+"""The one stand-in for web.resources.Gateway in unit tests of the web app."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import falcon
 
 from runtime.messages import is_request_id
-from web import archives
-from web.archives import Entry
 from web.errors import TooManyImages
 from web.guards import MODEL_FIELD, JobRate, UploadMemory, chosen_model
-from web.jobs import IN_FLIGHT_PUTS, JobStore
+from web.jobs import archives
+from web.jobs.archives import Entry
+from web.jobs.store import IN_FLIGHT_PUTS, JobStore
 
 _CHUNK = 1024 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # a JSON body, or a form field that is not a file

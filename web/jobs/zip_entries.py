@@ -1,6 +1,6 @@
-"""The members of a zip archive, each bounded (web.members).
+"""The members of a zip archive, each bounded (web.jobs.members).
 
-The central directory is counted before `zipfile` parses it (web.zip_directory); members whose
+The central directory is counted before `zipfile` parses it (web.jobs.zip_directory); members whose
 data overlap (one deflate stream shared by many entries: a bomb that newer CPython refuses, older
 does not) refuse the archive on every Python; the bytes read count toward the Inflation.
 """
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from web.errors import ArchiveError
-from web.members import Entry, Inflation, display_name, read, too_large
-from web.zip_directory import check_entries, check_no_overlap
+from web.jobs.members import Entry, Inflation, display_name, read, too_large
+from web.jobs.zip_directory import check_entries, check_no_overlap
 
 
 def zip_entries(

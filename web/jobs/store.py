@@ -34,9 +34,9 @@ from runtime.keys import (
 )
 from runtime.messages import Request, Result
 from runtime.sqs import chunks
-from web.archives import Entry
 from web.errors import JobRefused, PrefixNotAllowed, TooManyImages, Unavailable
 from web.guards import Backlog
+from web.jobs.archives import Entry
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class JobLimits:
     max_images: int
     max_image_bytes: int
     prefixes: tuple[str, ...] = ()  # Settings.job_source_prefixes: empty, prefix jobs are off
-    max_inflated_bytes: int | None = None  # an archive's bounds (web.members.Inflation)
+    max_inflated_bytes: int | None = None  # an archive's bounds (web.jobs.members.Inflation)
     max_ratio: float | None = None
 
 

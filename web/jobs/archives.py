@@ -5,7 +5,7 @@ path outside any folder (`../../etc/passwd`), be a link or a device, or not be a
 None of that stops the job: each such member becomes an entry with the reason it was refused,
 and the good ones go on. What refuses the archive as a whole: more members than a job may hold
 (directories included), metadata past its bounds, overlapping zip entries, or inflating past
-the job's bounds (web.members.Inflation) - each decided before the expensive part.
+the job's bounds (web.jobs.members.Inflation) - each decided before the expensive part.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from web.errors import ArchiveError
-from web.members import Entry, Inflation, display_name
-from web.tar_entries import tar_entries
-from web.zip_entries import zip_entries
+from web.jobs.members import Entry, Inflation, display_name
+from web.jobs.tar_entries import tar_entries
+from web.jobs.zip_entries import zip_entries
 
 __all__ = ["Entry", "display_name", "entries", "kind"]
 

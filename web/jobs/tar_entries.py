@@ -1,6 +1,6 @@
-"""The members of a tar archive (plain, gzip, bzip2 or xz), each bounded (web.members).
+"""The members of a tar archive (plain, gzip, bzip2 or xz), each bounded (web.jobs.members).
 
-Metadata headers are bounded before `tarfile` reads them (web.tar_headers); every member counts
+Metadata headers are bounded before `tarfile` reads them (web.jobs.tar_headers); every member counts
 toward the job's limit, directories included; the stream position after each member's data is
 checked against the archive's Inflation before the member is read or skipped, since skipping a
 member of a compressed tar inflates it all the same.
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from web.errors import ArchiveError, TooManyImages
-from web.members import Entry, Inflation, display_name, read, too_large
-from web.tar_headers import BoundedTarInfo
+from web.jobs.members import Entry, Inflation, display_name, read, too_large
+from web.jobs.tar_headers import BoundedTarInfo
 
 
 def tar_entries(
