@@ -31,12 +31,22 @@ def _stored(s3, bucket: str) -> dict[str, dict]:
 
 
 def _check_answers(images, answers, s3, service):
-    """Every answer is 200, for its own image, and agrees with the one stored result."""
-    stored = _stored(s3, service.settings.output_bucket)
+    """Every answer is 200, for its own image, and agrees with the one stored result. A worker
+    replies while it stores (worker.stages.finish): one killed between the two leaves that result
+    to the message's redelivery, a visibility timeout later, so the store is waited for."""
+    bodies = []
     for (name, _), response in zip(images, answers, strict=True):
         assert response.status_code == 200, response.text
-        body = response.json()
-        assert body["filename"] == name
+        bodies.append(response.json())
+        assert bodies[-1]["filename"] == name
+    answered = {body["id"] for body in bodies}
+
+    def all_stored():
+        stored = _stored(s3, service.settings.output_bucket)
+        return stored if answered <= stored.keys() else None
+
+    stored = wait_until(all_stored, "a stored result for every answer", timeout_s=90)
+    for body in bodies:
         assert stored[body["id"]]["label"] == body["label"]
 
 
