@@ -36,6 +36,8 @@ def cmd_up(args, settings: Settings) -> int:
     # Workers share this machine's cores: split them rather than oversubscribe.
     env.setdefault("TORCH_THREADS", str(max(1, cores // max(1, int(env["FLEET_MAX"])))))
     env.setdefault("RUNNER", "process")
+    # Here a launch is ready as fast as a restart: spares in the pool would only cost CPU.
+    env.setdefault("WARM_POOL_SPARES", "false")
     env.setdefault("SCALER_STATUS_URL", f"http://127.0.0.1:{settings.scaler_status_port}/status")
     # The web tier wakes the scaler when work reaches an idle fleet (runtime.wake).
     env.setdefault(

@@ -9,6 +9,9 @@ FLEET_TAG = "elastic-classifier:fleet"
 STOPPED_AT_TAG = "elastic-classifier:stopped-at"
 STARTED_AT_TAG = "elastic-classifier:started-at"
 SCALER_TAG_KEYS = (FLEET_TAG, STOPPED_AT_TAG, STARTED_AT_TAG)
+# Set at launch only (no later tag call): a spare, launched to be stopped into the warm pool once
+# its worker is ready (scaler.plan); it is a spare until its first stop tag.
+SPARE_TAG = "elastic-classifier:spare"
 # Set by a worker on its own instance once its model is loaded (runtime.readiness); the worker's
 # IAM policy allows these keys (WORKER_TAG_KEYS) and no other, on fleet instances only.
 READY_AT_TAG = "elastic-classifier:ready-at"

@@ -286,6 +286,13 @@ class Settings:
     stopped_max_age_s: float = _setting(
         3600.0, "stopped instances older than this are terminated", "scaler"
     )
+    warm_pool_spares: bool = _setting(
+        True,
+        "fill the warm pool ahead of need once a worker has served a minute, so a surge restarts"
+        " instead of launching; spares are on-demand (EC2 will not stop a Spot instance), none"
+        " under FLEET_MARKET=spot",
+        "scaler",
+    )
     launch_template: str = _setting(
         "classifier-worker", "EC2 launch template for new workers", "scaler"
     )

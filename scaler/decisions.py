@@ -57,5 +57,6 @@ def decision_record(
             "launch": actions.launch,
             "stop": list(actions.stop),
             "terminate": list(actions.terminate),
+            "spares": actions.spares,
         }
     return record

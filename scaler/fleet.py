@@ -21,7 +21,14 @@ from botocore.exceptions import ClientError
 
 from runtime.model_versions import parse_models
 from runtime.readiness import ready_at, under_notice
-from runtime.resources import FLEET_TAG, MODELS_TAG, STARTED_AT_TAG, STOPPED_AT_TAG, USAGE_TAG
+from runtime.resources import (
+    FLEET_TAG,
+    MODELS_TAG,
+    SPARE_TAG,
+    STARTED_AT_TAG,
+    STOPPED_AT_TAG,
+    USAGE_TAG,
+)
 from runtime.retry import Backoff, retry
 from runtime.settings import MARKETS, Settings
 from scaler.plan import FLEET_STATES, Actions, Instance
@@ -139,6 +146,8 @@ class Fleet:
             self._tag(ids, STARTED_AT_TAG, now)
             self._retry("start_instances", lambda: self._ec2.start_instances(InstanceIds=ids))
         notes = self._launch(actions.launch) if actions.launch else []
+        if actions.spares:  # into the warm pool, once ready (scaler.plan)
+            notes += [f"spares: {n}" for n in self._launch(actions.spares, spare=True)]
         if actions.stop:
             ids = list(actions.stop)
             # Tag before stopping, so a stopped instance never lacks its stop time.
@@ -150,13 +159,15 @@ class Fleet:
         tags = [{"Key": key, "Value": value}]
         self._retry("create_tags", lambda: self._ec2.create_tags(Resources=ids, Tags=tags))
 
-    def _launch(self, count: int) -> list[str]:
-        """Launch `count` by the first option EC2 grants; raise the last refusal if none does."""
+    def _launch(self, count: int, spare: bool = False) -> list[str]:
+        """Launch `count` by the first option EC2 grants; raise the last refusal if none does.
+        Spares are on-demand: EC2 will not stop a one-time Spot instance into the pool."""
         notes: list[str] = []
         last: ClientError | None = None
-        for market, kind in self._options:
+        options = [o for o in self._options if o[0] == "on-demand"] if spare else self._options
+        for market, kind in options:
             try:
-                self._run(count, market, kind)
+                self._run(count, market, kind, spare)
             except _Refused as refused:
                 last = refused.error
                 notes.append(f"{market} {kind or 'template type'} refused ({refused.code})")
@@ -164,22 +175,23 @@ class Fleet:
                 continue
             notes.append(f"launched {count} {market} {kind or 'template type'}")
             return notes
-        assert last is not None  # launch_options is never empty
+        if last is None:  # a Spot-only fleet has no option for a spare (scaler.service)
+            raise ValueError("no on-demand option to launch a spare with")
         raise last
 
-    def _run(self, count: int, market: str, kind: str | None) -> None:
+    def _run(self, count: int, market: str, kind: str | None, spare: bool = False) -> None:
         # One client token per option for all its attempts: a retried launch after a lost reply
         # is not a second launch (and a token must not be reused with other parameters).
         token = uuid.uuid4().hex
+        tags = [{"Key": FLEET_TAG, "Value": self.name}]
+        tags += [{"Key": SPARE_TAG, "Value": "1"}] if spare else []
         request = {
             # All or nothing (moto honours only MinCount); a shortfall is retried next tick.
             "MinCount": count,
             "MaxCount": count,
             "LaunchTemplate": {"LaunchTemplateName": self.launch_template},
             "ClientToken": token,
-            "TagSpecifications": [
-                {"ResourceType": "instance", "Tags": [{"Key": FLEET_TAG, "Value": self.name}]}
-            ],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
         }
         if kind is not None:
             request["InstanceType"] = kind
@@ -231,6 +243,7 @@ def _instance(raw: dict) -> Instance | None:
         notice=under_notice(tags, run_began),
         usage=tags.get(USAGE_TAG, ""),
         models=parse_models(tags.get(MODELS_TAG, "")),
+        spare=SPARE_TAG in tags and STOPPED_AT_TAG not in tags,
     )
 
 

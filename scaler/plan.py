@@ -9,6 +9,14 @@ on-demand one would be stopped: EC2 cannot stop a one-time Spot instance, so it 
 warm pool. An instance whose worker was given notice (a Spot interruption or a rebalance
 recommendation: runtime.readiness) is gone already: it is no capacity, it is terminated, and the
 count it leaves short is launched or started in the same plan.
+
+The pool is also filled ahead of need (`PoolRules.spares_after_s`): once a worker has served
+that long and nothing is being scaled, spares are launched to fill it; each is stopped into the
+pool once its worker is ready, so its image and model are on its disk. A spare is no capacity
+while it boots (the policy does not count it), and is paid once: a start pays EC2's minute, and
+a surge the pool serves then starts in a restart's boot instead of a launch's. What a surge
+started goes back to the pool at scale-in (stopped, not terminated), so spares are launched
+again only when the pool ages out (stopped_max_age_s) or capacity is lost.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class Instance:
     notice: bool = False  # its worker was given notice during this run and takes no more work
     usage: str = ""  # its worker's usage tag, as written (runtime.usage)
     ready_at: float | None = None  # epoch seconds its worker became ready in this run
+    spare: bool = False  # launched to fill the warm pool: stopped into it once ready
     # (name, version) its worker serves, default first, as its tag says (runtime.model_versions)
     models: tuple[tuple[str, str], ...] = ()
 
@@ -44,6 +53,10 @@ class PoolRules:
     warm_pool_max: int  # stopped instances kept for fast restarts
     stopped_max_age_s: float  # stopped longer than this: terminate
     min_billed_s: float = 0.0  # each run is paid at least this long (EC2: 60 s); 0 per second
+    # Fill the pool with spares once a worker has served this long; None: never (a Spot-only fleet,
+    # whose instances EC2 will not stop, has no pool to fill).
+    spares_after_s: float | None = None
+    fleet_max: int | None = None  # spares never take the fleet past this many instances
 
 
 def paid_left_s(instance: Instance, now: float, min_billed_s: float) -> float:
@@ -58,14 +71,16 @@ class Actions:
     launch: int = 0
     stop: tuple[str, ...] = ()
     terminate: tuple[str, ...] = ()
+    spares: int = 0  # launched to be stopped into the warm pool once ready
 
     def __bool__(self) -> bool:
-        return bool(self.start or self.launch or self.stop or self.terminate)
+        return bool(self.start or self.launch or self.stop or self.terminate or self.spares)
 
     def describe(self) -> str:
+        spares = f" spares={self.spares}" if self.spares else ""
         return (
             f"start={list(self.start)} launch={self.launch} "
-            f"stop={list(self.stop)} terminate={list(self.terminate)}"
+            f"stop={list(self.stop)} terminate={list(self.terminate)}{spares}"
         )
 
 
@@ -79,7 +94,7 @@ def count_states(instances: Iterable[Instance]) -> dict[str, int]:
 
 def starting(instances: Iterable[Instance]) -> int:
     """Running instances whose worker still loads its model: capacity that serves nothing yet."""
-    return sum(1 for i in instances if i.state == "running" and not i.ready)
+    return sum(1 for i in instances if i.state == "running" and not i.ready and not i.spare)
 
 
 def workers(instances: Iterable[Instance]) -> list[dict]:
@@ -96,8 +111,8 @@ def workers(instances: Iterable[Instance]) -> list[dict]:
 
 
 def serving(instance: Instance) -> bool:
-    """Pending or running and not under notice: capacity the policy may count on."""
-    return instance.state in CAPACITY_STATES and not instance.notice
+    """Pending or running, not under notice and not a spare: capacity the policy may count on."""
+    return instance.state in CAPACITY_STATES and not instance.notice and not instance.spare
 
 
 def capacity(instances: Iterable[Instance]) -> int:
@@ -120,6 +135,8 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
     if desired < 0:
         raise ValueError(f"negative desired count {desired}")
     instances, noticed = _without_noticed(instances)
+    spares = [i for i in instances if i.spare and i.state in CAPACITY_STATES]
+    instances = [i for i in instances if i not in spares]
     by_state = {state: [i for i in instances if i.state == state] for state in FLEET_STATES}
     have = len(by_state["pending"]) + len(by_state["running"])
 
@@ -146,8 +163,13 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
             key=lambda i: (paid_left_s(i, now, rules.min_billed_s), -i.launched_at),
         )
         going = newest_first[: have - desired - len(cancel)]
-        stop = [i for i in going if not i.spot]
+        stop += [i for i in going if not i.spot]
         cancel += [i for i in going if i.spot]
+
+    scaling = bool(start or launch or stop or cancel)
+    # A spare goes into the pool once its worker is ready; one still booting will.
+    stop += [i for i in spares if i.state == "running" and i.ready]
+    booting_spares = len(spares) - sum(1 for i in spares if i in stop)
 
     started = {i.instance_id for i in start}
     idle = [i for i in by_state["stopped"] if i.instance_id not in started]
@@ -156,13 +178,33 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
     # Instances on their way to stopped are the newest members of the pool.
     slots = max(0, rules.warm_pool_max - len(by_state["stopping"]) - len(stop))
     terminate = noticed + cancel + aged + fresh[slots:]
+    pool = len(by_state["stopping"]) + len(stop) + min(len(fresh), slots) + booting_spares
+    new_spares = 0
+    if not scaling:
+        new_spares = _spares(by_state["running"], pool, have + booting_spares, now, rules)
 
     return Actions(
         start=tuple(i.instance_id for i in start),
         launch=launch,
         stop=tuple(i.instance_id for i in stop),
         terminate=tuple(i.instance_id for i in terminate),
+        spares=new_spares,
     )
+
+
+def _spares(running: list[Instance], pool: int, live: int, now: float, rules: PoolRules) -> int:
+    """Spares to launch into the pool: what it lacks, once a worker has served spares_after_s,
+    and never past fleet_max instances running at once (`live` counts those there are). Running
+    instances beyond the first go to the pool at the next scale-in: they are its members too, so
+    a pool a surge has just used is not refilled by launches while the surge runs."""
+    if rules.spares_after_s is None:
+        return 0
+    if not any(i.ready and now - i.launched_at >= rules.spares_after_s for i in running):
+        return 0
+    room = rules.warm_pool_max - pool - len(running)
+    if rules.fleet_max is not None:
+        room = min(room, rules.fleet_max - live)
+    return max(0, room)
 
 
 def plan_original(desired: int, instances: list[Instance]) -> Actions:

@@ -60,6 +60,16 @@ SAVE_EVERY_S = 60.0  # the most often a changed throughput is written to the est
 _AWS_ERRORS = (ClientError, BotoCoreError)
 
 
+def _fills_pool(settings: Settings) -> bool:
+    """Spares only where they can be on-demand (EC2 refuses to stop a one-time Spot instance):
+    an on-demand fleet, or Spot with an on-demand fallback, whose pool is then on-demand."""
+    return (
+        settings.warm_pool_spares
+        and settings.warm_pool_max > 0
+        and settings.fleet_market in ("on-demand", "spot-with-fallback")
+    )
+
+
 @dataclass(frozen=True)
 class ScalerConfig:
     policy: str
@@ -84,7 +94,14 @@ class ScalerConfig:
             quiet_period_s=settings.quiet_period_s,
             # EC2 bills each start at least MINIMUM_BILLED_S: the planner stops first the
             # instances whose paid time has run out.
-            pool=PoolRules(settings.warm_pool_max, settings.stopped_max_age_s, MINIMUM_BILLED_S),
+            pool=PoolRules(
+                settings.warm_pool_max,
+                settings.stopped_max_age_s,
+                MINIMUM_BILLED_S,
+                # Once a worker has served its paid minute; a Spot-only fleet has none to launch.
+                spares_after_s=MINIMUM_BILLED_S if _fills_pool(settings) else None,
+                fleet_max=settings.fleet_max,
+            ),
             job_fleet_max=settings.job_fleet_max,
             boot_new_s=settings.expected_boot_new_s,
             boot_start_s=settings.expected_boot_start_s,

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from runtime.model_versions import announce_models, format_models, parse_models
 from runtime.readiness import announce_ready
-from runtime.resources import FLEET_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
+from runtime.resources import FLEET_TAG, SPARE_TAG, STARTED_AT_TAG, STOPPED_AT_TAG
 from runtime.retry import Backoff, retry
 from scaler.fleet import Fleet, ensure_local_launch_template, view
 from scaler.plan import (
@@ -144,6 +144,57 @@ def test_original_executor(desired, fleet, actions):
     assert plan_original(desired, fleet) == actions
 
 
+FILLING = dataclasses.replace(RULES, spares_after_s=60.0, fleet_max=4)
+
+
+def ready(iid, launched_at=0.0, spare=False, state="running") -> Instance:
+    return Instance(iid, state, launched_at, ready=state == "running", spare=spare)
+
+
+def test_spares_fill_the_pool_once_a_worker_has_served_its_minute():
+    young = [ready("r1", launched_at=NOW - 30)]
+    assert plan(1, young, NOW, FILLING) == Actions()  # not a minute yet
+    # The running worker joins the pool when traffic stops: one spare fills the pool of two.
+    served = [ready("r1", launched_at=NOW - 60)]
+    assert plan(1, served, NOW, FILLING) == Actions(spares=1)
+    assert plan(1, served, NOW, RULES) == Actions()  # spares_after_s None: never
+    three = dataclasses.replace(FILLING, warm_pool_max=3)
+    assert plan(1, served, NOW, three) == Actions(spares=2)
+    # What the pool holds, stopped or booting as spares, counts; a full pool gets none.
+    stopped = inst("s1", "stopped", stopped_at=NOW - 5)
+    assert plan(1, [*served, stopped], NOW, FILLING) == Actions()
+    assert plan(1, [*served, stopped], NOW, three) == Actions(spares=1)
+    booting = [*served, ready("sp1", NOW - 5, spare=True, state="pending")]
+    assert plan(1, booting, NOW, FILLING) == Actions()
+    # A surge's instances go to the pool at its scale-in: no launches to refill it meanwhile.
+    surge = [*served, ready("r2", NOW - 90)]
+    assert plan(2, surge, NOW, FILLING) == Actions()
+    # Never past FLEET_MAX instances at once.
+    big = dataclasses.replace(FILLING, warm_pool_max=5)
+    crowded = [*served, ready("r2", NOW - 90), ready("r3", NOW - 90)]
+    assert plan(3, crowded, NOW, big) == Actions(spares=1)
+
+
+def test_no_spares_while_the_fleet_is_scaled():
+    served = [ready("r1", launched_at=NOW - 600), ready("r2", launched_at=NOW - 500)]
+    assert plan(3, served, NOW, FILLING) == Actions(launch=1)
+    assert plan(1, served, NOW, FILLING) == Actions(stop=("r2",))
+
+
+def test_a_spare_is_no_capacity_and_goes_to_the_pool_once_ready():
+    booting = ready("sp1", NOW - 5, spare=True, state="pending")
+    served = ready("r1", launched_at=NOW - 600)
+    assert capacity([served, booting]) == 1
+    # Not cancelled by a scale-in, not counted by a scale-out: it boots on.
+    assert plan(0, [served, booting], NOW, FILLING) == Actions(stop=("r1",))
+    assert plan(2, [served, booting], NOW, FILLING) == Actions(launch=1)
+    up = ready("sp1", NOW - 5, spare=True)
+    assert plan(1, [served, up], NOW, FILLING) == Actions(stop=("sp1",))
+    loading = dataclasses.replace(up, ready=False)  # its worker still loads: not yet
+    assert plan(1, [served, loading], NOW, FILLING) == Actions()
+    assert "spares=1" in Actions(spares=1).describe()
+
+
 def test_plan_rejects_negative_desired():
     with pytest.raises(ValueError):
         plan(-1, [], NOW, RULES)
@@ -242,6 +293,27 @@ def test_launch_tags_instances_into_the_fleet(ec2, fleet, settings):
     for instance in found:
         assert tags_of(ec2, instance.instance_id)[FLEET_TAG] == settings.fleet_name
         assert not instance.restarted
+
+
+def test_spares_are_launched_tagged_and_join_the_pool_at_their_stop(ec2, fleet, settings):
+    fleet.apply(Actions(spares=1))
+    (spare,) = fleet.instances()
+    assert spare.spare and tags_of(ec2, spare.instance_id)[SPARE_TAG] == "1"
+    assert capacity([spare]) == 0
+    fleet.apply(Actions(stop=(spare.instance_id,)))
+    fleet.apply(Actions(start=(spare.instance_id,)))
+    (restarted,) = fleet.instances()
+    assert restarted.restarted and not restarted.spare  # out of the pool it is capacity
+    assert capacity([restarted]) == 1
+
+
+def test_spares_are_on_demand_where_the_fleet_buys_spot_first(ec2, settings):
+    ensure_local_launch_template(ec2, settings)
+    fleet = Fleet(ec2, settings.fleet_name, settings.launch_template, market="spot-with-fallback")
+    notes = fleet.apply(Actions(launch=1, spares=1))
+    by_spare = {i.spare: i for i in fleet.instances()}
+    assert by_spare[False].spot and not by_spare[True].spot  # a Spot one cannot be stopped
+    assert any(n.startswith("spares: launched 1 on-demand") for n in notes), notes
 
 
 def test_stop_records_the_time_and_start_marks_a_restart(ec2, settings):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from runtime.cloudwatch import publish_arrivals
+from runtime.readiness import announce_ready
 from runtime.settings import Settings
 from scaler.arrivals import ArrivalGauge, last_arrival_at, lesser_window_rate
 from scaler.fleet import Fleet
@@ -190,3 +191,34 @@ def test_drain_takes_the_fleet_to_n_and_back_to_zero_with_structured_decisions(
     last = scaler.status()["decisions"][-1]
     assert last["inputs"]["warm"] >= 2
     assert len(last["actions"]["start"]) == 1 and last["actions"]["launch"] == 0
+
+
+def test_a_worker_that_served_its_minute_gets_spares_stopped_into_the_pool(settings, aws_client):
+    """WARM_POOL_SPARES: at a steady count, once a ready worker has run a minute, spares are
+    launched to fill the pool (no capacity while they boot), and each is stopped into the pool
+    once its worker is ready; a surge then restarts them."""
+    ec2, sqs, cloudwatch = aws_client("ec2"), aws_client("sqs"), aws_client("cloudwatch")
+    scaler, clock = live_scaler(settings, aws_client)
+    url = send(sqs, settings, 5)
+    scaler.tick()
+    (worker,) = Fleet.from_settings(ec2, settings).instances()
+    announce_ready(ec2, worker.instance_id, clock.now)
+    sqs.purge_queue(QueueUrl=url)
+    for _ in range(30):  # a trickle keeps it busy past its first minute
+        clock.now += 2.5
+        publish_arrivals(cloudwatch, settings.fleet_name, {int(clock.now) - 2: 1})
+        scaler.tick()
+    # The worker itself joins the pool when traffic stops: one spare fills the pool of two.
+    filled = [d for d in scaler.status()["decisions"] if d["actions"]["spares"]]
+    assert [d["actions"]["spares"] for d in filled] == [settings.warm_pool_max - 1], filled
+    assert "spares=1" in filled[0]["text"] and filled[0]["inputs"]["capacity"] == 1
+    spares = [i for i in Fleet.from_settings(ec2, settings).instances() if i.spare]
+    assert len(spares) == 1
+    for spare in spares:
+        announce_ready(ec2, spare.instance_id, clock.now)
+    clock.now += 1.0
+    publish_arrivals(cloudwatch, settings.fleet_name, {int(clock.now) - 1: 1})
+    scaler.tick()
+    assert sorted(fleet_states(ec2, settings)) == ["running", "stopped"]
+    stopped = scaler.status()["decisions"][-1]["actions"]["stop"]
+    assert set(stopped) == {s.instance_id for s in spares}

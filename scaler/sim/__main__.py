@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 
 from runtime.cli import OneLineParser, non_negative, positive
+from runtime.costs import MINIMUM_BILLED_S
 from runtime.prices import INSTANCE_HOURLY, MARKETS, PRICES_AS_OF
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
@@ -45,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--quiet-period-s", type=non_negative(), default=d.quiet_period_s)
     add("--latency-target-s", type=positive(), default=d.latency_target_s)
     add("--warm-pool-max", type=int, default=d.warm_pool_max)
+    add(
+        "--no-spares",
+        action="store_true",
+        help="never fill the warm pool ahead of need (WARM_POOL_SPARES=false)",
+    )
     add("--market", action="append", choices=MARKETS, help="only this market (repeatable)")
     add(
         "--billing",
@@ -69,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_from(args: argparse.Namespace) -> SimConfig:
-    base = SimConfig()
+    base, defaults = SimConfig(), Settings()
     # A different throughput scales the whole batch time, overhead included.
     factor = base.throughput_img_s / args.throughput
     return replace(
@@ -83,7 +89,13 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         latency_target_s=args.latency_target_s,
         quiet_period_s=args.quiet_period_s,
         idle_delay_s=args.idle_delay_s,
-        pool=PoolRules(args.warm_pool_max, Settings().stopped_max_age_s),
+        pool=PoolRules(
+            args.warm_pool_max,
+            defaults.stopped_max_age_s,
+            spares_after_s=None
+            if args.no_spares or not defaults.warm_pool_spares
+            else MINIMUM_BILLED_S,
+        ),
         instance_type=args.instance_type,
         interruptions_per_hour=args.spot_interruptions_per_hour,
     )

@@ -47,7 +47,9 @@ class SimConfig:
     limits: Limits = Limits(0, 12)
     latency_target_s: float = 5.0
     quiet_period_s: float = 30.0
-    pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0)
+    # Spares fill the pool once a worker has served a minute, as the scaler's default does
+    # (WARM_POOL_SPARES); on the Spot market there is no pool to fill.
+    pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0, spares_after_s=60.0)
     idle_delay_s: float = 2.0
     arrival_window_s: float = 1.0
     steady_window_s: float = 30.0
@@ -132,10 +134,17 @@ class _Machine:
     batch: list[float] = field(default_factory=list)  # arrival times of the messages it holds
     billed_from: float = 0.0
     ready_at: float = 0.0
+    spare: bool = False  # launched to be stopped into the pool once ready (scaler.plan)
 
     def view(self) -> Instance:
         return Instance(
-            self.instance_id, self.state, self.launched_at, self.restarted, self.stopped_at
+            self.instance_id,
+            self.state,
+            self.launched_at,
+            self.restarted,
+            self.stopped_at,
+            ready=self.state == "running",  # here a worker works the moment it is running
+            spare=self.spare,
         )
 
 
@@ -144,7 +153,12 @@ class _Run:
         self.config = config
         # The policy expects the boot times the model uses, as the live scaler's settings say them.
         self.policy = make_policy(policy_name, PolicyConfig.of(config))
-        pool = replace(config.pool, min_billed_s=config.paid_minimum_s)
+        pool = replace(
+            config.pool,
+            min_billed_s=config.paid_minimum_s,
+            spares_after_s=config.pool.spares_after_s if config.market == "on-demand" else None,
+            fleet_max=config.limits.max,
+        )
         self.planner = make_planner(policy_name, pool)
         self.window = QuietWindow(config.quiet_period_s)
         self.idle = IdleClock()
@@ -228,6 +242,7 @@ class _Run:
 
     def _stopped(self, machine: _Machine, now: float) -> None:
         machine.state = "stopped"
+        machine.spare = False  # in the pool now: a start of it is capacity
         machine.stopped_at = now
         self._bill(machine, now)
 
@@ -249,7 +264,9 @@ class _Run:
         self._interrupt(now)
         views = [m.view() for m in self.machines.values() if m.state != "terminated"]
         in_flight = sum(len(m.batch) for m in self.machines.values())
-        live = [m for m in self.machines.values() if m.state in ("pending", "running")]
+        live = [
+            m for m in self.machines.values() if m.state in ("pending", "running") and not m.spare
+        ]
         obs = Observation(
             visible=len(self.queue),
             in_flight=in_flight,
@@ -273,9 +290,9 @@ class _Run:
             machine.state = "terminated"
         for iid in actions.start:
             self._boot(self.machines[iid], now, restarted=True)
-        for _ in range(actions.launch):
+        for n in range(actions.launch + actions.spares):
             iid = f"i-{len(self.machines):05d}"
-            self.machines[iid] = _Machine(iid, "pending", now)
+            self.machines[iid] = _Machine(iid, "pending", now, spare=n >= actions.launch)
             self._boot(self.machines[iid], now, restarted=False)
         for iid in actions.stop:
             machine = self.machines[iid]

@@ -21,7 +21,10 @@ export function normalise(decision, limits = {}) {
   if (record.max === undefined && typeof limits.max === "number") record.max = limits.max;
   for (const key of LIST_FIELDS) if (!Array.isArray(record[key])) record[key] = [];
   record.launch = Number(record.launch) || 0;
-  record.acted = Boolean(record.start.length || record.launch || record.stop.length || record.terminate.length);
+  record.spares = Number(record.spares) || 0;
+  record.acted = Boolean(
+    record.start.length || record.launch || record.stop.length || record.terminate.length || record.spares,
+  );
   return record;
 }
 
@@ -56,6 +59,13 @@ export function sentence(d) {
     // The policy's own last clause says why (e.g. "scale in to quiet-period peak 1").
     const rule = d.reason ? ` (${d.reason.split(": ").pop()})` : "";
     return `Scaled in ${before} \u2192 ${d.desired}: ${load(d)}${rule}.`;
+  }
+  // At a steady count the planner fills the warm pool: spares launched, and stopped once ready.
+  if (d.spares) {
+    return `Launched ${plural(d.spares, "spare")} for the warm pool (a surge then restarts instead of launching); ${plural(d.desired, "worker")} kept.`;
+  }
+  if (d.stop.length) {
+    return `Stopped ${plural(d.stop.length, "spare")} into the warm pool, ready to restart; ${plural(d.desired, "worker")} kept.`;
   }
   if (d.terminate.length) {
     return `Terminated ${plural(d.terminate.length, "stopped instance")} beyond the warm pool or too old; ${plural(d.desired, "worker")} kept.`;
