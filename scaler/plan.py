@@ -10,13 +10,14 @@ warm pool. An instance whose worker was given notice (a Spot interruption or a r
 recommendation: runtime.readiness) is gone already: it is no capacity, it is terminated, and the
 count it leaves short is launched or started in the same plan.
 
-The pool is also filled ahead of need (`PoolRules.spares_after_s`): once a worker has served
-that long and nothing is being scaled, spares are launched to fill it; each is stopped into the
-pool once its worker is ready, so its image and model are on its disk. A spare is no capacity
-while it boots (the policy does not count it), and is paid once: a start pays EC2's minute, and
-a surge the pool serves then starts in a restart's boot instead of a launch's. What a surge
-started goes back to the pool at scale-in (stopped, not terminated), so spares are launched
-again only when the pool ages out (stopped_max_age_s) or capacity is lost.
+The pool is also filled ahead of need (`PoolRules.spares`): once a worker has served as long as
+a start is paid for (min_billed_s) and nothing is being scaled, spares are launched to fill it;
+each is stopped into the pool once its worker is ready, so its image and model are on its disk.
+A spare is no capacity while it boots (the policy does not count it), and is paid once: a start
+pays EC2's minute, and a surge the pool serves then starts in a restart's boot instead of a
+launch's. What a surge started goes back to the pool at scale-in (stopped, not terminated), and
+running workers count as the pool's members, so spares are launched again only when the pool
+ages out (stopped_max_age_s) or capacity is lost.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class PoolRules:
     warm_pool_max: int  # stopped instances kept for fast restarts
     stopped_max_age_s: float  # stopped longer than this: terminate
     min_billed_s: float = 0.0  # each run is paid at least this long (EC2: 60 s); 0 per second
-    # Fill the pool with spares once a worker has served this long; None: never (a Spot-only fleet,
-    # whose instances EC2 will not stop, has no pool to fill).
-    spares_after_s: float | None = None
+    # Fill the pool with spares once a worker has served min_billed_s: a spare is paid as one
+    # start, so a fleet that has run that long is worth one (never for a Spot-only fleet, whose
+    # instances EC2 will not stop).
+    spares: bool = False
     fleet_max: int | None = None  # spares never take the fleet past this many instances
 
 
@@ -193,13 +195,13 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
 
 
 def _spares(running: list[Instance], pool: int, live: int, now: float, rules: PoolRules) -> int:
-    """Spares to launch into the pool: what it lacks, once a worker has served spares_after_s,
+    """Spares to launch into the pool: what it lacks, once a worker has served min_billed_s,
     and never past fleet_max instances running at once (`live` counts those there are). Running
     instances beyond the first go to the pool at the next scale-in: they are its members too, so
     a pool a surge has just used is not refilled by launches while the surge runs."""
-    if rules.spares_after_s is None:
+    if not rules.spares:
         return 0
-    if not any(i.ready and now - i.launched_at >= rules.spares_after_s for i in running):
+    if not any(i.ready and now - i.launched_at >= rules.min_billed_s for i in running):
         return 0
     room = rules.warm_pool_max - pool - len(running)
     if rules.fleet_max is not None:

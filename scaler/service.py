@@ -99,7 +99,7 @@ class ScalerConfig:
                 settings.stopped_max_age_s,
                 MINIMUM_BILLED_S,
                 # Once a worker has served its paid minute; a Spot-only fleet has none to launch.
-                spares_after_s=MINIMUM_BILLED_S if _fills_pool(settings) else None,
+                spares=_fills_pool(settings),
                 fleet_max=settings.fleet_max,
             ),
             job_fleet_max=settings.job_fleet_max,

@@ -144,7 +144,7 @@ def test_original_executor(desired, fleet, actions):
     assert plan_original(desired, fleet) == actions
 
 
-FILLING = dataclasses.replace(RULES, spares_after_s=60.0, fleet_max=4)
+FILLING = dataclasses.replace(RULES, min_billed_s=60.0, spares=True, fleet_max=4)
 
 
 def ready(iid, launched_at=0.0, spare=False, state="running") -> Instance:
@@ -157,7 +157,7 @@ def test_spares_fill_the_pool_once_a_worker_has_served_its_minute():
     # The running worker joins the pool when traffic stops: one spare fills the pool of two.
     served = [ready("r1", launched_at=NOW - 60)]
     assert plan(1, served, NOW, FILLING) == Actions(spares=1)
-    assert plan(1, served, NOW, RULES) == Actions()  # spares_after_s None: never
+    assert plan(1, served, NOW, RULES) == Actions()  # spares off: never
     three = dataclasses.replace(FILLING, warm_pool_max=3)
     assert plan(1, served, NOW, three) == Actions(spares=2)
     # What the pool holds, stopped or booting as spares, counts; a full pool gets none.

@@ -16,7 +16,6 @@ import sys
 from dataclasses import replace
 
 from runtime.cli import OneLineParser, non_negative, positive
-from runtime.costs import MINIMUM_BILLED_S
 from runtime.prices import INSTANCE_HOURLY, MARKETS, PRICES_AS_OF
 from runtime.settings import DEFAULT_POLICY, POLICIES, Settings
 from scaler.plan import PoolRules
@@ -92,9 +91,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         pool=PoolRules(
             args.warm_pool_max,
             defaults.stopped_max_age_s,
-            spares_after_s=None
-            if args.no_spares or not defaults.warm_pool_spares
-            else MINIMUM_BILLED_S,
+            spares=defaults.warm_pool_spares and not args.no_spares,
         ),
         instance_type=args.instance_type,
         interruptions_per_hour=args.spot_interruptions_per_hour,

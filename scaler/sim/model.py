@@ -47,9 +47,9 @@ class SimConfig:
     limits: Limits = Limits(0, 12)
     latency_target_s: float = 5.0
     quiet_period_s: float = 30.0
-    # Spares fill the pool once a worker has served a minute, as the scaler's default does
-    # (WARM_POOL_SPARES); on the Spot market there is no pool to fill.
-    pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0, spares_after_s=60.0)
+    # Spares fill the pool once a worker has served the billing's paid minimum, as the scaler's
+    # default does (WARM_POOL_SPARES); none on the Spot market (EC2 will not stop them).
+    pool: PoolRules = PoolRules(warm_pool_max=2, stopped_max_age_s=3600.0, spares=True)
     idle_delay_s: float = 2.0
     arrival_window_s: float = 1.0
     steady_window_s: float = 30.0
@@ -156,7 +156,7 @@ class _Run:
         pool = replace(
             config.pool,
             min_billed_s=config.paid_minimum_s,
-            spares_after_s=config.pool.spares_after_s if config.market == "on-demand" else None,
+            spares=config.pool.spares and config.market == "on-demand",
             fleet_max=config.limits.max,
         )
         self.planner = make_planner(policy_name, pool)
