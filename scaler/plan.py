@@ -197,8 +197,9 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
 def _spares(running: list[Instance], pool: int, live: int, now: float, rules: PoolRules) -> int:
     """Spares to launch into the pool: what it lacks, once a worker has served min_billed_s,
     and never past fleet_max instances running at once (`live` counts those there are). Running
-    instances beyond the first go to the pool at the next scale-in: they are its members too, so
-    a pool a surge has just used is not refilled by launches while the surge runs."""
+    instances go to the pool when traffic stops: they are its members too, so a pool a surge has
+    just used is not refilled by launches while the surge runs, and a pool the last worker joins
+    does not overflow (each overflow terminated would be a launch wasted)."""
     if not rules.spares:
         return 0
     if not any(i.ready and now - i.launched_at >= rules.min_billed_s for i in running):
