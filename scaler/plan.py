@@ -26,6 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CAPACITY_STATES = ("pending", "running")
+# A spare whose worker is not ready this long after its launch will not be: something keeps it
+# from booting (the image, the model). It is terminated, not left running unseen as no capacity.
+SPARE_READY_MAX_S = 600.0
 FLEET_STATES = ("pending", "running", "stopping", "stopped")
 
 
@@ -169,9 +172,11 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
         cancel += [i for i in going if i.spot]
 
     scaling = bool(start or launch or stop or cancel)
-    # A spare goes into the pool once its worker is ready; one still booting will.
+    # A spare goes into the pool once its worker is ready; one still booting will, unless it
+    # has booted for SPARE_READY_MAX_S.
     stop += [i for i in spares if i.state == "running" and i.ready]
-    booting_spares = len(spares) - sum(1 for i in spares if i in stop)
+    stuck = [i for i in spares if not i.ready and now - i.launched_at > SPARE_READY_MAX_S]
+    booting_spares = len(spares) - sum(1 for i in spares if i in stop or i in stuck)
 
     started = {i.instance_id for i in start}
     idle = [i for i in by_state["stopped"] if i.instance_id not in started]
@@ -179,7 +184,7 @@ def plan(desired: int, instances: list[Instance], now: float, rules: PoolRules) 
     fresh = sorted((i for i in idle if i not in aged), key=_stop_time, reverse=True)
     # Instances on their way to stopped are the newest members of the pool.
     slots = max(0, rules.warm_pool_max - len(by_state["stopping"]) - len(stop))
-    terminate = noticed + cancel + aged + fresh[slots:]
+    terminate = noticed + cancel + stuck + aged + fresh[slots:]
     pool = len(by_state["stopping"]) + len(stop) + min(len(fresh), slots) + booting_spares
     new_spares = 0
     if not scaling:

@@ -13,6 +13,7 @@ from runtime.resources import FLEET_TAG, SPARE_TAG, STARTED_AT_TAG, STOPPED_AT_T
 from runtime.retry import Backoff, retry
 from scaler.fleet import Fleet, ensure_local_launch_template, view
 from scaler.plan import (
+    SPARE_READY_MAX_S,
     Actions,
     Instance,
     PoolRules,
@@ -193,6 +194,10 @@ def test_a_spare_is_no_capacity_and_goes_to_the_pool_once_ready():
     loading = dataclasses.replace(up, ready=False)  # its worker still loads: not yet
     assert plan(1, [served, loading], NOW, FILLING) == Actions()
     assert "spares=1" in Actions(spares=1).describe()
+    # One whose worker never gets ready is terminated, not left running as no capacity; what
+    # the pool then lacks is launched anew.
+    stuck = ready("sp2", NOW - SPARE_READY_MAX_S - 1, spare=True, state="pending")
+    assert plan(1, [served, stuck], NOW, FILLING) == Actions(terminate=("sp2",), spares=1)
 
 
 def test_plan_rejects_negative_desired():

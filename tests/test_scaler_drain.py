@@ -202,7 +202,8 @@ def test_a_worker_that_served_its_minute_gets_spares_stopped_into_the_pool(setti
     url = send(sqs, settings, 5)
     scaler.tick()
     (worker,) = Fleet.from_settings(ec2, settings).instances()
-    announce_ready(ec2, worker.instance_id, clock.now)
+    # Ready in this run: no earlier than EC2's launch time, which the test's clock may trail.
+    announce_ready(ec2, worker.instance_id, max(clock.now, worker.launched_at))
     sqs.purge_queue(QueueUrl=url)
     for _ in range(30):  # a trickle keeps it busy past its first minute
         clock.now += 2.5
